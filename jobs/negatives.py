@@ -1,0 +1,9 @@
+"""spark-submit entry point: ``lgsid negatives``.
+
+    spark-submit jobs/negatives.py --conf conf/cluster.example.yaml [--set key=value ...]
+"""
+
+from lgsid.cli import job_main
+
+if __name__ == "__main__":
+    job_main("negatives")

@@ -1,0 +1,88 @@
+"""The ``lgsid`` command line. Every subcommand calls the same library function as ``jobs/<step>.py``.
+
+    lgsid <step> --conf conf/local.yaml [--set section.key=value ...]
+    lgsid pipeline --conf conf/local.yaml        # every step in pipeline.steps, in order
+    lgsid config --conf conf/local.yaml [--explain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from lgsid.errors import LGSIDError
+from lgsid.steps import STEPS, run_step
+
+DEFAULT_CONF = "conf/local.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lgsid", description="Geography-aware semantic IDs (LGSID) pipeline.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--conf", default=os.environ.get("LGSID_CONF", DEFAULT_CONF), help="YAML config (default: %(default)s)")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. negatives.k=16")
+
+    for name, (_, help_) in STEPS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        common(sp)
+        if name == "evaluate":
+            sp.add_argument("--out", default=None, help="report directory (overrides evaluate.out_dir)")
+        if name == "promote":
+            sp.add_argument("--version", default=None, help="model version to promote (default: the 'candidate' alias)")
+    sp = sub.add_parser("pipeline", help="Run every step in pipeline.steps in order.")
+    common(sp)
+    sp.add_argument("--steps", default=None, help="comma-separated subset of steps (default: pipeline.steps)")
+    sp = sub.add_parser("config", help="Print the resolved config (or --explain every key).")
+    common(sp)
+    sp.add_argument("--explain", action="store_true", help="print every key with its default and help text")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lgsid`` console script and of ``jobs/*.py``. Returns the exit code."""
+    from lgsid.config import explain, load_config
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "urllib3", "alembic", "petastorm", "mlflow", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        overrides = list(args.overrides)
+        if getattr(args, "out", None):
+            overrides.append(f"evaluate.out_dir={args.out}")
+        if getattr(args, "version", None):
+            overrides.append(f"promote.version={args.version}")
+        if args.command == "config":
+            if args.explain:
+                print(explain())
+            else:
+                print(json.dumps(load_config(args.conf, overrides).to_dict(), indent=2))
+            return 0
+        cfg = load_config(args.conf, overrides)
+        from lgsid.spark import get_spark
+
+        spark = get_spark(cfg)
+        steps = [args.command]
+        if args.command == "pipeline":
+            steps = args.steps.split(",") if args.steps else list(cfg.pipeline.steps)
+        for step in steps:
+            summary = run_step(step, spark, cfg)
+            print(summary.render(), flush=True)
+        return 0
+    except LGSIDError as e:
+        print(f"lgsid: error: {e}", file=sys.stderr)
+        return 2
+
+
+def job_main(step: str) -> None:
+    """What ``jobs/<step>.py`` calls: ``lgsid <step>`` with the job's own command-line arguments."""
+    sys.exit(main([step, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

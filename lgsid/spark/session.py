@@ -1,0 +1,66 @@
+"""The SparkSession: the active one under spark-submit, else an embedded local session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from lgsid.config import LGSIDConfig
+from lgsid.errors import EnvironmentSetupError
+
+
+def require_java() -> str:
+    """Return the ``java`` executable Spark will use, or raise a clear error when there is none.
+
+    Raises:
+        EnvironmentSetupError: no Java on PATH / JAVA_HOME, or it is not runnable.
+    """
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        raise EnvironmentSetupError(
+            "Java not found: Spark needs Java 17 (set JAVA_HOME or put `java` on PATH; "
+            "e.g. `apt-get install openjdk-17-jre-headless`)."
+        )
+    try:
+        subprocess.run([java, "-version"], capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise EnvironmentSetupError(f"Java at {java} does not run: {e}") from None
+    return java
+
+
+def get_spark(cfg: LGSIDConfig):
+    """The active SparkSession if there is one (spark-submit, a notebook), else an embedded one.
+
+    The embedded session uses ``cfg.spark``: master, shuffle partitions, driver memory, the Petastorm
+    cache directory conf that ``make_spark_converter`` needs, UTC timestamps written as
+    TIMESTAMP_MICROS (what Delta stores), and any extra ``spark.conf`` entries.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    cache = cfg.spark.petastorm_cache_dir
+    cache_url = cache if "://" in cache else "file://" + os.path.abspath(cache)
+    if active is not None:
+        if not active.conf.get("petastorm.spark.converter.parentCacheDirUrl", None):
+            active.conf.set("petastorm.spark.converter.parentCacheDirUrl", cache_url)
+        return active
+    require_java()
+    builder = (
+        SparkSession.builder.master(cfg.spark.master)
+        .appName(cfg.spark.app_name)
+        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        .config("spark.driver.memory", cfg.spark.driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("petastorm.spark.converter.parentCacheDirUrl", cache_url)
+    )
+    for k, v in (cfg.spark.conf or {}).items():
+        builder = builder.config(k, str(v))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

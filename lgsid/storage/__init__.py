@@ -1,0 +1,5 @@
+"""Storage layer: the only place that knows how Delta tables are read, written and merged."""
+
+from lgsid.storage.delta import DeltaStore, WriteResult, arrow_schema, spark_has_delta, spark_schema, table_properties
+
+__all__ = ["DeltaStore", "WriteResult", "arrow_schema", "spark_has_delta", "spark_schema", "table_properties"]

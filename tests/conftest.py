@@ -1,0 +1,76 @@
+"""Shared fixtures: one session-scoped local Spark, and a config whose paths live in a temp dir."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    skip_gpu = pytest.mark.skip(reason="needs CUDA; no GPU on this machine")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """A local[1] SparkSession bound to 127.0.0.1, shared by every Spark test."""
+    from lgsid.spark import require_java
+    from pyspark.sql import SparkSession
+
+    require_java()
+    cache = tmp_path_factory.mktemp("petastorm")
+    s = (
+        SparkSession.builder.master("local[1]")
+        .appName("lgsid-tests")
+        .config("spark.sql.shuffle.partitions", "1")
+        .config("spark.default.parallelism", "1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("petastorm.spark.converter.parentCacheDirUrl", f"file://{cache}")
+        .getOrCreate()
+    )
+    s.sparkContext.setLogLevel("ERROR")
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    """The default config with every path under a fresh temp dir (tables, staging, MLflow, reports)."""
+    from lgsid.config import load_config, replace
+
+    w = tmp_path / "work"
+    return replace(
+        load_config(None),
+        storage={"root": str(w / "tables"), "staging_dir": str(w / "staging")},
+        spark={"petastorm_cache_dir": str(w / "petastorm"), "shuffle_partitions": 1},
+        mlflow={"tracking_uri": f"sqlite:///{w}/mlflow.db", "artifact_root": str(w / "mlartifacts")},
+        train={"checkpoint_dir": str(w / "checkpoints")},
+        evaluate={"out_dir": str(w / "report")},
+        pipeline={"work_dir": str(w)},
+    )
+
+
+@pytest.fixture
+def store(spark, cfg):
+    """A DeltaStore over the temp table root (delta-rs backend on this machine)."""
+    from lgsid.storage import DeltaStore
+
+    return DeltaStore(spark, cfg.storage)
