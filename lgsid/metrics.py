@@ -1,0 +1,61 @@
+"""Retrieval metrics shared by training-time checks (alignment) and the evaluation report."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def topk_neighbours(emb: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` cosine neighbours of every row, excluding the row itself.
+
+    Args:
+        emb: (N, D) float embeddings (need not be normalised).
+        k: neighbours per row; must be < N.
+        chunk: rows per similarity block (memory is chunk × N floats).
+
+    Returns:
+        (idx, sim): both (N, k); ``idx[i]`` sorted by decreasing cosine similarity ``sim[i]``.
+    """
+    x = np.asarray(emb, dtype=np.float32)
+    n = x.shape[0]
+    if not 0 < k < n:
+        raise ValueError(f"k must be in [1, N-1] for N={n} rows, got k={k}")
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    idx = np.empty((n, k), dtype=np.int64)
+    sim = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, chunk):
+        blk = x[s : s + chunk] @ x.T  # (b, N)
+        rows = np.arange(blk.shape[0])
+        blk[rows, s + rows] = -np.inf  # never retrieve yourself
+        part = np.argpartition(-blk, k - 1, axis=1)[:, :k]  # (b, k) unordered
+        psim = np.take_along_axis(blk, part, axis=1)
+        order = np.argsort(-psim, axis=1, kind="stable")
+        idx[s : s + chunk] = np.take_along_axis(part, order, axis=1)
+        sim[s : s + chunk] = np.take_along_axis(psim, order, axis=1)
+    return idx, sim
+
+
+def neighbour_share(neighbours: np.ndarray, labels: np.ndarray) -> float:
+    """Share of retrieved neighbours whose label equals the query's label (P@K / C@K / T@K).
+
+    ``coverage@K = mean_i (1/K) Σ_{j ∈ topK(i)} 1[label_j = label_i]``.
+
+    Args:
+        neighbours: (N, K) int indices of each query's top-K neighbours.
+        labels: (N,) labels (state, county or town) of every item.
+    """
+    labels = np.asarray(labels)
+    return float((labels[neighbours] == labels[:, None]).mean())
+
+
+def geo_coverage(emb: np.ndarray, state: np.ndarray, county: np.ndarray, town: np.ndarray, k: int = 10) -> dict[str, float]:
+    """Top-``k`` retrieval geo check: share of neighbours in the same state / county / town.
+
+    County and town names repeat across states (Springfield), so they are compared qualified by
+    their parents. Returns ``{"P@k": .., "C@k": .., "T@k": ..}``.
+    """
+    idx, _ = topk_neighbours(emb, k)
+    st = np.asarray(state, dtype=object)
+    co = np.char.add(np.char.add(st.astype(str), "|"), np.asarray(county, dtype=str))
+    tw = np.char.add(np.char.add(co, "|"), np.asarray(town, dtype=str))
+    return {f"P@{k}": neighbour_share(idx, st), f"C@{k}": neighbour_share(idx, co), f"T@{k}": neighbour_share(idx, tw)}
