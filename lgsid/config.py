@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -79,8 +80,22 @@ class DemoConfig:
     chain_share: float = _f(0.35, "Share of items belonging to multi-state brand chains (rest are independents).")
     distance_decay_km: float = _f(15.0, "Scale d0 of the distance decay exp(-d/d0) in the behavioural model.")
     travel_share: float = _f(0.05, "Share of interactions made while travelling (item chosen near a random town).")
+    ambiguous_share: float = _f(0.2, "Share of the towns reserved for names that repeat across states (Springfield, Portland, Clinton, ...).")
+    jitter_km: float = _f(3.0, "Standard deviation (km) of item and home locations around their town centre.")
+    neighbour_towns: int = _f(8, "A user's candidate items come from this many towns nearest to where they are (home or travel town).")
+    candidates: int = _f(64, "Candidate items drawn per interaction before resampling by the behavioural weight.")
+    period_days: int = _f(90, "Interactions are spread over this many days.")
+    start_date: str = _f("2024-01-01", "First day (UTC, YYYY-MM-DD) of the interaction period.")
+    chunk_interactions: int = _f(200000, "Interactions generated per vectorised chunk (bounds memory at large sizes).")
 
     def __post_init__(self) -> None:
+        _check(0.0 <= self.ambiguous_share <= 1.0, "demo.ambiguous_share", "must be in [0, 1]")
+        _check(self.jitter_km >= 0, "demo.jitter_km", "must be >= 0")
+        _check(self.neighbour_towns >= 1, "demo.neighbour_towns", "must be >= 1")
+        _check(self.candidates >= 1, "demo.candidates", "must be >= 1")
+        _check(self.period_days >= 1, "demo.period_days", "must be >= 1")
+        _check(self.chunk_interactions >= 1, "demo.chunk_interactions", "must be >= 1")
+        _check(bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.start_date)), "demo.start_date", f"expected YYYY-MM-DD, got {self.start_date!r}")
         for k in ("n_items", "n_users", "n_interactions", "n_towns"):
             _check(getattr(self, k) >= 1, f"demo.{k}", "must be >= 1")
         _check(0.0 <= self.chain_share <= 1.0, "demo.chain_share", "must be in [0, 1]")
@@ -96,6 +111,7 @@ class IngestConfig:
     interactions_path: str = _f("", "Interactions file, Parquet or CSV (source=files): user_id, item_id, timestamp.")
     min_user_interactions: int = _f(2, "Drop users with fewer interactions (applied iteratively with the item filter).")
     min_item_interactions: int = _f(1, "Drop items with fewer interactions.")
+    csv_delimiter: str = _f(",", "Field delimiter of CSV inputs (source=files).")
     on_bad_rows: Literal["fail", "quarantine"] = _f(
         "fail", "'fail' (default, strict): the job fails naming the first bad rows and writes nothing. 'quarantine': bad rows go to <table>_rejects with a reason."
     )
@@ -110,23 +126,47 @@ class PromptsConfig:
     content_template: str = _f("{name} ({brand}), {category_l1} / {category_l2}, price {price:.0f}", "Template of the content part; fields: name, brand, category_l1, category_l2, price.")
     location_template: str = _f("located in {town}, {county}, {state}", "Template of the location part; fields: town, county, state.")
     prompt_template: str = _f("{content}; {location}", "How the two parts combine into the full prompt; fields: content, location.")
+    missing_brand: str = _f("independent", "Text used for {brand} when an item has no brand (independents).")
+    missing_value: str = _f("unknown", "Text used for any other template field that is null (e.g. a missing price or category_l1).")
+
+    def __post_init__(self) -> None:
+        import string
+
+        allowed = {
+            "content_template": {"name", "brand", "category_l1", "category_l2", "price"},
+            "location_template": {"town", "county", "state"},
+            "prompt_template": {"content", "location"},
+        }
+        for key, ok in allowed.items():
+            tpl = getattr(self, key)
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(tpl) if f is not None}
+            except ValueError as e:
+                raise ConfigError(f"invalid value for 'prompts.{key}': {tpl!r} is not a format template ({e})") from None
+            bad = sorted(f for f in fields if f not in ok)
+            _check(not bad, f"prompts.{key}", f"unknown field(s) {{{', '.join(bad)}}} in {tpl!r}; allowed: {', '.join(sorted(ok))}")
+            _check(bool(fields), f"prompts.{key}", f"{tpl!r} uses no field; allowed: {', '.join(sorted(ok))}")
 
 
 @dataclass(frozen=True)
 class NegativesConfig:
     k: int = _f(16, "K: candidate (mismatched) locations per anchor, sorted near -> far.")
     n_far: int = _f(3, "How many of the K are far negatives from other counties/states (the rest are near, hard negatives).")
-    h3_resolution: int = _f(7, "H3 resolution of the spatial buckets used for ring expansion.")
-    dense_min_neighbours: int = _f(32, "An anchor whose first ring holds at least this many items counts as dense (hard negatives from the immediate neighbourhood).")
-    max_ring: int = _f(8, "Largest H3 ring distance searched for near negatives; sparse anchors widen up to this.")
+    h3_resolution: int = _f(8, "Base H3 resolution of the spatial buckets; dense anchors are served by rings 1, 2, 4.. of these cells.")
+    max_ring: int = _f(4, "Largest ring searched at each resolution; anchors not served by it widen to coarser resolutions with this ring.")
+    min_resolution: int = _f(2, "Coarsest H3 resolution the search widens to (res 2 ring 4 certifies ~900 km); anchors still short after it keep what was found and get more far negatives.")
     min_near_distance_km: float = _f(0.0, "Near negatives closer than this (e.g. the same building) are skipped.")
-    seed: int = _f(11, "Seed for far-negative sampling.")
+    far_draws: int = _f(4, "Random draws per wanted far negative (oversampling; draws that hit the anchor's county are discarded).")
+    seed: int = _f(11, "Seed for far-negative sampling (hash-based, so independent of Spark partitioning).")
 
     def __post_init__(self) -> None:
         _check(self.k >= 2, "negatives.k", "must be >= 2")
         _check(0 <= self.n_far < self.k, "negatives.n_far", "must be in [0, k)")
         _check(0 <= self.h3_resolution <= 15, "negatives.h3_resolution", "must be in [0, 15]")
         _check(self.max_ring >= 1, "negatives.max_ring", "must be >= 1")
+        _check(0 <= self.min_resolution <= self.h3_resolution, "negatives.min_resolution", "must be in [0, negatives.h3_resolution]")
+        _check(self.min_near_distance_km >= 0, "negatives.min_near_distance_km", "must be >= 0")
+        _check(self.far_draws >= 1, "negatives.far_draws", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -140,6 +180,8 @@ class PairsConfig:
     def __post_init__(self) -> None:
         _check(self.s_th >= 0, "pairs.s_th", "must be >= 0")
         _check(self.history_cap >= 2, "pairs.history_cap", "must be >= 2")
+        _check(self.max_pairs_per_anchor >= 1, "pairs.max_pairs_per_anchor", "must be >= 1")
+        _check(self.geo_pairs_per_anchor >= 0, "pairs.geo_pairs_per_anchor", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -154,9 +196,19 @@ class EncoderConfig:
     lora_dropout: float = _f(0.05, "LoRA dropout (paper: 0.05).")
     lora_target_modules: list = _f(["query", "value"], "Module names LoRA adapts (BERT-style: query, key, value, dense).")
     torch_threads: int = _f(0, "torch.set_num_threads for encoding; 0 = leave the default.")
+    embed_version: str = _f(
+        "reference",
+        "Which encoder the `embed` step uses: 'reference' (frozen base), 'aligned' (newest registered aligned encoder) or 'aligned-<N>' (registered version N).",
+    )
 
     def __post_init__(self) -> None:
         _check(self.max_length >= 8, "encoder.max_length", "must be >= 8")
+        _check(self.pooling in ("mean", "cls"), "encoder.pooling", f"{self.pooling!r} is not one of mean, cls")
+        _check(
+            self.embed_version in ("reference", "aligned") or (self.embed_version.startswith("aligned-") and self.embed_version[8:].isdigit()),
+            "encoder.embed_version",
+            f"{self.embed_version!r}: expected reference, aligned or aligned-<N>",
+        )
         _check(self.batch_size >= 1, "encoder.batch_size", "must be >= 1")
         _check(self.lora_r >= 1, "encoder.lora_r", "must be >= 1")
 
@@ -169,7 +221,14 @@ class RewardConfig:
     lr: float = _f(1e-3, "Learning rate.")
     batch_size: int = _f(64, "Lists per batch.")
     holdout_share: float = _f(0.2, "Share of anchors held out for NDCG/AUC.")
+    max_anchors: int = _f(600, "Train on at most this many anchors' lists (each list is K+1 prompts to embed; 0 = all).")
     seed: int = _f(17, "Seed.")
+
+    def __post_init__(self) -> None:
+        _check(len(self.hidden_sizes) >= 1 and all(int(h) >= 1 for h in self.hidden_sizes), "reward.hidden_sizes", "need >= 1 layer, each >= 1")
+        _check(0.0 < self.holdout_share < 1.0, "reward.holdout_share", "must be in (0, 1)")
+        _check(self.epochs >= 1, "reward.epochs", "must be >= 1")
+        _check(self.max_anchors >= 0, "reward.max_anchors", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -180,10 +239,18 @@ class GDPOConfig:
     use_domain_pairs: bool = _f(True, "Include co-click (domain-collaborative) pairs in D_mix (ablation switch).")
     use_density_negatives: bool = _f(True, "Use density-aware negatives for the reward lists (ablation switch).")
     epochs: int = _f(1, "Epochs over D_mix.")
-    max_steps: int = _f(0, "Stop after this many optimiser steps (0 = no limit).")
+    max_steps: int = _f(150, "Stop after this many optimiser steps (0 = no limit; the demo default keeps the step to a few minutes on CPU).")
     lr: float = _f(2e-4, "Learning rate of the LoRA parameters.")
     batch_size: int = _f(16, "Pairs per batch.")
+    coverage_k: int = _f(10, "K of the before/after geo-coverage check (P@K, C@K, T@K of top-K embedding neighbours).")
     seed: int = _f(19, "Seed.")
+
+    def __post_init__(self) -> None:
+        _check(self.beta > 0, "gdpo.beta", "must be > 0")
+        _check(self.lambda_sim >= 0, "gdpo.lambda_sim", "must be >= 0")
+        _check(self.batch_size >= 2, "gdpo.batch_size", "must be >= 2 (L_sim is in-batch)")
+        _check(self.epochs >= 1, "gdpo.epochs", "must be >= 1")
+        _check(self.max_steps >= 0, "gdpo.max_steps", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -194,6 +261,13 @@ class TrainConfig:
     num_workers: int = _f(1, "Petastorm reader workers.")
     distributed: bool = _f(False, "Train through Spark's TorchDistributor (multi-GPU / multi-node).")
     num_processes: int = _f(1, "TorchDistributor num_processes when distributed.")
+    resume: bool = _f(True, "Resume from the newest checkpoint of the same run configuration when one exists.")
+    shuffle_buffer: int = _f(1024, "Rows held by the seeded shuffling buffer of the Petastorm loader (0 = no shuffling).")
+
+    def __post_init__(self) -> None:
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+        _check(self.num_workers >= 1, "train.num_workers", "must be >= 1")
+        _check(self.num_processes >= 1, "train.num_processes", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -203,6 +277,7 @@ class MlflowConfig:
     experiment: str = _f("lgsid", "Experiment name.")
     encoder_model_name: str = _f("lgsid-aligned-encoder", "Registered name of the aligned encoder pyfunc.")
     sid_model_name: str = _f("lgsid-sid-model", "Registered name of the SID tokenizer pyfunc.")
+    log_base_weights: bool = _f(False, "Copy the base checkpoint into the aligned-encoder model (self-contained, larger); otherwise it loads encoder.checkpoint where served.")
 
 
 @dataclass(frozen=True)
@@ -221,16 +296,34 @@ class TokenizerConfig:
     batch_size: int = _f(1024, "Batch size.")
     embedding_model_version: str = _f("", "Which item_embeddings model_version to tokenize ('' = newest aligned, else reference).")
     seed: int = _f(23, "Seed.")
+    rqvae_hidden: list = _f([256, 128], "RQ-VAE baseline: hidden layer sizes of the encoder MLP (the decoder mirrors them).")
+    rqvae_latent_dim: int = _f(32, "RQ-VAE baseline: latent dimension that is residual-quantised.")
+    rqvae_beta: float = _f(0.25, "RQ-VAE baseline: commitment loss weight beta.")
+    rqvae_lr: float = _f(1e-3, "RQ-VAE baseline: learning rate (encoder, decoder and codebooks).")
+    geo_coverage_sample: int = _f(5000, "Items sampled for the C@10 geo-coverage health metric of the quantised vectors (0 = skip).")
+    log_model: bool = _f(True, "Log the fitted tokenizer as an MLflow pyfunc, register it and set the 'candidate' alias.")
+    bootstrap_champion: bool = _f(True, "When no version holds 'champion' yet, run the promotion gate on the new version right after registering it.")
 
     def __post_init__(self) -> None:
         _check(len(self.codebook_sizes) >= 1 and all(int(s) >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
+        _check(len(self.codebook_sizes) <= 3, "tokenizer.codebook_sizes", "at most 3 levels (item_sid_features has sid_l1..sid_l3 + suffix)")
         _check(self.tau > 0, "tokenizer.tau", "must be > 0")
+        _check(self.lambda_reg >= 0, "tokenizer.lambda_reg", "must be >= 0")
+        _check(self.feature_dim >= 1, "tokenizer.feature_dim", "must be >= 1")
+        _check(self.batch_size >= 1, "tokenizer.batch_size", "must be >= 1")
+        _check(self.epochs >= 0, "tokenizer.epochs", "must be >= 0")
+        _check(self.rqvae_latent_dim >= 1, "tokenizer.rqvae_latent_dim", "must be >= 1")
 
 
 @dataclass(frozen=True)
 class SidStoreConfig:
     model_alias: str = _f("champion", "Registry alias applied by the write-back UDF.")
-    batch_size: int = _f(8192, "Arrow batch size of the SID UDF.")
+    batch_size: int = _f(8192, "Arrow batch size of the SID UDF (spark.sql.execution.arrow.maxRecordsPerBatch).")
+    model_uri: str = _f("", "Explicit model URI for the write-back (e.g. models:/lgsid-sid-model/3); '' = models:/<sid_model_name>@<model_alias>.")
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "sid_store.batch_size", "must be >= 1")
+        _check(bool(self.model_alias), "sid_store.model_alias", "must be a non-empty alias")
 
 
 @dataclass(frozen=True)
@@ -240,6 +333,12 @@ class PromoteConfig:
     max_collision_rate: float = _f(0.2, "Maximum share of items colliding before the dedup suffix.")
     min_county_coverage_at_10: float = _f(0.0, "Minimum C@10 (share of top-10 neighbours in the same county).")
     min_downstream_hit_at_10: float = _f(0.0, "Minimum generative Hit@10, checked once evaluation metrics exist.")
+    min_usage_deeper: float = _f(0.0, "Minimum share of codes used at each level >= 2.")
+    min_downstream_auc: float = _f(0.0, "Minimum downstream CTR AUC, checked once evaluation metrics exist.")
+
+    def __post_init__(self) -> None:
+        for k in ("min_usage_l1", "max_collision_rate", "min_county_coverage_at_10", "min_downstream_hit_at_10", "min_usage_deeper", "min_downstream_auc"):
+            _check(0.0 <= getattr(self, k) <= 1.0, f"promote.{k}", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
