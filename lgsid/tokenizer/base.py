@@ -1,0 +1,190 @@
+"""The tokenizer interface shared by HGIT and the baselines, plus the residual-quantisation core.
+
+A tokenizer maps item embeddings (and, for HGIT, item attributes) to ``L`` integer codes per item.
+Dedup suffixes are not part of a tokenizer (see :mod:`lgsid.tokenizer.dedup`). A fitted tokenizer
+is fully described by NumPy arrays + a JSON header (kind, resolved config, codebook shapes), which
+:func:`save_tokenizer` / :func:`load_tokenizer` write and read; inference is pure NumPy so the
+MLflow pyfunc and the Spark UDF need no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from lgsid.config import TokenizerConfig
+from lgsid.errors import ModelError, ValidationError
+
+
+def nearest_centre(x: np.ndarray, centres: np.ndarray, centres_sq: np.ndarray | None = None) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean) for every row; matmul-based, chunk-free.
+
+    ``argmin_k ||x - e_k||² = argmin_k (||e_k||² - 2 x·e_k)`` (``||x||²`` is constant per row).
+
+    Args:
+        x: (N, D) rows. centres: (K, D). centres_sq: optional precomputed (K,) ``||e_k||²``.
+
+    Returns:
+        (N,) int64 codes.
+    """
+    if centres_sq is None:
+        centres_sq = np.einsum("kd,kd->k", centres, centres)
+    scores = x @ (-2.0 * centres.T)  # (N, K)
+    scores += centres_sq
+    return scores.argmin(axis=1).astype(np.int64)
+
+
+def residual_encode(x: np.ndarray, codebooks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Residual quantisation (Eq. 10–12 applied level by level) with fixed codebooks.
+
+    Args:
+        x: (N, D) residuals entering the first of ``codebooks``.
+        codebooks: L arrays (K_l, D).
+
+    Returns:
+        (codes (N, L) int64, final residual (N, D)).
+    """
+    r = np.array(x, dtype=codebooks[0].dtype if codebooks else np.float32, copy=True)
+    codes = np.empty((r.shape[0], len(codebooks)), dtype=np.int64)
+    for l, cb in enumerate(codebooks):
+        c = nearest_centre(r, cb)
+        codes[:, l] = c
+        r -= cb[c]
+    return codes, r
+
+
+def check_embeddings(embeddings: Any, dim: int | None = None, ids: Any = None) -> np.ndarray:
+    """Boundary check of an embedding matrix.
+
+    Args:
+        embeddings: (N, D) array-like.
+        dim: Expected D (the dimension the tokenizer was fitted on), if known.
+        ids: Item ids named in errors.
+
+    Returns:
+        (N, D) float32 array.
+
+    Raises:
+        ValidationError: not 2-D, wrong dimension, or non-finite values (names the first items).
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValidationError(f"embeddings must be a 2-D (N, D) array, got shape {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValidationError(f"embedding dimension {x.shape[1]} does not match the tokenizer's fitted dimension {dim} (column 'embedding')")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        names = np.asarray(ids if ids is not None else np.arange(len(x)), dtype=object)[bad][:5]
+        raise ValidationError(f"column 'embedding' holds NaN/inf for item(s) {list(names)}")
+    return x
+
+
+class SIDTokenizer(ABC):
+    """Maps (embeddings, features) -> (N, L) codes. Subclasses register in ``TOKENIZERS``.
+
+    Args:
+        cfg: The tokenizer config section; ``cfg.codebook_sizes`` fixes L and each K_l.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, cfg: TokenizerConfig):
+        self.cfg = cfg
+        self.codebook_sizes = [int(k) for k in cfg.codebook_sizes]
+        self.dim: int | None = None
+        self.fitted = False
+        self.history: dict[str, list[float]] = {}
+
+    @property
+    def n_levels(self) -> int:
+        """L, the number of code levels (without the dedup suffix)."""
+        return len(self.codebook_sizes)
+
+    @abstractmethod
+    def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None) -> "SIDTokenizer":
+        """Train on (N, D) embeddings (+ N feature rows for HGIT). Returns self."""
+
+    @abstractmethod
+    def encode(self, embeddings: np.ndarray, features: pd.DataFrame | None = None) -> np.ndarray:
+        """(N, D) embeddings (+ features) -> (N, L) int64 codes, without dedup suffix."""
+
+    @abstractmethod
+    def reconstruct(self, codes: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
+        """(N, L) codes -> (N, D') quantised vectors (the space the codes live in)."""
+
+    @abstractmethod
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, JSON-able metadata) that fully describe the fitted tokenizer."""
+
+    @abstractmethod
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Inverse of :meth:`state`."""
+
+    @abstractmethod
+    def codebook_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the per-level codebooks; level l must have K_l = codebook_sizes[l] rows."""
+
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            raise ModelError(f"{self.kind} tokenizer is not fitted; call fit() or load_tokenizer() first")
+
+
+def save_tokenizer(tok: SIDTokenizer, path: str) -> str:
+    """Write ``tokenizer.npz`` + ``tokenizer.json`` (kind, resolved config, shapes) into ``path``."""
+    tok._require_fitted()
+    os.makedirs(path, exist_ok=True)
+    arrays, meta = tok.state()
+    np.savez(os.path.join(path, "tokenizer.npz"), **arrays)
+    header = {
+        "kind": tok.kind,
+        "config": dataclasses.asdict(tok.cfg),
+        "dim": tok.dim,
+        "codebook_shapes": [list(s) for s in tok.codebook_shapes()],
+        "meta": meta,
+    }
+    with open(os.path.join(path, "tokenizer.json"), "w") as f:
+        json.dump(header, f, indent=1)
+    return path
+
+
+def load_tokenizer(path: str) -> SIDTokenizer:
+    """Read a tokenizer written by :func:`save_tokenizer`.
+
+    Raises:
+        ModelError: files missing, unknown kind, or a codebook shape disagrees with the saved
+            config's ``codebook_sizes`` (the message names the level and both shapes).
+    """
+    from lgsid.tokenizer import TOKENIZERS
+
+    jpath, npath = os.path.join(path, "tokenizer.json"), os.path.join(path, "tokenizer.npz")
+    if not (os.path.isfile(jpath) and os.path.isfile(npath)):
+        raise ModelError(f"no tokenizer at {path}: expected tokenizer.json and tokenizer.npz")
+    with open(jpath) as f:
+        header = json.load(f)
+    kind = header.get("kind")
+    if kind not in TOKENIZERS:
+        raise ModelError(f"{jpath}: unknown tokenizer kind {kind!r}; valid kinds: {', '.join(TOKENIZERS)}")
+    known = {f.name for f in dataclasses.fields(TokenizerConfig)}
+    cfg = TokenizerConfig(**{k: v for k, v in header["config"].items() if k in known})
+    tok = TOKENIZERS[kind](cfg)
+    with np.load(npath) as z:
+        arrays = {k: z[k] for k in z.files}
+    tok.dim = header.get("dim")
+    tok.load_state(arrays, header.get("meta", {}))
+    tok.fitted = True
+    shapes = tok.codebook_shapes()
+    if len(shapes) != len(cfg.codebook_sizes):
+        raise ModelError(f"{path}: tokenizer has {len(shapes)} levels but its config tokenizer.codebook_sizes={cfg.codebook_sizes} has {len(cfg.codebook_sizes)}")
+    for l, (shape, k) in enumerate(zip(shapes, cfg.codebook_sizes)):
+        if shape[0] != int(k):
+            raise ModelError(
+                f"{path}: codebook of level {l + 1} has shape {tuple(shape)} but tokenizer.codebook_sizes[{l}]={k}; "
+                "the artifact and its config disagree, refit the tokenizer"
+            )
+    return tok

@@ -1,0 +1,179 @@
+"""The level-1 clustering feature of HGIT (Eq. 9): admin regions, coordinates, categories, brand.
+
+Id-valued attributes (state/county/town, category levels, brand) are turned into *fixed, seeded*
+Gaussian vectors: the id string is hashed with BLAKE2b (stable across runs, processes and
+machines, unlike Python's salted ``hash()``), the digest seeds a NumPy generator and the generator
+draws a ``feature_dim`` vector scaled by ``1/sqrt(feature_dim)`` (unit norm in expectation). A
+hierarchy (state > county > town) is embedded as the mean of the vectors of its qualified
+prefixes (``"state"``, ``"state|county"``, ``"state|county|town"``), so two towns in the same
+county share two thirds of their vector. No vocabulary is stored and unseen ids need no refit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lgsid.errors import ValidationError
+
+FEATURE_COLUMNS = ("lat", "lon", "state", "county", "town", "category_l1", "category_l2", "brand")
+"""Columns the tokenizer's ``features`` frame must hold (``brand``/``category_l1`` may be null)."""
+
+_MISSING = "<none>"
+
+
+def stable_id_vector(key: str, dim: int, salt: str = "") -> np.ndarray:
+    """A fixed pseudo-random vector for an id string, identical in every process.
+
+    Args:
+        key: The id (e.g. ``"Texas|Travis"``).
+        dim: Vector dimension D.
+        salt: Namespace so that e.g. a brand and a town with the same name get different vectors.
+
+    Returns:
+        (D,) float64 vector ~ N(0, I/D).
+    """
+    digest = hashlib.blake2b(f"{salt}\x1f{key}".encode("utf-8"), digest_size=8).digest()
+    rng = np.random.default_rng(int.from_bytes(digest, "little"))
+    return rng.standard_normal(dim) / np.sqrt(dim)
+
+
+class IdEmbedder:
+    """Caches :func:`stable_id_vector` per distinct id so a batch costs one hash per new value.
+
+    Args:
+        dim: Vector dimension.
+        salt: Namespace of the ids.
+    """
+
+    def __init__(self, dim: int, salt: str):
+        self.dim, self.salt = dim, salt
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, keys: Sequence[str]) -> np.ndarray:
+        """(N,) id strings -> (N, D) vectors."""
+        codes, uniques = pd.factorize(pd.Series(keys, dtype=object), use_na_sentinel=False)
+        table = np.empty((len(uniques), self.dim))
+        for i, u in enumerate(uniques):
+            v = self._cache.get(u)
+            if v is None:
+                v = self._cache[u] = stable_id_vector(str(u), self.dim, self.salt)
+            table[i] = v
+        return table[codes]
+
+
+def geo_unit_vector(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """f_geo: latitude/longitude (degrees) as a point on the unit sphere.
+
+    ``f_geo = [cos φ cos λ, cos φ sin λ, sin φ]``, so Euclidean distance between features is the
+    chord length, monotone in great-circle distance (no wrap-around at ±180°).
+
+    Args:
+        lat: (N,) degrees. lon: (N,) degrees.
+
+    Returns:
+        (N, 3) float64 unit vectors.
+    """
+    phi = np.radians(np.asarray(lat, dtype=np.float64))
+    lam = np.radians(np.asarray(lon, dtype=np.float64))
+    return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=1)
+
+
+def hierarchy_keys(frame: pd.DataFrame, columns: Sequence[str]) -> list[list[str]]:
+    """Qualified prefixes of a hierarchy: for columns (a, b, c) -> ["a", "a|b", "a|b|c"] per row.
+
+    Returns:
+        One list of N keys per level.
+    """
+    out, prefix = [], None
+    for c in columns:
+        vals = frame[c].astype(object).where(frame[c].notna(), _MISSING).astype(str)
+        prefix = vals if prefix is None else prefix + "|" + vals
+        out.append(prefix.tolist())
+    return out
+
+
+def composite_embedding(keys_per_level: list[list[str]], embedder: IdEmbedder) -> np.ndarray:
+    """Mean of the fixed vectors of every hierarchy level's qualified key.
+
+    Args:
+        keys_per_level: H lists of N keys (see :func:`hierarchy_keys`).
+        embedder: Vector source.
+
+    Returns:
+        (N, D) composite embeddings.
+    """
+    return np.mean([embedder(keys) for keys in keys_per_level], axis=0)
+
+
+def check_features(features: pd.DataFrame, ids: Sequence | None = None) -> None:
+    """Validate the tokenizer's feature frame at the boundary.
+
+    Raises:
+        ValidationError: a required column is missing, or lat/lon/state/county/town hold nulls
+            or out-of-range values; the message names the column and the first offending items.
+    """
+    missing = [c for c in FEATURE_COLUMNS if c not in features.columns]
+    if missing:
+        raise ValidationError(f"tokenizer features: missing column(s) {missing}; got {list(features.columns)}")
+    ids = np.asarray(ids if ids is not None else features.get("item_id", pd.Series(range(len(features)))), dtype=object)
+    for c in ("lat", "lon", "state", "county", "town", "category_l2"):
+        bad = features[c].isna().to_numpy()
+        if bad.any():
+            raise ValidationError(f"tokenizer features: null in column '{c}' for item(s) {list(ids[bad][:5])} ({int(bad.sum())} rows)")
+    lat = features["lat"].to_numpy(dtype=np.float64)
+    lon = features["lon"].to_numpy(dtype=np.float64)
+    bad = ~((lat >= -90) & (lat <= 90) & (lon >= -180) & (lon <= 180))
+    if bad.any():
+        raise ValidationError(f"tokenizer features: lat/lon out of range for item(s) {list(ids[bad][:5])}")
+
+
+class ClusteringFeaturizer:
+    """Builds F (Eq. 9) with cached id vectors; holds only the weights and the dimension.
+
+    Args:
+        weights: ``{"admin": w_admin, "geo": w_geo, "cat": w_cat, "brand": w_brand}``.
+        feature_dim: Dimension of the admin/category/brand vectors.
+    """
+
+    def __init__(self, weights: Mapping[str, float], feature_dim: int):
+        self.weights = dict(weights)
+        self.feature_dim = int(feature_dim)
+        self._admin = IdEmbedder(self.feature_dim, "admin")
+        self._cat = IdEmbedder(self.feature_dim, "category")
+        self._brand = IdEmbedder(self.feature_dim, "brand")
+
+    @property
+    def dim(self) -> int:
+        """Width of F: 3 + 3 * feature_dim."""
+        return 3 + 3 * self.feature_dim
+
+    def __call__(self, features: pd.DataFrame) -> np.ndarray:
+        """(N rows of FEATURE_COLUMNS) -> F, (N, 3 + 3·feature_dim) float64."""
+        f_admin = composite_embedding(hierarchy_keys(features, ("state", "county", "town")), self._admin)
+        f_geo = geo_unit_vector(features["lat"].to_numpy(), features["lon"].to_numpy())
+        f_cat = composite_embedding(hierarchy_keys(features, ("category_l1", "category_l2")), self._cat)
+        f_brand = composite_embedding(hierarchy_keys(features, ("brand",)), self._brand)
+        return clustering_feature(f_admin, f_geo, f_cat, f_brand, **{f"w_{k}": v for k, v in self.weights.items()})
+
+
+def clustering_feature(
+    f_admin: np.ndarray, f_geo: np.ndarray, f_cat: np.ndarray, f_brand: np.ndarray,
+    w_admin: float, w_geo: float, w_cat: float, w_brand: float,
+) -> np.ndarray:
+    """Level-1 clustering feature.
+
+    ``F = [w_admin·f_admin, w_geo·f_geo, w_cat·f_cat, w_brand·f_brand]`` — Eq. 9, arXiv 2511.14221.
+    The paper concatenates discrete attribute features; we use fixed seeded id vectors instead of
+    one-hot codes (see module docstring) and a 3-D unit vector for lat/lon.
+
+    Args:
+        f_admin: (N, Da). f_geo: (N, 3). f_cat: (N, Dc). f_brand: (N, Db). w_*: scalar weights.
+
+    Returns:
+        (N, Da + 3 + Dc + Db) float64.
+    """
+    return np.concatenate([w_admin * f_admin, w_geo * f_geo, w_cat * f_cat, w_brand * f_brand], axis=1)

@@ -1,0 +1,362 @@
+"""Hierarchical Geographic Item Tokenization (HGIT), Eq. 9–16 of arXiv 2511.14221.
+
+Level 1 is a *geographic* code: MiniBatchKMeans over the clustering feature F (Eq. 9) of admin
+region, coordinates, category and brand. Its centre in embedding space, μ⁽¹⁾, is the mean aligned
+embedding of its members and stays frozen. Levels ≥ 2 quantise the residual ``x − μ⁽¹⁾`` with
+learnable codebooks (Eq. 10–12), trained on reconstruction (Eq. 13) plus a usage regulariser
+KL(p⁽ˡ⁾ ‖ uniform) (Eq. 14–16).
+
+Departure from the paper: the usage distribution p⁽ˡ⁾ of hard argmin codes has no gradient, so
+Eq. 14 uses the *soft* assignment ``softmax(−‖r − e_k‖² / τ)`` averaged over the batch. Hard codes
+are still used for quantisation, the residual and reconstruction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lgsid.config import TokenizerConfig
+from lgsid.errors import ValidationError
+from lgsid.tokenizer.base import SIDTokenizer, check_embeddings, nearest_centre, residual_encode
+from lgsid.tokenizer.features import ClusteringFeaturizer, check_features
+
+# ---------------------------------------------------------------------------------------------
+# Equations (pure functions; torch so that the loss is differentiable)
+# ---------------------------------------------------------------------------------------------
+
+
+def squared_distances(r: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """‖r_i − e_k‖² for every row and centre. r: (B, D), centres: (K, D) -> (B, K)."""
+    return (r * r).sum(1, keepdim=True) - 2.0 * r @ centres.T + (centres * centres).sum(1)[None, :]
+
+
+def assign_codes(r: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Nearest-centre assignment.
+
+    ``c_i⁽ˡ⁾ = argmin_k ‖r_i⁽ˡ⁾ − e_k⁽ˡ⁾‖₂`` — Eq. 10, arXiv 2511.14221.
+
+    Args:
+        r: (B, D) residuals entering level l. centres: (K, D) codebook of level l.
+
+    Returns:
+        (B,) int64 codes.
+    """
+    return squared_distances(r, centres).argmin(dim=1)
+
+
+def quantise(centres: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Quantised vector of each row.
+
+    ``q_i⁽ˡ⁾ = e⁽ˡ⁾_{c_i⁽ˡ⁾}`` — Eq. 11, arXiv 2511.14221.
+
+    Args:
+        centres: (K, D). codes: (B,) int64.
+
+    Returns:
+        (B, D) rows of ``centres``; differentiable w.r.t. the selected centres.
+    """
+    return centres[codes]
+
+
+def residual_update(r: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Residual passed to the next level.
+
+    ``r_i⁽ˡ⁺¹⁾ = r_i⁽ˡ⁾ − q_i⁽ˡ⁾`` — Eq. 12, arXiv 2511.14221 (with ``r⁽¹⁾ = x``).
+
+    Args:
+        r: (B, D). q: (B, D).
+
+    Returns:
+        (B, D).
+    """
+    return r - q
+
+
+def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Mean squared reconstruction error.
+
+    ``L_rec = (1/B) Σ_i ‖x_i − Σ_l q_i⁽ˡ⁾‖²`` — Eq. 13, arXiv 2511.14221 (``x̂ = Σ_l q⁽ˡ⁾``,
+    whose first term is the frozen level-1 centre μ⁽¹⁾).
+
+    Args:
+        x: (B, D) embeddings. x_hat: (B, D) reconstructions.
+
+    Returns:
+        () scalar.
+    """
+    return ((x - x_hat) ** 2).sum(dim=1).mean()
+
+
+def soft_code_usage(r: torch.Tensor, centres: torch.Tensor, tau: float) -> torch.Tensor:
+    """Code-usage distribution of one level, from soft assignments.
+
+    ``p_k⁽ˡ⁾ = (1/B) Σ_i softmax_k(−‖r_i⁽ˡ⁾ − e_k⁽ˡ⁾‖² / τ)`` — Eq. 14, arXiv 2511.14221. The
+    paper's p⁽ˡ⁾ is the usage histogram of the codes; its hard version has no gradient, so we
+    use the batch mean of the soft assignment (temperature τ = ``tokenizer.tau``).
+
+    Args:
+        r: (B, D) residuals entering level l. centres: (K, D). tau: temperature > 0.
+
+    Returns:
+        (K,) probabilities summing to 1.
+    """
+    return torch.softmax(-squared_distances(r, centres) / tau, dim=1).mean(dim=0)
+
+
+def kl_to_uniform(p: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """KL divergence of a usage distribution from the uniform one.
+
+    ``KL(p⁽ˡ⁾ ‖ U) = Σ_k p_k log(p_k · K)`` — Eq. 15, arXiv 2511.14221. Zero iff every code is
+    used equally; ``log K`` when one code takes everything.
+
+    Args:
+        p: (K,) probabilities.
+
+    Returns:
+        () scalar ≥ 0.
+    """
+    k = p.shape[0]
+    return (p * torch.log(p.clamp_min(eps) * k)).sum()
+
+
+def hgit_loss(rec: torch.Tensor, kls: list[torch.Tensor], lambda_reg: float) -> torch.Tensor:
+    """Training objective of the learnable levels.
+
+    ``L = L_rec + λ_reg · Σ_{l ≥ 2} KL(p⁽ˡ⁾ ‖ U)`` — Eq. 16, arXiv 2511.14221. Level 1 is fixed
+    by clustering and carries no regulariser.
+
+    Args:
+        rec: () Eq. 13. kls: one () Eq. 15 term per learnable level. lambda_reg: weight.
+
+    Returns:
+        () scalar.
+    """
+    reg = torch.stack(kls).sum() if kls else rec.new_zeros(())
+    return rec + lambda_reg * reg
+
+
+# ---------------------------------------------------------------------------------------------
+# Training of the learnable levels
+# ---------------------------------------------------------------------------------------------
+
+
+def forward_levels(
+    x: torch.Tensor, base: torch.Tensor, codebooks: list[torch.Tensor], tau: float
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Run Eq. 10–15 over the learnable levels for one batch.
+
+    Args:
+        x: (B, D) embeddings. base: (B, D) frozen level-1 centres μ⁽¹⁾ of the rows.
+        codebooks: L-1 learnable (K_l, D) tensors. tau: softmax temperature.
+
+    Returns:
+        (codes (B, L-1), one KL per level, x_hat (B, D)).
+    """
+    r = residual_update(x, base)  # (B, D) residual after level 1
+    x_hat = base
+    codes, kls = [], []
+    for cb in codebooks:
+        kls.append(kl_to_uniform(soft_code_usage(r, cb, tau)))
+        c = assign_codes(r.detach(), cb.detach())  # (B,)
+        q = quantise(cb, c)  # (B, D)
+        x_hat = x_hat + q
+        r = residual_update(r, q)
+        codes.append(c)
+    return torch.stack(codes, 1) if codes else x.new_zeros((x.shape[0], 0), dtype=torch.long), kls, x_hat
+
+
+def train_residual_codebooks(
+    x: np.ndarray,
+    base: np.ndarray,
+    init: list[np.ndarray],
+    *,
+    tau: float,
+    lambda_reg: float,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    progress: bool = False,
+) -> tuple[list[np.ndarray], dict[str, list[float]]]:
+    """Adam on Eq. 16 for the learnable codebooks; ``base`` (μ⁽¹⁾ of each row) is never updated.
+
+    Args:
+        x: (N, D) embeddings. base: (N, D) frozen level-1 centres of the rows.
+        init: L-1 initial codebooks (K_l, D). tau, lambda_reg, epochs, lr, batch_size, seed:
+            from ``tokenizer.*``.
+        progress: show a tqdm bar over epochs.
+
+    Returns:
+        (trained codebooks, history with per-epoch ``loss``, ``rec``, ``kl``).
+    """
+    from tqdm.auto import tqdm
+
+    g = torch.Generator().manual_seed(seed)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    bt = torch.as_tensor(base, dtype=torch.float32)
+    cbs = [torch.nn.Parameter(torch.as_tensor(c, dtype=torch.float32).clone()) for c in init]
+    hist: dict[str, list[float]] = {"loss": [], "rec": [], "kl": []}
+    if not cbs or epochs <= 0:
+        return [c.detach().numpy() for c in cbs], hist
+    opt = torch.optim.Adam(cbs, lr=lr)
+    n = xt.shape[0]
+    for _ in tqdm(range(epochs), desc="hgit levels>=2", disable=not progress):
+        perm = torch.randperm(n, generator=g)
+        tot = [0.0, 0.0, 0.0]
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            _, kls, x_hat = forward_levels(xt[idx], bt[idx], cbs, tau)
+            rec = reconstruction_loss(xt[idx], x_hat)
+            loss = hgit_loss(rec, kls, lambda_reg)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            w = len(idx) / n
+            tot[0] += w * float(loss.detach())
+            tot[1] += w * float(rec.detach())
+            tot[2] += w * float(sum(float(k.detach()) for k in kls))
+        hist["loss"].append(tot[0])
+        hist["rec"].append(tot[1])
+        hist["kl"].append(tot[2])
+    return [c.detach().numpy().astype(np.float32) for c in cbs], hist
+
+
+def kmeans_init(r: np.ndarray, k: int, seed: int, max_rows: int = 20000) -> np.ndarray:
+    """Initial codebook: k-means centres of (a sample of) the residuals. (N, D) -> (k, D)."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    sample = r if len(r) <= max_rows else r[rng.choice(len(r), max_rows, replace=False)]
+    if len(sample) < k:
+        raise ValidationError(f"cannot fit a codebook of {k} codes on {len(sample)} items; lower tokenizer.codebook_sizes")
+    km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=seed).fit(sample)
+    return km.cluster_centers_.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def level1_centres(x: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """μ⁽¹⁾_k = mean embedding of the members of cluster k (global mean for an empty cluster).
+
+    Args:
+        x: (N, D). codes: (N,) in [0, k).
+
+    Returns:
+        (k, D) float32.
+    """
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes, x)
+    counts = np.bincount(codes, minlength=k)[:, None]
+    mu = np.where(counts > 0, sums / np.maximum(counts, 1), x.mean(axis=0, keepdims=True))
+    return mu.astype(np.float32)
+
+
+def level1_paths(features: pd.DataFrame, codes: np.ndarray, k: int) -> list[str]:
+    """Readable "state / county / category" of every level-1 code: the majority among its members."""
+    df = pd.DataFrame({
+        "c": codes,
+        "state": features["state"].astype(str).to_numpy(),
+        "county": features["county"].astype(str).to_numpy(),
+        "cat": features["category_l1"].where(features["category_l1"].notna(), features["category_l2"]).astype(str).to_numpy(),
+    })
+    out = ["(empty)"] * k
+    for c, g in df.groupby("c"):
+        sc = (g["state"] + "\x1f" + g["county"]).mode().iloc[0].split("\x1f")
+        out[int(c)] = f"{sc[0]} / {sc[1]} / {g['cat'].mode().iloc[0]}"
+    return out
+
+
+class HGITTokenizer(SIDTokenizer):
+    """LGSID's tokenizer: geographic level-1 clusters + learnable residual levels (Eq. 9–16)."""
+
+    kind = "hgit"
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__(cfg)
+        self.featurizer = ClusteringFeaturizer(
+            {"admin": cfg.w_admin, "geo": cfg.w_geo, "cat": cfg.w_cat, "brand": cfg.w_brand}, cfg.feature_dim
+        )
+        self.feature_centres: np.ndarray | None = None  # (K1, F) MiniBatchKMeans centres over F
+        self.mu1: np.ndarray | None = None  # (K1, D) frozen level-1 centres in embedding space
+        self.codebooks: list[np.ndarray] = []  # L-1 learnable (K_l, D)
+        self.l1_paths: list[str] = []
+        self.l1_sizes: list[int] = []
+
+    def level1_codes(self, features: pd.DataFrame) -> np.ndarray:
+        """Level-1 code of each row: nearest MiniBatchKMeans centre of F (N rows -> (N,))."""
+        assert self.feature_centres is not None
+        return nearest_centre(self.featurizer(features), self.feature_centres)
+
+    def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None, progress: bool = False) -> "HGITTokenizer":
+        from sklearn.cluster import MiniBatchKMeans
+
+        if features is None:
+            raise ValidationError("hgit needs the features frame (lat, lon, state, county, town, category_l1, category_l2, brand)")
+        check_features(features)
+        x = check_embeddings(embeddings, ids=features.get("item_id"))
+        if len(x) != len(features):
+            raise ValidationError(f"embeddings have {len(x)} rows but features {len(features)}")
+        k1 = self.codebook_sizes[0]
+        if len(x) < max(self.codebook_sizes):
+            raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")
+        self.dim = x.shape[1]
+        F = self.featurizer(features)
+        km = MiniBatchKMeans(n_clusters=k1, random_state=self.cfg.seed, batch_size=min(4096, len(F)), n_init=3).fit(F)
+        self.feature_centres = km.cluster_centers_.astype(np.float64)
+        c1 = nearest_centre(F, self.feature_centres)
+        self.mu1 = level1_centres(x, c1, k1)
+        self.l1_paths = level1_paths(features, c1, k1)
+        self.l1_sizes = np.bincount(c1, minlength=k1).tolist()
+        base = self.mu1[c1]
+        r = x - base
+        init = []
+        for l, k in enumerate(self.codebook_sizes[1:]):
+            cb = kmeans_init(r, k, self.cfg.seed + l + 1)
+            init.append(cb)
+            r = r - cb[nearest_centre(r, cb)]
+        self.codebooks, self.history = train_residual_codebooks(
+            x, base, init, tau=self.cfg.tau, lambda_reg=self.cfg.lambda_reg, epochs=self.cfg.epochs,
+            lr=self.cfg.lr, batch_size=self.cfg.batch_size, seed=self.cfg.seed, progress=progress,
+        )
+        self.fitted = True
+        return self
+
+    def encode(self, embeddings: np.ndarray, features: pd.DataFrame | None = None) -> np.ndarray:
+        self._require_fitted()
+        if features is None:
+            raise ValidationError("hgit.encode needs the features frame for the level-1 code")
+        check_features(features)
+        x = check_embeddings(embeddings, self.dim, ids=features.get("item_id"))
+        c1 = self.level1_codes(features)
+        rest, _ = residual_encode(x - self.mu1[c1], self.codebooks)
+        return np.concatenate([c1[:, None], rest], axis=1)
+
+    def reconstruct(self, codes: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
+        self._require_fitted()
+        out = self.mu1[codes[:, 0]].copy()
+        for l, cb in enumerate(self.codebooks):
+            out += cb[codes[:, l + 1]]
+        return out
+
+    def codebook_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(self.mu1.shape)] + [tuple(c.shape) for c in self.codebooks]
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"feature_centres": self.feature_centres, "mu1": self.mu1}
+        arrays.update({f"codebook_{l + 2}": c for l, c in enumerate(self.codebooks)})
+        return arrays, {"l1_paths": self.l1_paths, "l1_sizes": self.l1_sizes, "history": self.history}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.feature_centres = arrays["feature_centres"]
+        self.mu1 = arrays["mu1"]
+        self.codebooks = [arrays[f"codebook_{l}"] for l in range(2, 2 + sum(1 for k in arrays if k.startswith("codebook_")))]
+        self.l1_paths = list(meta.get("l1_paths", []))
+        self.l1_sizes = list(meta.get("l1_sizes", []))
+        self.history = dict(meta.get("history", {}))
