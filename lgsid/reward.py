@@ -1,0 +1,462 @@
+"""Step ``reward``: the list-wise geographic reward model (Eq. 2-4, arXiv 2511.14221).
+
+``r_ij = MLP(E_j^i)`` scores the *frozen reference* embedding of the mismatched prompt
+``[content_i, location_j]``. Each training list is one anchor's true prompt followed by its K
+candidate locations sorted near -> far (``reward_lists``); the soft labels of Eq. 3 give the true
+location 1 and decay with the distance rank. The loss is a soft-label weighted BCE (Eq. 4 as
+printed is unbounded, see :func:`listwise_bce`); ``reward.mode=pointwise`` trains true vs one far
+location instead (the paper's DPO-PR ablation).
+
+The list prompts are embedded once, by the Spark embedding UDF (:func:`lgsid.embed.embed_dataframe`)
+with the frozen reference encoder; the MLP trains on those cached embeddings in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from lgsid.config import LGSIDConfig
+from lgsid.errors import ModelError, ValidationError
+from lgsid.steps import StepSummary
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
+
+# --------------------------------------------------------------------------------------------
+# Equations
+# --------------------------------------------------------------------------------------------
+
+
+def soft_labels(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Soft labels of one list from distance ranks.
+
+    ``p_ij = K − Rank(dis_ij) + 1``, normalised to [0, 1] within the list — Eq. 3, arXiv 2511.14221.
+    The true location has rank 0 and the K candidates ranks 1..K (near -> far); dividing by the
+    largest value K + 1 gives ``p = (K − rank + 1) / (K + 1)``: true = 1, farthest = 1 / (K + 1).
+
+    Args:
+        ranks: (..., K+1) int ranks, 0 for the true location.
+        k: K, the number of candidates.
+
+    Returns:
+        (..., K+1) float32 labels in (0, 1].
+    """
+    r = np.asarray(ranks)
+    if r.size and (r.min() < 0 or r.max() > k):
+        raise ValidationError(f"soft labels: ranks must be in [0, K={k}], got [{r.min()}, {r.max()}]")
+    return ((k - r + 1) / (k + 1)).astype(np.float32)
+
+
+class RewardMLP(nn.Module):
+    """The reward model ``r_ij = MLP(E_j^i)`` — Eq. 2, arXiv 2511.14221.
+
+    An MLP (ReLU between layers) from a D-dim prompt embedding to one scalar logit.
+
+    Args:
+        dim: D, embedding dimension.
+        hidden_sizes: hidden layer widths.
+    """
+
+    def __init__(self, dim: int, hidden_sizes: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = dim
+        for h in hidden_sizes:
+            layers += [nn.Linear(prev, int(h)), nn.ReLU()]
+            prev = int(h)
+        layers.append(nn.Linear(prev, 1))
+        self.net = nn.Sequential(*layers)
+        self.dim = dim
+        self.hidden_sizes = [int(h) for h in hidden_sizes]
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """(..., D) embeddings -> (...) reward logits r_ij."""
+        return self.net(emb).squeeze(-1)
+
+
+def listwise_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft-label weighted binary cross-entropy over lists — our bounded form of Eq. 4, arXiv 2511.14221.
+
+    Eq. 4 as printed, ``L_RM = −Σ_i Σ_j p_ij log σ(r_ij)``, has only the positive term: it is
+    minimised by pushing every r_ij to +inf and does not rank anything. We add the negative term:
+
+    ``L = mean_lists [ (1/n_i) Σ_j −( p_ij log σ(r_ij) + (1 − p_ij) log(1 − σ(r_ij)) ) ]``
+
+    so each r_ij is pulled towards logit(p_ij): near locations score above far ones.
+
+    Args:
+        logits: (L, J) reward logits r_ij for L lists of J = K+1 prompts.
+        labels: (L, J) soft labels p_ij in [0, 1].
+        mask: (L, J) 1 for real entries, 0 for padding (lists shorter than J); ``None`` = all real.
+
+    Returns:
+        Scalar loss.
+    """
+    per = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")  # (L, J)
+    if mask is None:
+        return per.mean(dim=1).mean()
+    m = mask.to(per.dtype)
+    return ((per * m).sum(1) / m.sum(1).clamp(min=1)).mean()
+
+
+def pointwise_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Point-wise reward loss (the paper's DPO-PR ablation): true location vs the farthest candidate.
+
+    ``L = mean_i −[ log σ(r_i,true) + log(1 − σ(r_i,far)) ] / 2`` with ``far`` the last real entry of
+    each list (lists are sorted near -> far). Soft labels are ignored (hard 1 / 0).
+
+    Args:
+        logits: (L, J) reward logits, column 0 the true location.
+        labels: (L, J) unused except for the shape (kept so variants share one signature).
+        mask: (L, J) 1 for real entries.
+
+    Returns:
+        Scalar loss.
+    """
+    L, J = logits.shape
+    last = (mask.sum(1).long() - 1) if mask is not None else torch.full((L,), J - 1, dtype=torch.long, device=logits.device)
+    pos = logits[:, 0]
+    neg = logits[torch.arange(L, device=logits.device), last]
+    bce = nn.functional.binary_cross_entropy_with_logits
+    return 0.5 * (bce(pos, torch.ones_like(pos)) + bce(neg, torch.zeros_like(neg)))
+
+
+REWARD_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"listwise": listwise_bce, "pointwise": pointwise_bce}
+
+
+def reward_loss(mode: str) -> Callable[..., torch.Tensor]:
+    """The loss of ``reward.mode``; unknown names raise ``ValueError`` listing the valid ones."""
+    try:
+        return REWARD_LOSSES[mode]
+    except KeyError:
+        raise ValueError(f"unknown reward.mode {mode!r}; valid: {', '.join(REWARD_LOSSES)}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+
+def reward_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, n_far: int) -> dict[str, float]:
+    """Held-out quality of the reward scores.
+
+    * ``ndcg``: NDCG of the reward ordering with the soft labels (Eq. 3) as graded relevance, i.e.
+      against the distance rank (sklearn ``ndcg_score``, per list, averaged).
+    * ``auc_true_vs_far``: ROC-AUC of the true location's score against the scores of the last
+      ``n_far`` (farthest) candidates of the same lists.
+
+    Args:
+        scores: (L, J) reward logits.
+        labels: (L, J) soft labels.
+        mask: (L, J) bool, real entries.
+        n_far: how many of the farthest candidates count as "far".
+    """
+    from sklearn.metrics import ndcg_score, roc_auc_score
+
+    ndcgs = []
+    pos, neg = [], []
+    for s, y, m in zip(scores, labels, mask):
+        n = int(m.sum())
+        if n < 2:
+            continue
+        ndcgs.append(ndcg_score(y[None, :n], s[None, :n]))
+        pos.append(s[0])
+        neg.extend(s[max(1, n - max(1, n_far)) : n].tolist())
+    out = {"ndcg": float(np.mean(ndcgs)) if ndcgs else float("nan")}
+    out["auc_true_vs_far"] = float(roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg)) if pos and neg else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ListBatch:
+    """Reward lists as dense arrays.
+
+    Attributes:
+        item_ids: (L,) anchors.
+        emb: (L, J, D) reference embeddings of the list prompts (0 where padded).
+        labels: (L, J) soft labels.
+        mask: (L, J) bool, real entries.
+    """
+
+    item_ids: np.ndarray
+    emb: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+
+
+def combine(content: str, location: str, prompts_cfg) -> str:
+    """The full prompt of ``content`` + ``location``: :func:`lgsid.prompts.combine_prompt`.
+
+    Falls back to ``prompts.prompt_template`` formatting when that module is not importable.
+    """
+    try:
+        from lgsid.prompts import combine_prompt
+    except ImportError:
+        return prompts_cfg.prompt_template.format(content=content, location=location)
+    return combine_prompt(content, location, prompts_cfg)
+
+
+def random_lists(prompts: "pd.DataFrame", k: int, seed: int, prompts_cfg) -> "pd.DataFrame":
+    """Reward lists with *uniformly random* candidates (the "w/o density-aware negatives" ablation).
+
+    For each anchor, K other items are drawn uniformly; their locations are sorted near -> far by
+    haversine distance, and the soft labels come from Eq. 3 (:func:`soft_labels`).
+
+    Args:
+        prompts: geo_prompts rows (item_id, content_text, location_text, prompt, lat, lon).
+        k: K candidates per anchor (at most N-1).
+        seed: sampling seed.
+        prompts_cfg: ``cfg.prompts`` (how content and location combine).
+
+    Returns:
+        pandas DataFrame in the ``reward_lists`` schema.
+    """
+    import pandas as pd
+
+    n = len(prompts)
+    k = min(k, n - 1)
+    if k < 1:
+        raise ValidationError("reward lists: need at least 2 items in geo_prompts to draw random candidates")
+    rng = np.random.default_rng(seed)
+    lat = np.radians(prompts["lat"].to_numpy(float))
+    lon = np.radians(prompts["lon"].to_numpy(float))
+    content = prompts["content_text"].tolist()
+    loc = prompts["location_text"].tolist()
+    rows = []
+    for i in range(n):
+        cand = rng.choice(n - 1, size=k, replace=False)
+        cand = cand + (cand >= i)  # skip the anchor itself
+        a = np.sin((lat[cand] - lat[i]) / 2) ** 2 + np.cos(lat[i]) * np.cos(lat[cand]) * np.sin((lon[cand] - lon[i]) / 2) ** 2
+        d = 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+        order = np.argsort(d, kind="stable")
+        cand, d = cand[order], d[order]
+        ranks = np.arange(k + 1)
+        rows.append(
+            {
+                "item_id": prompts["item_id"].iloc[i],
+                "content_text": content[i],
+                "prompts": [prompts["prompt"].iloc[i]] + [combine(content[i], loc[j], prompts_cfg) for j in cand],
+                "ranks": ranks.tolist(),
+                "distance_km": [0.0] + d.tolist(),
+                "soft_labels": soft_labels(ranks, k).tolist(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def embed_lists(spark: "SparkSession", lists: "DataFrame", cfg: LGSIDConfig) -> ListBatch:
+    """Embed every prompt of ``lists`` (reward_lists rows) with the frozen reference encoder via the Spark UDF."""
+    from pyspark.sql import functions as F
+
+    from lgsid.embed import embed_dataframe
+
+    flat = lists.select("item_id", "soft_labels", F.posexplode("prompts").alias("pos", "prompt"))
+    flat = flat.select("item_id", "pos", "prompt", F.col("soft_labels")[F.col("pos")].alias("label"))
+    pdf = embed_dataframe(flat, "prompt", cfg.encoder).select("item_id", "pos", "label", "embedding").toPandas()
+    if pdf.empty:
+        raise ValidationError("reward_lists is empty: nothing to train the reward model on; run `lgsid negatives` first")
+    if pdf["label"].isna().any():
+        bad = pdf.loc[pdf["label"].isna(), "item_id"].head(3).tolist()
+        raise ValidationError(f"reward_lists: soft_labels shorter than prompts for item_id(s) {bad}")
+    ids = np.array(sorted(pdf["item_id"].unique()))
+    row = {v: i for i, v in enumerate(ids)}
+    J = int(pdf["pos"].max()) + 1
+    D = len(pdf["embedding"].iloc[0])
+    emb = np.zeros((len(ids), J, D), dtype=np.float32)
+    labels = np.zeros((len(ids), J), dtype=np.float32)
+    mask = np.zeros((len(ids), J), dtype=bool)
+    r = pdf["item_id"].map(row).to_numpy()
+    p = pdf["pos"].to_numpy()
+    emb[r, p] = np.stack(pdf["embedding"].to_numpy())
+    labels[r, p] = pdf["label"].to_numpy(np.float32)
+    mask[r, p] = True
+    return ListBatch(ids, emb, labels, mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Training, saving, loading
+# --------------------------------------------------------------------------------------------
+
+
+def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict, int], None] | None = None) -> tuple[RewardMLP, dict]:
+    """Fit the reward MLP on train anchors; evaluate NDCG / AUC on held-out anchors.
+
+    Returns:
+        (model, metrics) with train loss, held-out loss, ``val_ndcg``, ``val_auc_true_vs_far`` and
+        the same on the train split.
+    """
+    from tqdm.auto import tqdm
+
+    rc = cfg.reward
+    torch.manual_seed(rc.seed)
+    rng = np.random.default_rng(rc.seed)
+    L = len(data.item_ids)
+    if L < 2:
+        raise ValidationError(f"reward model needs at least 2 anchors (train + held out), got {L}")
+    perm = rng.permutation(L)
+    n_val = min(L - 1, max(1, int(round(rc.holdout_share * L))))
+    val, tr = perm[:n_val], perm[n_val:]
+    emb, lab, msk = (torch.from_numpy(a) for a in (data.emb, data.labels, data.mask.astype(np.float32)))
+    model = RewardMLP(data.emb.shape[-1], rc.hidden_sizes)
+    opt = torch.optim.Adam(model.parameters(), lr=rc.lr)
+    loss_fn = reward_loss(rc.mode)
+    history = []
+    bar = tqdm(range(rc.epochs), desc=f"reward ({rc.mode})", unit="epoch")
+    step = 0
+    for ep in bar:
+        model.train()
+        order = tr[rng.permutation(len(tr))]
+        tot = 0.0
+        for s in range(0, len(order), rc.batch_size):
+            b = torch.from_numpy(order[s : s + rc.batch_size])
+            loss = loss_fn(model(emb[b]), lab[b], msk[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss) * len(b)
+            step += 1
+        model.eval()
+        with torch.no_grad():
+            vloss = float(loss_fn(model(emb[val]), lab[val], msk[val]))
+        rec = {"reward_train_loss": tot / len(tr), "reward_val_loss": vloss}
+        history.append(rec)
+        bar.set_postfix(loss=f"{rec['reward_train_loss']:.4f}", val=f"{vloss:.4f}")
+        if log_fn:
+            log_fn(rec, ep)
+    model.eval()
+    with torch.no_grad():
+        s_all = model(emb).numpy()
+    n_far = max(1, cfg.negatives.n_far)
+    mv = reward_metrics(s_all[val], data.labels[val], data.mask[val], n_far)
+    mt = reward_metrics(s_all[tr], data.labels[tr], data.mask[tr], n_far)
+    metrics = {
+        "reward_train_loss": history[-1]["reward_train_loss"],
+        "reward_val_loss": history[-1]["reward_val_loss"],
+        "val_ndcg": mv["ndcg"],
+        "val_auc_true_vs_far": mv["auc_true_vs_far"],
+        "train_ndcg": mt["ndcg"],
+        "train_auc_true_vs_far": mt["auc_true_vs_far"],
+        "n_train_lists": int(len(tr)),
+        "n_val_lists": int(len(val)),
+    }
+    return model, metrics
+
+
+def save_reward_model(model: RewardMLP, path: str, meta: dict | None = None) -> None:
+    """Write ``reward_model.pt`` (state dict) and ``reward_model.json`` (dim, hidden sizes, meta) to ``path``."""
+    os.makedirs(path, exist_ok=True)
+    torch.save(model.state_dict(), os.path.join(path, "reward_model.pt"))
+    with open(os.path.join(path, "reward_model.json"), "w") as f:
+        json.dump({"dim": model.dim, "hidden_sizes": model.hidden_sizes, **(meta or {})}, f, indent=2)
+
+
+def load_reward_model(path: str) -> RewardMLP:
+    """Load a frozen reward model saved by :func:`save_reward_model` (all parameters requires_grad=False)."""
+    meta_p, w_p = os.path.join(path, "reward_model.json"), os.path.join(path, "reward_model.pt")
+    if not (os.path.isfile(meta_p) and os.path.isfile(w_p)):
+        raise ModelError(f"no reward model at {path} (expected reward_model.json + reward_model.pt); run `lgsid reward` first")
+    with open(meta_p) as f:
+        meta = json.load(f)
+    model = RewardMLP(int(meta["dim"]), list(meta["hidden_sizes"]))
+    model.load_state_dict(torch.load(w_p, map_location="cpu", weights_only=True))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def reward_model_dir(cfg: LGSIDConfig) -> str:
+    """Where the reward step leaves the current reward model for ``gdpo`` (under ``pipeline.work_dir``)."""
+    return os.path.join(os.path.abspath(cfg.pipeline.work_dir), "models", "reward")
+
+
+def load_lists(spark: "SparkSession", cfg: LGSIDConfig) -> "DataFrame":
+    """The training lists: ``reward_lists`` (density-aware), or random lists when ``gdpo.use_density_negatives`` is off.
+
+    At most ``reward.max_anchors`` anchors are kept (a seeded hash sample, so reruns pick the same).
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.storage import DeltaStore
+
+    store = DeltaStore(spark, cfg.storage)
+    if cfg.gdpo.use_density_negatives:
+        lists = store.read("reward_lists").select("item_id", "prompts", "soft_labels")
+    else:
+        prompts = store.to_pandas("geo_prompts", ["item_id", "content_text", "location_text", "prompt", "lat", "lon"])
+        k = max(2, cfg.negatives.k)
+        lists = spark.createDataFrame(random_lists(prompts, k, cfg.reward.seed, cfg.prompts)[["item_id", "prompts", "soft_labels"]])
+    if cfg.reward.max_anchors:
+        key = F.xxhash64(F.col("item_id"), F.lit(cfg.reward.seed))
+        lists = lists.orderBy(key).limit(cfg.reward.max_anchors)
+    return lists
+
+
+def plot_reward_history(history: list[dict], path: str) -> None:
+    """PNG of train / held-out loss per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for k in ("reward_train_loss", "reward_val_loss"):
+        ax.plot([h[k] for h in history], label=k)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
+    """Step ``reward``: embed the lists (reference encoder), train the reward MLP, log to MLflow.
+
+    The model is saved under :func:`reward_model_dir` (read by ``gdpo``) and logged as the run's
+    ``reward_model/`` artifact, with per-epoch losses and held-out NDCG / AUC.
+    """
+    import tempfile
+
+    import mlflow
+
+    from lgsid.tracking import stage_run
+
+    lists = load_lists(spark, cfg)
+    data = embed_lists(spark, lists, cfg)
+    with stage_run(cfg, "reward") as run_:
+        history: list[dict] = []
+
+        def log(rec: dict, ep: int) -> None:
+            history.append(rec)
+            mlflow.log_metrics(rec, step=ep)
+
+        model, metrics = train_reward_model(data, cfg, log)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        out = reward_model_dir(cfg)
+        meta = {"mode": cfg.reward.mode, "mlflow_run_id": run_.info.run_id, "encoder_checkpoint": cfg.encoder.checkpoint, **metrics}
+        save_reward_model(model, out, meta)
+        mlflow.log_artifacts(out, "reward_model")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = os.path.join(tmp, "reward_loss.png")
+            plot_reward_history(history, png)
+            mlflow.log_artifact(png, "plots")
+    return StepSummary(
+        "reward",
+        metrics={k: metrics[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "n_train_lists")},
+        notes=[f"reward model: {out}", f"mlflow run: {run_.info.run_id}"],
+    )

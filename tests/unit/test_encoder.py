@@ -1,0 +1,96 @@
+"""Encoder: pooling, config errors, and LoRA training that leaves the reference untouched (TRL style)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lgsid.config import EncoderConfig, GDPOConfig, load_config
+from lgsid.encoder import load_encoder, pool, resolve_checkpoint
+from lgsid.errors import ConfigError, ModelError
+
+TEXTS = ["Joe's Pizza, Food / Pizza; located in Austin, Travis County, Texas",
+         "Joe's Pizza, Food / Pizza; located in Buffalo, Erie County, New York",
+         "Blue Bottle, Food / Coffee; located in Oakland, Alameda County, California",
+         "Ace Hardware, Shopping / Hardware; located in Chicago, Cook County, Illinois"]
+
+
+@pytest.fixture(scope="module")
+def enc_cfg():
+    return EncoderConfig(max_length=32, batch_size=4)
+
+
+def test_pool_mean_and_cls_by_hand():
+    hidden = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])  # (1, 3, 2), last token is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(hidden, mask, "mean").tolist() == [[2.0, 2.0]]
+    assert pool(hidden, mask, "cls").tolist() == [[1.0, 1.0]]
+    with pytest.raises(ConfigError, match="encoder.pooling.*valid: mean, cls"):
+        pool(hidden, mask, "max")
+
+
+def test_unknown_pooling_is_a_config_error():
+    with pytest.raises(ConfigError, match="encoder.pooling"):
+        load_config(None, ["encoder.pooling=max"])
+
+
+def test_missing_checkpoint_path_and_package():
+    with pytest.raises(ModelError, match="encoder.checkpoint='/nonexistent/bge'.*does not exist"):
+        resolve_checkpoint("/nonexistent/bge")
+    with pytest.raises(ModelError, match="not installed"):
+        load_encoder(EncoderConfig(checkpoint="package:no_such_pkg_xyz"))
+
+
+def test_encode_shape_norm_and_pooling_from_config(enc_cfg):
+    enc = load_encoder(enc_cfg)
+    x = enc.encode(TEXTS)
+    assert x.shape == (4, enc.dim) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    raw = load_encoder(dataclasses.replace(enc_cfg, pooling="cls", normalize=False)).encode(TEXTS)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)  # cls, unnormalised: a different vector
+    # batching does not change the result
+    np.testing.assert_allclose(enc.encode(TEXTS, batch_size=1), x, atol=1e-5)
+
+
+def test_lora_training_changes_only_the_adapter(enc_cfg, tmp_path):
+    from lgsid.gdpo import gdpo_batch_loss
+    from lgsid.reward import RewardMLP
+
+    torch.manual_seed(0)
+    enc = load_encoder(enc_cfg)
+    before_ref = enc.encode(TEXTS)
+    enc.add_lora()
+    lora = {n: p.detach().clone() for n, p in enc.named_parameters() if p.requires_grad}
+    base = {n: p.detach().clone() for n, p in enc.named_parameters() if not p.requires_grad}
+    assert lora and all("lora_" in n for n in lora)
+    assert not any("lora_" in n for n in base)
+    reward = RewardMLP(enc.dim, [16]).requires_grad_(False)
+    opt = torch.optim.AdamW(enc.lora_parameters(), lr=1e-2)
+    batch = dict(enc.tokenize(TEXTS[:2] + TEXTS[2:] + TEXTS[:2]))  # chosen, rejected, true (B = 2)
+    batch["n"] = 2
+    g = GDPOConfig(batch_size=2)
+    for _ in range(3):
+        loss, _ = gdpo_batch_loss(enc, enc, reward, batch, g, "cpu")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    changed = [n for n, p in enc.named_parameters() if n in lora and not torch.equal(p, lora[n])]
+    assert changed, "no LoRA parameter moved"
+    for n, p in enc.named_parameters():
+        if n in base:
+            assert torch.equal(p, base[n]), f"base parameter {n} changed"
+    assert all(p.grad is None for n, p in enc.named_parameters() if n in base)
+    with enc.reference():
+        np.testing.assert_allclose(enc.encode(TEXTS), before_ref, atol=1e-6)  # the reference stays frozen
+    after = enc.encode(TEXTS)
+    assert not np.allclose(after, before_ref, atol=1e-4)  # the policy moved
+    # the saved adapter reloads to the same policy
+    enc.save_adapter(str(tmp_path / "adapter"))
+    again = load_encoder(enc_cfg, adapter_dir=str(tmp_path / "adapter"))
+    np.testing.assert_allclose(again.encode(TEXTS), after, atol=1e-5)
+
+
+def test_missing_adapter_dir(enc_cfg, tmp_path):
+    with pytest.raises(ModelError, match="no adapter_config.json"):
+        load_encoder(enc_cfg, adapter_dir=str(tmp_path))

@@ -1,0 +1,74 @@
+"""Reward model equations (Eq. 2-4) on hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lgsid.errors import ValidationError
+from lgsid.reward import RewardMLP, listwise_bce, pointwise_bce, reward_loss, reward_metrics, soft_labels
+
+
+def test_soft_labels_eq3_true_is_one_and_decays_with_rank():
+    # K = 2: p = (K - rank + 1) / (K + 1) -> 3/3, 2/3, 1/3
+    np.testing.assert_allclose(soft_labels(np.array([0, 1, 2]), 2), [1.0, 2 / 3, 1 / 3], rtol=1e-6)
+    # K = 4, as the negatives step writes them: 1, .8, .6, .4, .2
+    np.testing.assert_allclose(soft_labels(np.arange(5), 4), [1.0, 0.8, 0.6, 0.4, 0.2], rtol=1e-6)
+
+
+def test_soft_labels_reject_ranks_outside_list():
+    with pytest.raises(ValidationError, match=r"ranks must be in \[0, K=2\]"):
+        soft_labels(np.array([0, 3]), 2)
+
+
+def test_listwise_bce_hand_computed():
+    # entry 1: x=0, p=.5 -> ln 2 = 0.693147; entry 2: x=ln 3 (sigma=.75), p=.75
+    #   -> -(.75 ln .75 + .25 ln .25) = 0.562335; mean over the list = 0.627741
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    labels = torch.tensor([[0.5, 0.75]])
+    assert float(listwise_bce(logits, labels)) == pytest.approx(0.627741, abs=1e-5)
+
+
+def test_listwise_bce_averages_lists_and_ignores_padding():
+    # list 1: [x=0,p=1] + padding -> ln 2; list 2: [x=0,p=1],[x=0,p=0] -> ln 2 each -> mean over lists ln 2
+    logits = torch.tensor([[0.0, 50.0], [0.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert float(listwise_bce(logits, labels, mask)) == pytest.approx(math.log(2), abs=1e-6)
+    # without the mask the padded logit 50 with label 0 costs ~50: the mask matters
+    assert float(listwise_bce(logits, labels)) > 10
+
+
+def test_eq4_as_printed_would_be_unbounded_but_ours_is_minimised_at_the_label():
+    labels = torch.tensor([[1.0, 0.5]])
+    at_label = listwise_bce(torch.tensor([[20.0, 0.0]]), labels)
+    pushed = listwise_bce(torch.tensor([[20.0, 20.0]]), labels)  # Eq. 4's positive term alone would prefer this
+    assert float(at_label) < float(pushed)
+
+
+def test_pointwise_bce_true_vs_farthest():
+    # true x=0 -> ln 2; farthest (last real) x=ln 3, label 0 -> -ln(1 - .75) = ln 4; mean = 1.039721
+    logits = torch.tensor([[0.0, 9.0, math.log(3.0), 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert float(pointwise_bce(logits, torch.zeros_like(logits), mask)) == pytest.approx(1.039721, abs=1e-5)
+
+
+def test_reward_loss_registry_lists_valid_names():
+    assert reward_loss("listwise") is listwise_bce
+    with pytest.raises(ValueError, match="valid: listwise, pointwise"):
+        reward_loss("pairwise")
+
+
+def test_reward_mlp_eq2_shapes():
+    m = RewardMLP(8, [4, 3])
+    assert m(torch.zeros(5, 7, 8)).shape == (5, 7)
+
+
+def test_reward_metrics_perfect_and_reversed():
+    labels = np.array([[1.0, 0.75, 0.5, 0.25]] * 2, dtype=np.float32)
+    mask = np.ones_like(labels, dtype=bool)
+    good = reward_metrics(np.array([[4.0, 3, 2, 1], [9, 5, 1, 0]]), labels, mask, n_far=1)
+    assert good["ndcg"] == pytest.approx(1.0) and good["auc_true_vs_far"] == pytest.approx(1.0)
+    bad = reward_metrics(np.array([[1.0, 2, 3, 4], [0, 1, 5, 9]]), labels, mask, n_far=2)
+    assert bad["auc_true_vs_far"] == pytest.approx(0.0) and bad["ndcg"] < 0.9
