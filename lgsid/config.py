@@ -344,13 +344,55 @@ class PromoteConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     out_dir: str = _f("lgsid-work/report", "Directory of report.md, metrics.json and plots.")
+    sections: list = _f(
+        ["geo", "codebook", "generative", "discriminative"],
+        "Report sections to compute (geo-awareness, codebook health, TIGER-style generative, DIN-style discriminative); the others are reported as skipped.",
+    )
+    variants: list = _f(
+        ["rqvae", "rqkmeans", "hgit-ref", "lgsid"],
+        "SID variants compared downstream: rqvae / rqkmeans / hgit-ref on reference embeddings, lgsid = HGIT on the newest aligned embeddings.",
+    )
     ks: list = _f([5, 10, 100], "K values of top-K retrieval metrics.")
     seeds: list = _f([0, 1, 2], "Seeds of downstream models (mean +- std over them).")
+    data_seed: int = _f(0, "Seed of evaluation data choices shared by every variant (user sample, test negatives, geo sample).")
     reach_radius_km: float = _f(25.0, "Radius of the reachability share of recommended items.")
-    tiger_epochs: int = _f(10, "Epochs of the TIGER-style generative model.")
+    reach_recent: int = _f(5, "The user's most recent N history items define their 'recent locations' for the reachability share.")
+    max_geo_items: int = _f(20000, "Items sampled for the geo-awareness table and plots (0 = all).")
+    nmi_max_clusters: int = _f(500, "Cap on K-Means clusters for NMI (default = number of distinct labels).")
+    tokenizer_epochs: int = _f(-1, "Epochs of the tokenizers trained in-process for the comparison (-1 = tokenizer.epochs).")
+    max_history: int = _f(8, "Most recent history items fed to the downstream models.")
+    tiger_epochs: int = _f(5, "Epochs of the TIGER-style generative model.")
+    tiger_d_model: int = _f(64, "Width of the TIGER-style Transformer.")
+    tiger_heads: int = _f(4, "Attention heads of the TIGER-style Transformer.")
+    tiger_layers: int = _f(1, "Encoder layers (= decoder layers) of the TIGER-style Transformer.")
+    tiger_batch_size: int = _f(512, "Batch size of the TIGER-style model.")
+    tiger_lr: float = _f(2e-3, "Learning rate of the TIGER-style model.")
+    beam_size: int = _f(10, "Beam size of constrained beam search (also the length of the recommendation list).")
     din_epochs: int = _f(3, "Epochs of the DIN-style CTR model.")
-    beam_size: int = _f(10, "Beam size of constrained beam search.")
-    max_users: int = _f(2000, "Cap on evaluated users (0 = all).")
+    din_dim: int = _f(16, "Embedding size of each part (ID, each SID level) in the DIN-style model.")
+    din_sid_mode: Literal["sum", "concat"] = _f("sum", "How SID level embeddings join the item-ID embedding in the DIN-style model.")
+    din_negatives: int = _f(4, "Sampled negatives per positive (train and test) of the DIN-style model.")
+    din_batch_size: int = _f(1024, "Batch size of the DIN-style model.")
+    din_lr: float = _f(1e-3, "Learning rate of the DIN-style model.")
+    max_users: int = _f(2000, "Cap on evaluated (test) users, sampled with data_seed (0 = all).")
+    torch_threads: int = _f(2, "torch.set_num_threads during evaluation (0 = leave the default).")
+    log_mlflow: bool = _f(True, "Log report.md, metrics.json and plots to MLflow.")
+
+    def __post_init__(self) -> None:
+        valid_sections = {"geo", "codebook", "generative", "discriminative"}
+        _check(set(self.sections) <= valid_sections, "evaluate.sections", f"unknown section(s) {sorted(set(self.sections) - valid_sections)}; valid: {sorted(valid_sections)}")
+        valid_variants = {"rqvae", "rqkmeans", "hgit-ref", "lgsid"}
+        _check(set(self.variants) <= valid_variants, "evaluate.variants", f"unknown variant(s) {sorted(set(self.variants) - valid_variants)}; valid: {sorted(valid_variants)}")
+        _check(len(self.ks) >= 1 and all(int(k) >= 1 for k in self.ks), "evaluate.ks", "need >= 1 value, each >= 1")
+        _check(len(self.seeds) >= 1, "evaluate.seeds", "need at least one seed")
+        _check(self.reach_radius_km > 0, "evaluate.reach_radius_km", "must be > 0")
+        _check(self.reach_recent >= 1, "evaluate.reach_recent", "must be >= 1")
+        _check(self.max_history >= 1, "evaluate.max_history", "must be >= 1")
+        _check(self.beam_size >= 1, "evaluate.beam_size", "must be >= 1")
+        _check(self.tiger_d_model % max(self.tiger_heads, 1) == 0, "evaluate.tiger_d_model", "must be divisible by evaluate.tiger_heads")
+        _check(self.din_negatives >= 1, "evaluate.din_negatives", "must be >= 1")
+        for k in ("tiger_epochs", "din_epochs", "max_users", "max_geo_items", "torch_threads"):
+            _check(getattr(self, k) >= 0, f"evaluate.{k}", "must be >= 0")
 
 
 @dataclass(frozen=True)

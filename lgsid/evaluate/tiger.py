@@ -1,0 +1,320 @@
+"""TIGER-style generative retrieval over semantic IDs (paper Table 2).
+
+A small PyTorch Transformer encoder–decoder reads a user's recent history as SID tokens and
+generates the next item's SID token by token. Each item's SID is its ``L`` codes plus the dedup
+suffix, so a full SID names exactly one item. Beam search is constrained by a prefix trie of the
+catalogue's SIDs: at every step only tokens that extend a valid prefix may be chosen, so every
+finished beam maps to an item.
+
+Tokens: 0 = PAD, 1 = BOS; position ``t`` of a SID with code ``c`` is token ``2 + offset[t] + c``
+(each position has its own token range, as in TIGER).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+PAD, BOS, N_SPECIAL = 0, 1, 2
+
+
+# --------------------------------------------------------------------------------------------
+# SID vocabulary and prefix trie
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SIDVocab:
+    """Token layout of full SIDs (codes + dedup suffix).
+
+    Attributes:
+        sids: (N, T) int64 code of item i at position t (T = levels + 1 for the suffix).
+        sizes: (T,) number of codes at each position.
+        offsets: (T,) first token id of each position's range.
+        vocab_size: total number of tokens including PAD and BOS.
+    """
+
+    sids: np.ndarray
+    sizes: np.ndarray
+    offsets: np.ndarray
+    vocab_size: int
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, suffix: np.ndarray) -> "SIDVocab":
+        """Build from ``codes`` (N, L) and dedup ``suffix`` (N,); the pairs must be unique per item."""
+        sids = np.concatenate([np.asarray(codes, dtype=np.int64), np.asarray(suffix, dtype=np.int64)[:, None]], axis=1)
+        if (sids < 0).any():
+            raise ValueError("SID codes must be >= 0")
+        if len(np.unique(sids, axis=0)) != len(sids):
+            raise ValueError("full SIDs (codes + suffix) are not unique per item; apply lgsid.tokenizer.dedup_suffix first")
+        sizes = sids.max(axis=0) + 1
+        offsets = N_SPECIAL + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        return cls(sids=sids, sizes=sizes, offsets=offsets, vocab_size=int(N_SPECIAL + sizes.sum()))
+
+    @property
+    def length(self) -> int:
+        return int(self.sids.shape[1])
+
+    def tokens(self, items: np.ndarray) -> np.ndarray:
+        """Token ids of ``items`` (any shape S) -> (S..., T); item index -1 maps to PAD tokens."""
+        items = np.asarray(items)
+        tok = self.sids[np.clip(items, 0, None)] + self.offsets  # (..., T)
+        return np.where((items >= 0)[..., None], tok, PAD)
+
+
+class PrefixTrie:
+    """Prefix trie over the catalogue's full SIDs, stored as a dense child table.
+
+    ``children[node, c]`` is the child of ``node`` for code ``c`` at that node's depth (-1 = none);
+    ``leaf_item[node]`` is the item a depth-T node names (-1 for inner nodes). Node 0 is the root.
+    """
+
+    def __init__(self, sids: np.ndarray):
+        sids = np.asarray(sids, dtype=np.int64)
+        width = int(sids.max()) + 1 if sids.size else 1
+        table: list[dict[int, int]] = [{}]
+        leaf: dict[int, int] = {}
+        for i, sid in enumerate(sids):
+            node = 0
+            for c in sid:
+                nxt = table[node].get(int(c))
+                if nxt is None:
+                    nxt = len(table)
+                    table[node][int(c)] = nxt
+                    table.append({})
+                node = nxt
+            leaf[node] = i
+        self.children = np.full((len(table), width), -1, dtype=np.int64)
+        for node, ch in enumerate(table):
+            if ch:
+                self.children[node, list(ch.keys())] = list(ch.values())
+        self.leaf_item = np.full(len(table), -1, dtype=np.int64)
+        self.leaf_item[list(leaf.keys())] = list(leaf.values())
+        self.depth = sids.shape[1]
+
+    def allowed(self, nodes: np.ndarray, size: int) -> np.ndarray:
+        """(M,) nodes (-1 = dead beam) -> (M, size) bool mask of codes that extend a valid prefix."""
+        ch = self.children[np.clip(nodes, 0, None), :size]
+        if ch.shape[1] < size:
+            ch = np.pad(ch, ((0, 0), (0, size - ch.shape[1])), constant_values=-1)
+        return (ch >= 0) & (nodes >= 0)[:, None]
+
+
+def constrained_beam_search(
+    step_logprobs: Callable[[int, np.ndarray], np.ndarray],
+    n_queries: int,
+    trie: PrefixTrie,
+    sizes: np.ndarray,
+    beam: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Beam search whose every step is masked to the trie's valid continuations.
+
+    Args:
+        step_logprobs: ``f(t, prefixes)`` with prefixes (n_queries * beam, t) codes of the beams,
+            query-major, returns (n_queries * beam, sizes[t]) log-probabilities of the next code.
+        n_queries: number of queries (users).
+        trie: prefix trie of valid SIDs.
+        sizes: (T,) code count per position.
+        beam: beam width.
+
+    Returns:
+        (items, scores): (n_queries, beam) item indices best first (-1 where fewer than ``beam``
+        valid SIDs exist) and their summed log-probabilities.
+    """
+    q, b = n_queries, beam
+    nodes = np.full((q, b), -1, dtype=np.int64)
+    nodes[:, 0] = 0  # one live beam at the root; the others start dead so no duplicates appear
+    scores = np.full((q, b), -np.inf)
+    scores[:, 0] = 0.0
+    prefixes = np.zeros((q, b, 0), dtype=np.int64)
+    for t in range(trie.depth):
+        s = int(sizes[t])
+        lp = np.asarray(step_logprobs(t, prefixes.reshape(q * b, t)), dtype=np.float64)  # (q*b, s)
+        ok = trie.allowed(nodes.reshape(-1), s)  # (q*b, s)
+        cand = np.where(ok, scores.reshape(-1, 1) + lp, -np.inf).reshape(q, b * s)  # (q, b*s)
+        top = np.argsort(-cand, axis=1, kind="stable")[:, :b]  # (q, b)
+        new_scores = np.take_along_axis(cand, top, axis=1)
+        parent, code = top // s, top % s
+        parent_nodes = np.take_along_axis(nodes, parent, axis=1)
+        child = trie.children[np.clip(parent_nodes, 0, None), np.minimum(code, trie.children.shape[1] - 1)]
+        alive = np.isfinite(new_scores) & (parent_nodes >= 0) & (code < trie.children.shape[1])
+        nodes = np.where(alive, child, -1)
+        scores = np.where(alive, new_scores, -np.inf)
+        prefixes = np.concatenate([np.take_along_axis(prefixes, parent[..., None], axis=1), code[..., None]], axis=2)
+    items = np.where(nodes >= 0, trie.leaf_item[np.clip(nodes, 0, None)], -1)
+    return items, scores
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class TigerModel(nn.Module):
+    """Encoder–decoder Transformer over SID tokens.
+
+    Args:
+        vocab_size: tokens incl. PAD/BOS.
+        sid_len: T, tokens per SID.
+        max_history: H, items in the encoder input (src length H*T).
+    """
+
+    def __init__(self, vocab_size: int, sid_len: int, max_history: int, d_model: int = 64, nhead: int = 4, layers: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.sid_len = sid_len
+        self.tok = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
+        self.src_pos = nn.Embedding(max_history * sid_len, d_model)
+        self.tgt_pos = nn.Embedding(sid_len + 1, d_model)
+        self.transformer = nn.Transformer(
+            d_model, nhead, layers, layers, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
+        )
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """src (B, S) tokens -> memory (B, S, d), padding mask (B, S)."""
+        pad = src == PAD
+        pos = torch.arange(src.shape[1], device=src.device)
+        x = self.tok(src) + self.src_pos(pos)[None]
+        return self.transformer.encoder(x, src_key_padding_mask=pad), pad
+
+    def decode(self, memory: torch.Tensor, pad: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """tgt_in (B, t) tokens starting with BOS -> logits (B, t, V)."""
+        t = tgt_in.shape[1]
+        pos = torch.arange(t, device=tgt_in.device)
+        y = self.tok(tgt_in) + self.tgt_pos(pos)[None]
+        causal = nn.Transformer.generate_square_subsequent_mask(t, device=tgt_in.device)
+        h = self.transformer.decoder(y, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=pad)
+        return self.head(h)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: src (B, S), tgt (B, T) -> logits (B, T, V)."""
+        memory, pad = self.encode(src)
+        tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
+        return self.decode(memory, pad, tgt_in)
+
+
+# --------------------------------------------------------------------------------------------
+# Data, training, inference
+# --------------------------------------------------------------------------------------------
+
+
+def history_matrix(seqs: list[np.ndarray], max_history: int) -> np.ndarray:
+    """Right-aligned last ``max_history`` items of each sequence -> (U, H) item indices, -1 padded on the left."""
+    out = np.full((len(seqs), max_history), -1, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-max_history:]
+        if len(s):
+            out[i, max_history - len(s):] = s
+    return out
+
+
+def training_examples(seqs: list[np.ndarray], max_history: int) -> tuple[np.ndarray, np.ndarray]:
+    """Next-item examples from train sequences: for each position t >= 1, (items[t-H:t], items[t]).
+
+    Returns:
+        hist (M, H) item indices (-1 padded), target (M,) item indices.
+    """
+    hists, tgts = [], []
+    for s in seqs:
+        for t in range(1, len(s)):
+            hists.append(s[max(0, t - max_history):t])
+            tgts.append(s[t])
+    return history_matrix(hists, max_history), np.asarray(tgts, dtype=np.int64)
+
+
+def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
+                batch_size: int, lr: float, progress: bool = False) -> TigerModel:
+    """Train a :class:`TigerModel` with teacher forcing (cross-entropy over the SID tokens).
+
+    Args:
+        vocab: SID token layout.
+        hist: (M, H) history item indices (-1 = pad).
+        target: (M,) next item indices.
+        seed: seeds torch and the shuffling.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    h = hist.shape[1]
+    model = TigerModel(vocab.vocab_size, vocab.length, h, d_model=d_model, nhead=nhead, layers=layers)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    src_all = torch.from_numpy(vocab.tokens(hist).reshape(len(hist), -1))  # (M, H*T)
+    tgt_all = torch.from_numpy(vocab.tokens(target))  # (M, T)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    steps = range(epochs)
+    for _ in tqdm(steps, desc="tiger epochs", disable=not progress, leave=False):
+        order = rng.permutation(len(hist))
+        for s in range(0, len(order), batch_size):
+            bi = torch.from_numpy(order[s:s + batch_size])
+            logits = model(src_all[bi], tgt_all[bi])  # (B, T, V)
+            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_all[bi].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.ndarray, beam: int, batch_size: int = 256) -> np.ndarray:
+    """Top-``beam`` items per user by trie-constrained beam search.
+
+    Args:
+        hist: (U, H) history item indices (-1 = pad).
+
+    Returns:
+        (U, beam) item indices best first (-1 where the catalogue has fewer SIDs than ``beam``).
+    """
+    out = np.full((len(hist), beam), -1, dtype=np.int64)
+    for s in range(0, len(hist), batch_size):
+        hb = hist[s:s + batch_size]
+        src = torch.from_numpy(vocab.tokens(hb).reshape(len(hb), -1))
+        memory, pad = model.encode(src)
+        memory = memory.repeat_interleave(beam, dim=0)  # (q*b, S, d), query-major like the beams
+        pad = pad.repeat_interleave(beam, dim=0)
+
+        def step(t: int, prefixes: np.ndarray) -> np.ndarray:
+            tok = torch.from_numpy(prefixes + vocab.offsets[:t]) if t else torch.zeros((len(prefixes), 0), dtype=torch.long)
+            tgt_in = torch.cat([torch.full((len(prefixes), 1), BOS, dtype=torch.long), tok], dim=1)
+            logits = model.decode(memory, pad, tgt_in)[:, -1]  # (q*b, V)
+            lo = int(vocab.offsets[t])
+            return torch.log_softmax(logits[:, lo:lo + int(vocab.sizes[t])], dim=-1).numpy()
+
+        items, _ = constrained_beam_search(step, len(hb), trie, vocab.sizes, beam)
+        out[s:s + len(hb)] = items
+    return out
+
+
+def _haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    try:
+        from lgsid.geo import haversine_km  # the project's shared implementation, when present
+    except ImportError:  # pragma: no cover - fallback until lgsid.geo lands
+        p1, p2 = np.radians(lat1), np.radians(lat2)
+        a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+        return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+    return np.asarray(haversine_km(lat1, lon1, lat2, lon2))
+
+
+def reach_share(recommended: np.ndarray, recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> float:
+    """Share of recommended items within ``radius_km`` of any of the user's recent locations.
+
+    Args:
+        recommended: (U, K) item indices (-1 entries are ignored).
+        recent: (U, R) item indices of each user's most recent history items (-1 = pad).
+        lat, lon: (N,) item coordinates in degrees.
+
+    Returns:
+        ``Σ_u Σ_k 1[min_r d(rec_uk, recent_ur) <= radius] / #valid recommendations`` (NaN if none).
+    """
+    rec_ok, rc_ok = recommended >= 0, recent >= 0
+    ri, ci = np.clip(recommended, 0, None), np.clip(recent, 0, None)
+    d = _haversine_km(lat[ri][:, :, None], lon[ri][:, :, None], lat[ci][:, None, :], lon[ci][:, None, :])  # (U, K, R)
+    d = np.where(rc_ok[:, None, :], d, np.inf).min(axis=2)  # (U, K)
+    n = rec_ok.sum()
+    return float(((d <= radius_km) & rec_ok).sum() / n) if n else float("nan")
