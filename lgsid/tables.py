@@ -147,13 +147,34 @@ ITEM_SID_FEATURES = TableSpec(
     written_by="write-sids",
 )
 
-CATALOGUE: dict[str, TableSpec] = {
-    t.name: t
-    for t in (ITEMS, USERS, INTERACTIONS, GEO_PROMPTS, NEGATIVES, REWARD_LISTS, GDPO_PAIRS, ITEM_EMBEDDINGS, SID_ITEMS, ITEM_SID_FEATURES)
-}
-
 REJECTS_SCHEMA = "reject_reason STRING, source_row STRING, row_json STRING, rejected_at TIMESTAMP"
 """Schema of ``<table>_rejects``: why a row was quarantined, where it came from, and the row as JSON."""
+
+ITEMS_REJECTS = TableSpec(
+    name="items_rejects",
+    primary_key=("source_row",),
+    description="Item input rows quarantined by ingest (ingest.on_bad_rows=quarantine), with the reason",
+    schema=REJECTS_SCHEMA,
+    not_null=("reject_reason", "source_row", "rejected_at"),
+    written_by="ingest",
+)
+
+INTERACTIONS_REJECTS = TableSpec(
+    name="interactions_rejects",
+    primary_key=("source_row",),
+    description="Interaction / check-in input rows quarantined by ingest (ingest.on_bad_rows=quarantine), with the reason",
+    schema=REJECTS_SCHEMA,
+    not_null=("reject_reason", "source_row", "rejected_at"),
+    written_by="ingest",
+)
+
+CATALOGUE: dict[str, TableSpec] = {
+    t.name: t
+    for t in (
+        ITEMS, USERS, INTERACTIONS, GEO_PROMPTS, NEGATIVES, REWARD_LISTS, GDPO_PAIRS, ITEM_EMBEDDINGS, SID_ITEMS,
+        ITEM_SID_FEATURES, ITEMS_REJECTS, INTERACTIONS_REJECTS,
+    )
+}
 
 
 def spec(name: str) -> TableSpec:

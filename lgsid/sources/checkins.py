@@ -1,0 +1,311 @@
+"""Real check-in import: Foursquare TSMC2014 TSV, or a pair of items + interactions files.
+
+Readers return Spark DataFrames with typed columns plus the provenance columns of
+:mod:`lgsid.validation` (line number, source row, parse error, raw row as JSON); nothing is
+dropped while reading, so validation can account for every input row. The transforms after
+validation (:func:`items_from_checkins`, :func:`filter_min_interactions`, :func:`users_from_interactions`,
+:func:`geocode_items`) are pure DataFrame -> DataFrame functions.
+
+Foursquare TSMC2014 (``dataset_TSMC2014_NYC.txt`` / ``_TKY.txt``) has eight tab-separated fields
+and no header: user id, venue id, venue category id, venue category name, latitude, longitude,
+timezone offset (minutes), UTC time (``Tue Apr 03 18:00:09 +0000 2012``). Venues become items
+(name = category name + the venue id's last 6 characters, ``category_l2`` = category name,
+``category_l1`` = :func:`parent_category` of it, location = the venue's first check-in).
+"""
+
+from __future__ import annotations
+
+import os
+
+from lgsid.errors import ValidationError
+
+__all__ = [
+    "FOURSQUARE_FIELDS",
+    "parent_category",
+    "read_foursquare",
+    "read_items_file",
+    "read_interactions_file",
+    "items_from_checkins",
+    "filter_min_interactions",
+    "users_from_interactions",
+    "geocode_items",
+]
+
+FOURSQUARE_FIELDS = ("user_id", "venue_id", "venue_category_id", "venue_category", "lat", "lon", "tz_offset", "utc_time")
+
+# Parent (level-1) categories for free-text leaf categories, first matching regex wins.
+# Order matters: "Coffee Shop" is a cafe before it is a shop.
+PARENT_RULES: tuple[tuple[str, str], ...] = (
+    ("Cafes & Desserts", r"(?i)caf[eé]|coffee|tea room|bakery|dessert|ice cream|donut|cupcake|bubble tea|juice"),
+    ("Food & Drink", r"(?i)restaurant|joint|diner|pizza|burger|taco|sushi|ramen|noodle|bbq|steak|seafood|deli|bodega|food|breakfast|sandwich|bistro|hot pot|dim sum|fried chicken|vegan|buffet"),
+    ("Nightlife", r"(?i)\bbar\b|pub|club|lounge|brewery|karaoke|nightlife|speakeasy|beer|wine|cocktail"),
+    ("Beauty", r"(?i)salon|spa\b|barber|nail|massage|cosmetic|beauty"),
+    ("Hotels", r"(?i)hotel|hostel|motel|bed & breakfast|resort"),
+    ("Health", r"(?i)hospital|doctor|dentist|medical|clinic|pharmacy|drugstore"),
+    ("Education", r"(?i)school|university|college|library|tutor|daycare|student"),
+    ("Fitness & Sports", r"(?i)gym|fitness|yoga|stadium|field|court|pool|sport|climbing|bowling|golf"),
+    ("Arts & Entertainment", r"(?i)theat|cinema|movie|museum|gallery|music|entertainment|arcade|casino|concert|escape room|zoo|aquarium"),
+    ("Travel & Transport", r"(?i)station|airport|subway|bus\b|train|road|bridge|ferry|taxi|travel|parking|highway|platform|terminal|rail"),
+    ("Outdoors", r"(?i)park|beach|plaza|outdoors|garden|trail|river|lake|scenic|playground|neighborhood"),
+    ("Home & Work", r"(?i)office|building|home|residential|apartment|coworking|factory|city hall|government|bank"),
+    ("Shopping", r"(?i)shop|store|market|mall|boutique|grocery|supermarket|florist|bookstore|convenience"),
+    ("Services", r"(?i)laundry|dry clean|car wash|repair|service|post office|gas station|auto"),
+)
+
+
+def parent_category(col):
+    """Spark Column: level-1 category of a free-text leaf category (``"Other"`` when no rule matches)."""
+    from pyspark.sql import functions as F
+
+    expr = None
+    for parent, rx in PARENT_RULES:
+        expr = F.when(col.rlike(rx), F.lit(parent)) if expr is None else expr.when(col.rlike(rx), F.lit(parent))
+    return expr.otherwise(F.lit("Other"))
+
+
+def _indexed_lines(spark, path: str):
+    """``(_line LONG 1-based, value STRING)`` for every line of a text file, in file order."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    raw = spark.read.text(path)
+    rdd = raw.rdd.zipWithIndex().map(lambda r: (r[1] + 1, r[0][0]))
+    return spark.createDataFrame(rdd, StructType([StructField("_line", LongType(), False), StructField("value", StringType(), True)]))
+
+
+def _number(raw_col: str, name: str):
+    """(parsed DOUBLE, parse-error STRING or null) of a string column."""
+    from pyspark.sql import functions as F
+
+    raw = F.trim(F.col(raw_col).cast("string"))
+    val = raw.try_cast("double")
+    err = F.when(raw.isNotNull() & (raw != "") & val.isNull(), F.concat(F.lit(f"unparseable {name}: '"), raw, F.lit("'")))
+    return F.when(raw == "", F.lit(None).cast("double")).otherwise(val), err
+
+
+def read_foursquare(spark, path: str):
+    """Parse a TSMC2014 file into check-in rows.
+
+    Returns:
+        DataFrame ``user_id, item_id, category_id, category_l2, lat, lon, ts`` + provenance, one row
+        per non-blank input line (malformed lines carry ``_parse_error``).
+
+    Raises:
+        ValidationError: the file does not exist.
+    """
+    from pyspark.sql import functions as F
+
+    if not _exists(path):
+        raise ValidationError(f"ingest.foursquare_path: file not found: {path}")
+    name = os.path.basename(path)
+    df = _indexed_lines(spark, path).where(F.trim(F.col("value")) != "")
+    parts = F.split(F.col("value"), "\t")
+    df = df.withColumn("_n", F.size(parts))
+    for i, f in enumerate(FOURSQUARE_FIELDS):
+        df = df.withColumn(f"_r_{f}", F.when(F.col("_n") > i, F.trim(parts.getItem(i))))
+    lat, lat_err = _number("_r_lat", "lat")
+    lon, lon_err = _number("_r_lon", "lon")
+    # "Tue Apr 03 18:00:09 +0000 2012": Spark cannot parse day-of-week names, so drop the first token.
+    ts = F.try_to_timestamp(F.regexp_replace(F.col("_r_utc_time"), r"^\w+\s+", ""), F.lit("MMM dd HH:mm:ss Z yyyy"))
+    ts_err = F.when(F.col("_r_utc_time").isNotNull() & ts.isNull(), F.concat(F.lit("unparseable utc_time (ts): '"), F.col("_r_utc_time"), F.lit("'")))
+    field_err = F.when(
+        F.col("_n") != len(FOURSQUARE_FIELDS),
+        F.concat(F.lit(f"expected {len(FOURSQUARE_FIELDS)} tab-separated fields, got "), F.col("_n").cast("string")),
+    )
+    raw_json = F.to_json(F.struct(*[F.col(f"_r_{f}").alias(f) for f in FOURSQUARE_FIELDS]))
+    return df.select(
+        F.col("_r_user_id").alias("user_id"),
+        F.col("_r_venue_id").alias("item_id"),
+        F.col("_r_venue_category_id").alias("category_id"),
+        F.col("_r_venue_category").alias("category_l2"),
+        lat.alias("lat"),
+        lon.alias("lon"),
+        ts.alias("ts"),
+        "_line",
+        F.concat(F.lit(f"{name}:line "), F.col("_line").cast("string")).alias("_source_row"),
+        F.coalesce(field_err, lat_err, lon_err, ts_err).alias("_parse_error"),
+        raw_json.alias("_row_json"),
+    )
+
+
+def _exists(path: str) -> bool:
+    return "://" in path or os.path.exists(path)
+
+
+def _read_any(spark, path: str, delimiter: str, what: str):
+    """Read a Parquet or CSV file (by extension / directory content) with 1-based ``_line`` and a source label."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    if not path:
+        raise ValidationError(f"ingest.{what}_path is empty; set it to a Parquet or CSV file (source=files)")
+    if not _exists(path):
+        raise ValidationError(f"ingest.{what}_path: file not found: {path}")
+    name = os.path.basename(path.rstrip("/"))
+    is_parquet = path.endswith(".parquet") or (os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path)))
+    if is_parquet:
+        df = spark.read.parquet(path)
+        offset, unit = 1, "row"
+    else:
+        df = spark.read.option("header", True).option("sep", delimiter).option("inferSchema", False).option("mode", "PERMISSIVE").csv(path)
+        offset, unit = 2, "line"  # line 1 is the header
+    cols = df.columns
+    rdd = df.rdd.zipWithIndex().map(lambda r: tuple(r[0]) + (r[1] + offset,))
+    df = spark.createDataFrame(rdd, StructType(df.schema.fields + [StructField("_line", LongType(), False)]))
+    df = df.withColumn("_source_row", F.concat(F.lit(f"{name}:{unit} "), F.col("_line").cast("string")))
+    df = df.withColumn("_row_json", F.to_json(F.struct(*[F.col(c) for c in cols])))
+    return df, cols, name
+
+
+def _require_columns(cols, required, name: str, what: str) -> None:
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise ValidationError(f"{what} file {name}: missing required column(s) {missing}; found {cols}")
+
+
+def read_items_file(spark, path: str, delimiter: str = ","):
+    """Items file -> items columns (``source='files'``) + provenance.
+
+    Required columns: ``item_id, lat, lon, name, category``; optional ``parent_category`` (else
+    :func:`parent_category`), ``brand`` (else the name), ``price``, ``address``.
+
+    Raises:
+        ValidationError: missing file or required column.
+    """
+    from pyspark.sql import functions as F
+
+    df, cols, name = _read_any(spark, path, delimiter, "items")
+    _require_columns(cols, ("item_id", "lat", "lon", "name", "category"), name, "items")
+    lat, lat_err = _number("lat", "lat")
+    lon, lon_err = _number("lon", "lon")
+    if "price" in cols:
+        price, price_err = _number("price", "price")
+    else:
+        price, price_err = F.lit(None).cast("double"), F.lit(None).cast("string")
+    opt = lambda c: F.col(c).cast("string") if c in cols else F.lit(None).cast("string")  # noqa: E731
+    cat = F.trim(F.col("category").cast("string"))
+    parent = F.coalesce(F.when(F.trim(opt("parent_category")) != "", F.trim(opt("parent_category"))), parent_category(F.coalesce(cat, F.lit(""))))
+    return df.select(
+        F.trim(F.col("item_id").cast("string")).alias("item_id"),
+        F.col("name").cast("string").alias("name"),
+        F.coalesce(F.when(F.trim(opt("brand")) != "", opt("brand")), F.col("name").cast("string")).alias("brand"),
+        parent.alias("category_l1"),
+        cat.alias("category_l2"),
+        price.alias("price"),
+        lat.alias("lat"),
+        lon.alias("lon"),
+        opt("address").alias("address"),
+        F.lit("files").alias("source"),
+        "_line",
+        "_source_row",
+        F.coalesce(lat_err, lon_err, price_err).alias("_parse_error"),
+        "_row_json",
+    )
+
+
+def read_interactions_file(spark, path: str, delimiter: str = ","):
+    """Interactions file -> ``user_id, item_id, ts`` + provenance.
+
+    ``timestamp`` may be a timestamp column (Parquet), an ISO-8601 string, or epoch seconds.
+
+    Raises:
+        ValidationError: missing file or required column.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import NumericType, TimestampNTZType, TimestampType
+
+    df, cols, name = _read_any(spark, path, delimiter, "interactions")
+    _require_columns(cols, ("user_id", "item_id", "timestamp"), name, "interactions")
+    dtype = df.schema["timestamp"].dataType
+    if isinstance(dtype, (TimestampType, TimestampNTZType)):
+        ts, ts_err = F.col("timestamp").cast("timestamp"), F.lit(None).cast("string")
+    elif isinstance(dtype, NumericType):
+        ts, ts_err = F.timestamp_seconds(F.col("timestamp")), F.lit(None).cast("string")
+    else:
+        raw = F.trim(F.col("timestamp").cast("string"))
+        ts = F.coalesce(F.try_to_timestamp(raw), F.timestamp_seconds(raw.try_cast("long")))
+        ts_err = F.when(raw.isNotNull() & (raw != "") & ts.isNull(), F.concat(F.lit("unparseable timestamp (ts): '"), raw, F.lit("'")))
+    return df.select(
+        F.trim(F.col("user_id").cast("string")).alias("user_id"),
+        F.trim(F.col("item_id").cast("string")).alias("item_id"),
+        ts.alias("ts"),
+        "_line",
+        "_source_row",
+        ts_err.alias("_parse_error"),
+        "_row_json",
+    )
+
+
+def items_from_checkins(checkins):
+    """Venues of (valid) check-ins as items: location and category of each venue's first check-in.
+
+    Args:
+        checkins: Valid check-in rows (``user_id, item_id, category_l2, lat, lon, ts, _line``).
+
+    Returns:
+        Items without admin columns (``item_id, name, brand, category_l1, category_l2, price, lat,
+        lon, address, source``), one row per venue.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    w = Window.partitionBy("item_id").orderBy("_line")
+    first = checkins.withColumn("__rn", F.row_number().over(w)).where(F.col("__rn") == 1)
+    name = F.concat(F.col("category_l2"), F.lit(" "), F.substring(F.col("item_id"), -6, 6))
+    return first.select(
+        "item_id",
+        name.alias("name"),
+        name.alias("brand"),
+        parent_category(F.col("category_l2")).alias("category_l1"),
+        "category_l2",
+        F.lit(None).cast("double").alias("price"),
+        "lat",
+        "lon",
+        F.lit(None).cast("string").alias("address"),
+        F.lit("foursquare").alias("source"),
+    )
+
+
+def filter_min_interactions(interactions, min_user: int, min_item: int, max_iter: int = 50):
+    """Keep interactions of users with >= ``min_user`` and items with >= ``min_item`` interactions.
+
+    Dropping users can push items below their minimum and vice versa, so the two filters repeat
+    until nothing changes (a fixed point; the k-core of the user-item graph).
+
+    Returns:
+        (filtered interactions, number of passes).
+    """
+    from pyspark.sql import functions as F
+
+    df = interactions
+    n = df.count()
+    for it in range(1, max_iter + 1):
+        if min_user > 1:
+            uc = df.groupBy("user_id").count().where(F.col("count") >= min_user).select("user_id")
+            df = df.join(uc, "user_id", "left_semi")
+        if min_item > 1:
+            ic = df.groupBy("item_id").count().where(F.col("count") >= min_item).select("item_id")
+            df = df.join(ic, "item_id", "left_semi")
+        df = df.localCheckpoint(eager=True)  # cut the lineage between passes
+        m = df.count()
+        if m == n:
+            return df, it
+        n = m
+    return df, max_iter
+
+
+def users_from_interactions(interactions, items):
+    """Users as the centroid of the items they interacted with (``user_id, home_lat, home_lon``)."""
+    from pyspark.sql import functions as F
+
+    return (
+        interactions.join(items.select("item_id", "lat", "lon"), "item_id")
+        .groupBy("user_id")
+        .agg(F.avg("lat").alias("home_lat"), F.avg("lon").alias("home_lon"))
+    )
+
+
+def geocode_items(items):
+    """Add ``state, county, town`` to items by offline reverse geocoding (pandas UDF)."""
+    from lgsid.sources.geocode import add_admin_columns
+
+    return add_admin_columns(items, "lat", "lon")
