@@ -271,6 +271,9 @@ def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.nda
     Returns:
         (U, beam) item indices best first (-1 where the catalogue has fewer SIDs than ``beam``).
     """
+    import warnings
+
+    warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors")  # eval fast path, harmless
     out = np.full((len(hist), beam), -1, dtype=np.int64)
     for s in range(0, len(hist), batch_size):
         hb = hist[s:s + batch_size]

@@ -1,0 +1,94 @@
+"""Constrained beam search never emits an invalid SID, and is exact when the beam covers the catalogue."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from lgsid.evaluate.tiger import PrefixTrie, SIDVocab, constrained_beam_search, history_matrix, recommend, train_tiger, training_examples
+
+
+def _catalogue(n=40, sizes=(4, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    codes = np.stack([rng.integers(0, s, n) for s in sizes], axis=1)  # many collisions on purpose
+    _, inv = np.unique(codes, axis=0, return_inverse=True)
+    suffix = np.zeros(n, dtype=np.int64)
+    seen: dict = {}
+    for i, g in enumerate(inv.reshape(-1)):
+        suffix[i] = seen.get(g, 0)
+        seen[g] = suffix[i] + 1
+    return SIDVocab.from_codes(codes, suffix)
+
+
+def _hash_logprobs(sizes, bias_to_invalid=None):
+    """Deterministic log-probs that depend on (query, prefix) only, so full-path scores are well defined."""
+
+    def lp(q, prefix, s):
+        r = np.random.default_rng(abs(hash((q, tuple(prefix)))) % (2**32)).normal(size=s)
+        if bias_to_invalid is not None:
+            r[-1] += 5.0  # the largest code is the model's favourite, valid or not
+        return r - np.log(np.exp(r).sum())
+
+    return lp
+
+
+@pytest.mark.parametrize("beam", [1, 3, 8])
+def test_beam_search_emits_only_valid_sids(beam):
+    vocab = _catalogue()
+    trie = PrefixTrie(vocab.sids)
+    f = _hash_logprobs(vocab.sizes, bias_to_invalid=True)
+    wide = np.asarray(vocab.sizes) + 2  # the model scores codes that exist nowhere in the catalogue
+
+    def step(t, prefixes):
+        n_q = len(prefixes) // beam
+        return np.stack([f(i // beam, prefixes[i], int(wide[t])) for i in range(len(prefixes))])
+
+    items, scores = constrained_beam_search(step, 5, trie, wide, beam)
+    assert items.shape == (5, beam)
+    assert (items >= 0).all() and (items < len(vocab.sids)).all()
+    assert all(len(set(r)) == beam for r in items)  # distinct items
+    assert np.isfinite(scores).all() and (np.diff(scores, axis=1) <= 1e-12).all()
+
+
+def test_beam_search_is_exact_when_the_beam_covers_every_sid():
+    vocab = _catalogue(n=12, sizes=(3, 2))
+    trie = PrefixTrie(vocab.sids)
+    f = _hash_logprobs(vocab.sizes)
+    beam = len(vocab.sids) + 3  # more beams than items -> -1 padding at the end
+
+    def step(t, prefixes):
+        return np.stack([f(i // beam, prefixes[i], int(vocab.sizes[t])) for i in range(len(prefixes))])
+
+    items, scores = constrained_beam_search(step, 2, trie, vocab.sizes, beam)
+    for q in range(2):  # naive reference: score every valid SID by its full path
+        full = []
+        for i, sid in enumerate(vocab.sids):
+            full.append(sum(f(q, list(sid[:t]), int(vocab.sizes[t]))[sid[t]] for t in range(len(sid))))
+        order = np.argsort(-np.array(full), kind="stable")
+        assert list(items[q, : len(order)]) == list(order)
+        assert np.allclose(scores[q, : len(order)], np.array(full)[order])
+        assert (items[q, len(order):] == -1).all()
+
+
+def test_trie_allowed_masks_unknown_prefixes():
+    sids = np.array([[0, 1, 0], [0, 1, 1], [2, 0, 0]])
+    trie = PrefixTrie(sids)
+    assert trie.allowed(np.array([0]), 4).tolist() == [[True, False, True, False]]
+    assert trie.allowed(np.array([-1]), 3).tolist() == [[False, False, False]]
+    assert sorted(trie.leaf_item[trie.leaf_item >= 0].tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="not unique"):
+        SIDVocab.from_codes(np.array([[1, 2], [1, 2]]), np.array([0, 0]))
+
+
+def test_tiger_recommendations_map_to_items():
+    torch.set_num_threads(1)
+    vocab = _catalogue(n=30, sizes=(4, 4))
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(0, 30, rng.integers(2, 6)) for _ in range(20)]
+    hist, tgt = training_examples(seqs, 3)
+    assert hist.shape == (sum(len(s) - 1 for s in seqs), 3) and (hist[:, -1] >= 0).all()
+    model = train_tiger(vocab, hist, tgt, seed=0, epochs=1, d_model=16, nhead=2, layers=1, batch_size=32, lr=1e-3)
+    rec = recommend(model, vocab, PrefixTrie(vocab.sids), history_matrix(seqs, 3), beam=5, batch_size=7)
+    assert rec.shape == (20, 5) and (rec >= 0).all() and (rec < 30).all()
+    assert all(len(set(r)) == 5 for r in rec)
