@@ -52,6 +52,7 @@ config gives the same tables, a different seed a different catalogue.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -172,6 +173,20 @@ def _jitter(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, sd_km: f
     return np.clip(lat + dlat, -90.0, 90.0), ((lon + dlon + 180.0) % 360.0) - 180.0
 
 
+def _sizes(places: pd.DataFrame) -> np.ndarray:
+    """Population proxy: GeoNames places within 30 km of each place (metro areas hold many)."""
+    from scipy.spatial import cKDTree
+
+    xyz = _unit_xyz(places["lat"].to_numpy(), places["lon"].to_numpy())
+    return cKDTree(xyz).query_ball_point(xyz, r=30.0 / EARTH_RADIUS_KM, return_length=True).astype(np.float64)
+
+
+@lru_cache(maxsize=1)
+def _place_sizes() -> np.ndarray:
+    """:func:`_sizes` of all US places (cached: the same for every seed)."""
+    return _sizes(load_places("US"))
+
+
 def select_towns(cfg: DemoConfig, rng: np.random.Generator) -> pd.DataFrame:
     """Choose ``cfg.n_towns`` US towns: ambiguous names first, every state once, the rest by size.
 
@@ -182,17 +197,12 @@ def select_towns(cfg: DemoConfig, rng: np.random.Generator) -> pd.DataFrame:
     Raises:
         ConfigError: ``demo.states`` names a state that is not in the GeoNames US table.
     """
-    from scipy.spatial import cKDTree
-
-    us = load_places("US")
+    us = load_places("US").assign(size=_place_sizes())
     if cfg.states:
         unknown = sorted(set(cfg.states) - set(us["admin1"]))
         if unknown:
             raise ConfigError(f"invalid value for 'demo.states': unknown US state(s) {unknown}; e.g. 'Illinois', 'Oregon'")
         us = us[us["admin1"].isin(cfg.states)].reset_index(drop=True)
-    xyz = _unit_xyz(us["lat"].to_numpy(), us["lon"].to_numpy())
-    size = cKDTree(xyz).query_ball_point(xyz, r=30.0 / EARTH_RADIUS_KM, return_length=True).astype(np.float64)
-    us = us.assign(size=size)
     n = min(cfg.n_towns, len(us))
     chosen: list[int] = []
     taken = np.zeros(len(us), dtype=bool)
