@@ -85,6 +85,23 @@ def check_embeddings(embeddings: Any, dim: int | None = None, ids: Any = None) -
     return x
 
 
+def stack_embeddings(col: pd.Series, ids: pd.Series | None = None) -> np.ndarray:
+    """A column of equal-length float arrays -> (N, D) float32, naming the first bad row on error."""
+    vals = col.to_numpy()
+    if len(vals) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    nulls = np.fromiter((v is None or (isinstance(v, float) and np.isnan(v)) for v in vals), bool, len(vals))
+    if nulls.any():
+        names = (ids.to_numpy() if ids is not None else np.arange(len(vals)))[nulls][:5]
+        raise ValidationError(f"column 'embedding' is null for item(s) {list(names)}")
+    lens = np.fromiter((len(v) for v in vals), np.int64, len(vals))
+    if (lens != lens[0]).any():
+        bad = lens != np.bincount(lens).argmax()
+        names = (ids.to_numpy() if ids is not None else np.arange(len(vals)))[bad][:5]
+        raise ValidationError(f"column 'embedding' has inconsistent dimensions {sorted(set(lens.tolist()))} (item(s) {list(names)})")
+    return np.concatenate(vals).astype(np.float32, copy=False).reshape(len(vals), int(lens[0]))
+
+
 class SIDTokenizer(ABC):
     """Maps (embeddings, features) -> (N, L) codes. Subclasses register in ``TOKENIZERS``.
 

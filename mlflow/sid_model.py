@@ -1,0 +1,96 @@
+"""The SID model as an MLflow pyfunc (logged with ``code_paths=[this file]``).
+
+Two entry modes, chosen per batch from the input columns:
+
+* **fast path** — rows with an ``embedding`` (ARRAY<FLOAT>) plus the item attributes
+  (lat, lon, state, county, town, category_l1, category_l2, brand): the tokenizer assigns codes
+  directly. The embeddings are stacked into one (N, D) matrix and assigned with one matmul per
+  level, so a Spark UDF batch of 8k–64k rows costs a few milliseconds.
+* **cold start** — raw item rows without an ``embedding`` (name, brand, category_l1/_l2, price,
+  town, county, state, lat, lon): the prompt is built with :mod:`lgsid.prompts` and embedded with
+  the encoder the tokenizer was trained on (the aligned LoRA adapter is packaged with the model
+  when the embeddings were aligned ones), then assigned as above.
+
+Output columns: ``sid_l1, sid_l2, sid_l3`` (INT; null past the model's levels), ``sid_codes``
+(``"l1-l2-l3"``; the dedup suffix is assigned by the write-back job, which knows existing items)
+and ``sid_path`` (the readable "state / county / category" of the level-1 code's centre).
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from lgsid.tokenizer.base import stack_embeddings
+
+OUTPUT_COLUMNS = ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")
+SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
+RAW_COLUMNS = ("name", "brand", "category_l1", "category_l2", "price", "town", "county", "state", "lat", "lon")
+
+
+class SIDModel(mlflow.pyfunc.PythonModel):
+    """Tokenizer + level-1 paths (+ optional aligned encoder) behind ``predict``."""
+
+    def load_context(self, context):
+        from lgsid.tokenizer import load_tokenizer
+
+        self.tokenizer = load_tokenizer(context.artifacts["tokenizer"])
+        with open(context.artifacts["sid_model_info"]) as f:
+            self.info = json.load(f)
+        self.l1_paths = np.asarray(self.info["l1_paths"], dtype=object)
+        self.adapter_dir = context.artifacts.get("adapter")
+        self._encoder = None
+
+    # ------------------------------------------------------------------ cold start
+    def _encoder_and_prompts(self):
+        from lgsid.config import EncoderConfig, PromptsConfig
+        from lgsid.encoder import load_encoder
+
+        if self._encoder is None:
+            enc_fields = set(EncoderConfig.__dataclass_fields__)
+            pr_fields = set(PromptsConfig.__dataclass_fields__)
+            enc_cfg = EncoderConfig(**{k: v for k, v in self.info["encoder"].items() if k in enc_fields})
+            self._prompts_cfg = PromptsConfig(**{k: v for k, v in self.info["prompts"].items() if k in pr_fields})
+            self._encoder = load_encoder(enc_cfg, adapter_dir=self.adapter_dir)
+        return self._encoder, self._prompts_cfg
+
+    def embed_raw(self, df: pd.DataFrame) -> np.ndarray:
+        """Cold start: raw item rows -> prompts (lgsid.prompts) -> (N, D) embeddings (lgsid.encoder)."""
+        from lgsid.errors import ValidationError
+        from lgsid.prompts import combine_prompt, format_content, format_location
+
+        missing = [c for c in RAW_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValidationError(f"SID model: rows without 'embedding' need the raw item columns; missing {missing}")
+        enc, pcfg = self._encoder_and_prompts()
+        rows = df.to_dict("records")
+        prompts = [combine_prompt(format_content(r, pcfg), format_location(r, pcfg), pcfg) for r in rows]
+        return np.asarray(enc.encode(prompts), dtype=np.float32)
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, context, model_input, params=None):
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        ids = df["item_id"] if "item_id" in df.columns else None
+        if "embedding" in df.columns and not df["embedding"].isna().all():
+            emb = stack_embeddings(df["embedding"], ids)
+        else:
+            emb = self.embed_raw(df)
+        codes = self.tokenizer.encode(emb, df)
+        return sids_frame(codes, self.l1_paths)
+
+
+def sids_frame(codes: np.ndarray, l1_paths: np.ndarray) -> pd.DataFrame:
+    """(N, L) codes -> the model's output frame (see module docstring)."""
+    n, L = codes.shape
+    out = {}
+    for l in range(3):
+        out[f"sid_l{l + 1}"] = pd.array(codes[:, l], dtype="Int32") if l < L else pd.array([None] * n, dtype="Int32")
+    s = codes[:, 0].astype(str).astype(object)
+    for l in range(1, L):
+        s = s + "-" + codes[:, l].astype(str).astype(object)
+    out["sid_codes"] = s
+    out["sid_path"] = l1_paths[codes[:, 0]]
+    return pd.DataFrame(out)
