@@ -1,0 +1,199 @@
+"""HGIT: Eq. 9–16 on hand-computed cases, frozen level-1 centres, the KL usage regulariser."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lgsid.config import TokenizerConfig
+from lgsid.errors import ModelError, ValidationError
+from lgsid.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from lgsid.tokenizer.base import nearest_centre, residual_encode
+from lgsid.tokenizer.features import check_features, clustering_feature, geo_unit_vector, stable_id_vector
+from lgsid.tokenizer.health import level_stats
+from lgsid.tokenizer.hgit import (
+    assign_codes,
+    hgit_loss,
+    kl_to_uniform,
+    level1_centres,
+    quantise,
+    reconstruction_loss,
+    residual_update,
+    soft_code_usage,
+    train_residual_codebooks,
+)
+from lgsid.tokenizer.toy import toy_catalogue
+
+torch.set_num_threads(1)
+
+
+def t(a):
+    return torch.tensor(a, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------ Eq. 9
+def test_eq9_clustering_feature_concatenates_weighted_parts():
+    F = clustering_feature(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0, 1.0]]), np.array([[3.0]]), np.array([[4.0, 5.0]]),
+                           w_admin=2.0, w_geo=10.0, w_cat=0.5, w_brand=1.0)
+    np.testing.assert_allclose(F, [[2.0, 4.0, 0.0, 0.0, 10.0, 1.5, 4.0, 5.0]])
+
+
+def test_geo_unit_vector_hand_values():
+    g = geo_unit_vector(np.array([0.0, 0.0, 90.0]), np.array([0.0, 90.0, 0.0]))
+    np.testing.assert_allclose(g, [[1, 0, 0], [0, 1, 0], [0, 0, 1]], atol=1e-12)
+
+
+def test_id_vectors_are_stable_across_processes():
+    here = stable_id_vector("Texas|County0", 8, "admin")
+    code = "from lgsid.tokenizer.features import stable_id_vector as s; print(list(s('Texas|County0', 8, 'admin')))"
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    np.testing.assert_allclose(json.loads(out), here)
+    assert not np.allclose(here, stable_id_vector("Texas|County0", 8, "brand"))  # namespaces differ
+
+
+def test_check_features_names_item_with_null_coordinate():
+    items, _ = toy_catalogue(5, 4)
+    items.loc[2, "lat"] = np.nan
+    with pytest.raises(ValidationError, match=r"null in column 'lat' for item\(s\) \['item000002'\]"):
+        check_features(items)
+
+
+# ------------------------------------------------------------------ Eq. 10-16
+def test_eq10_assign_nearest_centre():
+    r = t([[0.0, 0.0], [2.0, 2.0], [0.9, 0.1]])
+    centres = t([[1.0, 0.0], [2.0, 3.0]])
+    assert assign_codes(r, centres).tolist() == [0, 1, 0]
+
+
+def test_eq11_eq12_quantise_and_residual():
+    centres = t([[1.0, 0.0], [2.0, 3.0]])
+    q = quantise(centres, torch.tensor([1, 0]))
+    assert q.tolist() == [[2.0, 3.0], [1.0, 0.0]]
+    assert residual_update(t([[2.5, 3.0], [0.0, 1.0]]), q).tolist() == [[0.5, 0.0], [-1.0, 1.0]]
+
+
+def test_eq13_reconstruction_loss():
+    # rows: ||(1,2)||^2 = 5 and ||(0,1)||^2 = 1 -> mean 3
+    assert reconstruction_loss(t([[1.0, 2.0], [1.0, 1.0]]), t([[0.0, 0.0], [1.0, 0.0]])).item() == pytest.approx(3.0)
+
+
+def test_eq14_soft_usage_hand_computed():
+    # one row at the origin, centres at distance^2 0 and 1, tau = 1: softmax(0, -1)
+    p = soft_code_usage(t([[0.0, 0.0]]), t([[0.0, 0.0], [1.0, 0.0]]), tau=1.0)
+    e = math.exp(-1.0)
+    np.testing.assert_allclose(p.numpy(), [1 / (1 + e), e / (1 + e)], rtol=1e-6)
+    # two rows, each exactly on one centre with a large gap: usage is (1/2, 1/2)
+    p2 = soft_code_usage(t([[0.0, 0.0], [10.0, 0.0]]), t([[0.0, 0.0], [10.0, 0.0]]), tau=1.0)
+    np.testing.assert_allclose(p2.numpy(), [0.5, 0.5], atol=1e-6)
+
+
+def test_eq15_kl_to_uniform():
+    assert kl_to_uniform(t([0.5, 0.5])).item() == pytest.approx(0.0, abs=1e-7)
+    assert kl_to_uniform(t([1.0, 0.0])).item() == pytest.approx(math.log(2), rel=1e-6)
+    assert kl_to_uniform(t([0.75, 0.25])).item() == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), rel=1e-6)
+
+
+def test_eq16_total_loss():
+    assert hgit_loss(t(2.0), [t(0.3), t(0.1)], 0.5).item() == pytest.approx(2.2)
+    assert hgit_loss(t(2.0), [], 0.5).item() == pytest.approx(2.0)
+
+
+def test_batched_residual_encode_matches_per_level_equations():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 6)).astype(np.float32)
+    cbs = [rng.standard_normal((5, 6)).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32)]
+    codes, final = residual_encode(x, cbs)
+    r = t(x)
+    for l, cb in enumerate(cbs):  # naive reference: Eq. 10-12 level by level
+        c = assign_codes(r, t(cb))
+        assert codes[:, l].tolist() == c.tolist()
+        r = residual_update(r, quantise(t(cb), c))
+    np.testing.assert_allclose(final, r.numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------------------ training
+def test_level1_centres_are_member_means():
+    x = np.array([[0.0, 0.0], [2.0, 2.0], [5.0, 1.0]], dtype=np.float32)
+    mu = level1_centres(x, np.array([0, 0, 2]), 3)
+    np.testing.assert_allclose(mu, [[1.0, 1.0], [7 / 3, 1.0], [5.0, 1.0]], rtol=1e-6)  # empty cluster 1 -> global mean
+
+
+def test_level1_centres_stay_frozen_during_residual_training():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 4)).astype(np.float32)
+    base = rng.standard_normal((128, 4)).astype(np.float32)
+    base_before = base.copy()
+    init = [rng.standard_normal((4, 4)).astype(np.float32)]
+    cbs, hist = train_residual_codebooks(x, base, [c.copy() for c in init], tau=1.0, lambda_reg=0.1, epochs=3, lr=0.05, batch_size=32, seed=0)
+    np.testing.assert_array_equal(base, base_before)
+    assert not np.allclose(cbs[0], init[0])  # the learnable level did move
+    assert len(hist["loss"]) == 3
+
+
+def test_hgit_fit_keeps_mu1_equal_to_member_means_after_training():
+    items, emb = toy_catalogue(300, 12, seed=3)
+    cfg = TokenizerConfig(codebook_sizes=[6, 4, 4], epochs=3, batch_size=64)
+    tok = build_tokenizer(cfg).fit(emb, items)
+    codes = tok.encode(emb, items)
+    np.testing.assert_allclose(tok.mu1, level1_centres(emb, codes[:, 0], 6), atol=1e-5)
+    # level 1 comes from the clustering feature only: same attributes -> same code, whatever the embedding
+    same = items.iloc[[0]].copy()
+    assert tok.encode(emb[[5]], same)[0, 0] == tok.encode(emb[[0]], same)[0, 0]
+
+
+def test_kl_regulariser_raises_usage_on_collapsing_toy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (256, 4)).astype(np.float32)
+    base = np.zeros_like(x)
+    # one centre on the data, seven far away: they never win an argmin, so reconstruction alone never moves them
+    init = np.concatenate([np.zeros((1, 4)), 6.0 + rng.normal(0, 0.1, (7, 4))]).astype(np.float32)
+    usage = {}
+    for lam in (0.0, 1.0):
+        cbs, _ = train_residual_codebooks(x, base, [init.copy()], tau=20.0, lambda_reg=lam, epochs=30, lr=0.1, batch_size=64, seed=0)
+        usage[lam] = level_stats(nearest_centre(x, cbs[0]), 8)["usage"]
+    assert usage[0.0] == pytest.approx(1 / 8)
+    assert usage[1.0] > 0.5
+
+
+# ------------------------------------------------------------------ interface, persistence, errors
+def test_unknown_kind_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid kinds: hgit, rqvae, rqkmeans"):
+        build_tokenizer(TokenizerConfig(), "vqvae")
+
+
+def test_save_load_roundtrip_and_shape_check(tmp_path):
+    items, emb = toy_catalogue(200, 8, seed=1)
+    tok = build_tokenizer(TokenizerConfig(codebook_sizes=[4, 4], epochs=1)).fit(emb, items)
+    path = save_tokenizer(tok, str(tmp_path / "tok"))
+    np.testing.assert_array_equal(load_tokenizer(path).encode(emb, items), tok.encode(emb, items))
+    header = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    header["config"]["codebook_sizes"] = [4, 5]
+    (tmp_path / "tok" / "tokenizer.json").write_text(json.dumps(header))
+    with pytest.raises(ModelError, match=r"codebook of level 2 has shape \(4, 8\) but tokenizer.codebook_sizes\[1\]=5"):
+        load_tokenizer(path)
+
+
+def test_encode_rejects_wrong_dimension_and_nan():
+    items, emb = toy_catalogue(100, 8, seed=2)
+    tok = build_tokenizer(TokenizerConfig(codebook_sizes=[4, 4], epochs=1)).fit(emb, items)
+    with pytest.raises(ValidationError, match="dimension 9 does not match the tokenizer's fitted dimension 8"):
+        tok.encode(np.zeros((100, 9), np.float32), items)
+    bad = emb.copy()
+    bad[7, 0] = np.nan
+    with pytest.raises(ValidationError, match=r"NaN/inf for item\(s\) \['item000007'\]"):
+        tok.encode(bad, items)
+
+
+def test_fit_rejects_codebook_larger_than_catalogue():
+    items, emb = toy_catalogue(10, 4)
+    with pytest.raises(ValidationError, match="cannot fill codebooks"):
+        build_tokenizer(TokenizerConfig(codebook_sizes=[16, 4], epochs=1)).fit(emb, items)
