@@ -1,0 +1,354 @@
+"""Distance-ranked, density-aware negatives and the reward lists (step ``negatives``; Eq. 1, Eq. 3).
+
+For every anchor item we want K *mismatched locations*: locations (towns) other than the anchor's
+own, sorted near -> far, so the reward model learns that a wrong town next door is less wrong
+than a wrong town across the country (Eq. 1), with soft labels from the rank (Eq. 3).
+
+Definitions (the tests check the Spark job against a brute-force numpy version of exactly these):
+
+* A **location** is a qualified town ``state|county|town``; its text is the item's
+  ``location_text``. The anchor's own location is never a candidate, and each location appears at
+  most once per list (the list is not K copies of the same town).
+* A location's **representative** is its medoid item: the item nearest (haversine) to the mean
+  position of the town's items (mean of 3-D unit vectors), ties broken by ``item_id``. The
+  candidate's ``cand_item_id``/``distance_km`` are those of the representative. Using one point per
+  town keeps the search proportional to the number of towns near the anchor instead of the number
+  of shops there, and makes ``distance_km`` "how far is that town", not "how far is its nearest shop".
+* **Near set**: the ``K - n_far`` nearest representatives by ``(distance_km, cand_item_id)``,
+  excluding those closer than ``min_near_distance_km``.
+* **Far set**: ``n_far`` representatives drawn at random (hash of seed, anchor, draw: independent of
+  Spark partitioning) among towns in *other counties* (``state|county`` differs) and not in the
+  near set. When fewer than ``K - n_far`` near locations exist within the whole search, the far
+  set grows so the list still has K entries.
+* The K candidates are ranked 1..K by ``(distance_km, cand_item_id)`` over near and far together.
+
+Scaling (never a cross join): representatives are bucketed in H3 cells. Each pass of
+:func:`lgsid.geo.search_schedule` joins the still-unserved anchors with the representatives in the
+``grid_disk`` of their cell; an anchor is served when :func:`lgsid.geo.ring_is_enough` certifies its
+near set (enough locations, K-th within the disk's certified radius). Dense anchors are served by
+the first, smallest disk (hard negatives from the immediate neighbourhood); sparse ones widen.
+``search_ring`` records the disk that served the anchor, in base-resolution rings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lgsid.geo import disk_table, equivalent_ring, haversine_km_col, latlng_to_cells, search_schedule
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from lgsid.config import LGSIDConfig, NegativesConfig, PromptsConfig
+    from lgsid.steps import StepSummary
+
+
+# ------------------------------------------------------------------------------ Eq. 3
+
+
+def soft_labels(ranks, k: int) -> np.ndarray:
+    """Soft relevance labels of a reward list from distance ranks.
+
+    ``p(rank) = (K - rank + 1) / (K + 1)``  (Eq. 3, arXiv 2511.14221).
+
+    The paper gives the un-normalised score ``K - rank + 1`` for the candidate at position ``rank``
+    of the near->far list; we include the true location as rank 0 and divide by ``K + 1`` so the
+    true location gets 1.0 and the farthest candidate ``1 / (K + 1)``; the list-wise loss only
+    needs the ordering and relative sizes.
+
+    Args:
+        ranks: (L,) ints, 0 for the true location, 1..K for candidates near -> far.
+        k: K, the number of candidates in a full list.
+
+    Returns:
+        (L,) float32 labels in (0, 1].
+    """
+    r = np.asarray(ranks, dtype=np.float64)
+    return ((k - r + 1.0) / (k + 1.0)).astype(np.float32)
+
+
+def soft_labels_col(ranks: "Column", k: int) -> "Column":
+    """:func:`soft_labels` over an ``ARRAY<INT>`` Spark column (``ARRAY<FLOAT>``)."""
+    from pyspark.sql import functions as F
+
+    return F.transform(ranks, lambda r: ((F.lit(k) - r + 1) / F.lit(float(k + 1))).cast("float"))
+
+
+# ------------------------------------------------------------------------------ locations
+
+
+def _cells_udf(resolutions: list[int]):
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    @F.pandas_udf("array<bigint>")
+    def cells(lat, lon):  # pd.Series each -> pd.Series of [cell at each resolution]
+        cols = [latlng_to_cells(lat.to_numpy(), lon.to_numpy(), r) for r in resolutions]
+        return pd.Series(list(np.stack(cols, axis=1)) if len(lat) else [], dtype=object)
+
+    return cells
+
+
+def _with_cells(df: "DataFrame", lat: str, lon: str, resolutions: list[int]) -> "DataFrame":
+    """Add ``cell_<res>`` (H3, BIGINT) for every resolution, from one pandas UDF call per batch."""
+    from pyspark.sql import functions as F
+
+    df = df.withColumn("_cells", _cells_udf(resolutions)(F.col(lat), F.col(lon)))
+    for i, r in enumerate(resolutions):
+        df = df.withColumn(f"cell_{r}", F.col("_cells")[i])
+    return df.drop("_cells")
+
+
+def _disk_udf(k: int):
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    @F.pandas_udf("cells array<bigint>, covered_km double")
+    def disk(cells):  # pd.Series of cell ids
+        d, cov = disk_table(cells.tolist(), k)
+        return pd.DataFrame({"cells": d, "covered_km": cov})
+
+    return disk
+
+
+def _with_keys(prompts_df: "DataFrame") -> "DataFrame":
+    from pyspark.sql import functions as F
+
+    return prompts_df.withColumn("loc_key", F.concat_ws("|", "state", "county", "town")).withColumn(
+        "county_key", F.concat_ws("|", "state", "county")
+    )
+
+
+def town_representatives(prompts_df: "DataFrame") -> "DataFrame":
+    """One representative item per location (town medoid, see module docstring).
+
+    Args:
+        prompts_df: geo_prompts rows (item_id, location_text, state, county, town, lat, lon).
+
+    Returns:
+        DataFrame ``loc_key, county_key, rep_id, rep_lat, rep_lon, location_text, state, county, town``.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    df = _with_keys(prompts_df)
+    phi, lmb = F.radians("lat"), F.radians("lon")
+    cen = df.groupBy("loc_key").agg(
+        F.avg(F.cos(phi) * F.cos(lmb)).alias("x"), F.avg(F.cos(phi) * F.sin(lmb)).alias("y"), F.avg(F.sin(phi)).alias("z")
+    )
+    cen = cen.select(
+        "loc_key",
+        F.degrees(F.atan2("z", F.sqrt(F.col("x") ** 2 + F.col("y") ** 2))).alias("c_lat"),
+        F.degrees(F.atan2("y", F.col("x"))).alias("c_lon"),
+    )
+    d = df.join(cen, "loc_key").withColumn("_d", haversine_km_col(F.col("lat"), F.col("lon"), F.col("c_lat"), F.col("c_lon")))
+    # distances rounded to 1 mm so float noise cannot flip exact ties (two-item towns); then item_id
+    w = Window.partitionBy("loc_key").orderBy(F.round("_d", 6), "item_id")
+    return (
+        d.withColumn("_r", F.row_number().over(w))
+        .filter("_r = 1")
+        .select(
+            "loc_key", "county_key", F.col("item_id").alias("rep_id"), F.col("lat").alias("rep_lat"),
+            F.col("lon").alias("rep_lon"), "location_text", "state", "county", "town",
+        )
+    )
+
+
+# ------------------------------------------------------------------------------ mining
+
+_CAND = ("distance_km", "cand_item_id", "cand_loc_key", "cand_location_text", "cand_state", "cand_county", "cand_town")
+
+
+def _near_pass(anchors: "DataFrame", reps: "DataFrame", res: int, k: int, need: int, min_km: float) -> "DataFrame":
+    """One search pass: per anchor, sorted candidate structs from ``grid_disk(cell_res, k)``.
+
+    Returns ``a_id, near (sorted array of the first need candidate structs), enough``.
+    """
+    from pyspark.sql import functions as F
+
+    cellc = f"cell_{res}"
+    acells = anchors.select(F.col(cellc).alias("a_cell")).distinct()
+    disk = acells.select("a_cell", _disk_udf(k)("a_cell").alias("d")).select(
+        "a_cell", F.col("d.covered_km").alias("covered_km"), F.explode("d.cells").alias("cell")
+    )
+    rep_cols = ["rep_lat", "rep_lon", *_CAND[1:]]
+    cell_cands = disk.join(reps.select(F.col(cellc).alias("cell"), *rep_cols), "cell").drop("cell")  # (a_cell, covered_km, rep...)
+    pairs = (
+        anchors.select("a_id", "a_lat", "a_lon", "a_loc", F.col(cellc).alias("a_cell"))
+        .join(cell_cands, "a_cell")
+        .filter(F.col("cand_loc_key") != F.col("a_loc"))
+        .withColumn("distance_km", haversine_km_col(F.col("a_lat"), F.col("a_lon"), F.col("rep_lat"), F.col("rep_lon")))
+    )
+    if min_km > 0:
+        pairs = pairs.filter(F.col("distance_km") >= F.lit(min_km))
+    g = pairs.groupBy("a_id").agg(
+        F.array_sort(F.collect_list(F.struct(*_CAND))).alias("all"), F.max("covered_km").alias("covered_km")
+    )
+    near = F.slice("all", 1, need)
+    kth = F.element_at("all", need)["distance_km"]
+    enough = (F.size("all") >= need) & (kth <= F.col("covered_km"))  # geo.ring_is_enough
+    return g.select("a_id", near.alias("near"), enough.alias("enough"))
+
+
+def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bool = False) -> "DataFrame":
+    """Geo prompts -> negatives (Eq. 1): K mismatched locations per anchor, ranked near -> far.
+
+    Args:
+        prompts_df: geo_prompts rows.
+        cfg: Negatives config (K, n_far, H3 search, seed).
+        progress: Show a tqdm bar over search passes.
+
+    Returns:
+        DataFrame with the negatives schema: ``item_id, rank, cand_item_id, distance_km,
+        cand_location_text, cand_state, cand_county, cand_town, neg_kind, search_ring``.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType
+
+    need = cfg.k - cfg.n_far
+    schedule = search_schedule(cfg.h3_resolution, cfg.max_ring, cfg.min_resolution)
+    resolutions = sorted({r for r, _ in schedule}, reverse=True)
+
+    items = _with_keys(prompts_df)
+    reps = town_representatives(prompts_df)
+    reps = _with_cells(reps, "rep_lat", "rep_lon", resolutions)
+    reps = reps.select(
+        "rep_lat", "rep_lon", *[f"cell_{r}" for r in resolutions],
+        F.col("rep_id").alias("cand_item_id"), F.col("loc_key").alias("cand_loc_key"), F.col("county_key").alias("cand_county_key"),
+        F.col("location_text").alias("cand_location_text"), F.col("state").alias("cand_state"),
+        F.col("county").alias("cand_county"), F.col("town").alias("cand_town"),
+    ).localCheckpoint(eager=True)
+
+    anchors = items.select(
+        F.col("item_id").alias("a_id"), F.col("lat").alias("a_lat"), F.col("lon").alias("a_lon"),
+        F.col("loc_key").alias("a_loc"), F.col("county_key").alias("a_county"),
+    )
+    anchors = _with_cells(anchors, "a_lat", "a_lon", resolutions)
+    anchors = anchors.localCheckpoint(eager=True)
+
+    served = []
+    remaining = anchors
+    n_left = anchors.count()
+    it = schedule
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(schedule, desc="negatives: ring passes", unit="pass")
+    for i, (res, k) in enumerate(it):
+        last = i == len(schedule) - 1
+        p = _near_pass(remaining, reps, res, k, need, cfg.min_near_distance_km)
+        if not last:
+            p = p.filter("enough")
+        p = p.select("a_id", "near", F.lit(equivalent_ring(res, k, cfg.h3_resolution)).alias("search_ring")).localCheckpoint(eager=True)
+        served.append(p)
+        if last:
+            break
+        n_left -= p.count()
+        if n_left == 0:
+            break
+        remaining = remaining.join(p.select("a_id"), "a_id", "left_anti")
+    near_all = served[0]
+    for p in served[1:]:
+        near_all = near_all.unionByName(p)
+    last_ring = equivalent_ring(*schedule[-1], cfg.h3_resolution)
+    cand_type = near_all.schema["near"].dataType
+    assert isinstance(cand_type, ArrayType)
+    a = anchors.select("a_id", "a_loc", "a_county").join(near_all, "a_id", "left").select(
+        "a_id", "a_loc", "a_county",
+        F.coalesce("near", F.array().cast(cand_type)).alias("near"),
+        F.coalesce("search_ring", F.lit(last_ring)).alias("search_ring"),
+    ).withColumn("n_far", F.lit(cfg.k) - F.size("near"))
+
+    near_rows = a.select("a_id", "search_ring", F.explode("near").alias("c")).select(
+        "a_id", "search_ring", *[F.col(f"c.{c}").alias(c) for c in _CAND], F.lit("near").alias("neg_kind")
+    )
+
+    # Far negatives: random towns in other counties, by a hash-keyed bucket join (no cross join).
+    n_reps = reps.count()
+    n_buckets = max(1, n_reps // 2)
+    seed = F.lit(cfg.seed)
+    rb = reps.withColumn("bucket", F.pmod(F.xxhash64(seed, F.col("cand_item_id")), F.lit(n_buckets)))
+    draws = a.filter("n_far > 0").select(
+        "a_id", "a_loc", "a_county", "search_ring", "n_far",
+        F.explode(F.sequence(F.lit(1), F.col("n_far") * cfg.far_draws)).alias("draw"),
+    ).withColumn("bucket", F.pmod(F.xxhash64(seed, F.col("a_id"), F.col("draw")), F.lit(n_buckets)))
+    near_locs = near_rows.select("a_id", "cand_loc_key")
+    anchor_xyz = anchors.select("a_id", "a_lat", "a_lon")
+    far = (
+        draws.join(rb, "bucket")
+        .filter(F.col("cand_county_key") != F.col("a_county"))
+        .join(near_locs, ["a_id", "cand_loc_key"], "left_anti")
+        .dropDuplicates(["a_id", "cand_loc_key"])  # one rep per location: the row is unique per (a, loc)
+        .withColumn("_o", F.xxhash64(seed, F.col("a_id"), F.col("cand_loc_key")))
+    )
+    wf = Window.partitionBy("a_id").orderBy("_o", "cand_item_id")
+    far_rows = (
+        far.withColumn("_r", F.row_number().over(wf))
+        .filter(F.col("_r") <= F.col("n_far"))
+        .join(anchor_xyz, "a_id")
+        .withColumn("distance_km", haversine_km_col(F.col("a_lat"), F.col("a_lon"), F.col("rep_lat"), F.col("rep_lon")))
+        .select("a_id", "search_ring", *_CAND, F.lit("far").alias("neg_kind"))
+    )
+
+    allc = near_rows.unionByName(far_rows)
+    w = Window.partitionBy("a_id").orderBy("distance_km", "cand_item_id")
+    return allc.withColumn("rank", F.row_number().over(w)).select(
+        F.col("a_id").alias("item_id"), "rank", "cand_item_id", "distance_km", "cand_location_text",
+        "cand_state", "cand_county", "cand_town", "neg_kind", F.col("search_ring").cast("int").alias("search_ring"),
+    )
+
+
+def build_reward_lists(negatives_df: "DataFrame", prompts_df: "DataFrame", cfg: "NegativesConfig", pcfg: "PromptsConfig") -> "DataFrame":
+    """Negatives + prompts -> list-wise reward examples (reward_lists schema; Eq. 3 labels).
+
+    ``prompts = [true prompt] + [combine_prompt(anchor content, candidate location) for rank 1..K]``,
+    ``ranks = [0, 1..K]``, ``distance_km = [0.0, d_1..d_K]``, ``soft_labels = soft_labels(ranks, K)``.
+    Anchors with no negatives (a catalogue with a single town) get no list.
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.prompts import combine_prompt_col
+
+    g = negatives_df.groupBy("item_id").agg(
+        F.array_sort(F.collect_list(F.struct("rank", "distance_km", "cand_location_text"))).alias("c")
+    )
+    j = g.join(prompts_df.select("item_id", "content_text", "prompt"), "item_id")
+    mism = F.transform("c", lambda x: combine_prompt_col(F.col("content_text"), x["cand_location_text"], pcfg))
+    ranks = F.concat(F.array(F.lit(0)), F.transform("c", lambda x: x["rank"]))
+    return j.select(
+        "item_id",
+        "content_text",
+        F.concat(F.array(F.col("prompt")), mism).alias("prompts"),
+        ranks.cast("array<int>").alias("ranks"),
+        F.concat(F.array(F.lit(0.0)), F.transform("c", lambda x: x["distance_km"])).alias("distance_km"),
+        soft_labels_col(ranks, cfg.k).alias("soft_labels"),
+    )
+
+
+def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
+    """Step ``negatives``: read ``geo_prompts``, write ``negatives`` and ``reward_lists`` (one commit each)."""
+    from pyspark.sql import functions as F
+
+    from lgsid.steps import StepSummary
+    from lgsid.storage import DeltaStore
+
+    store = DeltaStore(spark, cfg.storage)
+    prompts = store.read("geo_prompts")
+    neg = mine_negatives(prompts, cfg.negatives, progress=True).localCheckpoint(eager=True)
+    r1 = store.write(neg, "negatives", mode="overwrite")
+    r2 = store.write(build_reward_lists(neg, prompts, cfg.negatives, cfg.prompts), "reward_lists", mode="overwrite")
+    st = neg.agg(
+        F.avg(F.when(F.col("neg_kind") == "near", F.col("distance_km"))).alias("near_km"),
+        F.avg(F.when(F.col("neg_kind") == "far", F.col("distance_km"))).alias("far_km"),
+        F.avg(F.col("search_ring")).alias("ring"),
+    ).first()
+    metrics = {
+        "anchors": r2.rows,
+        "mean_near_distance_km": float(st["near_km"] or 0.0),
+        "mean_far_distance_km": float(st["far_km"] or 0.0),
+        "mean_search_ring": float(st["ring"] or 0.0),
+    }
+    return StepSummary("negatives", tables=[r1, r2], metrics=metrics)

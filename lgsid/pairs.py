@@ -1,0 +1,165 @@
+"""Pairs for G-DPO: D_mix = co-click pairs (Eq. 5) U geo-constrained pairs (step ``pairs``).
+
+* **Co-click (domain-collaborative) pairs.** ``s(a, b)`` = number of users whose history holds
+  both ``a`` and ``b`` (Eq. 5). A user's history is the set of their *most recent*
+  ``pairs.history_cap`` distinct items (latest click per item, ties by ``item_id``), so one heavy
+  user contributes at most ``cap·(cap-1)/2`` pairs instead of a quadratic blow-up. Pairs with
+  ``s > pairs.s_th`` are kept. The table is anchor-centric: both directions ``(a, b)`` and
+  ``(b, a)`` are written, and each anchor keeps its ``pairs.max_pairs_per_anchor`` partners with the
+  highest ``s`` (ties: smaller ``other_item_id`` first), so the cap is applied per direction.
+* **Geo-constrained pairs.** Each item is paired with ``pairs.geo_pairs_per_anchor`` random items
+  outside its county (qualified ``state|county``), drawn by a hash-keyed bucket join (seeded,
+  independent of Spark partitioning, no cross join). ``cooccur_users`` is null for them.
+
+``distance_km`` (haversine between the two items) is recorded for both kinds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import combinations
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+from lgsid.geo import haversine_km_col
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+    from lgsid.config import LGSIDConfig, PairsConfig
+    from lgsid.steps import StepSummary
+
+
+def capped_history(clicks: Iterable[tuple[str, object]], cap: int) -> list[str]:
+    """A user's most recent ``cap`` distinct items from ``(item_id, ts)`` clicks.
+
+    An item's recency is its latest click; ties are broken by ``item_id`` (ascending), the same
+    order the Spark job uses.
+    """
+    latest: dict[str, object] = {}
+    for item, ts in clicks:
+        if item not in latest or ts > latest[item]:  # type: ignore[operator]
+            latest[item] = ts
+    order = sorted(latest.items(), key=lambda kv: kv[0])
+    order.sort(key=lambda kv: kv[1], reverse=True)  # stable: ties keep item_id order
+    return [i for i, _ in order[:cap]]
+
+
+def coclick_scores(histories: Mapping[str, Iterable[tuple[str, object]]], cap: int) -> dict[tuple[str, str], int]:
+    """Co-click score of every unordered item pair (Eq. 5, arXiv 2511.14221).
+
+    ``s(a, b) = |{u : a in H_u and b in H_u}|`` where ``H_u`` is user u's capped history
+    (:func:`capped_history`). The paper does not cap histories; we cap them so the pair count per
+    user is at most ``cap·(cap-1)/2``.
+
+    Args:
+        histories: user_id -> iterable of (item_id, ts) clicks.
+        cap: Most recent distinct items per user that form pairs.
+
+    Returns:
+        {(a, b): s} with ``a < b``, for pairs with s >= 1.
+    """
+    s: Counter = Counter()
+    for clicks in histories.values():
+        s.update(combinations(sorted(capped_history(clicks, cap)), 2))
+    return dict(s)
+
+
+def coclick_pairs(interactions_df: "DataFrame", cfg: "PairsConfig") -> "DataFrame":
+    """Interactions -> co-click pairs ``anchor_item_id, other_item_id, cooccur_users`` (both directions).
+
+    Spark version of :func:`coclick_scores`, then the ``s > s_th`` filter and the per-anchor top-N.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    latest = interactions_df.groupBy("user_id", "item_id").agg(F.max("ts").alias("ts"))
+    wu = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col("item_id"))
+    hist = latest.withColumn("_r", F.row_number().over(wu)).filter(F.col("_r") <= cfg.history_cap).select("user_id", "item_id")
+    a, b = hist.alias("a"), hist.alias("b")
+    pairs = (
+        a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.item_id") < F.col("b.item_id")))
+        .groupBy(F.col("a.item_id").alias("x"), F.col("b.item_id").alias("y"))
+        .agg(F.count(F.lit(1)).cast("int").alias("cooccur_users"))
+        .filter(F.col("cooccur_users") > cfg.s_th)
+    )
+    both = pairs.select(F.col("x").alias("anchor_item_id"), F.col("y").alias("other_item_id"), "cooccur_users").unionByName(
+        pairs.select(F.col("y").alias("anchor_item_id"), F.col("x").alias("other_item_id"), "cooccur_users")
+    )
+    wa = Window.partitionBy("anchor_item_id").orderBy(F.col("cooccur_users").desc(), F.col("other_item_id"))
+    return both.withColumn("_r", F.row_number().over(wa)).filter(F.col("_r") <= cfg.max_pairs_per_anchor).drop("_r")
+
+
+def geo_constrained_pairs(items_df: "DataFrame", cfg: "PairsConfig") -> "DataFrame":
+    """Items -> ``anchor_item_id, other_item_id`` with the other item outside the anchor's county.
+
+    Sampling: items are hashed into ``max(1, N // 2)`` buckets by ``xxhash64(seed, item_id)``; each
+    anchor draws ``4 · geo_pairs_per_anchor`` buckets by ``xxhash64(seed, anchor, draw)``, joins the
+    items there, drops those in its own county and keeps the first ``geo_pairs_per_anchor`` distinct
+    items in ``xxhash64(seed, anchor, other)`` order. An anchor can get fewer when its county holds
+    most of the catalogue.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    n = cfg.geo_pairs_per_anchor
+    it = items_df.select("item_id", F.concat_ws("|", "state", "county").alias("county_key"))
+    n_buckets = max(1, it.count() // 2)
+    seed = F.lit(cfg.seed)
+    pool = it.select(
+        F.col("item_id").alias("other_item_id"), F.col("county_key").alias("o_county"),
+        F.pmod(F.xxhash64(seed, F.col("item_id")), F.lit(n_buckets)).alias("bucket"),
+    )
+    draws = it.select(
+        F.col("item_id").alias("anchor_item_id"), "county_key", F.explode(F.sequence(F.lit(1), F.lit(4 * n))).alias("draw")
+    ).withColumn("bucket", F.pmod(F.xxhash64(seed, F.col("anchor_item_id"), F.col("draw")), F.lit(n_buckets)))
+    cand = (
+        draws.join(pool, "bucket")
+        .filter(F.col("o_county") != F.col("county_key"))
+        .select("anchor_item_id", "other_item_id")
+        .distinct()
+        .withColumn("_o", F.xxhash64(seed, F.col("anchor_item_id"), F.col("other_item_id")))
+    )
+    w = Window.partitionBy("anchor_item_id").orderBy("_o", "other_item_id")
+    return cand.withColumn("_r", F.row_number().over(w)).filter(F.col("_r") <= n).select("anchor_item_id", "other_item_id")
+
+
+def build_pairs(items_df: "DataFrame", interactions_df: "DataFrame", cfg: "PairsConfig") -> "DataFrame":
+    """Items + interactions -> D_mix in the gdpo_pairs schema (pure transform)."""
+    from pyspark.sql import functions as F
+
+    cc = coclick_pairs(interactions_df, cfg).withColumn("pair_type", F.lit("co_click"))
+    parts = cc
+    if cfg.geo_pairs_per_anchor > 0:
+        geo = geo_constrained_pairs(items_df, cfg).withColumn("pair_type", F.lit("geo_constrained")).withColumn(
+            "cooccur_users", F.lit(None).cast("int")
+        )
+        parts = cc.unionByName(geo)
+    loc = items_df.select("item_id", "lat", "lon")
+    la = loc.select(F.col("item_id").alias("anchor_item_id"), F.col("lat").alias("a_lat"), F.col("lon").alias("a_lon"))
+    lb = loc.select(F.col("item_id").alias("other_item_id"), F.col("lat").alias("b_lat"), F.col("lon").alias("b_lon"))
+    return (
+        parts.join(la, "anchor_item_id", "left")
+        .join(lb, "other_item_id", "left")
+        .select(
+            "anchor_item_id", "other_item_id", "pair_type", "cooccur_users",
+            haversine_km_col(F.col("a_lat"), F.col("a_lon"), F.col("b_lat"), F.col("b_lon")).alias("distance_km"),
+        )
+    )
+
+
+def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
+    """Step ``pairs``: read ``items`` and ``interactions``, write ``gdpo_pairs`` (one commit)."""
+    from pyspark.sql import functions as F
+
+    from lgsid.steps import StepSummary
+    from lgsid.storage import DeltaStore
+
+    store = DeltaStore(spark, cfg.storage)
+    df = build_pairs(store.read("items"), store.read("interactions"), cfg.pairs).localCheckpoint(eager=True)
+    res = store.write(df, "gdpo_pairs", mode="overwrite")
+    counts = {r["pair_type"]: r["count"] for r in df.groupBy("pair_type").count().collect()}
+    return StepSummary(
+        "pairs",
+        tables=[res],
+        metrics={"co_click_pairs": counts.get("co_click", 0), "geo_constrained_pairs": counts.get("geo_constrained", 0)},
+    )
