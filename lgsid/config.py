@@ -375,6 +375,7 @@ class EvaluateConfig:
     din_batch_size: int = _f(1024, "Batch size of the DIN-style model.")
     din_lr: float = _f(1e-3, "Learning rate of the DIN-style model.")
     max_users: int = _f(2000, "Cap on evaluated (test) users, sampled with data_seed (0 = all).")
+    max_train_examples: int = _f(100000, "Cap on next-item training examples of the downstream models, sampled with data_seed (0 = all).")
     torch_threads: int = _f(2, "torch.set_num_threads during evaluation (0 = leave the default).")
     log_mlflow: bool = _f(True, "Log report.md, metrics.json and plots to MLflow.")
 
@@ -391,7 +392,7 @@ class EvaluateConfig:
         _check(self.beam_size >= 1, "evaluate.beam_size", "must be >= 1")
         _check(self.tiger_d_model % max(self.tiger_heads, 1) == 0, "evaluate.tiger_d_model", "must be divisible by evaluate.tiger_heads")
         _check(self.din_negatives >= 1, "evaluate.din_negatives", "must be >= 1")
-        for k in ("tiger_epochs", "din_epochs", "max_users", "max_geo_items", "torch_threads"):
+        for k in ("tiger_epochs", "din_epochs", "max_users", "max_train_examples", "max_geo_items", "torch_threads"):
             _check(getattr(self, k) >= 0, f"evaluate.{k}", "must be >= 0")
 
 

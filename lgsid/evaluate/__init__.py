@@ -192,7 +192,19 @@ def _indexed(inp: EvalInputs, split: Split) -> tuple[list[np.ndarray], np.ndarra
     return seqs, test_seq, test_target, te["user_id"].to_numpy()
 
 
-def generative_section(inp: EvalInputs, split: Split, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", test_users: np.ndarray, progress: bool = True) -> dict:
+def _train_examples(seqs: list[np.ndarray], cfg: "LGSIDConfig") -> tuple[np.ndarray, np.ndarray]:
+    """Next-item training examples (hist (M, H), target (M,)), capped at ``max_train_examples`` with ``data_seed``."""
+    from lgsid.evaluate.tiger import training_examples
+
+    ec = cfg.evaluate
+    hist, tgt = training_examples(seqs, ec.max_history)
+    if ec.max_train_examples and len(tgt) > ec.max_train_examples:
+        keep = np.sort(np.random.default_rng(ec.data_seed).choice(len(tgt), size=ec.max_train_examples, replace=False))
+        hist, tgt = hist[keep], tgt[keep]
+    return hist, tgt
+
+
+def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", test_users: tuple, progress: bool = True) -> dict:
     """Table 2: TIGER-style generative retrieval per SID variant, mean ± std over seeds, plus reachability."""
     from tqdm.auto import tqdm
 
@@ -202,7 +214,7 @@ def generative_section(inp: EvalInputs, split: Split, sids: dict[str, SIDCodes],
         return {"skipped": "no SID variant available (see skipped variants)"}
     ec = cfg.evaluate
     seqs, test_seq, test_target, _ = test_users
-    hist_tr, tgt_tr = tiger.training_examples(seqs, ec.max_history)
+    hist_tr, tgt_tr = _train_examples(seqs, cfg)
     if len(tgt_tr) == 0 or len(test_seq) == 0:
         return {"skipped": f"not enough interactions: {len(tgt_tr)} training examples, {len(test_seq)} test users"}
     hist_te = tiger.history_matrix([seqs[i] for i in test_seq], ec.max_history)  # (U, H)
@@ -248,7 +260,7 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
     n_items = len(inp.items)
     if n_items < 2:
         return {"skipped": f"only {n_items} items"}
-    hist_tr, pos_tr = tiger.training_examples(seqs, ec.max_history)
+    hist_tr, pos_tr = _train_examples(seqs, cfg)
     if len(pos_tr) == 0 or len(test_seq) == 0:
         return {"skipped": f"not enough interactions: {len(pos_tr)} training examples, {len(test_seq)} test users"}
     rng = np.random.default_rng(ec.data_seed)  # negatives shared by every variant and seed
@@ -328,7 +340,7 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
         test_users = _indexed(inp, split)
         reason = "" if len(test_users[1]) else "no user has >= 2 interactions with evaluated items"
     t0 = time.perf_counter()
-    out["generative"] = off("generative") or ({"skipped": reason} if reason else generative_section(inp, split, sids, cfg, test_users, progress))
+    out["generative"] = off("generative") or ({"skipped": reason} if reason else generative_section(inp, sids, cfg, test_users, progress))
     timings["generative"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out["discriminative"] = off("discriminative") or ({"skipped": reason} if reason else discriminative_section(inp, sids, cfg, test_users, progress))
@@ -419,7 +431,7 @@ def run(spark, cfg: "LGSIDConfig") -> "StepSummary":
         from lgsid.evaluate.report import log_to_mlflow
 
         run_id = log_to_mlflow(cfg, metrics, ec.out_dir)
-        notes.append(f"MLflow run {run_id} (experiment '{cfg.mlflow.experiment}', tracking URI {cfg.mlflow.tracking_uri})")
+        notes.append(f"MLflow run {run_id} in experiment '{cfg.mlflow.experiment}'; browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
     notes.append(f"report: {paths['report']}  metrics: {paths['metrics']}")
     for sec, why in metrics["skipped"].items():
         notes.append(f"skipped {sec}: {why}")
