@@ -179,8 +179,28 @@ class DeltaStore:
         files = [f.replace("file://", "") for f in dt.file_uris()]
         if not files:
             return
-        ds = pads.dataset(files, format="parquet")
-        yield from ds.to_batches(columns=list(columns) if columns else None, batch_size=batch_size)
+        cols = list(columns) if columns else None
+        try:
+            ds = pads.dataset(files, format="parquet")
+        except pa.ArrowInvalid as e:
+            # delta-rs MERGE writes files whose embedded Arrow schema uses view types (Utf8View)
+            # that pyarrow 14 cannot read; Spark's reader ignores that schema. Read file by file.
+            if "Unrecognized type" not in str(e):
+                raise
+            yield from self._spark_file_batches(name, dt, files, cols, batch_size)
+            return
+        yield from ds.to_batches(columns=cols, batch_size=batch_size)
+
+    def _spark_file_batches(self, name: str, dt, files: list[str], columns: list[str] | None, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Fallback of :meth:`arrow_batches`: each Parquet file through Spark, one file in memory at a time."""
+        schema = self._spark_schema_of(name, dt)
+        for f in files:
+            try:
+                t = pads.dataset([f], format="parquet").to_table(columns=columns)
+            except pa.ArrowInvalid:
+                df = self.spark.read.schema(schema).parquet(f)
+                t = (df.select(*columns) if columns else df).toArrow()
+            yield from t.to_batches(batch_size)
 
     def to_pandas(self, name: str, columns: Sequence[str] | None = None):
         """The whole table as pandas. For small tables only (models, metrics, tests)."""
@@ -217,6 +237,26 @@ class DeltaStore:
             keys = [{k: r[k] for k in ts.primary_key} for r in bad]
             raise ValidationError(f"table '{ts.name}': null in NOT NULL column(s) {cols}; first offending rows (by key): {keys}")
 
+    def check_constraints(self, df: "DataFrame", ts: TableSpec) -> None:
+        """Fail with the first offending rows when a row violates a CHECK constraint (before anything is written).
+
+        Mirrors Delta's rule: a row passes only when the expression is TRUE (NULL counts as a violation).
+        """
+        from pyspark.sql import functions as F
+
+        if not ts.checks:
+            return
+        flags = {c: ~F.coalesce(F.expr(expr), F.lit(False)) for c, expr in ts.checks.items()}
+        cond = None
+        for f in flags.values():
+            cond = f if cond is None else (cond | f)
+        bad = df.select("*", *[f.alias(f"__violates_{c}") for c, f in flags.items()]).where(cond).limit(3).collect()
+        if bad:
+            names = sorted({c for r in bad for c in ts.checks if r[f"__violates_{c}"]})
+            keys = [{k: r[k] for k in ts.primary_key} for r in bad]
+            exprs = {c: ts.checks[c] for c in names}
+            raise ValidationError(f"table '{ts.name}': rows violate CHECK constraint(s) {exprs}; first offending rows (by key): {keys}; nothing was written")
+
     def write(self, df: "DataFrame", name: str, mode: str = "overwrite") -> WriteResult:
         """Write ``df`` as table ``name`` in one commit (``mode`` = overwrite | append).
 
@@ -229,31 +269,41 @@ class DeltaStore:
         if ts is not None:
             df = self.conform(df, ts)
             self.check_not_null(df, ts)
-        if self.backend == "spark":
-            self._ensure_spark_table(ts, name, df)
-            (
-                df.write.format("delta")
-                .mode(mode)
-                .option("overwriteSchema", "false")
-                .save(self.path(name))
-            )
-        else:
-            self._ensure_deltars_table(ts, name, df)
-            with self._staged(df) as reader:
-                from deltalake import CommitProperties, write_deltalake
+            self.check_constraints(df, ts)
+        before = self.version(name)
+        try:
+            if self.backend == "spark":
+                self._ensure_spark_table(ts, name, df)
+                (
+                    df.write.format("delta")
+                    .mode(mode)
+                    .option("overwriteSchema", "false")
+                    .save(self.path(name))
+                )
+            else:
+                # Stage first (the step that evaluates the DataFrame and may fail), then create the
+                # table if needed and commit once: a failure leaves no new version, not even an empty table.
+                with self._staged(df) as reader:
+                    from deltalake import CommitProperties, write_deltalake
 
-                try:
-                    write_deltalake(
-                        self.path(name),
-                        reader,
-                        mode=mode,
-                        storage_options=self.cfg.storage_options or None,
-                        commit_properties=CommitProperties(custom_metadata={"lgsid.table": name}),
-                    )
-                except Exception as e:  # delta-rs raises its own DeltaError for CHECK violations
-                    if "failed validation check" in str(e):
-                        raise ValidationError(f"table '{name}': rows violate a CHECK constraint {ts.checks if ts else ''}: {e}") from None
-                    raise
+                    self._ensure_deltars_table(ts, name, df)
+                    try:
+                        write_deltalake(
+                            self.path(name),
+                            reader,
+                            mode=mode,
+                            storage_options=self.cfg.storage_options or None,
+                            commit_properties=CommitProperties(custom_metadata={"lgsid.table": name}),
+                        )
+                    except Exception as e:  # delta-rs raises its own DeltaError for CHECK violations
+                        if "failed validation check" in str(e):
+                            raise ValidationError(f"table '{name}': rows violate a CHECK constraint {ts.checks if ts else ''}: {e}") from None
+                        raise
+        except LGSIDError:
+            raise
+        except Exception as e:
+            state = f"still at version {before}" if before is not None else "the table was not created"
+            raise LGSIDError(f"writing Delta table '{name}' failed; nothing was committed ({state}): {type(e).__name__}: {e}") from e
         v = self.version(name)
         assert v is not None
         return WriteResult(name, v, self.count(name))
@@ -284,6 +334,7 @@ class DeltaStore:
         if ts is not None:
             df = self.conform(df, ts)
             self.check_not_null(df, ts)
+            self.check_constraints(df, ts)
         dup = df.groupBy(*keys).count().where(F.col("count") > 1).limit(3).collect()
         if dup:
             raise ValidationError(f"merge into '{name}': source has duplicate keys {keys}: {[r.asDict() for r in dup]}")
@@ -354,7 +405,11 @@ class DeltaStore:
         def __enter__(self) -> pa.RecordBatchReader:
             from pyspark.sql.pandas.types import to_arrow_schema
 
-            self.df.write.mode("overwrite").parquet(self.dir)
+            try:
+                self.df.write.mode("overwrite").parquet(self.dir)
+            except BaseException:  # __exit__ is not called when __enter__ raises
+                self.__exit__()
+                raise
             target = to_arrow_schema(self.df.schema)
             ds = pads.dataset(self.dir, format="parquet")
 
