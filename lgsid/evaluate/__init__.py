@@ -407,6 +407,50 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
     return EvalInputs(items=items, interactions=inter, embeddings=embs)
 
 
+def downstream_for(metrics: dict, kind: str, embedding_version: str) -> tuple[str | None, dict[str, float]]:
+    """The evaluated variant matching a tokenizer ``kind`` fitted on ``embedding_version``, and its gate metrics.
+
+    Returns:
+        (variant name or None, ``{"downstream.hit_at_10": .., "downstream.auc": ..}`` for what was measured).
+    """
+    gen = metrics.get("generative", {}).get("variants", {})
+    dis = metrics.get("discriminative", {}).get("variants", {})
+    for name, (k, _, _) in VARIANTS.items():
+        v = gen.get(name) or {}
+        if k == kind and v.get("embedding_version") == embedding_version:
+            out = {"downstream.hit_at_10": v["summary"]["Hit@10"]["mean"]}
+            if name in dis:
+                out["downstream.auc"] = dis[name]["summary"]["AUC"]["mean"]
+            return name, {k2: float(x) for k2, x in out.items() if x is not None and np.isfinite(x)}
+    return None, {}
+
+
+def tag_candidate(cfg: "LGSIDConfig", metrics: dict, run_id: str | None) -> str:
+    """Set ``downstream.*`` tags on the registered SID model version holding the ``candidate`` alias,
+    when one evaluated variant is the same tokenizer kind on the same embedding version (the
+    promotion gate reads these tags). Returns a note saying what was done."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from lgsid.tracking import setup_mlflow
+
+    setup_mlflow(cfg)
+    client, name = MlflowClient(), cfg.mlflow.sid_model_name
+    try:
+        mv = client.get_model_version_by_alias(name, "candidate")
+    except MlflowException:
+        return f"no '{name}@candidate' registered: downstream gate tags not set"
+    kind, ver = mv.tags.get("lgsid.tokenizer_kind"), mv.tags.get("lgsid.embedding_model_version")
+    variant, vals = downstream_for(metrics, str(kind), str(ver))
+    if not vals:
+        return f"'{name}' v{mv.version} (candidate: {kind} on {ver}) is not among the evaluated variants: downstream gate tags not set"
+    for k, v in vals.items():
+        client.set_model_version_tag(name, mv.version, k, f"{v:.6g}")
+    if run_id:
+        client.set_model_version_tag(name, mv.version, "lgsid.evaluate_run_id", run_id)
+    return f"tagged '{name}' v{mv.version} (candidate) with {', '.join(f'{k}={v:.4f}' for k, v in vals.items())} from variant {variant}"
+
+
 def run(spark, cfg: "LGSIDConfig") -> "StepSummary":
     """Step ``evaluate``: compute every section with inputs, write report.md + metrics.json + plots to
     ``cfg.evaluate.out_dir`` and log them to MLflow."""
@@ -431,6 +475,7 @@ def run(spark, cfg: "LGSIDConfig") -> "StepSummary":
         from lgsid.evaluate.report import log_to_mlflow
 
         run_id = log_to_mlflow(cfg, metrics, ec.out_dir)
+        notes.append(tag_candidate(cfg, metrics, run_id))
         notes.append(f"MLflow run {run_id} in experiment '{cfg.mlflow.experiment}'; browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
     notes.append(f"report: {paths['report']}  metrics: {paths['metrics']}")
     for sec, why in metrics["skipped"].items():

@@ -77,6 +77,15 @@ def test_evaluate_cli_end_to_end(spark, store, cfg, tmp_path, capsys):
     _write(spark, store, *_frames())
     conf = tmp_path / "conf.yaml"
     conf.write_text(yaml.safe_dump(cfg.to_dict()))
+    # a registered candidate SID model version (HGIT on aligned-1): evaluate tags it for the promotion gate
+    from lgsid.tracking import setup_mlflow
+
+    exp = setup_mlflow(cfg)
+    client = mlflow.MlflowClient()
+    name = cfg.mlflow.sid_model_name
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, source=str(tmp_path / "no-model"), tags={"lgsid.tokenizer_kind": "hgit", "lgsid.embedding_model_version": "aligned-1"})
+    client.set_registered_model_alias(name, "candidate", mv.version)
     out = tmp_path / "report-out"
     assert main(["evaluate", "--conf", str(conf), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -102,15 +111,16 @@ def test_evaluate_cli_end_to_end(spark, store, cfg, tmp_path, capsys):
     assert "## Generative recommendation" in report and "LGSID (HGIT + aligned emb.)" in report
     assert (out / "plots" / "projection_aligned-1.png").stat().st_size > 0
 
-    from lgsid.tracking import setup_mlflow
-
-    exp = setup_mlflow(cfg)
     runs = mlflow.search_runs([exp], filter_string="tags.`lgsid.stage` = 'evaluate'")
     assert len(runs) == 1
     run_id = runs["run_id"][0]
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "report")}
     assert {"report/metrics.json", "report/report.md", "report/plots"} <= arts
     assert runs["metrics.generative.lgsid.Hit_at_10"][0] == pytest.approx(gen["lgsid"]["summary"]["Hit@10"]["mean"])
+    tags = client.get_model_version(name, mv.version).tags
+    assert float(tags["downstream.hit_at_10"]) == pytest.approx(gen["lgsid"]["summary"]["Hit@10"]["mean"], abs=1e-5)
+    assert float(tags["downstream.auc"]) == pytest.approx(m["discriminative"]["variants"]["lgsid"]["summary"]["AUC"]["mean"], abs=1e-5)
+    assert tags["lgsid.evaluate_run_id"] == run_id
 
 
 def test_evaluate_without_embeddings_skips_with_reasons(spark, store, cfg):

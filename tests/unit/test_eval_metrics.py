@@ -101,3 +101,19 @@ def test_mean_std_and_newest_aligned():
     assert _mean_std([0.5])["std"] == 0.0
     assert newest_aligned(["reference", "aligned-2", "aligned-10", "ablation-x"]) == "aligned-10"
     assert newest_aligned(["reference"]) is None
+
+
+def test_downstream_for_matches_kind_and_embedding_version():
+    from lgsid.evaluate import downstream_for
+
+    s = lambda x: {"mean": x, "std": 0.0, "runs": [x]}  # noqa: E731
+    metrics = {
+        "generative": {"variants": {
+            "hgit-ref": {"embedding_version": "reference", "summary": {"Hit@10": s(0.1)}},
+            "lgsid": {"embedding_version": "aligned-3", "summary": {"Hit@10": s(0.3)}},
+        }},
+        "discriminative": {"variants": {"lgsid": {"summary": {"AUC": s(0.7)}}}},
+    }
+    assert downstream_for(metrics, "hgit", "aligned-3") == ("lgsid", {"downstream.hit_at_10": 0.3, "downstream.auc": 0.7})
+    assert downstream_for(metrics, "hgit", "reference") == ("hgit-ref", {"downstream.hit_at_10": 0.1})
+    assert downstream_for(metrics, "rqvae", "aligned-3") == (None, {})
