@@ -71,10 +71,14 @@ def check_udf_input(df: "DataFrame", dim: int) -> None:
     ]
     for c in ("state", "county", "town", "category_l2"):
         checks.append((c, F.col(c).isNull(), f"has a null '{c}'"))
-    for col, cond, msg in checks:
-        bad = [r[0] for r in df.where(cond).select("item_id").limit(5).collect()]
-        if bad:
-            raise ValidationError(f"write-sids: item(s) {bad} {msg}; nothing was written")
+    problem = None
+    for _, cond, msg in reversed(checks):  # first failing check wins
+        problem = F.when(cond, F.lit(msg)) if problem is None else F.when(cond, F.lit(msg)).otherwise(problem)
+    bad = df.select("item_id", problem.alias("problem")).where(F.col("problem").isNotNull()).limit(50).collect()
+    if bad:
+        first = bad[0]["problem"]
+        ids = [r["item_id"] for r in bad if r["problem"] == first][:5]
+        raise ValidationError(f"write-sids: item(s) {ids} {first}; nothing was written")
 
 
 def apply_sid_udf(spark, df: "DataFrame", uri: str) -> "DataFrame":

@@ -1,0 +1,188 @@
+"""write-sids: the registered SID model as a Spark UDF, suffixes without renumbering, MERGE semantics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lgsid.errors import ValidationError
+
+pytestmark = pytest.mark.spark
+
+N, DIM = 160, 16
+
+
+def _cfg(root):
+    from lgsid.config import load_config, replace
+
+    return replace(
+        load_config(None),
+        storage={"root": str(root / "tables"), "staging_dir": str(root / "staging")},
+        spark={"petastorm_cache_dir": str(root / "petastorm"), "shuffle_partitions": 1},
+        mlflow={"tracking_uri": f"sqlite:///{root}/mlflow.db", "artifact_root": str(root / "mlartifacts")},
+        tokenizer={"codebook_sizes": [6, 3, 2], "epochs": 2, "batch_size": 64, "geo_coverage_sample": 100},
+        promote={"max_collision_rate": 1.0, "min_usage_l1": 0.1},
+        sid_store={"batch_size": 64},
+    )
+
+
+def _embeddings_frame(items: pd.DataFrame, emb: np.ndarray, version: str = "reference") -> pd.DataFrame:
+    return pd.DataFrame({
+        "item_id": items["item_id"].to_numpy(), "model_name": "toy", "model_version": version,
+        "embedding": list(emb), "dim": emb.shape[1], "created_at": pd.Timestamp("2026-01-01", tz="UTC"),
+    })
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    """Items + embeddings in Delta, one tokenize run (version 1 registered and promoted to champion)."""
+    from lgsid.steps import run_step
+    from lgsid.storage import DeltaStore
+    from lgsid.tokenizer.toy import toy_catalogue
+
+    cfg = _cfg(tmp_path_factory.mktemp("sidstore"))
+    store = DeltaStore(spark, cfg.storage)
+    items, emb = toy_catalogue(N + 40, DIM, seed=11)
+    base_items, base_emb = items.iloc[:N].reset_index(drop=True), emb[:N]
+    store.write(spark.createDataFrame(base_items), "items")
+    store.write(spark.createDataFrame(_embeddings_frame(base_items, base_emb)), "item_embeddings")
+    summary = run_step("tokenize", spark, cfg)
+    assert summary.metrics["sid_model_version"] == "1"
+    return {"cfg": cfg, "store": store, "items": items, "emb": emb}
+
+
+def test_udf_output_equals_in_process_assignment(spark, world):
+    import mlflow
+
+    from lgsid.sid_store import apply_sid_udf, model_uri
+    from lgsid.tokenizer.job import items_with_embeddings
+    from lgsid.tracking import setup_mlflow
+
+    cfg, store = world["cfg"], world["store"]
+    setup_mlflow(cfg)
+    df = items_with_embeddings(store.read("items"), store.read("item_embeddings"), "reference")
+    got = apply_sid_udf(spark, df, model_uri(cfg)).select("item_id", "sid_l1", "sid_l2", "sid_l3", "sid_path").toPandas()
+    got = got.sort_values("item_id").reset_index(drop=True)
+    model = mlflow.pyfunc.load_model(model_uri(cfg)).unwrap_python_model()
+    items = world["items"].iloc[:N]
+    want = model.tokenizer.encode(world["emb"][:N], items)  # in-process, same rows, no Spark
+    assert got["item_id"].tolist() == items["item_id"].tolist()
+    np.testing.assert_array_equal(got[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64), want)
+    assert got["sid_path"].tolist() == [model.l1_paths[c] for c in want[:, 0]]
+    # the codes the tokenize step stored in sid_items are the same assignment
+    si = store.read("sid_items").toPandas().sort_values("item_id")
+    np.testing.assert_array_equal(si[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64), want)
+
+
+def test_assign_suffixes_never_renumbers(spark):
+    from lgsid.sid_store import assign_suffixes
+
+    existing = spark.createDataFrame(
+        [("1", "1-2-3-0", "a", 1, 2, 3, 0), ("1", "1-2-3-3", "b", 1, 2, 3, 3)],
+        "sid_model_version STRING, sid STRING, item_id STRING, sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_suffix INT",
+    )
+    assigned = spark.createDataFrame(
+        [("a", 9, 9, 9, "p"), ("b", 1, 2, 3, "p"), ("d", 1, 2, 3, "p"), ("c", 1, 2, 3, "p"), ("e", 4, 4, 4, "q")],
+        "item_id STRING, sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_path STRING",
+    )
+    out = {r["item_id"]: (r["sid"], r["is_new"]) for r in assign_suffixes(assigned, existing).collect()}
+    assert out == {
+        "a": ("1-2-3-0", False),  # existing item keeps its stored SID even if the UDF now says 9-9-9
+        "b": ("1-2-3-3", False),
+        "c": ("1-2-3-4", True),  # new colliders continue after the existing maximum (3), by item_id
+        "d": ("1-2-3-5", True),
+        "e": ("4-4-4-0", True),
+    }
+
+
+def test_write_sids_merge_lifecycle(spark, world):
+    from pyspark.sql import functions as F
+
+    from lgsid.steps import run_step
+
+    cfg, store, items, emb = world["cfg"], world["store"], world["items"], world["emb"]
+
+    # 1. first run: every item inserted once, SIDs = sid_items of the champion version
+    s1 = run_step("write-sids", spark, cfg)
+    assert s1.metrics == {"items": N, "new_items": 0, "rows_merged": N}
+    v1 = store.version("item_sid_features")
+    first = store.read("item_sid_features").toPandas().set_index("item_id").sort_index()
+    assert len(first) == N and first.index.is_unique
+    si = store.read("sid_items").toPandas().set_index("item_id").sort_index()
+    assert (first["sid"] == si["sid"]).all() and (first["sid_model_version"] == "1").all()
+    assert first["sid"].is_unique
+
+    # 2. rerun: idempotent, no commit
+    s2 = run_step("write-sids", spark, cfg)
+    assert s2.metrics["rows_merged"] == 0 and store.version("item_sid_features") == v1
+
+    # 3. matched rows update: corrupt one row, the next run puts it back and touches nothing else
+    victim = first.index[0]
+    bad = store.read("item_sid_features").where(F.col("item_id") == victim).withColumn("sid", F.lit("0-0-0-999"))
+    store.merge(bad, "item_sid_features")
+    s3 = run_step("write-sids", spark, cfg)
+    assert s3.metrics["rows_merged"] == 1
+    third = store.read("item_sid_features").toPandas().set_index("item_id").sort_index()
+    assert (third["sid"] == first["sid"]).all()
+    assert (third.drop(index=victim)["updated_at"] == first.drop(index=victim)["updated_at"]).all()
+
+    # 4. new items, some exact duplicates of existing ones (they must collide): existing SIDs unchanged
+    new_items = items.iloc[N:].copy().reset_index(drop=True)
+    new_emb = emb[N:].copy()
+    dup_src = [0, 1, 2]
+    for j, i in enumerate(dup_src):
+        keep_id = new_items.loc[j, "item_id"]
+        new_items.loc[j] = items.iloc[i]
+        new_items.loc[j, "item_id"] = keep_id
+        new_emb[j] = emb[i]
+    store.write(spark.createDataFrame(new_items), "items", mode="append")
+    store.write(spark.createDataFrame(_embeddings_frame(new_items, new_emb)), "item_embeddings", mode="append")
+    s4 = run_step("write-sids", spark, cfg)
+    assert s4.metrics["new_items"] == len(new_items) and s4.metrics["rows_merged"] == len(new_items)
+    fourth = store.read("item_sid_features").toPandas().set_index("item_id").sort_index()
+    assert len(fourth) == N + len(new_items) and fourth.index.is_unique and fourth["sid"].is_unique
+    assert (fourth.loc[first.index, "sid"] == first["sid"]).all()  # no existing SID changed, suffixes included
+    for j, i in enumerate(dup_src):
+        old_sid = first.loc[items.iloc[i]["item_id"], "sid"]
+        new_sid = fourth.loc[new_items.loc[j, "item_id"], "sid"]
+        assert new_sid.rsplit("-", 1)[0] == old_sid.rsplit("-", 1)[0]  # same codes ...
+        assert int(new_sid.rsplit("-", 1)[1]) > int(old_sid.rsplit("-", 1)[1])  # ... next free suffix
+    si4 = store.read("sid_items").toPandas()
+    assert len(si4) == N + len(new_items) and si4["sid"].is_unique
+
+    # 5. Delta history keeps the earlier snapshot for point-in-time joins
+    assert store.read("item_sid_features", version=v1).count() == N
+
+
+def test_missing_embedding_fails_naming_item_and_writes_nothing(spark, world):
+    from lgsid.steps import run_step
+
+    cfg, store, items = world["cfg"], world["store"], world["items"]
+    before = {t: store.version(t) for t in ("item_sid_features", "sid_items") if store.exists(t)}
+    orphan = items.iloc[[5]].copy()
+    orphan["item_id"] = "item_without_embedding"
+    store.write(spark.createDataFrame(orphan), "items", mode="append")
+    try:
+        with pytest.raises(ValidationError, match=r"\['item_without_embedding'\] has no embedding \(column 'embedding' is null"):
+            run_step("write-sids", spark, cfg)
+        assert {t: store.version(t) for t in before} == before
+    finally:
+        from pyspark.sql import functions as F
+
+        store.write(store.read("items").where(F.col("item_id") != "item_without_embedding").localCheckpoint(), "items")
+
+
+def test_bad_dimension_and_null_coordinates_are_named(spark):
+    from lgsid.sid_store import check_udf_input
+
+    row = {"item_id": "x1", "lat": 30.0, "lon": -97.0, "state": "Texas", "county": "Travis", "town": "Austin",
+           "category_l1": "Food", "category_l2": "BBQ", "brand": None, "embedding": [0.1] * 5}
+    schema = ("item_id STRING, lat DOUBLE, lon DOUBLE, state STRING, county STRING, town STRING, "
+              "category_l1 STRING, category_l2 STRING, brand STRING, embedding ARRAY<FLOAT>")
+    df = spark.createDataFrame([row, {**row, "item_id": "x2", "embedding": [0.1] * 4}], schema)
+    with pytest.raises(ValidationError, match=r"\['x2'\] has an embedding whose dimension differs from the model's 5"):
+        check_udf_input(df, 5)
+    df = spark.createDataFrame([row, {**row, "item_id": "x3", "lon": None}], schema)
+    with pytest.raises(ValidationError, match=r"\['x3'\] has a null coordinate \(column 'lon'\)"):
+        check_udf_input(df, 5)
