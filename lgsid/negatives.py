@@ -32,7 +32,8 @@ the first, smallest disk (hard negatives from the immediate neighbourhood); spar
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -101,14 +102,18 @@ def _with_cells(df: "DataFrame", lat: str, lon: str, resolutions: list[int]) -> 
     return df.drop("_cells")
 
 
-def _disk_udf(k: int):
+def _disk_udf():
     import pandas as pd
     from pyspark.sql import functions as F
 
     @F.pandas_udf("cells array<bigint>, covered_km double")
-    def disk(cells):  # pd.Series of cell ids
-        d, cov = disk_table(cells.tolist(), k)
-        return pd.DataFrame({"cells": d, "covered_km": cov})
+    def disk(cells, ks):  # pd.Series of cell ids, pd.Series of ring distances
+        out_cells, cov = [], []
+        for c, k in zip(cells.tolist(), ks.tolist()):
+            d, cv = disk_table([c], int(k))
+            out_cells.append(d[0])
+            cov.append(cv[0])
+        return pd.DataFrame({"cells": out_cells, "covered_km": cov})
 
     return disk
 
@@ -161,44 +166,74 @@ def town_representatives(prompts_df: "DataFrame") -> "DataFrame":
 _CAND = ("distance_km", "cand_item_id", "cand_loc_key", "cand_location_text", "cand_state", "cand_county", "cand_town")
 
 
-def _near_pass(anchors: "DataFrame", reps: "DataFrame", res: int, k: int, need: int, min_km: float) -> "DataFrame":
-    """One search pass: per anchor, sorted candidate structs from ``grid_disk(cell_res, k)``.
+def proxy_resolution(res: int, k: int) -> int:
+    """Resolution whose single cell has about the area of ``grid_disk(cell_res, k)``.
 
-    Returns ``a_id, near (sorted array of the first need candidate structs), enough``.
+    A disk of ring k holds ``3k²+3k+1`` cells and each coarser resolution is 7x larger, so the
+    proxy is ``res - round(log7(3k²+3k+1))`` (k=1 -> res-1, k=2 or 4 -> res-2), clipped at 0.
+    """
+    return max(0, res - int(round(math.log(3 * k * k + 3 * k + 1, 7))))
+
+
+def start_pass(proxy_counts: Sequence[int], need: int) -> int:
+    """Density-aware choice of the first search pass for an anchor.
+
+    ``proxy_counts[p]`` is the number of town representatives in the anchor's own cell at
+    :func:`proxy_resolution` of pass ``p`` (a cheap estimate of what the pass's disk holds). The
+    anchor starts at the first pass whose estimate reaches ``need + 1`` (the +1 is the anchor's own
+    town, which is not a candidate); if none does, at the last pass. Dense anchors thus start at
+    the smallest disk, sparse ones skip disks that cannot hold enough towns. The start is only a
+    guess: a pass whose near set is not certified by :func:`lgsid.geo.ring_is_enough` moves the
+    anchor to the next pass.
+
+    Example: ``start_pass([3, 9, 40, 200], need=8) == 2``.
+    """
+    for p, c in enumerate(proxy_counts):
+        if c >= need + 1:
+            return p
+    return len(proxy_counts) - 1
+
+
+def _round(work: "DataFrame", reps_by_res: "DataFrame", sched: "DataFrame", need: int, min_km: float) -> "DataFrame":
+    """One round: every anchor in ``work`` searched at its own pass ``p``.
+
+    ``work``: a_id, a_lat, a_lon, a_loc, p, a_cell (cell at the pass's resolution).
+    Returns ``a_id, p, near (sorted first ``need`` candidate structs), enough``.
     """
     from pyspark.sql import functions as F
 
-    cellc = f"cell_{res}"
-    acells = anchors.select(F.col(cellc).alias("a_cell")).distinct()
-    disk = acells.select("a_cell", _disk_udf(k)("a_cell").alias("d")).select(
-        "a_cell", F.col("d.covered_km").alias("covered_km"), F.explode("d.cells").alias("cell")
+    acells = work.select("p", "a_cell").distinct().join(sched.select("p", "res", "k"), "p")
+    disk = acells.select("p", "res", "a_cell", _disk_udf()(F.col("a_cell"), F.col("k")).alias("d")).select(
+        "p", "res", "a_cell", F.col("d.covered_km").alias("covered_km"), F.explode("d.cells").alias("cell")
     )
-    rep_cols = ["rep_lat", "rep_lon", *_CAND[1:]]
-    cell_cands = disk.join(reps.select(F.col(cellc).alias("cell"), *rep_cols), "cell").drop("cell")  # (a_cell, covered_km, rep...)
+    cell_cands = disk.join(reps_by_res, ["res", "cell"]).drop("cell", "res")  # (p, a_cell, covered_km, rep...)
     pairs = (
-        anchors.select("a_id", "a_lat", "a_lon", "a_loc", F.col(cellc).alias("a_cell"))
-        .join(cell_cands, "a_cell")
+        work.join(cell_cands, ["p", "a_cell"])
         .filter(F.col("cand_loc_key") != F.col("a_loc"))
         .withColumn("distance_km", haversine_km_col(F.col("a_lat"), F.col("a_lon"), F.col("rep_lat"), F.col("rep_lon")))
     )
     if min_km > 0:
         pairs = pairs.filter(F.col("distance_km") >= F.lit(min_km))
-    g = pairs.groupBy("a_id").agg(
+    g = pairs.groupBy("a_id", "p").agg(
         F.array_sort(F.collect_list(F.struct(*_CAND))).alias("all"), F.max("covered_km").alias("covered_km")
     )
-    near = F.slice("all", 1, need)
     kth = F.element_at("all", need)["distance_km"]
     enough = (F.size("all") >= need) & (kth <= F.col("covered_km"))  # geo.ring_is_enough
-    return g.select("a_id", near.alias("near"), enough.alias("enough"))
+    return g.select("a_id", "p", F.slice("all", 1, need).alias("near"), enough.alias("enough"))
 
 
 def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bool = False) -> "DataFrame":
     """Geo prompts -> negatives (Eq. 1): K mismatched locations per anchor, ranked near -> far.
 
+    Search: every anchor starts at :func:`start_pass` of :func:`lgsid.geo.search_schedule` (from
+    representative counts per H3 cell); a round searches all unserved anchors at their current pass
+    in one Spark job; anchors whose near set is not certified move to the next pass. The last pass
+    serves everyone (with what it found).
+
     Args:
         prompts_df: geo_prompts rows.
         cfg: Negatives config (K, n_far, H3 search, seed).
-        progress: Show a tqdm bar over search passes.
+        progress: Show a tqdm bar over anchors served.
 
     Returns:
         DataFrame with the negatives schema: ``item_id, rank, cand_item_id, distance_km,
@@ -206,56 +241,85 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType
 
+    spark = prompts_df.sparkSession
     need = cfg.k - cfg.n_far
     schedule = search_schedule(cfg.h3_resolution, cfg.max_ring, cfg.min_resolution)
-    resolutions = sorted({r for r, _ in schedule}, reverse=True)
+    last = len(schedule) - 1
+    proxies = [proxy_resolution(r, k) for r, k in schedule]
+    resolutions = sorted({r for r, _ in schedule} | set(proxies), reverse=True)
+    ridx = {r: i + 1 for i, r in enumerate(resolutions)}  # 1-based for element_at
+    sched = spark.createDataFrame(
+        [(p, r, ridx[r], k, ridx[proxies[p]], equivalent_ring(r, k, cfg.h3_resolution)) for p, (r, k) in enumerate(schedule)],
+        "p int, res int, res_idx int, k int, proxy_idx int, search_ring int",
+    )
 
     items = _with_keys(prompts_df)
-    reps = town_representatives(prompts_df)
-    reps = _with_cells(reps, "rep_lat", "rep_lon", resolutions)
-    reps = reps.select(
+    reps = _with_cells(town_representatives(prompts_df), "rep_lat", "rep_lon", resolutions).select(
         "rep_lat", "rep_lon", *[f"cell_{r}" for r in resolutions],
         F.col("rep_id").alias("cand_item_id"), F.col("loc_key").alias("cand_loc_key"), F.col("county_key").alias("cand_county_key"),
         F.col("location_text").alias("cand_location_text"), F.col("state").alias("cand_state"),
         F.col("county").alias("cand_county"), F.col("town").alias("cand_town"),
     ).localCheckpoint(eager=True)
+    rep_cols = ["rep_lat", "rep_lon", *_CAND[1:]]
+    reps_by_res = reps.select(
+        F.explode(F.array(*[F.struct(F.lit(r).alias("res"), F.col(f"cell_{r}").alias("cell")) for r in resolutions])).alias("rc"), *rep_cols
+    ).select("rc.res", "rc.cell", *rep_cols)
+    counts = reps_by_res.groupBy("res", "cell").agg(F.count(F.lit(1)).alias("n")).localCheckpoint(eager=True)
 
-    anchors = items.select(
-        F.col("item_id").alias("a_id"), F.col("lat").alias("a_lat"), F.col("lon").alias("a_lon"),
-        F.col("loc_key").alias("a_loc"), F.col("county_key").alias("a_county"),
+    anchors = _with_cells(
+        items.select(
+            F.col("item_id").alias("a_id"), F.col("lat").alias("a_lat"), F.col("lon").alias("a_lon"),
+            F.col("loc_key").alias("a_loc"), F.col("county_key").alias("a_county"),
+        ),
+        "a_lat", "a_lon", resolutions,
+    ).withColumn("a_cells", F.array(*[F.col(f"cell_{r}") for r in resolutions]))
+    anchors = anchors.select("a_id", "a_lat", "a_lon", "a_loc", "a_county", "a_cells").localCheckpoint(eager=True)
+    n_anchors = anchors.count()
+
+    # Density-aware start: representatives in the anchor's proxy cell for every pass (start_pass).
+    prox = anchors.select("a_id", "a_cells").crossJoin(F.broadcast(sched.select("p", "proxy_idx", "res")))
+    prox = prox.select("a_id", "p", F.element_at("a_cells", F.col("proxy_idx")).alias("cell"), F.col("proxy_idx"))
+    cnt = counts.select(F.col("cell"), F.col("res").alias("pres"), "n")
+    proxy_res = spark.createDataFrame([(ridx[r], r) for r in resolutions], "proxy_idx int, pres int")
+    prox = prox.join(F.broadcast(proxy_res), "proxy_idx").join(cnt, ["cell", "pres"], "left").fillna(0, ["n"])
+    start = prox.groupBy("a_id").agg(
+        F.coalesce(F.min(F.when(F.col("n") >= need + 1, F.col("p"))), F.lit(last)).alias("p")  # = start_pass
     )
-    anchors = _with_cells(anchors, "a_lat", "a_lon", resolutions)
-    anchors = anchors.localCheckpoint(eager=True)
+    work = anchors.join(start, "a_id")
 
     served = []
-    remaining = anchors
-    n_left = anchors.count()
-    it = schedule
+    n_served = 0
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(schedule, desc="negatives: ring passes", unit="pass")
-    for i, (res, k) in enumerate(it):
-        last = i == len(schedule) - 1
-        p = _near_pass(remaining, reps, res, k, need, cfg.min_near_distance_km)
-        if not last:
-            p = p.filter("enough")
-        p = p.select("a_id", "near", F.lit(equivalent_ring(res, k, cfg.h3_resolution)).alias("search_ring")).localCheckpoint(eager=True)
-        served.append(p)
-        if last:
+        bar = tqdm(total=n_anchors, desc="negatives: anchors served", unit="anchor")
+    while True:
+        w = work.join(F.broadcast(sched.select("p", "res_idx")), "p").select(
+            "a_id", "a_lat", "a_lon", "a_loc", "p", F.element_at("a_cells", F.col("res_idx")).alias("a_cell")
+        )
+        r = _round(w, reps_by_res, sched, need, cfg.min_near_distance_km)
+        r = r.withColumn("enough", F.col("enough") | (F.col("p") == last)).localCheckpoint(eager=True)
+        done = r.filter("enough").select("a_id", "p", "near")
+        served.append(done)
+        # anchors with no candidate at all in their disk produce no row in r: they move on too
+        moved = work.join(done.select("a_id"), "a_id", "left_anti").filter(F.col("p") < last)
+        work = moved.withColumn("p", F.col("p") + 1).localCheckpoint(eager=True)
+        k_done = done.count()
+        n_served += k_done
+        if bar is not None:
+            bar.update(k_done)
+        if work.isEmpty():
             break
-        n_left -= p.count()
-        if n_left == 0:
-            break
-        remaining = remaining.join(p.select("a_id"), "a_id", "left_anti")
+    if bar is not None:
+        bar.close()
     near_all = served[0]
-    for p in served[1:]:
-        near_all = near_all.unionByName(p)
+    for d in served[1:]:
+        near_all = near_all.unionByName(d)
+    near_all = near_all.join(F.broadcast(sched.select("p", "search_ring")), "p").drop("p")
     last_ring = equivalent_ring(*schedule[-1], cfg.h3_resolution)
     cand_type = near_all.schema["near"].dataType
-    assert isinstance(cand_type, ArrayType)
     a = anchors.select("a_id", "a_loc", "a_county").join(near_all, "a_id", "left").select(
         "a_id", "a_loc", "a_county",
         F.coalesce("near", F.array().cast(cand_type)).alias("near"),

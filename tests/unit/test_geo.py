@@ -1,0 +1,90 @@
+"""Hand-computed geography: haversine, H3 search schedule, certified radius, density rule."""
+
+import math
+
+import h3.api.basic_int as h3i
+import numpy as np
+import pytest
+
+from lgsid.geo import (
+    EARTH_RADIUS_KM,
+    covered_radius_km,
+    disk_cells,
+    equivalent_ring,
+    haversine_km,
+    ring_is_enough,
+    search_schedule,
+)
+from lgsid.negatives import proxy_resolution, start_pass
+
+
+def test_haversine_hand_computed():
+    # one degree along a meridian = R * pi / 180
+    assert haversine_km(10.0, 20.0, 11.0, 20.0) == pytest.approx(EARTH_RADIUS_KM * math.pi / 180, rel=1e-12)
+    # a quarter of the equator and half the globe (antipodes)
+    assert haversine_km(0.0, 0.0, 0.0, 90.0) == pytest.approx(EARTH_RADIUS_KM * math.pi / 2, rel=1e-12)
+    assert haversine_km(0.0, 0.0, 0.0, 180.0) == pytest.approx(EARTH_RADIUS_KM * math.pi, rel=1e-12)
+    # equator to pole along any meridian
+    assert haversine_km(0.0, -74.0, 90.0, 100.0) == pytest.approx(EARTH_RADIUS_KM * math.pi / 2, rel=1e-12)
+    # a known city pair on the sphere: New York - Los Angeles ~ 3936 km, Paris - London ~ 343.5 km
+    assert haversine_km(40.7128, -74.0060, 34.0522, -118.2437) == pytest.approx(3935.7, abs=1.0)
+    assert haversine_km(48.8566, 2.3522, 51.5074, -0.1278) == pytest.approx(343.5, abs=0.5)
+    assert haversine_km(45.0, 7.0, 45.0, 7.0) == 0.0
+
+
+def test_haversine_vectorised_and_symmetric():
+    lat = np.array([0.0, 10.0, -33.9])
+    lon = np.array([0.0, 20.0, 151.2])
+    d = haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])  # (3, 3)
+    assert d.shape == (3, 3)
+    np.testing.assert_allclose(d, d.T)
+    np.testing.assert_allclose(np.diag(d), 0.0, atol=1e-9)
+    assert d[0, 1] == pytest.approx(float(haversine_km(0.0, 0.0, 10.0, 20.0)))
+
+
+def test_search_schedule_and_equivalent_ring():
+    assert search_schedule(8, 4, 6) == [(8, 1), (8, 2), (8, 4), (7, 4), (6, 4)]
+    assert search_schedule(7, 3, 7) == [(7, 1), (7, 2), (7, 3)]
+    assert search_schedule(5, 1, 4) == [(5, 1), (4, 1)]
+    with pytest.raises(ValueError, match="min_res"):
+        search_schedule(5, 2, 6)
+    assert equivalent_ring(8, 4, 8) == 4
+    assert equivalent_ring(7, 4, 8) == 11  # 4 * sqrt(7) = 10.58
+    assert equivalent_ring(6, 2, 8) == 14  # 2 * 7
+
+
+def test_ring_is_enough_hand_cases():
+    assert ring_is_enough(5, 1.2, 1.5, need=3)
+    assert not ring_is_enough(5, 1.2, 1.0, need=3)  # a closer item may lie just outside the disk
+    assert not ring_is_enough(2, 0.5, 9.9, need=3)  # too few locations
+    assert ring_is_enough(3, 1.5, 1.5, need=3)  # boundary counts as covered
+
+
+def test_start_pass_density_rule():
+    # dense: the first (smallest) disk already holds need+1 representatives
+    assert start_pass([9, 40, 200], need=8) == 0
+    assert start_pass([3, 9, 40, 200], need=8) == 1
+    assert start_pass([3, 8, 40, 200], need=8) == 2  # 8 < need + 1 (own town is not a candidate)
+    assert start_pass([0, 1, 2], need=8) == 2  # sparse everywhere: last pass
+    assert proxy_resolution(8, 1) == 7 and proxy_resolution(8, 2) == 6 and proxy_resolution(8, 4) == 6
+    assert proxy_resolution(0, 4) == 0
+
+
+@pytest.mark.parametrize("res,k", [(7, 1), (7, 2), (5, 3)])
+def test_covered_radius_is_a_true_lower_bound(res, k):
+    rng = np.random.default_rng(res * 10 + k)
+    cell = h3i.latlng_to_cell(40.0, -100.0, res)
+    r = covered_radius_km(cell, k)
+    assert r > 0
+    inside = set(disk_cells(cell, k))
+    clat, clon = h3i.cell_to_latlng(cell)
+    edge = h3i.average_hexagon_edge_length(res, "km")
+    # anchors inside the cell, random points around: any point outside the disk is farther than r
+    span = (k + 3) * 2 * edge / 111.0
+    pts = np.column_stack([clat + rng.uniform(-span, span, 4000), clon + rng.uniform(-span, span, 4000) / math.cos(math.radians(clat))])
+    outside = np.array([h3i.latlng_to_cell(a, b, res) not in inside for a, b in pts])
+    anchors = [p for p in pts if h3i.latlng_to_cell(p[0], p[1], res) == cell][:20]
+    assert outside.any() and anchors
+    for a in anchors:
+        d = haversine_km(a[0], a[1], pts[outside, 0], pts[outside, 1])
+        assert d.min() >= r
