@@ -396,7 +396,8 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
         cov_b = geo_coverage(before, st, co, tw, k=k)
         cov_a = geo_coverage(after, st, co, tw, k=k)
         cov = {f"geo_before.{m}": v for m, v in cov_b.items()} | {f"geo_after.{m}": v for m, v in cov_a.items()}
-        mlflow.log_metrics(cov)
+        mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in cov.items()})  # MLflow names may not hold '@'
+
         with tempfile.TemporaryDirectory() as tmp:
             p1, p2 = os.path.join(tmp, "gdpo_loss.png"), os.path.join(tmp, "embeddings_pca_by_state.png")
             if result["history"]:

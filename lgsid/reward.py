@@ -327,7 +327,7 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot += float(loss) * len(b)
+            tot += loss.item() * len(b)
             step += 1
         model.eval()
         with torch.no_grad():

@@ -42,8 +42,12 @@ def make_collate(tokenizer, max_length: int, prompts_cfg) -> Callable[[list[dict
 
 
 def run_key(cfg: LGSIDConfig, n_examples: int) -> str:
-    """Fingerprint of everything that shapes the run (so a checkpoint is only resumed by the same run)."""
-    return "gdpo-" + fingerprint({"encoder": cfg.encoder.__dict__, "gdpo": cfg.gdpo.__dict__, "reward": cfg.reward.__dict__, "n": n_examples})
+    """Fingerprint of everything that shapes the run (so a checkpoint is only resumed by the same run).
+
+    ``gdpo.max_steps`` is left out: raising it continues a finished shorter run.
+    """
+    g = {k: v for k, v in cfg.gdpo.__dict__.items() if k != "max_steps"}  # a longer run may resume a shorter one
+    return "gdpo-" + fingerprint({"encoder": cfg.encoder.__dict__, "gdpo": g, "reward": cfg.reward.__dict__, "n": n_examples})
 
 
 def train_gdpo(
