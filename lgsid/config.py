@@ -154,7 +154,7 @@ class NegativesConfig:
     n_far: int = _f(3, "How many of the K are far negatives from other counties/states (the rest are near, hard negatives).")
     h3_resolution: int = _f(8, "Base H3 resolution of the spatial buckets; dense anchors are served by rings 1, 2, 4.. of these cells.")
     max_ring: int = _f(4, "Largest ring searched at each resolution; anchors not served by it widen to coarser resolutions with this ring.")
-    min_resolution: int = _f(2, "Coarsest H3 resolution the search widens to (res 2 ring 4 certifies ~900 km); anchors still short after it keep what was found and get more far negatives.")
+    min_resolution: int = _f(0, "Coarsest H3 resolution the search widens to (res 2 ring 4 certifies ~900 km, res 0 the globe); anchors still short after it keep what was found and get more far negatives.")
     min_near_distance_km: float = _f(0.0, "Near negatives closer than this (e.g. the same building) are skipped.")
     far_draws: int = _f(4, "Random draws per wanted far negative (oversampling; draws that hit the anchor's county are discarded).")
     seed: int = _f(11, "Seed for far-negative sampling (hash-based, so independent of Spark partitioning).")
