@@ -199,14 +199,9 @@ class ListBatch:
 
 
 def combine(content: str, location: str, prompts_cfg) -> str:
-    """The full prompt of ``content`` + ``location``: :func:`lgsid.prompts.combine_prompt`.
+    """The full prompt of ``content`` + ``location`` (:func:`lgsid.prompts.combine_prompt`)."""
+    from lgsid.prompts import combine_prompt
 
-    Falls back to ``prompts.prompt_template`` formatting when that module is not importable.
-    """
-    try:
-        from lgsid.prompts import combine_prompt
-    except ImportError:
-        return prompts_cfg.prompt_template.format(content=content, location=location)
     return combine_prompt(content, location, prompts_cfg)
 
 
