@@ -207,6 +207,6 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     version, notes = promote(cfg)
     return StepSummary(
         "promote",
-        metrics={"champion_version": version, "previous_champion": prev.version if prev else "none"},
+        metrics={"champion_version": version, "previous_champion": str(prev.version) if prev else "none"},
         notes=notes,
     )
