@@ -171,10 +171,12 @@ def validate_checkins(df):
     return _apply(df, rules, unique=["user_id", "item_id", "ts"], unique_name="check-in")
 
 
-def require_not_empty(df, what: str) -> None:
-    """Raise :class:`ValidationError` when ``df`` has no rows (``what`` names the input, e.g. its path)."""
-    if df.limit(1).count() == 0:
+def require_not_empty(df, what: str) -> int:
+    """Number of rows of ``df``; raises :class:`ValidationError` when it is 0 (``what`` names the input, e.g. its path)."""
+    n = df.count()
+    if n == 0:
         raise ValidationError(f"empty input: {what} has no data rows")
+    return n
 
 
 def raise_on_rejects(rejects, table: str, n_first: int = 3) -> None:

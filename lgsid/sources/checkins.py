@@ -69,7 +69,9 @@ def _indexed_lines(spark, path: str):
 
     raw = spark.read.text(path)
     rdd = raw.rdd.zipWithIndex().map(lambda r: (r[1] + 1, r[0][0]))
-    return spark.createDataFrame(rdd, StructType([StructField("_line", LongType(), False), StructField("value", StringType(), True)]))
+    schema = StructType([StructField("_line", LongType(), False), StructField("value", StringType(), True)])
+    # Materialise once: validation, strict checks and the writes all read it again.
+    return spark.createDataFrame(rdd, schema).localCheckpoint(eager=True)
 
 
 def _number(raw_col: str, name: str):
@@ -132,7 +134,11 @@ def _exists(path: str) -> bool:
 
 
 def _read_any(spark, path: str, delimiter: str, what: str):
-    """Read a Parquet or CSV file (by extension / directory content) with 1-based ``_line`` and a source label."""
+    """Read a Parquet or CSV file (by extension / directory content) with 1-based ``_line`` and a source label.
+
+    The line index comes from ``RDD.zipWithIndex`` (file order for a single file) and the result is
+    checkpointed once, since validation and the writes read it several times.
+    """
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StructField, StructType
 
@@ -143,14 +149,22 @@ def _read_any(spark, path: str, delimiter: str, what: str):
     name = os.path.basename(path.rstrip("/"))
     is_parquet = path.endswith(".parquet") or (os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path)))
     if is_parquet:
-        df = spark.read.parquet(path)
+        try:
+            df = spark.read.parquet(path)
+        except Exception as e:  # AnalysisException (pyspark import kept lazy)
+            if "TIMESTAMP(NANOS" in str(e):
+                raise ValidationError(
+                    f"ingest.{what}_path: {name} stores nanosecond timestamps, which Spark cannot read; write microseconds "
+                    "(pandas: to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True)) or ISO-8601 strings"
+                ) from None
+            raise
         offset, unit = 1, "row"
     else:
         df = spark.read.option("header", True).option("sep", delimiter).option("inferSchema", False).option("mode", "PERMISSIVE").csv(path)
         offset, unit = 2, "line"  # line 1 is the header
     cols = df.columns
     rdd = df.rdd.zipWithIndex().map(lambda r: tuple(r[0]) + (r[1] + offset,))
-    df = spark.createDataFrame(rdd, StructType(df.schema.fields + [StructField("_line", LongType(), False)]))
+    df = spark.createDataFrame(rdd, StructType(df.schema.fields + [StructField("_line", LongType(), False)])).localCheckpoint(eager=True)
     df = df.withColumn("_source_row", F.concat(F.lit(f"{name}:{unit} "), F.col("_line").cast("string")))
     df = df.withColumn("_row_json", F.to_json(F.struct(*[F.col(c) for c in cols])))
     return df, cols, name
@@ -276,8 +290,10 @@ def filter_min_interactions(interactions, min_user: int, min_item: int, max_iter
     """
     from pyspark.sql import functions as F
 
-    df = interactions
+    df = interactions.localCheckpoint(eager=True)
     n = df.count()
+    if min_user <= 1 and min_item <= 1:
+        return df, 0
     for it in range(1, max_iter + 1):
         if min_user > 1:
             uc = df.groupBy("user_id").count().where(F.col("count") >= min_user).select("user_id")

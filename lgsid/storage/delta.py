@@ -224,38 +224,40 @@ class DeltaStore:
 
     def check_not_null(self, df: "DataFrame", ts: TableSpec) -> None:
         """Fail with the first offending rows when a NOT NULL column holds nulls (before anything is written)."""
-        from pyspark.sql import functions as F
-
-        if not ts.not_null:
-            return
-        cond = None
-        for c in ts.not_null:
-            cond = F.col(c).isNull() if cond is None else (cond | F.col(c).isNull())
-        bad = df.where(cond).limit(3).collect()
-        if bad:
-            cols = sorted({c for r in bad for c in ts.not_null if r[c] is None})
-            keys = [{k: r[k] for k in ts.primary_key} for r in bad]
-            raise ValidationError(f"table '{ts.name}': null in NOT NULL column(s) {cols}; first offending rows (by key): {keys}")
+        self._check_rows(df, ts, nulls=True, checks=False)
 
     def check_constraints(self, df: "DataFrame", ts: TableSpec) -> None:
         """Fail with the first offending rows when a row violates a CHECK constraint (before anything is written).
 
         Mirrors Delta's rule: a row passes only when the expression is TRUE (NULL counts as a violation).
         """
+        self._check_rows(df, ts, nulls=False, checks=True)
+
+    def _check_rows(self, df: "DataFrame", ts: TableSpec, nulls: bool = True, checks: bool = True) -> None:
+        """NOT NULL and CHECK constraints in one Spark job; raises naming the first offending rows by key."""
         from pyspark.sql import functions as F
 
-        if not ts.checks:
+        flags = {}
+        if nulls:
+            flags.update({f"null:{c}": F.col(c).isNull() for c in ts.not_null})
+        if checks:
+            flags.update({f"check:{c}": ~F.coalesce(F.expr(e), F.lit(False)) for c, e in ts.checks.items()})
+        if not flags:
             return
-        flags = {c: ~F.coalesce(F.expr(expr), F.lit(False)) for c, expr in ts.checks.items()}
         cond = None
         for f in flags.values():
             cond = f if cond is None else (cond | f)
-        bad = df.select("*", *[f.alias(f"__violates_{c}") for c, f in flags.items()]).where(cond).limit(3).collect()
-        if bad:
-            names = sorted({c for r in bad for c in ts.checks if r[f"__violates_{c}"]})
-            keys = [{k: r[k] for k in ts.primary_key} for r in bad]
-            exprs = {c: ts.checks[c] for c in names}
-            raise ValidationError(f"table '{ts.name}': rows violate CHECK constraint(s) {exprs}; first offending rows (by key): {keys}; nothing was written")
+        aliases = {k: f"__flag{i}" for i, k in enumerate(flags)}
+        bad = df.select("*", *[f.alias(aliases[k]) for k, f in flags.items()]).where(cond).limit(3).collect()
+        if not bad:
+            return
+        keys = [{k: r[k] for k in ts.primary_key} for r in bad]
+        hit = [k for k in flags if any(r[aliases[k]] for r in bad)]
+        null_cols = sorted(k.split(":", 1)[1] for k in hit if k.startswith("null:"))
+        if null_cols:
+            raise ValidationError(f"table '{ts.name}': null in NOT NULL column(s) {null_cols}; first offending rows (by key): {keys}")
+        exprs = {k.split(":", 1)[1]: ts.checks[k.split(":", 1)[1]] for k in hit}
+        raise ValidationError(f"table '{ts.name}': rows violate CHECK constraint(s) {exprs}; first offending rows (by key): {keys}; nothing was written")
 
     def write(self, df: "DataFrame", name: str, mode: str = "overwrite") -> WriteResult:
         """Write ``df`` as table ``name`` in one commit (``mode`` = overwrite | append).
@@ -268,8 +270,7 @@ class DeltaStore:
             raise ValueError(f"mode must be 'overwrite' or 'append', got {mode!r}")
         if ts is not None:
             df = self.conform(df, ts)
-            self.check_not_null(df, ts)
-            self.check_constraints(df, ts)
+            self._check_rows(df, ts)
         before = self.version(name)
         try:
             if self.backend == "spark":
@@ -333,8 +334,7 @@ class DeltaStore:
             raise ValueError(f"merge into '{name}' needs keys")
         if ts is not None:
             df = self.conform(df, ts)
-            self.check_not_null(df, ts)
-            self.check_constraints(df, ts)
+            self._check_rows(df, ts)
         dup = df.groupBy(*keys).count().where(F.col("count") > 1).limit(3).collect()
         if dup:
             raise ValidationError(f"merge into '{name}': source has duplicate keys {keys}: {[r.asDict() for r in dup]}")
