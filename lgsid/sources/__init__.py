@@ -176,8 +176,9 @@ def run(spark, cfg: LGSIDConfig):
         p.metrics[f"rows_{name}"] = df.count()
     p.notes = [n.format(kept_interactions=p.metrics["rows_interactions"], kept_items=p.metrics["rows_items"]) for n in p.notes]
     rejects = {}
-    if cfg.ingest.on_bad_rows == "quarantine":
-        for table, rej in p.rejects.items():
+    for table, rej in p.rejects.items():
+        # quarantine: always; strict (no rejects, or we would have failed): only to replace a stale table
+        if cfg.ingest.on_bad_rows == "quarantine" or store.exists(f"{table}_rejects"):
             rejects[f"{table}_rejects"] = rej.withColumn("rejected_at", F.current_timestamp()).drop("_line").persist()
     results = [store.write(frames[n], n, mode="overwrite") for n in ("items", "users", "interactions")]
     results += [store.write(df, name, mode="overwrite") for name, df in rejects.items()]
