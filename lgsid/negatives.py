@@ -289,7 +289,6 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
     work = anchors.join(start, "a_id")
 
     served = []
-    n_served = 0
     bar = None
     if progress:
         from tqdm import tqdm
@@ -300,18 +299,18 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
             "a_id", "a_lat", "a_lon", "a_loc", "p", F.element_at("a_cells", F.col("res_idx")).alias("a_cell")
         )
         r = _round(w, reps_by_res, sched, need, cfg.min_near_distance_km)
-        r = r.withColumn("enough", F.col("enough") | (F.col("p") == last)).localCheckpoint(eager=True)
-        done = r.filter("enough").select("a_id", "p", "near")
-        served.append(done)
-        # anchors with no candidate at all in their disk produce no row in r: they move on too
-        moved = work.join(done.select("a_id"), "a_id", "left_anti").filter(F.col("p") < last)
-        work = moved.withColumn("p", F.col("p") + 1).localCheckpoint(eager=True)
-        k_done = done.count()
-        n_served += k_done
+        # every anchor of the round gets a row (an empty disk gives near=[] and enough=false)
+        r = w.select("a_id", "p").join(r.drop("p"), "a_id", "left").select(
+            "a_id", "p", "near", (F.coalesce("enough", F.lit(False)) | (F.col("p") == last)).alias("enough")
+        ).localCheckpoint(eager=True)
+        served.append(r.filter("enough").select("a_id", "p", "near"))
+        moved = r.filter(~F.col("enough")).select("a_id", (F.col("p") + 1).alias("p"))
+        n_moved = moved.count()
         if bar is not None:
-            bar.update(k_done)
-        if work.isEmpty():
+            bar.update(bar.total - bar.n - n_moved)
+        if n_moved == 0:
             break
+        work = anchors.join(moved, "a_id")
     if bar is not None:
         bar.close()
     near_all = served[0]

@@ -1,0 +1,109 @@
+"""Negatives + reward lists on a tiny catalogue, against a brute-force numpy computation."""
+
+import numpy as np
+import pytest
+
+from lgsid.config import replace
+from lgsid.geo import haversine_km, haversine_km_col
+from lgsid.negatives import run, soft_labels
+from lgsid.prompts import combine_prompt
+
+from geodata import ITEM_COLS, brute_force_near, tiny_items
+
+pytestmark = pytest.mark.spark
+ITEMS_DDL = (
+    "item_id string, name string, brand string, category_l1 string, category_l2 string, price double, "
+    "lat double, lon double, state string, county string, town string, address string, source string"
+)
+
+
+@pytest.fixture(scope="module")
+def mined(spark, tmp_path_factory):
+    """Run prompts + negatives twice on the same tiny catalogue; keep both results."""
+    from lgsid.config import load_config
+    from lgsid.prompts import run as run_prompts
+    from lgsid.storage import DeltaStore
+
+    w = tmp_path_factory.mktemp("neg")
+    cfg = replace(
+        load_config(None),
+        storage={"root": str(w / "tables"), "staging_dir": str(w / "staging")},
+        negatives={"k": 6, "n_far": 2, "h3_resolution": 6, "max_ring": 2, "min_resolution": 0},
+    )
+    items = tiny_items(seed=3)
+    store = DeltaStore(spark, cfg.storage)
+    store.write(spark.createDataFrame(items[ITEM_COLS], ITEMS_DDL), "items")
+    run_prompts(spark, cfg)
+    s1 = run(spark, cfg)
+    neg1 = store.to_pandas("negatives").sort_values(["item_id", "rank"]).reset_index(drop=True)
+    rl1 = store.to_pandas("reward_lists").sort_values("item_id").reset_index(drop=True)
+    s2 = run(spark, cfg)
+    neg2 = store.to_pandas("negatives").sort_values(["item_id", "rank"]).reset_index(drop=True)
+    return dict(cfg=cfg, items=items, neg=neg1, neg2=neg2, rl=rl1, s1=s1, s2=s2, store=store)
+
+
+def test_near_set_equals_brute_force(mined):
+    cfg, neg = mined["cfg"], mined["neg"]
+    need = cfg.negatives.k - cfg.negatives.n_far
+    bf = brute_force_near(mined["items"], need)
+    near = neg[neg.neg_kind == "near"]
+    assert set(near.item_id) == set(mined["items"].item_id)
+    for a, g in near.groupby("item_id"):
+        g = g.sort_values("distance_km", kind="stable")
+        assert list(g.cand_item_id) == [c for c, _ in bf[a]], a
+        np.testing.assert_allclose(g.distance_km, [d for _, d in bf[a]], rtol=1e-9)
+
+
+def test_lists_sorted_ranked_distinct_and_mismatched(mined):
+    cfg, neg, items = mined["cfg"], mined["neg"], mined["items"]
+    K = cfg.negatives.k
+    loc = items.set_index("item_id")
+    for a, g in neg.groupby("item_id"):
+        assert list(g["rank"]) == list(range(1, K + 1))
+        assert (np.diff(g.distance_km) >= 0).all()
+        keys = g.cand_state + "|" + g.cand_county + "|" + g.cand_town
+        assert keys.is_unique  # at most one candidate per location
+        own = f"{loc.at[a, 'state']}|{loc.at[a, 'county']}|{loc.at[a, 'town']}"
+        assert own not in set(keys)
+        far = g[g.neg_kind == "far"]
+        assert len(far) == cfg.negatives.n_far
+        assert ((far.cand_state + "|" + far.cand_county) != f"{loc.at[a, 'state']}|{loc.at[a, 'county']}").all()
+        # distance_km is the haversine distance to the candidate item
+        c = loc.loc[g.cand_item_id]
+        np.testing.assert_allclose(g.distance_km, haversine_km(loc.at[a, "lat"], loc.at[a, "lon"], c.lat.to_numpy(), c.lon.to_numpy()), rtol=1e-9)
+    # density-aware: the dense cluster is served by smaller disks than the sparse outliers
+    ring = neg.groupby("item_id").search_ring.first()
+    dense = ring[[i for i in ring.index if int(i[1:3]) < 11]]
+    sparse = ring[[i for i in ring.index if int(i[1:3]) >= 11]]
+    assert dense.median() < sparse.median()
+
+
+def test_reward_lists(mined):
+    cfg, neg, rl = mined["cfg"], mined["neg"], mined["rl"]
+    K = cfg.negatives.k
+    prompts = mined["store"].to_pandas("geo_prompts").set_index("item_id")
+    assert len(rl) == len(prompts)
+    for r in rl.itertuples():
+        g = neg[neg.item_id == r.item_id]
+        assert list(r.ranks) == list(range(K + 1))
+        assert r.prompts[0] == prompts.at[r.item_id, "prompt"]
+        assert list(r.prompts[1:]) == [combine_prompt(r.content_text, t, cfg.prompts) for t in g.cand_location_text]
+        np.testing.assert_allclose(r.distance_km, [0.0, *g.distance_km])
+        np.testing.assert_allclose(r.soft_labels, soft_labels(r.ranks, K))
+
+
+def test_rerun_is_idempotent(mined):
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(mined["neg"], mined["neg2"])
+    assert mined["s2"].tables[0].version == mined["s1"].tables[0].version + 1
+    assert mined["s2"].tables[0].rows == mined["s1"].tables[0].rows == len(mined["neg"])
+
+
+def test_haversine_column_matches_numpy(spark):
+    from pyspark.sql import functions as F
+
+    pts = [(40.7128, -74.0060, 34.0522, -118.2437), (0.0, 0.0, 0.0, 180.0), (51.5, -0.12, 51.5, -0.12)]
+    df = spark.createDataFrame(pts, "a double, b double, c double, d double")
+    got = [r[0] for r in df.select(haversine_km_col(F.col("a"), F.col("b"), F.col("c"), F.col("d"))).collect()]
+    np.testing.assert_allclose(got, [float(haversine_km(*p)) for p in pts], rtol=1e-12, atol=1e-9)

@@ -1,0 +1,114 @@
+"""Co-click pairs against a brute-force count, geo-constrained pairs, rerun idempotence."""
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lgsid.config import load_config, replace
+from lgsid.geo import haversine_km
+from lgsid.pairs import coclick_pairs, coclick_scores, run
+
+pytestmark = pytest.mark.spark
+
+ITEMS_DDL = (
+    "item_id string, name string, brand string, category_l1 string, category_l2 string, price double, "
+    "lat double, lon double, state string, county string, town string, address string, source string"
+)
+
+
+
+def toy_rows():
+    base = datetime(2024, 1, 1)
+    toy = {
+        "u1": [("a", 1), ("b", 2), ("c", 3)],
+        "u2": [("a", 1), ("b", 2), ("d", 3), ("a", 4)],
+        "u3": [("e", 1), ("a", 2), ("b", 3), ("c", 4)],
+        "u4": [("z", 1), ("y", 1), ("x", 1), ("w", 1)],
+        "u5": [("c", 1), ("d", 2), ("c", 3)],
+    }
+    hist = {u: [(i, base + timedelta(minutes=m)) for i, m in cl] for u, cl in toy.items()}
+    rows = [(u, i, ts) for u, cl in hist.items() for i, ts in cl]
+    return hist, rows
+
+
+def _items(ids, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        dict(
+            item_id=ids, name=ids, brand=None, category_l1="Food", category_l2="BBQ", price=10.0,
+            lat=40 + rng.uniform(-3, 3, len(ids)), lon=-100 + rng.uniform(-3, 3, len(ids)),
+            state=[["A", "B"][i % 2] for i in range(len(ids))], county=[f"C{i % 3}" for i in range(len(ids))],
+            town=[f"T{i}" for i in range(len(ids))], address=None, source="test",
+        )
+    )
+
+
+def _directed(s: dict, s_th: int) -> dict:
+    out = {}
+    for (a, b), v in s.items():
+        if v > s_th:
+            out[(a, b)] = v
+            out[(b, a)] = v
+    return out
+
+
+def test_coclick_toy_equals_brute_force(spark):
+    hist, rows = toy_rows()
+    df = spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp")
+    for s_th in (0, 1):
+        cfg = replace(load_config(None), pairs={"s_th": s_th, "history_cap": 3, "max_pairs_per_anchor": 100}).pairs
+        got = {(r.anchor_item_id, r.other_item_id): r.cooccur_users for r in coclick_pairs(df, cfg).collect()}
+        assert got == _directed(coclick_scores(hist, 3), s_th)
+    # hand-computed: s(a,b)=3, s(a,c)=s(b,c)=2 survive s_th=1
+    assert set(_directed(coclick_scores(hist, 3), 1)) == {("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("b", "c"), ("c", "b")}
+    # top-1 partner per anchor: highest s, ties by other_item_id
+    cfg = replace(load_config(None), pairs={"s_th": 0, "history_cap": 3, "max_pairs_per_anchor": 1}).pairs
+    top = {r.anchor_item_id: r.other_item_id for r in coclick_pairs(df, cfg).collect()}
+    assert top["a"] == "b" and top["c"] == "a" and top["d"] == "a" and top["w"] == "x"
+
+
+def test_coclick_random_histories_equal_brute_force(spark):
+    rng = np.random.default_rng(5)
+    base = datetime(2024, 1, 1)
+    hist = {
+        f"u{u}": [(f"i{int(rng.integers(0, 25)):02d}", base + timedelta(minutes=int(rng.integers(0, 50)))) for _ in range(int(rng.integers(1, 12)))]
+        for u in range(40)
+    }
+    rows = [(u, i, ts) for u, cl in hist.items() for i, ts in cl]
+    df = spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp").dropDuplicates()
+    cfg = replace(load_config(None), pairs={"s_th": 1, "history_cap": 4, "max_pairs_per_anchor": 1000}).pairs
+    got = {(r.anchor_item_id, r.other_item_id): r.cooccur_users for r in coclick_pairs(df, cfg).collect()}
+    assert got and got == _directed(coclick_scores(hist, 4), 1)
+
+
+def test_build_pairs_geo_and_run_idempotent(spark, cfg, store):
+    hist, rows = toy_rows()
+    ids = sorted({i for _, i, _ in rows} | {f"x{j}" for j in range(12)})
+    items = _items(ids)
+    cfg = replace(cfg, pairs={"s_th": 0, "history_cap": 3, "geo_pairs_per_anchor": 2})
+    store.write(spark.createDataFrame(items, ITEMS_DDL), "items")
+    store.write(spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp"), "interactions")
+    s1 = run(spark, cfg)
+    t1 = store.to_pandas("gdpo_pairs").sort_values(["anchor_item_id", "other_item_id", "pair_type"]).reset_index(drop=True)
+    s2 = run(spark, cfg)
+    t2 = store.to_pandas("gdpo_pairs").sort_values(["anchor_item_id", "other_item_id", "pair_type"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(t1, t2)
+    assert s2.tables[0].version == s1.tables[0].version + 1
+
+    pos = items.set_index("item_id")
+    np.testing.assert_allclose(
+        t1.distance_km,
+        haversine_km(pos.loc[t1.anchor_item_id].lat.to_numpy(), pos.loc[t1.anchor_item_id].lon.to_numpy(),
+                     pos.loc[t1.other_item_id].lat.to_numpy(), pos.loc[t1.other_item_id].lon.to_numpy()),
+    )
+    geo = t1[t1.pair_type == "geo_constrained"]
+    assert geo.cooccur_users.isna().all()
+    county = (pos.state + "|" + pos.county).to_dict()
+    assert all(county[a] != county[b] for a, b in zip(geo.anchor_item_id, geo.other_item_id))
+    per = geo.groupby("anchor_item_id").size()
+    assert set(per.index) == set(ids) and (per == 2).all()
+    cc = t1[t1.pair_type == "co_click"]
+    assert {(a, b): int(s) for a, b, s in zip(cc.anchor_item_id, cc.other_item_id, cc.cooccur_users)} == _directed(coclick_scores(hist, 3), 0)
+    assert s1.metrics["co_click_pairs"] == len(cc)
