@@ -22,12 +22,14 @@ Definitions (the tests check the Spark job against a brute-force numpy version o
   set grows so the list still has K entries.
 * The K candidates are ranked 1..K by ``(distance_km, cand_item_id)`` over near and far together.
 
-Scaling (never a cross join): representatives are bucketed in H3 cells. Each pass of
-:func:`lgsid.geo.search_schedule` joins the still-unserved anchors with the representatives in the
-``grid_disk`` of their cell; an anchor is served when :func:`lgsid.geo.ring_is_enough` certifies its
-near set (enough locations, K-th within the disk's certified radius). Dense anchors are served by
-the first, smallest disk (hard negatives from the immediate neighbourhood); sparse ones widen.
-``search_ring`` records the disk that served the anchor, in base-resolution rings.
+Scaling (never a cross join): representatives are bucketed in H3 cells. Each anchor starts at a
+pass of :func:`lgsid.geo.search_schedule` chosen from representative counts (:func:`start_pass`);
+a round joins all unserved anchors with the representatives in the ``grid_disk`` of their cell (one
+equi-join on resolution and cell); an anchor is served when :func:`lgsid.geo.ring_is_enough`
+certifies its near set (enough locations, the last one within the disk's certified radius), else it
+moves to the next pass. Dense anchors are served by small disks (hard negatives from the immediate
+neighbourhood); sparse ones widen. ``search_ring`` records the disk that served the anchor, in
+base-resolution rings.
 """
 
 from __future__ import annotations
