@@ -88,7 +88,7 @@ class PrefixTrie:
                     table.append({})
                 node = nxt
             leaf[node] = i
-        self.children = np.full((len(table), width), -1, dtype=np.int64)
+        self.children = np.full((len(table), width), -1, dtype=np.int32 if len(table) < 2**31 else np.int64)
         for node, ch in enumerate(table):
             if ch:
                 self.children[node, list(ch.keys())] = list(ch.values())
