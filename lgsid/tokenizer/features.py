@@ -152,11 +152,21 @@ class ClusteringFeaturizer:
         return 3 + 3 * self.feature_dim
 
     def __call__(self, features: pd.DataFrame) -> np.ndarray:
-        """(N rows of FEATURE_COLUMNS) -> F, (N, 3 + 3·feature_dim) float64."""
-        f_admin = composite_embedding(hierarchy_keys(features, ("state", "county", "town")), self._admin)
+        """(N rows of FEATURE_COLUMNS) -> F, (N, 3 + 3·feature_dim) float64.
+
+        The id vectors are built once per distinct (state, county, town, category_l1, category_l2,
+        brand) combination of the batch and gathered, so strings are touched O(#distinct) times.
+        """
+        id_cols = ["state", "county", "town", "category_l1", "category_l2", "brand"]
+        group = features.groupby(id_cols, dropna=False, sort=False).ngroup().to_numpy()  # (N,)
+        first = np.unique(group, return_index=True)[1]  # one representative row per combination
+        u = features.iloc[first][id_cols]
+        f_admin = composite_embedding(hierarchy_keys(u, ("state", "county", "town")), self._admin)
+        f_cat = composite_embedding(hierarchy_keys(u, ("category_l1", "category_l2")), self._cat)
+        f_brand = composite_embedding(hierarchy_keys(u, ("brand",)), self._brand)
         f_geo = geo_unit_vector(features["lat"].to_numpy(), features["lon"].to_numpy())
-        f_cat = composite_embedding(hierarchy_keys(features, ("category_l1", "category_l2")), self._cat)
-        f_brand = composite_embedding(hierarchy_keys(features, ("brand",)), self._brand)
+        order = np.argsort(group[first])  # rows of u sorted by group id
+        f_admin, f_cat, f_brand = f_admin[order][group], f_cat[order][group], f_brand[order][group]
         return clustering_feature(f_admin, f_geo, f_cat, f_brand, **{f"w_{k}": v for k, v in self.weights.items()})
 
 

@@ -21,7 +21,7 @@ import torch
 
 from lgsid.config import TokenizerConfig
 from lgsid.errors import ValidationError
-from lgsid.tokenizer.base import SIDTokenizer, check_embeddings, nearest_centre, residual_encode
+from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
 from lgsid.tokenizer.features import ClusteringFeaturizer, check_features
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +321,7 @@ class HGITTokenizer(SIDTokenizer):
             cb = kmeans_init(r, k, self.cfg.seed + l + 1)
             init.append(cb)
             r = r - cb[nearest_centre(r, cb)]
+        self._tables = None
         self.codebooks, self.history = train_residual_codebooks(
             x, base, init, tau=self.cfg.tau, lambda_reg=self.cfg.lambda_reg, epochs=self.cfg.epochs,
             lr=self.cfg.lr, batch_size=self.cfg.batch_size, seed=self.cfg.seed, progress=progress,
@@ -335,8 +336,15 @@ class HGITTokenizer(SIDTokenizer):
         check_features(features)
         x = check_embeddings(embeddings, self.dim, ids=features.get("item_id"))
         c1 = self.level1_codes(features)
-        rest, _ = residual_encode(x - self.mu1[c1], self.codebooks)
+        rest = self.tables.encode(x, c1)  # == residual_encode(x - mu1[c1], codebooks), one matmul
         return np.concatenate([c1[:, None], rest], axis=1)
+
+    @property
+    def tables(self) -> ResidualTables:
+        """Look-up tables of the fast residual assignment (built once per fitted/loaded model)."""
+        if getattr(self, "_tables", None) is None:
+            self._tables = ResidualTables(self.codebooks, self.mu1)
+        return self._tables
 
     def reconstruct(self, codes: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
         self._require_fitted()
@@ -357,6 +365,7 @@ class HGITTokenizer(SIDTokenizer):
         self.feature_centres = arrays["feature_centres"]
         self.mu1 = arrays["mu1"]
         self.codebooks = [arrays[f"codebook_{l}"] for l in range(2, 2 + sum(1 for k in arrays if k.startswith("codebook_")))]
+        self._tables = None
         self.l1_paths = list(meta.get("l1_paths", []))
         self.l1_sizes = list(meta.get("l1_sizes", []))
         self.history = dict(meta.get("history", {}))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lgsid.errors import ValidationError
-from lgsid.tokenizer.base import SIDTokenizer, check_embeddings, nearest_centre, residual_encode
+from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
 
 _MAX_FIT_ROWS = 50000
 
@@ -46,14 +46,16 @@ class RQKMeansTokenizer(SIDTokenizer):
             cb = km.cluster_centers_.astype(np.float32)
             r -= cb[nearest_centre(r, cb)]
             self.codebooks.append(cb)
+        self._tables = None
         self.fitted = True
         return self
 
     def encode(self, embeddings: np.ndarray, features: pd.DataFrame | None = None) -> np.ndarray:
         self._require_fitted()
         ids = features.get("item_id") if features is not None else None
-        codes, _ = residual_encode(check_embeddings(embeddings, self.dim, ids=ids), self.codebooks)
-        return codes
+        if getattr(self, "_tables", None) is None:
+            self._tables = ResidualTables(self.codebooks)
+        return self._tables.encode(check_embeddings(embeddings, self.dim, ids=ids))  # == residual_encode, one matmul
 
     def reconstruct(self, codes: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
         self._require_fitted()
@@ -67,3 +69,4 @@ class RQKMeansTokenizer(SIDTokenizer):
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.codebooks = [arrays[f"codebook_{l}"] for l in range(1, 1 + len(arrays))]
+        self._tables = None
