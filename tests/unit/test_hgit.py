@@ -197,3 +197,33 @@ def test_fit_rejects_codebook_larger_than_catalogue():
     items, emb = toy_catalogue(10, 4)
     with pytest.raises(ValidationError, match="cannot fill codebooks"):
         build_tokenizer(TokenizerConfig(codebook_sizes=[16, 4], epochs=1)).fit(emb, items)
+
+
+def test_fast_residual_tables_match_explicit_residuals():
+    from lgsid.tokenizer.base import ResidualTables
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    mu = rng.standard_normal((5, 8)).astype(np.float32)
+    c1 = rng.integers(0, 5, 300)
+    cbs = [rng.standard_normal((6, 8)).astype(np.float32), 0.5 * rng.standard_normal((4, 8)).astype(np.float32)]
+    slow, _ = residual_encode(x - mu[c1], cbs)
+    np.testing.assert_array_equal(ResidualTables(cbs, mu).encode(x, c1), slow)
+    np.testing.assert_array_equal(ResidualTables(cbs).encode(x), residual_encode(x, cbs)[0])
+
+
+def test_featurizer_over_distinct_combinations_matches_per_row_reference():
+    from lgsid.tokenizer.features import ClusteringFeaturizer, composite_embedding, hierarchy_keys
+
+    items, _ = toy_catalogue(200, 4, seed=6)
+    items.loc[3, "brand"] = None
+    items.loc[4, "category_l1"] = None
+    fz = ClusteringFeaturizer({"admin": 1.0, "geo": 2.0, "cat": 0.5, "brand": 0.25}, 6)
+    ref = clustering_feature(
+        composite_embedding(hierarchy_keys(items, ("state", "county", "town")), fz._admin),
+        geo_unit_vector(items["lat"], items["lon"]),
+        composite_embedding(hierarchy_keys(items, ("category_l1", "category_l2")), fz._cat),
+        composite_embedding(hierarchy_keys(items, ("brand",)), fz._brand),
+        w_admin=1.0, w_geo=2.0, w_cat=0.5, w_brand=0.25,
+    )
+    np.testing.assert_allclose(fz(items), ref)
