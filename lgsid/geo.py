@@ -86,6 +86,7 @@ def disk_cells(cell: int, k: int) -> list[int]:
     return sorted(h3i.grid_disk(int(cell), int(k)))
 
 
+@lru_cache(maxsize=1 << 20)
 def covered_radius_km(cell: int, k: int) -> float:
     """Certified search radius of ``grid_disk(cell, k)`` for any anchor inside ``cell`` (km).
 
@@ -115,24 +116,49 @@ def covered_radius_km(cell: int, k: int) -> float:
 def search_schedule(base_res: int, max_ring: int, min_res: int) -> list[tuple[int, int]]:
     """The (resolution, ring) passes of the density-aware search, innermost first.
 
-    At ``base_res`` the ring doubles 1, 2, 4, ... up to ``max_ring`` (dense areas stop early:
-    hard negatives from the immediate neighbourhood). Sparse anchors that are still not served
-    widen further at coarser resolutions ``base_res-1 ... min_res`` with ring ``max_ring``; each
-    level multiplies the radius by about sqrt(7) while the disk keeps ``3k²+3k+1`` cells, so the
-    per-anchor cost stays bounded.
+    At ``base_res`` the ring grows 1, 2, ..., ``max_ring`` (dense areas stop early: hard negatives
+    from the immediate neighbourhood). Sparse anchors widen at coarser resolutions
+    ``base_res-1 ... min_res`` with rings ``ceil(max_ring/2) ... max_ring`` (ring ``ceil(max_ring/2)``
+    one level up already reaches past ring ``max_ring`` below, since edges grow by sqrt(7)). The
+    certified radius grows by a factor ~1.2-1.5 per pass while a disk never exceeds
+    ``3k²+3k+1`` cells, so an anchor's disk is never much larger than it needs.
 
-    Example: ``search_schedule(8, 4, 6) == [(8, 1), (8, 2), (8, 4), (7, 4), (6, 4)]``.
+    Example: ``search_schedule(8, 4, 7) == [(8, 1), (8, 2), (8, 3), (8, 4), (7, 2), (7, 3), (7, 4)]``.
     """
     if not (0 <= min_res <= base_res <= 15) or max_ring < 1:
         raise ValueError(f"bad schedule: base_res={base_res}, min_res={min_res}, max_ring={max_ring}")
-    out: list[tuple[int, int]] = []
-    k = 1
-    while k < max_ring:
-        out.append((base_res, k))
-        k *= 2
-    out.append((base_res, max_ring))
-    out.extend((r, max_ring) for r in range(base_res - 1, min_res - 1, -1))
+    out: list[tuple[int, int]] = [(base_res, k) for k in range(1, max_ring + 1)]
+    lo = max(1, (max_ring + 1) // 2)
+    for r in range(base_res - 1, min_res - 1, -1):
+        out.extend((r, k) for k in range(lo, max_ring + 1))
     return out
+
+
+def next_pass(cells_by_pass: Sequence[int], schedule: Sequence[tuple[int, int]], p: int, kth_distance_km: float | None) -> int:
+    """The pass an uncertified anchor moves to after pass ``p``.
+
+    If pass ``p`` found ``need`` candidates with the ``need``-th at ``kth_distance_km``, the true
+    ``need`` nearest all lie within that distance, so the first later pass whose certified radius
+    (:func:`covered_radius_km` of the anchor's cell) reaches it is guaranteed to be enough: the
+    anchor jumps straight there (one extra round instead of one per pass). Without such a
+    distance (too few candidates) it moves to ``p + 1``.
+
+    Args:
+        cells_by_pass: The anchor's cell at each pass's resolution, (P,).
+        schedule: The passes, (P,) of (resolution, ring).
+        p: The pass just searched.
+        kth_distance_km: Distance of the ``need``-th candidate found, or None.
+
+    Returns:
+        Index of the next pass (at most ``P - 1``).
+    """
+    last = len(schedule) - 1
+    if kth_distance_km is None or (isinstance(kth_distance_km, float) and math.isnan(kth_distance_km)):
+        return min(p + 1, last)
+    for q in range(p + 1, last + 1):
+        if covered_radius_km(int(cells_by_pass[q]), schedule[q][1]) >= kth_distance_km:
+            return q
+    return last
 
 
 def equivalent_ring(res: int, k: int, base_res: int) -> int:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from lgsid.geo import disk_table, equivalent_ring, haversine_km_col, latlng_to_cells, search_schedule
+from lgsid.geo import disk_table, equivalent_ring, haversine_km_col, latlng_to_cells, next_pass, search_schedule
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -118,6 +118,21 @@ def _disk_udf():
         return pd.DataFrame({"cells": out_cells, "covered_km": cov})
 
     return disk
+
+
+def _next_pass_udf(schedule: list[tuple[int, int]], cell_pos: list[int]):
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    @F.pandas_udf("int")
+    def nxt(cells, p, kth):  # pd.Series of arrays, ints, doubles (NaN when too few candidates)
+        out = [
+            next_pass([c[i] for i in cell_pos], schedule, int(pp), None if pd.isna(d) else float(d))
+            for c, pp, d in zip(cells, p, kth)
+        ]
+        return pd.Series(out, dtype="int32")
+
+    return nxt
 
 
 def _with_keys(prompts_df: "DataFrame") -> "DataFrame":
@@ -200,7 +215,7 @@ def _round(work: "DataFrame", reps_by_res: "DataFrame", sched: "DataFrame", need
     """One round: every anchor in ``work`` searched at its own pass ``p``.
 
     ``work``: a_id, a_lat, a_lon, a_loc, p, a_cell (cell at the pass's resolution).
-    Returns ``a_id, p, near (sorted first ``need`` candidate structs), enough``.
+    Returns ``a_id, p, near (sorted first ``need`` candidate structs), enough, kth_km``.
     """
     from pyspark.sql import functions as F
 
@@ -219,9 +234,9 @@ def _round(work: "DataFrame", reps_by_res: "DataFrame", sched: "DataFrame", need
     g = pairs.groupBy("a_id", "p").agg(
         F.array_sort(F.collect_list(F.struct(*_CAND))).alias("all"), F.max("covered_km").alias("covered_km")
     )
-    kth = F.element_at("all", need)["distance_km"]
-    enough = (F.size("all") >= need) & (kth <= F.col("covered_km"))  # geo.ring_is_enough
-    return g.select("a_id", "p", F.slice("all", 1, need).alias("near"), enough.alias("enough"))
+    kth = F.try_element_at("all", F.lit(need))["distance_km"]  # null when fewer than need
+    enough = (F.size("all") >= need) & F.coalesce(kth <= F.col("covered_km"), F.lit(False))  # geo.ring_is_enough
+    return g.select("a_id", "p", F.slice("all", 1, need).alias("near"), enough.alias("enough"), kth.alias("kth_km"))
 
 
 def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bool = False) -> "DataFrame":
@@ -280,8 +295,11 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
     n_anchors = anchors.count()
 
     # Density-aware start: representatives in the anchor's proxy cell for every pass (start_pass).
-    prox = anchors.select("a_id", "a_cells").crossJoin(F.broadcast(sched.select("p", "proxy_idx", "res")))
-    prox = prox.select("a_id", "p", F.element_at("a_cells", F.col("proxy_idx")).alias("cell"), F.col("proxy_idx"))
+    passes = F.array(*[F.struct(F.lit(p).alias("p"), F.lit(ridx[proxies[p]]).alias("proxy_idx")) for p in range(len(schedule))])
+    prox = anchors.select("a_id", "a_cells", F.explode(passes).alias("pp")).select(
+        "a_id", F.col("pp.p").alias("p"), F.col("pp.proxy_idx").alias("proxy_idx")
+        , F.element_at("a_cells", F.col("pp.proxy_idx")).alias("cell")
+    )
     cnt = counts.select(F.col("cell"), F.col("res").alias("pres"), "n")
     proxy_res = spark.createDataFrame([(ridx[r], r) for r in resolutions], "proxy_idx int, pres int")
     prox = prox.join(F.broadcast(proxy_res), "proxy_idx").join(cnt, ["cell", "pres"], "left").fillna(0, ["n"])
@@ -290,6 +308,7 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
     )
     work = anchors.join(start, "a_id")
 
+    nxt = _next_pass_udf(schedule, [ridx[r] - 1 for r, _ in schedule])
     served = []
     bar = None
     if progress:
@@ -303,10 +322,15 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
         r = _round(w, reps_by_res, sched, need, cfg.min_near_distance_km)
         # every anchor of the round gets a row (an empty disk gives near=[] and enough=false)
         r = w.select("a_id", "p").join(r.drop("p"), "a_id", "left").select(
-            "a_id", "p", "near", (F.coalesce("enough", F.lit(False)) | (F.col("p") == last)).alias("enough")
+            "a_id", "p", "near", "kth_km", (F.coalesce("enough", F.lit(False)) | (F.col("p") == last)).alias("enough")
         ).localCheckpoint(eager=True)
         served.append(r.filter("enough").select("a_id", "p", "near"))
-        moved = r.filter(~F.col("enough")).select("a_id", (F.col("p") + 1).alias("p"))
+        moved = (
+            r.filter(~F.col("enough"))
+            .join(anchors.select("a_id", "a_cells"), "a_id")
+            .select("a_id", nxt(F.col("a_cells"), F.col("p"), F.col("kth_km")).alias("p"))
+            .localCheckpoint(eager=True)
+        )
         n_moved = moved.count()
         if bar is not None:
             bar.update(bar.total - bar.n - n_moved)

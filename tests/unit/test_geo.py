@@ -12,6 +12,7 @@ from lgsid.geo import (
     disk_cells,
     equivalent_ring,
     haversine_km,
+    next_pass,
     ring_is_enough,
     search_schedule,
 )
@@ -43,14 +44,28 @@ def test_haversine_vectorised_and_symmetric():
 
 
 def test_search_schedule_and_equivalent_ring():
-    assert search_schedule(8, 4, 6) == [(8, 1), (8, 2), (8, 4), (7, 4), (6, 4)]
+    assert search_schedule(8, 4, 7) == [(8, 1), (8, 2), (8, 3), (8, 4), (7, 2), (7, 3), (7, 4)]
     assert search_schedule(7, 3, 7) == [(7, 1), (7, 2), (7, 3)]
     assert search_schedule(5, 1, 4) == [(5, 1), (4, 1)]
+    assert search_schedule(6, 2, 5) == [(6, 1), (6, 2), (5, 1), (5, 2)]
     with pytest.raises(ValueError, match="min_res"):
         search_schedule(5, 2, 6)
     assert equivalent_ring(8, 4, 8) == 4
     assert equivalent_ring(7, 4, 8) == 11  # 4 * sqrt(7) = 10.58
     assert equivalent_ring(6, 2, 8) == 14  # 2 * 7
+
+
+def test_next_pass_jumps_to_the_first_certified_disk():
+    cell = h3i.latlng_to_cell(40.0, -100.0, 8)
+    sched = search_schedule(8, 4, 6)
+    cells = [h3i.cell_to_parent(cell, r) for r, _ in sched]
+    cov = [covered_radius_km(c, k) for c, (_, k) in zip(cells, sched)]
+    assert all(np.diff(cov) > 0)
+    # need-th candidate found at a distance between the radii of passes 4 and 5 -> pass 5
+    assert next_pass(cells, sched, 0, (cov[4] + cov[5]) / 2) == 5
+    assert next_pass(cells, sched, 0, cov[2]) == 2  # boundary counts as covered
+    assert next_pass(cells, sched, 0, None) == 1  # too few candidates: one step
+    assert next_pass(cells, sched, 1, 1e9) == len(sched) - 1
 
 
 def test_ring_is_enough_hand_cases():
