@@ -50,6 +50,8 @@ def embed_dataframe(
     """``df`` plus an ``out_col`` ARRAY<FLOAT> column: the encoder's embedding of ``text_col``.
 
     A pure, lazy DataFrame -> DataFrame transform (``mapInPandas``); nothing runs until an action.
+    Input with fewer partitions than the session's default parallelism is repartitioned so every
+    task slot embeds (each Python worker runs ``spark.task.cpus`` torch threads).
 
     Args:
         df: Any DataFrame with a string column ``text_col``.
@@ -63,6 +65,9 @@ def embed_dataframe(
     if text_col not in df.columns:
         raise ConfigError(f"embed: column {text_col!r} not in DataFrame columns {df.columns}")
     schema = StructType(list(df.schema.fields) + [StructField(out_col, ArrayType(FloatType()), False)])
+    slots = df.sparkSession.sparkContext.defaultParallelism
+    if df.rdd.getNumPartitions() < slots:  # one Delta file would otherwise keep every core but one idle
+        df = df.repartition(slots)
 
     def udf(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
         enc = worker_encoder(enc_cfg, adapter_dir)
@@ -140,9 +145,10 @@ def resolve_aligned(cfg: LGSIDConfig, which: str) -> tuple[str, str]:
         except (IndexError, ValueError):
             raise ConfigError(f"invalid value for 'encoder.embed_version': {which!r} (expected reference, aligned or aligned-<N>)") from None
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/{n}")
-    adapter = os.path.join(local, "artifacts", "adapter")
-    if not os.path.isdir(adapter):
-        raise ModelError(f"registered model {name!r} version {n} has no LoRA adapter under artifacts/adapter")
+    found = [d for d, _, files in os.walk(local) if "adapter_config.json" in files]
+    adapter = found[0] if found else ""
+    if not adapter:
+        raise ModelError(f"registered model {name!r} version {n} has no LoRA adapter (adapter_config.json) in its artifacts")
     return f"aligned-{n}", adapter
 
 

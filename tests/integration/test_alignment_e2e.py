@@ -141,6 +141,13 @@ def test_reward_gdpo_mlflow_roundtrip(spark, store, tiny_cfg, toy_tables):
     aligned = table[table.model_version == "aligned-1"].set_index("item_id").loc[toy_tables["item_id"].head(3), "embedding"]
     np.testing.assert_allclose(out, np.stack(aligned.to_numpy()), atol=1e-4)
 
+    # the embed step finds the newest registered adapter; rerunning MERGEs (no duplicate rows)
+    from lgsid import embed
+
+    es = embed.run(spark, replace(tiny_cfg, encoder={"embed_version": "aligned"}))
+    assert es.metrics["model_version"] == "aligned-1"
+    assert es.tables[0].rows == 360
+
 
 def test_same_seed_same_losses_and_resume(spark, store, tiny_cfg, toy_tables, tmp_path):
     from lgsid.gdpo import load_examples, train_in_process

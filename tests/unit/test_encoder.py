@@ -94,3 +94,27 @@ def test_lora_training_changes_only_the_adapter(enc_cfg, tmp_path):
 def test_missing_adapter_dir(enc_cfg, tmp_path):
     with pytest.raises(ModelError, match="no adapter_config.json"):
         load_encoder(enc_cfg, adapter_dir=str(tmp_path))
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_training_step_on_cuda(enc_cfg):
+    from lgsid.gdpo import gdpo_batch_loss
+    from lgsid.reward import RewardMLP
+    from lgsid.train import resolve_device
+
+    device = resolve_device("auto")
+    assert device == "cuda"
+    torch.manual_seed(0)
+    enc = load_encoder(enc_cfg, device=device).add_lora()
+    reward = RewardMLP(enc.dim, [16]).to(device).requires_grad_(False)
+    lora = {n: p.detach().clone() for n, p in enc.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(enc.lora_parameters(), lr=1e-2)
+    batch = dict(enc.tokenize(TEXTS[:2] + TEXTS[2:] + TEXTS[:2]))
+    batch["n"] = 2
+    for _ in range(2):
+        loss, parts = gdpo_batch_loss(enc, enc, reward, batch, GDPOConfig(batch_size=2), device)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.isfinite(loss) and parts["l_align"].dtype == torch.float32
+    assert any(not torch.equal(p, lora[n]) for n, p in enc.named_parameters() if n in lora)
