@@ -72,3 +72,23 @@ def test_reward_metrics_perfect_and_reversed():
     assert good["ndcg"] == pytest.approx(1.0) and good["auc_true_vs_far"] == pytest.approx(1.0)
     bad = reward_metrics(np.array([[1.0, 2, 3, 4], [0, 1, 5, 9]]), labels, mask, n_far=2)
     assert bad["auc_true_vs_far"] == pytest.approx(0.0) and bad["ndcg"] < 0.9
+
+
+def test_random_lists_ablation_sorted_near_to_far_with_eq3_labels():
+    import pandas as pd
+
+    from lgsid.config import PromptsConfig
+    from lgsid.reward import random_lists
+
+    pts = [("a", 0.0, 0.0), ("b", 0.0, 1.0), ("c", 0.0, 3.0), ("d", 0.0, 2.0)]
+    p = pd.DataFrame({
+        "item_id": [i for i, _, _ in pts], "lat": [la for _, la, _ in pts], "lon": [lo for _, _, lo in pts],
+        "content_text": [f"shop {i}" for i, _, _ in pts], "location_text": [f"in town {i}" for i, _, _ in pts],
+        "prompt": [f"shop {i}; in town {i}" for i, _, _ in pts],
+    })
+    out = random_lists(p, k=3, seed=0, prompts_cfg=PromptsConfig()).set_index("item_id")
+    a = out.loc["a"]  # K = N - 1: every other item, sorted by distance from lon 0: b (1), d (2), c (3)
+    assert a["prompts"] == ["shop a; in town a", "shop a; in town b", "shop a; in town d", "shop a; in town c"]
+    np.testing.assert_allclose(a["distance_km"], [0.0, 111.195, 222.39, 333.585], atol=0.01)
+    np.testing.assert_allclose(a["soft_labels"], [1.0, 0.75, 0.5, 0.25])
+    assert all(i not in [x.split()[-1] for x in row[1:]] for i, row in out["prompts"].items())  # never the anchor itself
