@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--codebook-sizes", type=int, nargs="+", default=[64, 64, 64])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the shared 2-core box oversubscribes badly with 2)")
     ap.add_argument("--kinds", nargs="+", default=["rqvae", "rqkmeans", "hgit"])
     args = ap.parse_args()
 

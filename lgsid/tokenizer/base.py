@@ -164,8 +164,8 @@ class SIDTokenizer(ABC):
         return len(self.codebook_sizes)
 
     @abstractmethod
-    def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None) -> "SIDTokenizer":
-        """Train on (N, D) embeddings (+ N feature rows for HGIT). Returns self."""
+    def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None, progress: bool = False) -> "SIDTokenizer":
+        """Train on (N, D) embeddings (+ N feature rows for HGIT; a tqdm bar when ``progress``). Returns self."""
 
     @abstractmethod
     def encode(self, embeddings: np.ndarray, features: pd.DataFrame | None = None) -> np.ndarray:

@@ -13,11 +13,13 @@ are still used for quantisation, the residual and reconstruction.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 from lgsid.config import TokenizerConfig
 from lgsid.errors import ValidationError
@@ -104,6 +106,8 @@ def soft_code_usage(r: torch.Tensor, centres: torch.Tensor, tau: float) -> torch
     Returns:
         (K,) probabilities summing to 1.
     """
+    import torch
+
     return torch.softmax(-squared_distances(r, centres) / tau, dim=1).mean(dim=0)
 
 
@@ -119,6 +123,8 @@ def kl_to_uniform(p: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     Returns:
         () scalar ≥ 0.
     """
+    import torch
+
     k = p.shape[0]
     return (p * torch.log(p.clamp_min(eps) * k)).sum()
 
@@ -135,6 +141,8 @@ def hgit_loss(rec: torch.Tensor, kls: list[torch.Tensor], lambda_reg: float) -> 
     Returns:
         () scalar.
     """
+    import torch
+
     reg = torch.stack(kls).sum() if kls else rec.new_zeros(())
     return rec + lambda_reg * reg
 
@@ -156,6 +164,8 @@ def forward_levels(
     Returns:
         (codes (B, L-1), one KL per level, x_hat (B, D)).
     """
+    import torch
+
     r = residual_update(x, base)  # (B, D) residual after level 1
     x_hat = base
     codes, kls = [], []
@@ -193,6 +203,8 @@ def train_residual_codebooks(
     Returns:
         (trained codebooks, history with per-epoch ``loss``, ``rec``, ``kl``).
     """
+    import torch
+
     from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)

@@ -8,19 +8,23 @@ encoder in NumPy and residual-quantises the latent, so the pyfunc needs no torch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
 
 from lgsid.errors import ValidationError
 from lgsid.tokenizer.base import SIDTokenizer, check_embeddings, nearest_centre, residual_encode
 from lgsid.tokenizer.hgit import assign_codes, kmeans_init, quantise, residual_update
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def _mlp(sizes: list[int]) -> "nn.Sequential":
+    from torch import nn
+
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
@@ -41,6 +45,8 @@ def rq_straight_through(z: torch.Tensor, codebooks: list[torch.Tensor], beta: fl
     Returns:
         (z_q (B, d), codes (B, L), loss_rq ()).
     """
+    import torch
+
     r = z
     q_sum = torch.zeros_like(z)
     loss = z.new_zeros(())
@@ -67,6 +73,8 @@ class RQVAETokenizer(SIDTokenizer):
         self.codebooks: list[np.ndarray] = []
 
     def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None, progress: bool = False) -> "RQVAETokenizer":
+        import torch
+        from torch import nn
         from tqdm.auto import tqdm
 
         ids = features.get("item_id") if features is not None else None
