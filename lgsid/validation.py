@@ -39,14 +39,17 @@ PROVENANCE = ("_line", "_source_row", "_parse_error", "_row_json")
 def with_provenance(df, source: str):
     """Add provenance columns to a DataFrame that has none (generated or in-memory data).
 
-    ``_line`` is a 1-based row number in the DataFrame's partition order; ``_row_json`` is the row as JSON.
+    ``_line`` is kept when present (e.g. numbered by the generator), else a 1-based row number in
+    the DataFrame's partition order (a global window: fine for small in-memory inputs);
+    ``_row_json`` is the row as JSON.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
     cols = [c for c in df.columns if c not in PROVENANCE]
-    mid = F.monotonically_increasing_id()
-    out = df.withColumn("_line", F.row_number().over(Window.orderBy(mid)).cast("long"))
+    out = df
+    if "_line" not in df.columns:
+        out = df.withColumn("_line", F.row_number().over(Window.orderBy(F.monotonically_increasing_id())).cast("long"))
     return (
         out.withColumn("_source_row", F.concat(F.lit(f"{source}:row "), F.col("_line").cast("string")))
         .withColumn("_parse_error", F.lit(None).cast("string"))

@@ -56,7 +56,8 @@ def _prepare_demo(spark, cfg: LGSIDConfig) -> Prepared:
     from lgsid.validation import validate_interactions, validate_items, with_provenance
 
     data = demo.generate(cfg.demo)
-    items, users, inter = demo.to_spark(spark, data)
+    items, users, inter = demo.to_spark(spark, data, with_line=True)
+    users = users.drop("_line")
     good_items, rej_items = validate_items(with_provenance(items, "demo items"))
     good_inter, rej_inter = validate_interactions(with_provenance(inter, "demo interactions"), good_items)
     rejects = {"items": rej_items, "interactions": rej_inter}
@@ -119,14 +120,14 @@ def _prepare_files(spark, cfg: LGSIDConfig) -> Prepared:
     from lgsid.validation import require_not_empty, validate_interactions, validate_items
 
     ic = cfg.ingest
-    items_raw = read_items_file(spark, ic.items_path, ic.csv_delimiter)
-    inter_raw = read_interactions_file(spark, ic.interactions_path, ic.csv_delimiter)
-    n_items_in = require_not_empty(items_raw, f"ingest.items_path {ic.items_path}")
-    n_inter_in = require_not_empty(inter_raw, f"ingest.interactions_path {ic.interactions_path}")
     strict = ic.on_bad_rows == "fail"
+    items_raw = read_items_file(spark, ic.items_path, ic.csv_delimiter)
+    n_items_in = require_not_empty(items_raw, f"ingest.items_path {ic.items_path}")
     good_items, rej_items = validate_items(items_raw)
     c_items = _check_rejects({"items": rej_items}, strict)
     good_items = good_items.persist()
+    inter_raw = read_interactions_file(spark, ic.interactions_path, ic.csv_delimiter)
+    n_inter_in = require_not_empty(inter_raw, f"ingest.interactions_path {ic.interactions_path}")
     good_inter, rej_inter = validate_interactions(inter_raw, good_items)
     c_inter = _check_rejects({"interactions": rej_inter}, strict)
     metrics = {

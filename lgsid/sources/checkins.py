@@ -63,15 +63,37 @@ def parent_category(col):
     return expr.otherwise(F.lit("Other"))
 
 
+def with_line_numbers(df, first: int = 1):
+    """Add ``_line`` (LONG): ``first`` + the row's position in partition order, computed on the JVM.
+
+    ``monotonically_increasing_id`` is ``partition << 33 | row-in-partition``; one small
+    aggregation gives each partition's row count, and the running sum of those counts turns the id
+    into a contiguous position. For a single input file Spark's partitions follow the file, so the
+    position is the line (or row) number. The result is checkpointed so the ids stay fixed and the
+    input is parsed once (validation, strict checks and the writes read it several times).
+    """
+    from pyspark.sql import functions as F
+
+    df = df.withColumn("__mid", F.monotonically_increasing_id()).localCheckpoint(eager=True)
+    counts = sorted((r["p"], r["count"]) for r in df.groupBy(F.shiftright("__mid", 33).alias("p")).count().collect())
+    offset, start = {}, first
+    for p, n in counts:
+        offset[p] = start
+        start += n
+    row = F.col("__mid").bitwiseAND(F.lit((1 << 33) - 1))
+    if len(offset) > 64:  # many partitions: a broadcast join instead of a long CASE expression
+        offs = df.sparkSession.createDataFrame(list(offset.items()), "__p long, __off long")
+        df = df.join(F.broadcast(offs), F.shiftright("__mid", 33) == F.col("__p"))
+        return df.withColumn("_line", (F.col("__off") + row).cast("long")).drop("__mid", "__p", "__off")
+    base = F.lit(first)
+    for p, o in offset.items():
+        base = F.when(F.shiftright("__mid", 33) == p, F.lit(o)).otherwise(base)
+    return df.withColumn("_line", (base + row).cast("long")).drop("__mid")
+
+
 def _indexed_lines(spark, path: str):
     """``(_line LONG 1-based, value STRING)`` for every line of a text file, in file order."""
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
-
-    raw = spark.read.text(path)
-    rdd = raw.rdd.zipWithIndex().map(lambda r: (r[1] + 1, r[0][0]))
-    schema = StructType([StructField("_line", LongType(), False), StructField("value", StringType(), True)])
-    # Materialise once: validation, strict checks and the writes all read it again.
-    return spark.createDataFrame(rdd, schema).localCheckpoint(eager=True)
+    return with_line_numbers(spark.read.text(path), first=1).select("_line", "value")
 
 
 def _number(raw_col: str, name: str):
@@ -136,11 +158,9 @@ def _exists(path: str) -> bool:
 def _read_any(spark, path: str, delimiter: str, what: str):
     """Read a Parquet or CSV file (by extension / directory content) with 1-based ``_line`` and a source label.
 
-    The line index comes from ``RDD.zipWithIndex`` (file order for a single file) and the result is
-    checkpointed once, since validation and the writes read it several times.
+    Line numbers come from :func:`with_line_numbers` (file order for a single file).
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, StructField, StructType
 
     if not path:
         raise ValidationError(f"ingest.{what}_path is empty; set it to a Parquet or CSV file (source=files)")
@@ -163,8 +183,7 @@ def _read_any(spark, path: str, delimiter: str, what: str):
         df = spark.read.option("header", True).option("sep", delimiter).option("inferSchema", False).option("mode", "PERMISSIVE").csv(path)
         offset, unit = 2, "line"  # line 1 is the header
     cols = df.columns
-    rdd = df.rdd.zipWithIndex().map(lambda r: tuple(r[0]) + (r[1] + offset,))
-    df = spark.createDataFrame(rdd, StructType(df.schema.fields + [StructField("_line", LongType(), False)])).localCheckpoint(eager=True)
+    df = with_line_numbers(df, first=offset)
     df = df.withColumn("_source_row", F.concat(F.lit(f"{name}:{unit} "), F.col("_line").cast("string")))
     df = df.withColumn("_row_json", F.to_json(F.struct(*[F.col(c) for c in cols])))
     return df, cols, name

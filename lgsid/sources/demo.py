@@ -402,13 +402,25 @@ def generate(cfg: DemoConfig) -> DemoData:
     )
 
 
-def to_spark(spark, data: DemoData) -> tuple:
-    """(items, users, interactions) as Spark DataFrames with the catalogue schemas, built via Arrow."""
+def to_spark(spark, data: DemoData, with_line: bool = False) -> tuple:
+    """(items, users, interactions) as Spark DataFrames with the catalogue schemas, built via Arrow.
+
+    Args:
+        spark: SparkSession.
+        data: Generated tables.
+        with_line: Also add ``_line`` (1-based row number, LONG) for :func:`lgsid.validation.with_provenance`.
+    """
+    from pyspark.sql.types import LongType, StructField, StructType
+
     from lgsid.storage import spark_schema
     from lgsid.tables import INTERACTIONS, ITEMS, USERS
 
     out = []
     for pdf, ts in ((data.items, ITEMS), (data.users, USERS), (data.interactions, INTERACTIONS)):
         schema = spark_schema(ts)
-        out.append(spark.createDataFrame(pdf[[f.name for f in schema.fields]], schema=schema))
+        pdf = pdf[[f.name for f in schema.fields]]
+        if with_line:
+            pdf = pdf.assign(_line=np.arange(1, len(pdf) + 1, dtype=np.int64))
+            schema = StructType(schema.fields + [StructField("_line", LongType(), False)])
+        out.append(spark.createDataFrame(pdf, schema=schema))
     return tuple(out)
