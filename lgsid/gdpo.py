@@ -381,6 +381,7 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
             encoder.save_adapter(adapter_dir)
         else:
             shutil.copytree(adapter_src, adapter_dir, dirs_exist_ok=True)
+            shutil.rmtree(adapter_src, ignore_errors=True)
             for i, rec in enumerate(result["history"], start=1):
                 log(rec, i)
         mlflow.log_artifacts(adapter_dir, "adapter")  # LoRA weights + adapter_config + tokenizer files

@@ -60,7 +60,8 @@ def train_distributed(spark: "SparkSession", examples: "DataFrame", cfg: LGSIDCo
     device = resolve_device(cfg.train.device)
     local = spark.sparkContext.master.startswith("local")
     out_dir = tempfile.mkdtemp(prefix="lgsid-adapter-", dir=os.path.abspath(cfg.pipeline.work_dir)) if local else os.path.join(cfg.pipeline.work_dir, "models", "dist-adapter")
-    converter = make_converter(examples)
+    # Petastorm shards by row group (one per file here): give every rank at least two.
+    converter = make_converter(examples.repartition(2 * cfg.train.num_processes))
     try:
         result = TorchDistributor(num_processes=cfg.train.num_processes, local_mode=local, use_gpu=device == "cuda").run(
             _rank_main, cfg, converter, n_examples, out_dir

@@ -116,11 +116,14 @@ def train_gdpo(
     n_prompts = 0
     t0 = time.perf_counter()
     done = start >= total
-    for epoch in range(g.epochs):
+    # Under DDP every rank must take the same number of steps (an idle rank would stall the
+    # all-reduce): the ranks then read their shard in an endless loop and all stop at `total`.
+    passes, reader_epochs = (range(g.epochs), 1) if world == 1 else ([0], None)
+    for epoch in passes:
         if done:
             break
         with petastorm_batches(
-            converter, g.batch_size, collate, seed=g.seed + epoch, num_epochs=1, shuffle_buffer=t.shuffle_buffer,
+            converter, g.batch_size, collate, seed=g.seed + epoch, num_epochs=reader_epochs, shuffle_buffer=t.shuffle_buffer,
             workers=t.num_workers, cur_shard=rank, shard_count=world,
         ) as loader:
             for batch in loader:
