@@ -289,9 +289,7 @@ def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: 
     import pandas as pd
     from mlflow.models import infer_signature
 
-    import lgsid
-
-    pkg_dir = os.path.dirname(os.path.abspath(lgsid.__file__))
+    pkg_dir = os.path.dirname(os.path.abspath(__file__))  # lgsid/ (lgsid.__file__ is None when imported as a namespace)
     code_file = os.path.join(os.path.dirname(pkg_dir), "mlflow", "encoder_model.py")
     if not os.path.isfile(code_file):
         raise FileNotFoundError(f"pyfunc definition {code_file} not found (the repo's mlflow/ folder must sit next to lgsid/)")
