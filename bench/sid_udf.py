@@ -1,6 +1,6 @@
 """Benchmark: SID model as a Spark UDF (mlflow.pyfunc.spark_udf) vs in-process NumPy assignment.
 
-    python bench/sid_udf.py [--n 200000] [--dim 384] [--batch 65536] [--master local[2]]
+    python bench/sid_udf.py [--n 200000] [--dim 384] [--batch 65536] [--master local[2]] [--quick]
 
 Builds a toy catalogue, fits HGIT on a sample, logs + registers it in a throwaway MLflow store,
 writes items + embeddings to Delta, then times (a) the registered model applied through
@@ -32,7 +32,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=65_536, help="spark.sql.execution.arrow.maxRecordsPerBatch")
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="20k items, 2 repeats (smoke run)")
     args = ap.parse_args()
+    if args.quick:
+        args.n, args.fit_n, args.repeats = 20_000, 10_000, 2
 
     import numpy as np
     import pandas as pd

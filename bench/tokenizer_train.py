@@ -1,6 +1,6 @@
 """Benchmark: training time of the three tokenizers (RQ-VAE, RQ-KMeans, HGIT) at 10k and 100k items.
 
-    python bench/tokenizer_train.py [--sizes 10000 100000] [--dim 384] [--epochs 10] [--threads 2]
+    python bench/tokenizer_train.py [--sizes 10000 100000] [--dim 384] [--epochs 10] [--threads 1] [--quick]
 
 Same toy catalogue (lgsid.tokenizer.toy), same codebook sizes (default 64-64-64) and epochs for the
 two learned tokenizers. Reports fit seconds, encode throughput and codebook health (level-1 usage,
@@ -23,7 +23,10 @@ def main() -> None:
     ap.add_argument("--codebook-sizes", type=int, nargs="+", default=[64, 64, 64])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the shared 2-core box oversubscribes badly with 2)")
     ap.add_argument("--kinds", nargs="+", default=["rqvae", "rqkmeans", "hgit"])
+    ap.add_argument("--quick", action="store_true", help="10k items only, 3 epochs (smoke run)")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.epochs = [10_000], 3
 
     import torch
 
