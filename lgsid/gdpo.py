@@ -372,6 +372,8 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
             adapter_src, result, dim = train_distributed(spark, examples, cfg, n_examples)
         else:
             encoder, result = train_in_process(spark, examples, cfg, n_examples, log_fn=log)
+            for i, rec in enumerate(result["history"][: result["resumed_from"]], start=1):
+                log(rec, i)  # steps done before a resume belong to this run's curves too
             adapter_src = None
             dim = encoder.dim
         adapter_dir = os.path.join(os.path.abspath(cfg.pipeline.work_dir), "models", "aligned", run_id, "adapter")

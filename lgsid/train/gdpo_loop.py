@@ -154,4 +154,4 @@ def train_gdpo(
                     break
     bar.close()
     secs = time.perf_counter() - t0
-    return {"history": history, "steps": step, "resumed_from": start, "seconds": secs, "prompts_per_s": n_prompts / max(secs, 1e-9)}
+    return {"history": history, "steps": max(step, start), "resumed_from": start, "seconds": secs, "prompts_per_s": n_prompts / max(secs, 1e-9)}
