@@ -134,29 +134,44 @@ def search_schedule(base_res: int, max_ring: int, min_res: int) -> list[tuple[in
     return out
 
 
-def next_pass(cells_by_pass: Sequence[int], schedule: Sequence[tuple[int, int]], p: int, kth_distance_km: float | None) -> int:
+def next_pass(
+    cells_by_pass: Sequence[int],
+    schedule: Sequence[tuple[int, int]],
+    p: int,
+    kth_distance_km: float | None,
+    n_found: int = 0,
+    need: int = 1,
+) -> int:
     """The pass an uncertified anchor moves to after pass ``p``.
 
     If pass ``p`` found ``need`` candidates with the ``need``-th at ``kth_distance_km``, the true
     ``need`` nearest all lie within that distance, so the first later pass whose certified radius
     (:func:`covered_radius_km` of the anchor's cell) reaches it is guaranteed to be enough: the
-    anchor jumps straight there (one extra round instead of one per pass). Without such a
-    distance (too few candidates) it moves to ``p + 1``.
+    anchor jumps straight there. With only ``n_found < need`` candidates, the local density
+    suggests a radius ``r_p * sqrt((need + 1) / max(n_found, 0.5))`` (``r_p`` = pass p's certified
+    radius); the anchor jumps to the first pass reaching it (a guess, checked by the next round).
 
     Args:
         cells_by_pass: The anchor's cell at each pass's resolution, (P,).
         schedule: The passes, (P,) of (resolution, ring).
         p: The pass just searched.
-        kth_distance_km: Distance of the ``need``-th candidate found, or None.
+        kth_distance_km: Distance of the ``need``-th candidate found, or None (too few found).
+        n_found: Candidates found at pass ``p`` (used when ``kth_distance_km`` is None).
+        need: Near candidates wanted.
 
     Returns:
-        Index of the next pass (at most ``P - 1``).
+        Index of the next pass (``p < result <= P - 1``, or ``P - 1``).
     """
     last = len(schedule) - 1
+    if p >= last:
+        return last
     if kth_distance_km is None or (isinstance(kth_distance_km, float) and math.isnan(kth_distance_km)):
-        return min(p + 1, last)
+        r_p = covered_radius_km(int(cells_by_pass[p]), schedule[p][1])
+        target = r_p * math.sqrt((need + 1) / max(float(n_found), 0.5))
+    else:
+        target = kth_distance_km
     for q in range(p + 1, last + 1):
-        if covered_radius_km(int(cells_by_pass[q]), schedule[q][1]) >= kth_distance_km:
+        if covered_radius_km(int(cells_by_pass[q]), schedule[q][1]) >= target:
             return q
     return last
 

@@ -120,15 +120,15 @@ def _disk_udf():
     return disk
 
 
-def _next_pass_udf(schedule: list[tuple[int, int]], cell_pos: list[int]):
+def _next_pass_udf(schedule: list[tuple[int, int]], cell_pos: list[int], need: int):
     import pandas as pd
     from pyspark.sql import functions as F
 
     @F.pandas_udf("int")
-    def nxt(cells, p, kth):  # pd.Series of arrays, ints, doubles (NaN when too few candidates)
+    def nxt(cells, p, kth, found):  # pd.Series: arrays, ints, doubles (NaN when too few), ints
         out = [
-            next_pass([c[i] for i in cell_pos], schedule, int(pp), None if pd.isna(d) else float(d))
-            for c, pp, d in zip(cells, p, kth)
+            next_pass([c[i] for i in cell_pos], schedule, int(pp), None if pd.isna(d) else float(d), int(n), need)
+            for c, pp, d, n in zip(cells, p, kth, found)
         ]
         return pd.Series(out, dtype="int32")
 
@@ -179,6 +179,10 @@ def town_representatives(prompts_df: "DataFrame") -> "DataFrame":
 
 
 # ------------------------------------------------------------------------------ mining
+
+_FINISH_PAIRS = 2_000_000
+"""After two regular rounds, when (unserved anchors x representatives) is at most this, the rest go straight to the last
+pass (res 0, ring max_ring: a disk certified to several thousand km), which serves them in one more round."""
 
 _CAND = ("distance_km", "cand_item_id", "cand_loc_key", "cand_location_text", "cand_state", "cand_county", "cand_town")
 
@@ -295,21 +299,27 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
     n_anchors = anchors.count()
 
     # Density-aware start: representatives in the anchor's proxy cell for every pass (start_pass).
+    # (computed per distinct base cell: every proxy cell is a parent of it, so anchors there agree)
+    base_pos = ridx[cfg.h3_resolution]
     passes = F.array(*[F.struct(F.lit(p).alias("p"), F.lit(ridx[proxies[p]]).alias("proxy_idx")) for p in range(len(schedule))])
-    prox = anchors.select("a_id", "a_cells", F.explode(passes).alias("pp")).select(
-        "a_id", F.col("pp.p").alias("p"), F.col("pp.proxy_idx").alias("proxy_idx")
-        , F.element_at("a_cells", F.col("pp.proxy_idx")).alias("cell")
+    bcells = anchors.select(F.element_at("a_cells", base_pos).alias("bcell"), "a_cells").dropDuplicates(["bcell"])
+    prox = bcells.select("bcell", "a_cells", F.explode(passes).alias("pp")).select(
+        "bcell", F.col("pp.p").alias("p"), F.col("pp.proxy_idx").alias("proxy_idx"),
+        F.element_at("a_cells", F.col("pp.proxy_idx")).alias("cell"),
     )
     cnt = counts.select(F.col("cell"), F.col("res").alias("pres"), "n")
     proxy_res = spark.createDataFrame([(ridx[r], r) for r in resolutions], "proxy_idx int, pres int")
     prox = prox.join(F.broadcast(proxy_res), "proxy_idx").join(cnt, ["cell", "pres"], "left").fillna(0, ["n"])
-    start = prox.groupBy("a_id").agg(
+    start = prox.groupBy("bcell").agg(
         F.coalesce(F.min(F.when(F.col("n") >= need + 1, F.col("p"))), F.lit(last)).alias("p")  # = start_pass
     )
+    start = anchors.select("a_id", F.element_at("a_cells", base_pos).alias("bcell")).join(start, "bcell").drop("bcell")
     work = anchors.join(start, "a_id")
 
-    nxt = _next_pass_udf(schedule, [ridx[r] - 1 for r, _ in schedule])
+    n_reps = reps.count()
+    nxt = _next_pass_udf(schedule, [ridx[r] - 1 for r, _ in schedule], need)
     served = []
+    rounds = 0
     bar = None
     if progress:
         from tqdm import tqdm
@@ -322,13 +332,13 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
         r = _round(w, reps_by_res, sched, need, cfg.min_near_distance_km)
         # every anchor of the round gets a row (an empty disk gives near=[] and enough=false)
         r = w.select("a_id", "p").join(r.drop("p"), "a_id", "left").select(
-            "a_id", "p", "near", "kth_km", (F.coalesce("enough", F.lit(False)) | (F.col("p") == last)).alias("enough")
+            "a_id", "p", "near", "kth_km", (F.coalesce("enough", F.lit(False)) | (F.col("p") == last)).alias("enough"),
         ).localCheckpoint(eager=True)
         served.append(r.filter("enough").select("a_id", "p", "near"))
         moved = (
             r.filter(~F.col("enough"))
             .join(anchors.select("a_id", "a_cells"), "a_id")
-            .select("a_id", nxt(F.col("a_cells"), F.col("p"), F.col("kth_km")).alias("p"))
+            .select("a_id", nxt(F.col("a_cells"), F.col("p"), F.col("kth_km"), F.coalesce(F.size("near"), F.lit(0))).alias("p"))
             .localCheckpoint(eager=True)
         )
         n_moved = moved.count()
@@ -336,6 +346,9 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
             bar.update(bar.total - bar.n - n_moved)
         if n_moved == 0:
             break
+        rounds += 1
+        if rounds >= 2 and n_moved * n_reps <= _FINISH_PAIRS:  # few stragglers: finish them in one last round
+            moved = moved.select("a_id", F.lit(last).alias("p"))
         work = anchors.join(moved, "a_id")
     if bar is not None:
         bar.close()
@@ -356,7 +369,6 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bo
     )
 
     # Far negatives: random towns in other counties, by a hash-keyed bucket join (no cross join).
-    n_reps = reps.count()
     n_buckets = max(1, n_reps // 2)
     seed = F.lit(cfg.seed)
     rb = reps.withColumn("bucket", F.pmod(F.xxhash64(seed, F.col("cand_item_id")), F.lit(n_buckets)))

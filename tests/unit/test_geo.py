@@ -64,7 +64,11 @@ def test_next_pass_jumps_to_the_first_certified_disk():
     # need-th candidate found at a distance between the radii of passes 4 and 5 -> pass 5
     assert next_pass(cells, sched, 0, (cov[4] + cov[5]) / 2) == 5
     assert next_pass(cells, sched, 0, cov[2]) == 2  # boundary counts as covered
-    assert next_pass(cells, sched, 0, None) == 1  # too few candidates: one step
+    # too few candidates: jump by the density estimate r_p * sqrt((need + 1) / found)
+    target = cov[1] * math.sqrt((8 + 1) / 2)
+    assert next_pass(cells, sched, 1, None, n_found=2, need=8) == next(q for q in range(2, len(sched)) if cov[q] >= target)
+    assert next_pass(cells, sched, 0, None, n_found=0, need=0) == 1  # sqrt(1/0.5) * r_0 < r_1
+    assert next_pass(cells, sched, len(sched) - 1, None) == len(sched) - 1
     assert next_pass(cells, sched, 1, 1e9) == len(sched) - 1
 
 
