@@ -180,16 +180,28 @@ class DeltaStore:
         if not files:
             return
         cols = list(columns) if columns else None
+        # Files written on creation and by MERGE differ in nullability (and MERGE may use view
+        # types), so every batch is cast to one schema: the table's, with every field nullable.
+        target = pa.schema([f.with_nullable(True) for f in self._arrow_schema_of(name, dt)])
+        if cols:
+            target = pa.schema([target.field(c) for c in cols])
         try:
             ds = pads.dataset(files, format="parquet")
+            batches = ds.to_batches(columns=cols, batch_size=batch_size)
         except pa.ArrowInvalid as e:
             # delta-rs MERGE writes files whose embedded Arrow schema uses view types (Utf8View)
             # that pyarrow 14 cannot read; Spark's reader ignores that schema. Read file by file.
             if "Unrecognized type" not in str(e):
                 raise
-            yield from self._spark_file_batches(name, dt, files, cols, batch_size)
-            return
-        yield from ds.to_batches(columns=cols, batch_size=batch_size)
+            batches = self._spark_file_batches(name, dt, files, cols, batch_size)
+        for b in batches:
+            if b.num_rows:
+                yield from pa.Table.from_batches([b]).select(target.names).cast(target).to_batches()
+
+    def _arrow_schema_of(self, name: str, dt) -> pa.Schema:
+        if name in _catalogue_names():
+            return arrow_schema(table_spec(name))
+        return pa.schema(dt.schema().to_arrow())
 
     def _spark_file_batches(self, name: str, dt, files: list[str], columns: list[str] | None, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Fallback of :meth:`arrow_batches`: each Parquet file through Spark, one file in memory at a time."""

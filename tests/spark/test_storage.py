@@ -132,3 +132,21 @@ def test_not_null_violation_names_rows(spark, store):
     with pytest.raises(ValidationError, match=r"null in NOT NULL column\(s\) \['category_l2'\].*'item_id': 'a'"):
         store.write(_items(spark, [tuple(row)]), "items")
     assert not store.exists("items")
+
+
+def test_to_pandas_after_merge_unifies_file_schemas(spark, store):
+    # Files from the first write and from a MERGE differ in nullability / view types; the driver
+    # read must still return one frame with the catalogue's columns.
+    from lgsid.tables import ITEM_EMBEDDINGS
+
+    ts = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    rows = [("a", "m", "reference", [1.0, 0.0], 2, ts), ("b", "m", "reference", [0.0, 1.0], 2, ts)]
+    store.write(spark.createDataFrame(rows, spark_schema(ITEM_EMBEDDINGS)), "item_embeddings")
+    new = [("c", "m", "aligned-1", [0.5, 0.5], 2, ts)]
+    store.merge(spark.createDataFrame(new, spark_schema(ITEM_EMBEDDINGS)), "item_embeddings")
+    pdf = _sorted(store.to_pandas("item_embeddings"), "item_id")
+    assert list(pdf["item_id"]) == ["a", "b", "c"]
+    assert list(pdf["model_version"]) == ["reference", "reference", "aligned-1"]
+    assert [list(e) for e in pdf["embedding"]] == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
+    sub = store.to_pandas("item_embeddings", columns=["item_id", "dim"])
+    assert list(sub.columns) == ["item_id", "dim"] and sub["dim"].tolist() == [2, 2, 2]
