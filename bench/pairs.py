@@ -32,7 +32,7 @@ def synth_interactions(n: int, n_users: int, n_items: int, seed: int) -> pd.Data
     offset = (rng.zipf(1.6, size=n) - 1) % 400  # popular items near the user's home window
     sign = rng.choice([-1, 1], size=n)
     item = (home[user] + sign * offset) % n_items
-    ts = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 90 * 86400, n), unit="s")
+    ts = (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 90 * 86400, n), unit="s")).astype("datetime64[us]")
     return pd.DataFrame({"user_id": [f"u{u}" for u in user], "item_id": [f"i{i}" for i in item], "ts": ts})
 
 
