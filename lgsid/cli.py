@@ -70,9 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         steps = [args.command]
         if args.command == "pipeline":
             steps = args.steps.split(",") if args.steps else list(cfg.pipeline.steps)
+        summaries = []
         for step in steps:
-            summary = run_step(step, spark, cfg)
-            print(summary.render(), flush=True)
+            summaries.append(run_step(step, spark, cfg))
+            print(summaries[-1].render(), flush=True)
+        evaluated = [s for s in summaries if s.step == "evaluate"]
+        if len(summaries) > 1 and evaluated and summaries[-1] is not evaluated[-1]:
+            print("\n== lgsid pipeline finished; evaluation headline again:", flush=True)
+            print(evaluated[-1].render(), flush=True)
         return 0
     except LGSIDError as e:
         print(f"lgsid: error: {e}", file=sys.stderr)

@@ -302,7 +302,7 @@ class TokenizerConfig:
     rqvae_lr: float = _f(1e-3, "RQ-VAE baseline: learning rate (encoder, decoder and codebooks).")
     geo_coverage_sample: int = _f(5000, "Items sampled for the C@10 geo-coverage health metric of the quantised vectors (0 = skip).")
     log_model: bool = _f(True, "Log the fitted tokenizer as an MLflow pyfunc, register it and set the 'candidate' alias.")
-    bootstrap_champion: bool = _f(True, "When no version holds 'champion' yet, run the promotion gate on the new version right after registering it.")
+    bootstrap_champion: bool = _f(False, "When no version holds 'champion' yet, run the promotion gate on the new version right after registering it.")
 
     def __post_init__(self) -> None:
         _check(len(self.codebook_sizes) >= 1 and all(int(s) >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
@@ -399,8 +399,8 @@ class EvaluateConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     steps: list = _f(
-        ["ingest", "prompts", "negatives", "pairs", "embed", "reward", "gdpo", "tokenize", "write-sids", "evaluate"],
-        "Steps that `lgsid pipeline` runs, in order.",
+        ["ingest", "prompts", "negatives", "pairs", "embed", "reward", "gdpo", "tokenize", "evaluate", "promote", "write-sids"],
+        "Steps that `lgsid pipeline` runs, in order. evaluate runs before promote so the gate sees downstream metrics.",
     )
     work_dir: str = _f("lgsid-work", "Working directory for local state (tables, MLflow store, reports).")
 

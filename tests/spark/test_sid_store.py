@@ -21,7 +21,7 @@ def _cfg(root):
         storage={"root": str(root / "tables"), "staging_dir": str(root / "staging")},
         spark={"petastorm_cache_dir": str(root / "petastorm"), "shuffle_partitions": 1},
         mlflow={"tracking_uri": f"sqlite:///{root}/mlflow.db", "artifact_root": str(root / "mlartifacts")},
-        tokenizer={"codebook_sizes": [6, 3, 2], "epochs": 2, "batch_size": 64, "geo_coverage_sample": 100},
+        tokenizer={"codebook_sizes": [6, 3, 2], "epochs": 2, "batch_size": 64, "geo_coverage_sample": 100, "bootstrap_champion": True},
         promote={"max_collision_rate": 1.0, "min_usage_l1": 0.1},
         sid_store={"batch_size": 64},
     )
