@@ -236,20 +236,9 @@ def coverage_frame(spark: "SparkSession", cfg: LGSIDConfig, model_version: str):
 
 def plot_losses(history: list[dict], path: str) -> None:
     """PNG of total loss, L_align and L_sim per step."""
-    import matplotlib
+    from lgsid.plots import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k in ("loss", "l_align", "l_sim"):
-        ax.plot([h[k] for h in history], label=k)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_curves(history, ("loss", "l_align", "l_sim"), "step", path, figsize=(6, 3.5))
 
 
 def plot_projection(before: np.ndarray, after: np.ndarray, states: np.ndarray, path: str, max_states: int = 10) -> None:

@@ -403,20 +403,9 @@ def load_lists(spark: "SparkSession", cfg: LGSIDConfig) -> "DataFrame":
 
 def plot_reward_history(history: list[dict], path: str) -> None:
     """PNG of train / held-out loss per epoch."""
-    import matplotlib
+    from lgsid.plots import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for k in ("reward_train_loss", "reward_val_loss"):
-        ax.plot([h[k] for h in history], label=k)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_curves(history, ("reward_train_loss", "reward_val_loss"), "epoch", path, figsize=(5, 3.2))
 
 
 def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:

@@ -187,6 +187,18 @@ class SIDTokenizer(ABC):
     def codebook_shapes(self) -> list[tuple[int, ...]]:
         """Shapes of the per-level codebooks; level l must have K_l = codebook_sizes[l] rows."""
 
+    def _fit_input(self, embeddings: Any, features: pd.DataFrame | None) -> np.ndarray:
+        """Checked (N, D) training embeddings; sets ``self.dim``.
+
+        Raises:
+            ValidationError: bad embeddings (naming the item), or fewer items than the largest codebook.
+        """
+        x = check_embeddings(embeddings, ids=features.get("item_id") if features is not None else None)
+        if len(x) < max(self.codebook_sizes):
+            raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")
+        self.dim = x.shape[1]
+        return x
+
     def _require_fitted(self) -> None:
         if not self.fitted:
             raise ModelError(f"{self.kind} tokenizer is not fitted; call fit() or load_tokenizer() first")

@@ -312,13 +312,10 @@ class HGITTokenizer(SIDTokenizer):
         if features is None:
             raise ValidationError("hgit needs the features frame (lat, lon, state, county, town, category_l1, category_l2, brand)")
         check_features(features)
-        x = check_embeddings(embeddings, ids=features.get("item_id"))
+        x = self._fit_input(embeddings, features)
         if len(x) != len(features):
             raise ValidationError(f"embeddings have {len(x)} rows but features {len(features)}")
         k1 = self.codebook_sizes[0]
-        if len(x) < max(self.codebook_sizes):
-            raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")
-        self.dim = x.shape[1]
         F = self.featurizer(features)
         km = MiniBatchKMeans(n_clusters=k1, random_state=self.cfg.seed, batch_size=min(4096, len(F)), n_init=3).fit(F)
         self.feature_centres = km.cluster_centers_.astype(np.float64)

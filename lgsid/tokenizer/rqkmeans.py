@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lgsid.errors import ValidationError
 from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
 
 _MAX_FIT_ROWS = 50000
@@ -29,11 +28,7 @@ class RQKMeansTokenizer(SIDTokenizer):
     def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None, progress: bool = False) -> "RQKMeansTokenizer":
         from sklearn.cluster import KMeans, MiniBatchKMeans
 
-        ids = features.get("item_id") if features is not None else None
-        x = check_embeddings(embeddings, ids=ids)
-        if len(x) < max(self.codebook_sizes):
-            raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")
-        self.dim = x.shape[1]
+        x = self._fit_input(embeddings, features)
         rng = np.random.default_rng(self.cfg.seed)
         r = x.copy()
         self.codebooks = []

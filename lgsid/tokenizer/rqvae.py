@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-from lgsid.errors import ValidationError
 from lgsid.tokenizer.base import SIDTokenizer, check_embeddings, nearest_centre, residual_encode
 from lgsid.tokenizer.hgit import assign_codes, kmeans_init, quantise, residual_update
 
@@ -107,11 +106,7 @@ class RQVAETokenizer(SIDTokenizer):
         from torch import nn
         from tqdm.auto import tqdm
 
-        ids = features.get("item_id") if features is not None else None
-        x = check_embeddings(embeddings, ids=ids)
-        if len(x) < max(self.codebook_sizes):
-            raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")
-        self.dim = x.shape[1]
+        x = self._fit_input(embeddings, features)
         torch.manual_seed(self.cfg.seed)
         sizes = [self.dim, *[int(h) for h in self.cfg.rqvae_hidden], int(self.cfg.rqvae_latent_dim)]
         enc, dec = _mlp(sizes), _mlp(sizes[::-1])
