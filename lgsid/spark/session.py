@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import EnvironmentSetupError
@@ -47,6 +48,10 @@ def get_spark(cfg: LGSIDConfig):
             active.conf.set("petastorm.spark.converter.parentCacheDirUrl", cache_url)
         return active
     require_java()
+    # Python workers must run the driver's interpreter (the venv with pandas, torch, lgsid), not
+    # whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(cfg.spark.master)
         .appName(cfg.spark.app_name)
