@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 
 from lgsid.errors import LGSIDError
 from lgsid.steps import STEPS, run_step
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # petastorm 0.12 on pyarrow 14 warns about legacy dataset APIs on every reader; not actionable here.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm(\.|$)")
     for noisy in ("py4j", "urllib3", "alembic", "petastorm", "mlflow", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
