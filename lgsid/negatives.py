@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from lgsid.errors import ValidationError
 from lgsid.geo import disk_table, equivalent_ring, haversine_km_col, latlng_to_cells, next_pass, search_schedule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,8 +68,13 @@ def soft_labels(ranks, k: int) -> np.ndarray:
 
     Returns:
         (L,) float32 labels in (0, 1].
+
+    Raises:
+        ValidationError: a rank outside [0, K].
     """
     r = np.asarray(ranks, dtype=np.float64)
+    if r.size and (r.min() < 0 or r.max() > k):
+        raise ValidationError(f"soft labels: ranks must be in [0, K={k}], got [{r.min():g}, {r.max():g}]")
     return ((k - r + 1.0) / (k + 1.0)).astype(np.float32)
 
 

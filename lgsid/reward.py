@@ -24,6 +24,8 @@ from torch import nn
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import ModelError, ValidationError
+from lgsid.negatives import soft_labels  # Eq. 3: one function, shared with the negatives step
+from lgsid.prompts import combine_prompt
 from lgsid.steps import StepSummary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,24 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # --------------------------------------------------------------------------------------------
 
 
-def soft_labels(ranks: np.ndarray, k: int) -> np.ndarray:
-    """Soft labels of one list from distance ranks.
-
-    ``p_ij = K − Rank(dis_ij) + 1``, normalised to [0, 1] within the list — Eq. 3, arXiv 2511.14221.
-    The true location has rank 0 and the K candidates ranks 1..K (near -> far); dividing by the
-    largest value K + 1 gives ``p = (K − rank + 1) / (K + 1)``: true = 1, farthest = 1 / (K + 1).
-
-    Args:
-        ranks: (..., K+1) int ranks, 0 for the true location.
-        k: K, the number of candidates.
-
-    Returns:
-        (..., K+1) float32 labels in (0, 1].
-    """
-    r = np.asarray(ranks)
-    if r.size and (r.min() < 0 or r.max() > k):
-        raise ValidationError(f"soft labels: ranks must be in [0, K={k}], got [{r.min()}, {r.max()}]")
-    return ((k - r + 1) / (k + 1)).astype(np.float32)
 
 
 class RewardMLP(nn.Module):
@@ -198,13 +182,6 @@ class ListBatch:
     mask: np.ndarray
 
 
-def combine(content: str, location: str, prompts_cfg) -> str:
-    """The full prompt of ``content`` + ``location`` (:func:`lgsid.prompts.combine_prompt`)."""
-    from lgsid.prompts import combine_prompt
-
-    return combine_prompt(content, location, prompts_cfg)
-
-
 def random_lists(prompts: "pd.DataFrame", k: int, seed: int, prompts_cfg) -> "pd.DataFrame":
     """Reward lists with *uniformly random* candidates (the "w/o density-aware negatives" ablation).
 
@@ -244,7 +221,7 @@ def random_lists(prompts: "pd.DataFrame", k: int, seed: int, prompts_cfg) -> "pd
             {
                 "item_id": prompts["item_id"].iloc[i],
                 "content_text": content[i],
-                "prompts": [prompts["prompt"].iloc[i]] + [combine(content[i], loc[j], prompts_cfg) for j in cand],
+                "prompts": [prompts["prompt"].iloc[i]] + [combine_prompt(content[i], loc[j], prompts_cfg) for j in cand],
                 "ranks": ranks.tolist(),
                 "distance_km": [0.0] + d.tolist(),
                 "soft_labels": soft_labels(ranks, k).tolist(),

@@ -27,7 +27,7 @@ def make_collate(tokenizer, max_length: int, prompts_cfg) -> Callable[[list[dict
     Returns:
         ``fn(rows) -> {"input_ids": (3B, T), "attention_mask": (3B, T), ..., "n": B}``.
     """
-    from lgsid.reward import combine
+    from lgsid.prompts import combine_prompt as combine
 
     def collate(rows: list[dict]) -> dict:
         chosen = [combine(r["content_text"], r["chosen_location"], prompts_cfg) for r in rows]
