@@ -38,8 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # --------------------------------------------------------------------------------------------
 
 
-
-
 class RewardMLP(nn.Module):
     """The reward model ``r_ij = MLP(E_j^i)`` — Eq. 2, arXiv 2511.14221.
 
