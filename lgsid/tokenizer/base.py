@@ -204,6 +204,20 @@ class SIDTokenizer(ABC):
             raise ModelError(f"{self.kind} tokenizer is not fitted; call fit() or load_tokenizer() first")
 
 
+class CodebookStackMixin:
+    """For tokenizers whose state is one stack of residual codebooks ``self.codebooks`` (L × (K_l, d))."""
+
+    codebooks: list[np.ndarray]
+
+    def reconstruct(self, codes: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Σ_l e_{c_l}: the quantised vectors (N, d) in the space the codebooks live in."""
+        self._require_fitted()  # type: ignore[attr-defined]
+        return sum(cb[codes[:, l]] for l, cb in enumerate(self.codebooks))
+
+    def codebook_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(c.shape) for c in self.codebooks]
+
+
 def save_tokenizer(tok: SIDTokenizer, path: str) -> str:
     """Write ``tokenizer.npz`` + ``tokenizer.json`` (kind, resolved config, shapes) into ``path``."""
     tok._require_fitted()

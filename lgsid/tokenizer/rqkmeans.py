@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
+from lgsid.tokenizer.base import CodebookStackMixin, ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
 
 _MAX_FIT_ROWS = 50000
 
 
-class RQKMeansTokenizer(SIDTokenizer):
+class RQKMeansTokenizer(CodebookStackMixin, SIDTokenizer):
     """Residual k-means: level l's codebook = k-means centres of the residuals after levels < l."""
 
     kind = "rqkmeans"
@@ -51,13 +51,6 @@ class RQKMeansTokenizer(SIDTokenizer):
         if getattr(self, "_tables", None) is None:
             self._tables = ResidualTables(self.codebooks)
         return self._tables.encode(check_embeddings(embeddings, self.dim, ids=ids))  # == residual_encode, one matmul
-
-    def reconstruct(self, codes: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
-        self._require_fitted()
-        return sum(cb[codes[:, l]] for l, cb in enumerate(self.codebooks))
-
-    def codebook_shapes(self) -> list[tuple[int, ...]]:
-        return [tuple(c.shape) for c in self.codebooks]
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return {f"codebook_{l + 1}": c for l, c in enumerate(self.codebooks)}, {}

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-from lgsid.tokenizer.base import SIDTokenizer, check_embeddings, nearest_centre, residual_encode
+from lgsid.tokenizer.base import CodebookStackMixin, SIDTokenizer, check_embeddings, nearest_centre, residual_encode
 from lgsid.tokenizer.hgit import assign_codes, kmeans_init, quantise, residual_update
 
 
@@ -91,7 +91,7 @@ def restart_dead_codes(enc, codebooks, x, generator, sample: int = 8192) -> int:
     return restarted
 
 
-class RQVAETokenizer(SIDTokenizer):
+class RQVAETokenizer(CodebookStackMixin, SIDTokenizer):
     """TIGER-style RQ-VAE with ``tokenizer.codebook_sizes`` codebooks over a learned latent."""
 
     kind = "rqvae"
@@ -158,14 +158,6 @@ class RQVAETokenizer(SIDTokenizer):
         ids = features.get("item_id") if features is not None else None
         codes, _ = residual_encode(self.latent(check_embeddings(embeddings, self.dim, ids=ids)), self.codebooks)
         return codes
-
-    def reconstruct(self, codes: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
-        """Quantised latent Σ_l e_{c_l} (the space the codes live in), (N, d)."""
-        self._require_fitted()
-        return sum(cb[codes[:, l]] for l, cb in enumerate(self.codebooks))
-
-    def codebook_shapes(self) -> list[tuple[int, ...]]:
-        return [tuple(c.shape) for c in self.codebooks]
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {f"codebook_{l + 1}": c for l, c in enumerate(self.codebooks)}
