@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lgsid.evaluate.training import train_minibatches
+
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -101,17 +103,8 @@ def train_din(model: DIN, hist: np.ndarray, target: np.ndarray, label: np.ndarra
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     H, T, Y = torch.from_numpy(hist), torch.from_numpy(target), torch.from_numpy(label)
-    model.train()
-    for _ in range(epochs):
-        order = torch.from_numpy(rng.permutation(len(label)))
-        for s in range(0, len(order), batch_size):
-            bi = order[s:s + batch_size]
-            loss = loss_fn(model(H[bi], T[bi]), Y[bi])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    model.eval()
-    return model
+    return train_minibatches(model, opt, len(label), lambda bi: loss_fn(model(H[bi], T[bi]), Y[bi]),
+                             epochs=epochs, batch_size=batch_size, rng=rng)
 
 
 @torch.no_grad()

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lgsid.evaluate.training import train_minibatches
+
 PAD, BOS, N_SPECIAL = 0, 1, 2
 
 
@@ -236,8 +238,6 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
         target: (M,) next item indices.
         seed: seeds torch and the shuffling.
     """
-    from tqdm.auto import tqdm
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     h = hist.shape[1]
@@ -246,19 +246,13 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
     src_all = torch.from_numpy(vocab.tokens(hist).reshape(len(hist), -1))  # (M, H*T)
     tgt_all = torch.from_numpy(vocab.tokens(target))  # (M, T)
     loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    steps = range(epochs)
-    for _ in tqdm(steps, desc="tiger epochs", disable=not progress, leave=False):
-        order = rng.permutation(len(hist))
-        for s in range(0, len(order), batch_size):
-            bi = torch.from_numpy(order[s:s + batch_size])
-            logits = model(src_all[bi], tgt_all[bi])  # (B, T, V)
-            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_all[bi].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    model.eval()
-    return model
+
+    def batch_loss(bi: torch.Tensor) -> torch.Tensor:
+        logits = model(src_all[bi], tgt_all[bi])  # (B, T, V)
+        return loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_all[bi].reshape(-1))
+
+    return train_minibatches(model, opt, len(hist), batch_loss, epochs=epochs, batch_size=batch_size, rng=rng,
+                             progress=progress, desc="tiger epochs")
 
 
 @torch.no_grad()
