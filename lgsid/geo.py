@@ -12,8 +12,7 @@ All distances are great-circle distances on a sphere of radius :data:`EARTH_RADI
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import h3.api.basic_int as h3i
 import numpy as np
@@ -73,12 +72,43 @@ def latlng_to_cells(lat: Sequence[float], lon: Sequence[float], res: int) -> np.
     return np.fromiter((f(float(a), float(b), res) for a, b in zip(lat, lon)), dtype=np.int64, count=len(lat))
 
 
-@lru_cache(maxsize=1 << 20)
+def cell_parents(cells: np.ndarray, res: int) -> np.ndarray:
+    """H3 parents (int64) at resolution ``res`` of cells at ``res`` or finer (one h3 call per distinct cell)."""
+    cells = np.asarray(cells, dtype=np.int64)
+    if cells.size == 0:
+        return cells
+    u, inv = np.unique(cells, return_inverse=True)
+    f = h3i.cell_to_parent
+    par = np.fromiter((f(int(c), res) for c in u), dtype=np.int64, count=len(u))
+    return par[inv]
+
+
+_GEOM: dict[int, tuple[float, float, float]] = {}
+"""Per-cell cache: (centre lat, centre lon, circumradius km)."""
+
+_COVERED: dict[tuple[int, int], float] = {}
+"""Per-(cell, ring) cache of :func:`covered_radii`."""
+
+
+def _cell_geometry(cells: Sequence[int]) -> np.ndarray:
+    """(N, 3) centre lat, centre lon and circumradius (km) of cells, cached per cell."""
+    missing = [c for c in dict.fromkeys(cells) if c not in _GEOM]
+    if missing:
+        cen = np.asarray([h3i.cell_to_latlng(c) for c in missing])  # (M, 2)
+        bnd = [h3i.cell_to_boundary(c) for c in missing]  # M tuples of 5..10 vertices
+        lens = np.fromiter((len(b) for b in bnd), dtype=np.int64, count=len(bnd))
+        v = np.asarray([p for b in bnd for p in b])  # (sum lens, 2)
+        owner = np.repeat(np.arange(len(missing)), lens)
+        d = haversine_km(cen[owner, 0], cen[owner, 1], v[:, 0], v[:, 1])
+        circ = np.maximum.reduceat(d, np.concatenate([[0], np.cumsum(lens)[:-1]]))
+        for c, (la, lo), r in zip(missing, cen, circ):
+            _GEOM[c] = (float(la), float(lo), float(r))
+    return np.asarray([_GEOM[c] for c in cells]).reshape(len(cells), 3)
+
+
 def circumradius_km(cell: int) -> float:
     """Largest distance from a cell's centre to its boundary vertices (km)."""
-    clat, clon = h3i.cell_to_latlng(cell)
-    b = np.asarray(h3i.cell_to_boundary(cell))  # (V, 2) lat, lon
-    return float(haversine_km(clat, clon, b[:, 0], b[:, 1]).max())
+    return float(_cell_geometry([int(cell)])[0, 2])
 
 
 def disk_cells(cell: int, k: int) -> list[int]:
@@ -86,31 +116,42 @@ def disk_cells(cell: int, k: int) -> list[int]:
     return sorted(h3i.grid_disk(int(cell), int(k)))
 
 
-@lru_cache(maxsize=1 << 20)
-def covered_radius_km(cell: int, k: int) -> float:
-    """Certified search radius of ``grid_disk(cell, k)`` for any anchor inside ``cell`` (km).
+def covered_radii(cells: Sequence[int], k: int) -> np.ndarray:
+    """Certified search radius of ``grid_disk(cell, k)`` for any anchor inside ``cell`` (km), per cell.
 
     Every point outside the disk lies in a cell at grid distance >= k+1, and the nearest such
     points are in the ring at distance exactly k+1. By the triangle inequality, for an anchor ``a``
     inside ``cell`` and a point ``p`` in ring cell ``r``:
     ``d(a, p) >= d(centre(cell), centre(r)) - circ(r) - circ(cell)``. The minimum over the ring is
     therefore a radius within which the disk holds *every* item (used by :func:`ring_is_enough`).
+    Vectorised over cells and cached per (cell, k): neighbouring cells share most ring cells.
 
     Args:
-        cell: H3 cell id of the anchor.
-        k: Ring distance of the disk.
+        cells: H3 cell ids (all at one resolution or mixed).
+        k: Ring distance of the disks.
 
     Returns:
-        Radius in km (0.0 when the bound is vacuous).
+        (N,) radii in km (0.0 where the bound is vacuous).
     """
-    cell = int(cell)
-    inner = set(h3i.grid_disk(cell, k))
-    ring = [c for c in h3i.grid_disk(cell, k + 1) if c not in inner]
-    clat, clon = h3i.cell_to_latlng(cell)
-    cen = np.asarray([h3i.cell_to_latlng(c) for c in ring])  # (R, 2)
-    circ = np.asarray([circumradius_km(c) for c in ring])
-    lower = haversine_km(clat, clon, cen[:, 0], cen[:, 1]) - circ - circumradius_km(cell)
-    return float(max(0.0, lower.min()))
+    cells = [int(c) for c in cells]
+    todo = [c for c in dict.fromkeys(cells) if (c, k) not in _COVERED]
+    if todo:
+        rings = [sorted(set(h3i.grid_disk(c, k + 1)) - set(h3i.grid_disk(c, k))) for c in todo]
+        lens = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
+        flat = [c for r in rings for c in r]
+        ring_geo = _cell_geometry(flat)  # (R, 3)
+        own = _cell_geometry(todo)  # (T, 3)
+        owner = np.repeat(np.arange(len(todo)), lens)
+        lower = haversine_km(own[owner, 0], own[owner, 1], ring_geo[:, 0], ring_geo[:, 1]) - ring_geo[:, 2] - own[owner, 2]
+        lo = np.minimum.reduceat(lower, np.concatenate([[0], np.cumsum(lens)[:-1]]))
+        for c, v in zip(todo, lo):
+            _COVERED[(c, k)] = float(max(0.0, v))
+    return np.fromiter((_COVERED[(c, k)] for c in cells), dtype=np.float64, count=len(cells))
+
+
+def covered_radius_km(cell: int, k: int) -> float:
+    """:func:`covered_radii` of one cell."""
+    return float(covered_radii([int(cell)], k)[0])
 
 
 def search_schedule(base_res: int, max_ring: int, min_res: int) -> list[tuple[int, int]]:
@@ -135,45 +176,54 @@ def search_schedule(base_res: int, max_ring: int, min_res: int) -> list[tuple[in
 
 
 def next_pass(
-    cells_by_pass: Sequence[int],
-    schedule: Sequence[tuple[int, int]],
+    covered_at: Callable[[int], float],
+    n_passes: int,
     p: int,
-    kth_distance_km: float | None,
-    n_found: int = 0,
-    need: int = 1,
-) -> int:
-    """The pass an uncertified anchor moves to after pass ``p``.
+    kth_distance_km: np.ndarray,
+    n_found: np.ndarray,
+    need: int,
+) -> np.ndarray:
+    """The pass each uncertified anchor moves to after pass ``p`` (anchors sharing pass ``p``'s cell).
 
     If pass ``p`` found ``need`` candidates with the ``need``-th at ``kth_distance_km``, the true
     ``need`` nearest all lie within that distance, so the first later pass whose certified radius
-    (:func:`covered_radius_km` of the anchor's cell) reaches it is guaranteed to be enough: the
-    anchor jumps straight there. With only ``n_found < need`` candidates, the local density
-    suggests a radius ``r_p * sqrt((need + 1) / max(n_found, 0.5))`` (``r_p`` = pass p's certified
-    radius); the anchor jumps to the first pass reaching it (a guess, checked by the next round).
+    (``covered_at(q)``, :func:`covered_radii` of the anchor's cell at pass q) reaches it is
+    guaranteed to be enough: the anchor jumps straight there. With only ``n_found < need``
+    candidates, the local density suggests a radius ``r_p * sqrt((need + 1) / max(n_found, 0.5))``
+    (``r_p = covered_at(p)``); the anchor jumps to the first pass reaching it (a guess, checked by
+    the next round). Later passes use coarser or equal resolutions, so anchors that share pass p's
+    cell share every later cell and ``covered_at`` is one function for all of them; it is called
+    lazily, for as few passes as needed.
 
     Args:
-        cells_by_pass: The anchor's cell at each pass's resolution, (P,).
-        schedule: The passes, (P,) of (resolution, ring).
+        covered_at: Pass index -> certified radius (km) of the anchors' disk at that pass.
+        n_passes: Number of passes P.
         p: The pass just searched.
-        kth_distance_km: Distance of the ``need``-th candidate found, or None (too few found).
-        n_found: Candidates found at pass ``p`` (used when ``kth_distance_km`` is None).
+        kth_distance_km: (N,) distance of each anchor's ``need``-th candidate, NaN when too few.
+        n_found: (N,) candidates found at pass ``p`` (used where ``kth_distance_km`` is NaN).
         need: Near candidates wanted.
 
     Returns:
-        Index of the next pass (``p < result <= P - 1``, or ``P - 1``).
+        (N,) index of the next pass (``p < result <= P - 1``, or ``P - 1``).
     """
-    last = len(schedule) - 1
-    if p >= last:
-        return last
-    if kth_distance_km is None or (isinstance(kth_distance_km, float) and math.isnan(kth_distance_km)):
-        r_p = covered_radius_km(int(cells_by_pass[p]), schedule[p][1])
-        target = r_p * math.sqrt((need + 1) / max(float(n_found), 0.5))
-    else:
-        target = kth_distance_km
-    for q in range(p + 1, last + 1):
-        if covered_radius_km(int(cells_by_pass[q]), schedule[q][1]) >= target:
-            return q
-    return last
+    kth = np.asarray(kth_distance_km, dtype=np.float64)
+    last = n_passes - 1
+    out = np.full(kth.shape, last, dtype=np.int64)
+    if p >= last or kth.size == 0:
+        return out
+    few = np.isnan(kth)
+    target = kth.copy()
+    if few.any():
+        found = np.maximum(np.asarray(n_found, dtype=np.float64)[few], 0.5)
+        target[few] = covered_at(p) * np.sqrt((need + 1) / found)
+    todo = np.ones(kth.shape, dtype=bool)
+    for q in range(p + 1, last):
+        hit = todo & (covered_at(q) >= target)
+        out[hit] = q
+        todo &= ~hit
+        if not todo.any():
+            break
+    return out
 
 
 def equivalent_ring(res: int, k: int, base_res: int) -> int:
@@ -185,8 +235,8 @@ def equivalent_ring(res: int, k: int, base_res: int) -> int:
     return int(round(k * SQRT7 ** (base_res - res)))
 
 
-def ring_is_enough(n_found: int, kth_distance_km: float, covered_km: float, need: int) -> bool:
-    """Whether a search disk is enough for an anchor: the density rule of the negative miner.
+def ring_is_enough(n_found, kth_distance_km, covered_km, need: int):
+    """Whether a search disk is enough for an anchor: the density rule of the negative miner (vectorised).
 
     A disk is enough when it holds at least ``need`` eligible candidate locations *and* the
     ``need``-th nearest of them lies within the disk's certified radius (:func:`covered_radius_km`),
@@ -196,11 +246,4 @@ def ring_is_enough(n_found: int, kth_distance_km: float, covered_km: float, need
     Example: need=3, found 5 with 3rd distance 1.2 km in a disk certified to 1.5 km -> True;
     the same with a disk certified to 1.0 km -> False (a closer item may lie just outside).
     """
-    return n_found >= need and kth_distance_km <= covered_km
-
-
-def disk_table(cells: Sequence[int], k: int) -> tuple[list[list[int]], list[float]]:
-    """For each cell: its disk at ring ``k`` (sorted cell list) and the disk's certified radius (km)."""
-    disks = [disk_cells(c, k) for c in cells]
-    cov = [covered_radius_km(c, k) for c in cells]
-    return disks, cov
+    return (np.asarray(n_found) >= need) & (np.asarray(kth_distance_km) <= covered_km)

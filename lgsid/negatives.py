@@ -16,20 +16,24 @@ Definitions (the tests check the Spark job against a brute-force numpy version o
   of shops there, and makes ``distance_km`` "how far is that town", not "how far is its nearest shop".
 * **Near set**: the ``K - n_far`` nearest representatives by ``(distance_km, cand_item_id)``,
   excluding those closer than ``min_near_distance_km``.
-* **Far set**: ``n_far`` representatives drawn at random (hash of seed, anchor, draw: independent of
-  Spark partitioning) among towns in *other counties* (``state|county`` differs) and not in the
-  near set. When fewer than ``K - n_far`` near locations exist within the whole search, the far
-  set grows so the list still has K entries.
+* **Far set**: ``n_far`` representatives drawn at random among towns in *other counties*
+  (``state|county`` differs) and not in the near set: the first valid draws of a counter-based
+  hash of (seed, anchor, draw number), so independent of Spark partitioning (:func:`far_draws`).
+  When fewer than ``K - n_far`` near locations exist within the whole search, the far set grows so
+  the list still has K entries.
 * The K candidates are ranked 1..K by ``(distance_km, cand_item_id)`` over near and far together.
 
-Scaling (never a cross join): representatives are bucketed in H3 cells. Each anchor starts at a
-pass of :func:`lgsid.geo.search_schedule` chosen from representative counts (:func:`start_pass`);
-a round joins all unserved anchors with the representatives in the ``grid_disk`` of their cell (one
-equi-join on resolution and cell); an anchor is served when :func:`lgsid.geo.ring_is_enough`
-certifies its near set (enough locations, the last one within the disk's certified radius), else it
-moves to the next pass. Dense anchors are served by small disks (hard negatives from the immediate
-neighbourhood); sparse ones widen. ``search_ring`` records the disk that served the anchor, in
-base-resolution rings.
+Scaling (never a cross join): the representatives (one per town, so thousands to ~150k rows
+whatever the number of items) are bucketed in H3 cells at every resolution of the search
+(:class:`TownIndex`), indexed once on the driver and broadcast. Anchors stay in Spark: a
+``mapInArrow`` searches each partition (:func:`search_near`). Anchors are grouped by their cell at
+their current pass of :func:`lgsid.geo.search_schedule`, starting at a pass chosen from the local
+town density (:func:`start_pass`); a group is searched against the representatives in its cell's
+``grid_disk``; an anchor is served when :func:`lgsid.geo.ring_is_enough` certifies its near set
+(enough locations, the last one within the disk's certified radius), else it moves on
+(:func:`lgsid.geo.next_pass`). Dense anchors are served by small disks (hard negatives from the
+immediate neighbourhood); sparse ones widen. ``search_ring`` records the disk that served the
+anchor, in base-resolution rings.
 """
 
 from __future__ import annotations
@@ -40,9 +44,22 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from lgsid.errors import ValidationError
-from lgsid.geo import disk_table, equivalent_ring, haversine_km_col, latlng_to_cells, next_pass, search_schedule
+from lgsid.geo import (
+    EARTH_RADIUS_KM,
+    cell_parents,
+    covered_radii,
+    equivalent_ring,
+    haversine_km,
+    haversine_km_col,
+    latlng_to_cells,
+    next_pass,
+    ring_is_enough,
+    search_schedule,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from lgsid.config import LGSIDConfig, NegativesConfig, PromptsConfig
@@ -88,59 +105,6 @@ def soft_labels_col(ranks: "Column", k: int) -> "Column":
 # ------------------------------------------------------------------------------ locations
 
 
-def _cells_udf(resolutions: list[int]):
-    import pandas as pd
-    from pyspark.sql import functions as F
-
-    @F.pandas_udf("array<bigint>")
-    def cells(lat, lon):  # pd.Series each -> pd.Series of [cell at each resolution]
-        cols = [latlng_to_cells(lat.to_numpy(), lon.to_numpy(), r) for r in resolutions]
-        return pd.Series(list(np.stack(cols, axis=1)) if len(lat) else [], dtype=object)
-
-    return cells
-
-
-def _with_cells(df: "DataFrame", lat: str, lon: str, resolutions: list[int]) -> "DataFrame":
-    """Add ``cell_<res>`` (H3, BIGINT) for every resolution, from one pandas UDF call per batch."""
-    from pyspark.sql import functions as F
-
-    df = df.withColumn("_cells", _cells_udf(resolutions)(F.col(lat), F.col(lon)))
-    for i, r in enumerate(resolutions):
-        df = df.withColumn(f"cell_{r}", F.col("_cells")[i])
-    return df.drop("_cells")
-
-
-def _disk_udf():
-    import pandas as pd
-    from pyspark.sql import functions as F
-
-    @F.pandas_udf("cells array<bigint>, covered_km double")
-    def disk(cells, ks):  # pd.Series of cell ids, pd.Series of ring distances
-        out_cells, cov = [], []
-        for c, k in zip(cells.tolist(), ks.tolist()):
-            d, cv = disk_table([c], int(k))
-            out_cells.append(d[0])
-            cov.append(cv[0])
-        return pd.DataFrame({"cells": out_cells, "covered_km": cov})
-
-    return disk
-
-
-def _next_pass_udf(schedule: list[tuple[int, int]], cell_pos: list[int], need: int):
-    import pandas as pd
-    from pyspark.sql import functions as F
-
-    @F.pandas_udf("int")
-    def nxt(cells, p, kth, found):  # pd.Series: arrays, ints, doubles (NaN when too few), ints
-        out = [
-            next_pass([c[i] for i in cell_pos], schedule, int(pp), None if pd.isna(d) else float(d), int(n), need)
-            for c, pp, d, n in zip(cells, p, kth, found)
-        ]
-        return pd.Series(out, dtype="int32")
-
-    return nxt
-
-
 def _with_keys(prompts_df: "DataFrame") -> "DataFrame":
     from pyspark.sql import functions as F
 
@@ -156,9 +120,9 @@ def town_representatives(prompts_df: "DataFrame") -> "DataFrame":
         prompts_df: geo_prompts rows (item_id, location_text, state, county, town, lat, lon).
 
     Returns:
-        DataFrame ``loc_key, county_key, rep_id, rep_lat, rep_lon, location_text, state, county, town``.
+        DataFrame ``loc_key, county_key, rep_id, rep_lat, rep_lon, location_text, state, county, town,
+        n_items`` (items in the town).
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     df = _with_keys(prompts_df)
@@ -172,240 +136,421 @@ def town_representatives(prompts_df: "DataFrame") -> "DataFrame":
         F.degrees(F.atan2("y", F.col("x"))).alias("c_lon"),
     )
     d = df.join(cen, "loc_key").withColumn("_d", haversine_km_col(F.col("lat"), F.col("lon"), F.col("c_lat"), F.col("c_lon")))
-    # distances rounded to 1 mm so float noise cannot flip exact ties (two-item towns); then item_id
-    w = Window.partitionBy("loc_key").orderBy(F.round("_d", 6), "item_id")
-    return (
-        d.withColumn("_r", F.row_number().over(w))
-        .filter("_r = 1")
-        .select(
-            "loc_key", "county_key", F.col("item_id").alias("rep_id"), F.col("lat").alias("rep_lat"),
-            F.col("lon").alias("rep_lon"), "location_text", "state", "county", "town",
-        )
+    # the smallest (distance, item_id) per town, distances rounded to 1 mm so float noise cannot flip
+    # exact ties (two-item towns); a struct min is one hash aggregation, no sort
+    best = F.min(F.struct(F.round("_d", 6).alias("d"), "item_id", "lat", "lon", "location_text", "state", "county", "town"))
+    g = d.groupBy("loc_key", "county_key").agg(best.alias("m"), F.count(F.lit(1)).alias("n_items"))
+    return g.select(
+        "loc_key", "county_key", F.col("m.item_id").alias("rep_id"), F.col("m.lat").alias("rep_lat"), F.col("m.lon").alias("rep_lon"),
+        "m.location_text", "m.state", "m.county", "m.town", "n_items",
     )
 
 
 # ------------------------------------------------------------------------------ mining
 
-_FINISH_PAIRS = 2_000_000
-"""After two regular rounds, when (unserved anchors x representatives) is at most this, the rest go straight to the last
-pass (res 0, ring max_ring: a disk certified to several thousand km), which serves them in one more round."""
+NEGATIVES_SCHEMA = (
+    "item_id string, rank int, cand_item_id string, distance_km double, cand_location_text string, "
+    "cand_state string, cand_county string, cand_town string, neg_kind string, search_ring int"
+)
+"""Rows of :func:`mine_negatives` (the ``negatives`` table)."""
 
-_CAND = ("distance_km", "cand_item_id", "cand_loc_key", "cand_location_text", "cand_state", "cand_county", "cand_town")
+_BLOCK = 2_000_000
+"""Largest (anchors x candidates) distance block computed at once (16 MB of float64)."""
+
+_TIE_SLACK = 8
+"""Candidates kept beyond ``need`` by the partial sort, so exact distance ties at the cut still break by id."""
+
+_START_MARGIN = 1.5
+"""Safety factor on :meth:`TownIndex.fill`: density varies inside a proxy cell, and a start one pass too small costs a round."""
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def proxy_resolution(res: int, k: int) -> int:
-    """Resolution whose single cell has about the area of ``grid_disk(cell_res, k)``.
+def proxy_resolution(area_km2: float, finest: int) -> int:
+    """The H3 resolution (at most ``finest``) whose average hexagon area is nearest ``area_km2`` (log scale).
 
-    A disk of ring k holds ``3k²+3k+1`` cells and each coarser resolution is 7x larger, so the
-    proxy is ``res - round(log7(3k²+3k+1))`` (k=1 -> res-1, k=2 or 4 -> res-2), clipped at 0.
+    The search counts towns in one cell of about the size of a pass's certified circle to estimate
+    whether the pass will be enough (:func:`start_pass`). Example (average areas 5.16 km² at res 7,
+    0.737 km² at res 8): ``proxy_resolution(4.0, 8) == 7``, ``proxy_resolution(1.0, 8) == 8``,
+    ``proxy_resolution(0.01, 8) == 8``.
     """
-    return max(0, res - int(round(math.log(3 * k * k + 3 * k + 1, 7))))
+    import h3
+
+    areas = np.log([h3.average_hexagon_area(r, "km^2") for r in range(finest + 1)])
+    return int(np.argmin(np.abs(areas - math.log(max(area_km2, 1e-12)))))
 
 
-def start_pass(proxy_counts: Sequence[int], need: int) -> int:
-    """Density-aware choice of the first search pass for an anchor.
+def start_pass(proxy_counts, need: int, fill=1.0):
+    """Density-aware choice of the first search pass for an anchor (vectorised over leading axes).
 
-    ``proxy_counts[p]`` is the number of town representatives in the anchor's own cell at
-    :func:`proxy_resolution` of pass ``p`` (a cheap estimate of what the pass's disk holds). The
-    anchor starts at the first pass whose estimate reaches ``need + 1`` (the +1 is the anchor's own
-    town, which is not a candidate); if none does, at the last pass. Dense anchors thus start at
-    the smallest disk, sparse ones skip disks that cannot hold enough towns. The start is only a
-    guess: a pass whose near set is not certified by :func:`lgsid.geo.ring_is_enough` moves the
-    anchor to the next pass.
+    ``proxy_counts[..., p]`` is the number of town representatives in the anchor's own cell at
+    the proxy resolution of pass ``p`` (:func:`proxy_resolution` of the pass's certified circle), a
+    cheap local density estimate; ``fill[p]`` is the area of that circle over the proxy cell's area
+    (``TownIndex.fill``), so
+    ``proxy_counts * fill`` estimates the towns the pass can certify. The anchor starts at the
+    first pass whose estimate reaches ``need + 1`` (the +1 is the anchor's own town, which is not a
+    candidate); if none does, at the last pass. Dense anchors thus start at the smallest disk,
+    sparse ones skip disks that cannot hold enough towns. The start is only a guess: a pass whose
+    near set is not certified by :func:`lgsid.geo.ring_is_enough` moves the anchor on
+    (:func:`lgsid.geo.next_pass`).
 
-    Example: ``start_pass([3, 9, 40, 200], need=8) == 2``.
+    Example: ``start_pass([3, 9, 40, 200], need=8) == 2``;
+    ``start_pass([3, 9, 40, 200], need=8, fill=[1, 0.5, 0.2, 0.2]) == 3``.
     """
-    for p, c in enumerate(proxy_counts):
-        if c >= need + 1:
-            return p
-    return len(proxy_counts) - 1
+    ok = np.asarray(proxy_counts) * np.asarray(fill) >= need + 1
+    return np.where(ok.any(axis=-1), ok.argmax(axis=-1), ok.shape[-1] - 1)
 
 
-def _round(work: "DataFrame", reps_by_res: "DataFrame", sched: "DataFrame", need: int, min_km: float) -> "DataFrame":
-    """One round: every anchor in ``work`` searched at its own pass ``p``.
+def _unit_xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    phi, lmb = np.radians(lat), np.radians(lon)
+    return np.stack([np.cos(phi) * np.cos(lmb), np.cos(phi) * np.sin(lmb), np.sin(phi)], axis=-1)
 
-    ``work``: a_id, a_lat, a_lon, a_loc, p, a_cell (cell at the pass's resolution).
-    Returns ``a_id, p, near (sorted first ``need`` candidate structs), enough, kth_km``.
+
+class TownIndex:
+    """Town representatives bucketed in H3 cells at every resolution the search uses.
+
+    Built once on the driver from :func:`town_representatives` (one row per town, so its size is
+    the number of towns, not of items: ~20k for the US, ~150k for all of GeoNames cities1000) and
+    broadcast to the executors, where the anchors are searched partition by partition. Positions
+    follow ``rep_id`` order, so comparing positions breaks distance ties by ``cand_item_id``.
+
+    Args:
+        reps: :func:`town_representatives` rows as pandas.
+        cfg: Negatives config (H3 base resolution, rings, coarsest resolution).
     """
-    from pyspark.sql import functions as F
 
-    acells = work.select("p", "a_cell").distinct().join(sched.select("p", "res", "k"), "p")
-    disk = acells.select("p", "res", "a_cell", _disk_udf()(F.col("a_cell"), F.col("k")).alias("d")).select(
-        "p", "res", "a_cell", F.col("d.covered_km").alias("covered_km"), F.explode("d.cells").alias("cell")
-    )
-    cell_cands = disk.join(reps_by_res, ["res", "cell"]).drop("cell", "res")  # (p, a_cell, covered_km, rep...)
-    pairs = (
-        work.join(cell_cands, ["p", "a_cell"])
-        .filter(F.col("cand_loc_key") != F.col("a_loc"))
-        .withColumn("distance_km", haversine_km_col(F.col("a_lat"), F.col("a_lon"), F.col("rep_lat"), F.col("rep_lon")))
-    )
-    if min_km > 0:
-        pairs = pairs.filter(F.col("distance_km") >= F.lit(min_km))
-    g = pairs.groupBy("a_id", "p").agg(
-        F.array_sort(F.collect_list(F.struct(*_CAND))).alias("all"), F.max("covered_km").alias("covered_km")
-    )
-    kth = F.try_element_at("all", F.lit(need))["distance_km"]  # null when fewer than need
-    enough = (F.size("all") >= need) & F.coalesce(kth <= F.col("covered_km"), F.lit(False))  # geo.ring_is_enough
-    return g.select("a_id", "p", F.slice("all", 1, need).alias("near"), enough.alias("enough"), kth.alias("kth_km"))
+    def __init__(self, reps: "pd.DataFrame", cfg: "NegativesConfig") -> None:
+        import pandas as pd
+        import pyarrow as pa
+
+        reps = reps.sort_values("rep_id", kind="stable").reset_index(drop=True)
+        self.rep_id = reps["rep_id"].to_numpy(dtype=object)
+        self.lat = reps["rep_lat"].to_numpy(dtype=np.float64)
+        self.lon = reps["rep_lon"].to_numpy(dtype=np.float64)
+        self.xyz = _unit_xyz(self.lat, self.lon)
+        codes, counties = pd.factorize(reps["county_key"])
+        self.county = codes.astype(np.int64)  # county code of each town
+        self.arrow = {  # output columns by position, and the lookups of anchors' own town / county
+            **{c: pa.array(reps[c].to_numpy(dtype=object), pa.string()) for c in ("rep_id", "location_text", "state", "county", "town", "loc_key")},
+            "county_key": pa.array(np.asarray(counties, dtype=object), pa.string()),
+        }
+        self.base_res = cfg.h3_resolution
+        self.schedule = search_schedule(cfg.h3_resolution, cfg.max_ring, cfg.min_resolution)
+        self.search_ring = np.asarray([equivalent_ring(r, k, cfg.h3_resolution) for r, k in self.schedule], dtype=np.int32)
+        base = latlng_to_cells(self.lat, self.lon, self.base_res)
+        self.proxies, self.fill = self._proxies()
+        self.cells: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for r in sorted({r for r, _ in self.schedule} | set(self.proxies)):
+            c = cell_parents(base, r)
+            order = np.argsort(c, kind="stable")
+            self.cells[r] = (c[order], order)
+
+    def __len__(self) -> int:
+        return len(self.rep_id)
+
+    def lookup(self, values, key: str) -> np.ndarray:
+        """Positions of ``values`` in ``self.arrow[key]`` ("loc_key": town position, "county_key": county code); -1 when absent."""
+        import pyarrow.compute as pc
+
+        return pc.fill_null(pc.index_in(values, value_set=self.arrow[key]), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def _proxies(self) -> tuple[list[int], np.ndarray]:
+        """Per pass: the proxy resolution of its certified circle and the circle's area over the proxy cell's.
+
+        Taken at the towns' mean position (H3 cells vary in size by ~2x over the globe; this only
+        steers :func:`start_pass`, never the result); the fill is divided by :data:`_START_MARGIN`.
+        """
+        import h3.api.basic_int as h3i
+
+        m = self.xyz.mean(axis=0) if len(self) else np.array([1.0, 0.0, 0.0])
+        lat, lon = math.degrees(math.atan2(m[2], math.hypot(m[0], m[1]))), math.degrees(math.atan2(m[1], m[0]))
+        proxies, fill = [], []
+        for r, k in self.schedule:
+            cov = covered_radii([h3i.latlng_to_cell(lat, lon, r)], k)[0]
+            area = math.pi * cov * cov
+            pr = proxy_resolution(area, self.base_res)
+            proxies.append(pr)
+            fill.append(area / h3i.cell_area(h3i.latlng_to_cell(lat, lon, pr), "km^2") / _START_MARGIN)
+        return proxies, np.asarray(fill)
+
+    def counts(self, res: int, cells: np.ndarray) -> np.ndarray:
+        """Representatives in each of ``cells`` (H3 cells at ``res``)."""
+        sc, _ = self.cells[res]
+        return np.searchsorted(sc, cells, "right") - np.searchsorted(sc, cells, "left")
+
+    def members(self, res: int, cells: Sequence[int]) -> np.ndarray:
+        """Positions (ascending) of the representatives in any of ``cells`` (H3 cells at ``res``)."""
+        sc, order = self.cells[res]
+        cells = np.asarray(cells, dtype=np.int64)
+        lo, hi = np.searchsorted(sc, cells, "left"), np.searchsorted(sc, cells, "right")
+        lens = hi - lo
+        n = int(lens.sum())
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        start = np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(n)
+        return np.sort(order[start])
 
 
-def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", progress: bool = False) -> "DataFrame":
-    """Geo prompts -> negatives (Eq. 1): K mismatched locations per anchor, ranked near -> far.
+def _nearest(dot: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of the ``need`` largest ``dot`` per row (nearest first, ties by column), and how many are eligible.
 
-    Search: every anchor starts at :func:`start_pass` of :func:`lgsid.geo.search_schedule` (from
-    representative counts per H3 cell); a round searches all unserved anchors at their current pass
-    in one Spark job; anchors whose near set is not certified move to the next pass. The last pass
-    serves everyone (with what it found).
+    ``dot`` holds cosines of the anchor-candidate angles with ineligible entries at ``-inf``;
+    candidate columns are in ``rep_id`` order, so the column breaks exact ties. Returns
+    ``(cols (A, min(need, C)), n_eligible (A,))``.
+    """
+    a, c = dot.shape
+    n_ok = np.isfinite(dot).sum(axis=1)
+    m = min(c, need + _TIE_SLACK)
+    if m < c:
+        part = np.argpartition(-dot, m - 1, axis=1)[:, :m]
+    else:
+        part = np.broadcast_to(np.arange(c), (a, c))
+    key = np.take_along_axis(dot, part, axis=1)
+    o = np.lexsort((part, -key), axis=-1)
+    cols, key = np.take_along_axis(part, o, axis=1), np.take_along_axis(key, o, axis=1)
+    t = min(need, c)
+    if m < c:  # a tie run reaching the partial sort's edge may hide a lower column: sort those rows fully
+        redo = np.flatnonzero(np.isfinite(key[:, t - 1]) & (key[:, t - 1] == key[:, m - 1]))
+        for i in redo:
+            cols[i] = np.lexsort((np.arange(c), -dot[i]))[:m]
+    return cols[:, :t], n_ok
+
+
+def search_near(index: TownIndex, lat: np.ndarray, lon: np.ndarray, own: np.ndarray, need: int, min_km: float = 0.0):
+    """Exact ``need`` nearest other-town representatives of each anchor, by density-aware H3 ring search.
+
+    Anchors are grouped by their cell at their current pass (:func:`start_pass` first); a group is
+    searched against the representatives in that cell's ``grid_disk``; an anchor whose near set is
+    certified (:func:`lgsid.geo.ring_is_enough` against :func:`lgsid.geo.covered_radii`) is served,
+    the others move on (:func:`lgsid.geo.next_pass`). The last pass serves everyone with what it
+    found. Candidates are ordered by great-circle distance (cosine of the angle, then
+    ``rep_id`` for exact ties); ``distance_km`` is the haversine distance.
+
+    Args:
+        index: The broadcast :class:`TownIndex`.
+        lat, lon: (N,) anchor coordinates, degrees.
+        own: (N,) position of each anchor's own town in ``index`` (never a candidate).
+        need: Near candidates wanted per anchor (``K - n_far``).
+        min_km: Candidates closer than this are skipped.
+
+    Returns:
+        ``(pos (N, need) int64, -1 past what was found; dist (N, need) km, inf there; served (N,) pass)``.
+    """
+    import h3.api.basic_int as h3i
+
+    n = len(lat)
+    sched = index.schedule
+    last = len(sched) - 1
+    pos = np.full((n, need), -1, dtype=np.int64)
+    dist = np.full((n, need), np.inf)
+    served = np.full(n, last, dtype=np.int64)
+    if n == 0 or len(index) == 0:
+        return pos, dist, served
+    axyz = _unit_xyz(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64))
+    cos_min = math.cos(min_km / EARTH_RADIUS_KM) if min_km > 0 else None
+    ub, inv = np.unique(latlng_to_cells(lat, lon, index.base_res), return_inverse=True)
+    parents: dict[int, np.ndarray] = {}
+
+    parents[index.base_res] = ub
+
+    def cells_at(res: int) -> np.ndarray:  # parents of the anchors' base cells, from the nearest finer level
+        if res not in parents:
+            finer = min(r for r in parents if r > res)
+            u, inv_f = np.unique(parents[finer], return_inverse=True)
+            parents[res] = cell_parents(u, res)[inv_f]
+        return parents[res]
+
+    counts = np.stack([index.counts(r, cells_at(r)) for r in index.proxies], axis=1)  # (U, P)
+    cur = start_pass(counts, need, index.fill)[inv]
+    active = np.arange(n)
+    while active.size:
+        moved = []
+        for p in np.unique(cur[active]):
+            res, k = sched[p]
+            A = active[cur[active] == p]
+            c = cells_at(res)[inv[A]]
+            o = np.argsort(c, kind="stable")
+            A, c = A[o], c[o]
+            ucell, first = np.unique(c, return_index=True)
+            cov = covered_radii(ucell, k)
+            ends = np.append(first[1:], len(A))
+            for cell, s, e, cov_g in zip(ucell.tolist(), first, ends, cov):
+                cand = index.members(res, h3i.grid_disk(cell, k))
+                for b0 in range(s, e, max(1, _BLOCK // max(1, len(cand)))):
+                    Ab = A[b0 : min(e, b0 + max(1, _BLOCK // max(1, len(cand))))]
+                    dot = axyz[Ab] @ index.xyz[cand].T if len(cand) else np.empty((len(Ab), 0))
+                    dot[cand[None, :] == own[Ab][:, None]] = -np.inf  # own town
+                    if cos_min is not None:
+                        dot[dot > cos_min] = -np.inf
+                    cols, n_ok = _nearest(dot, need)
+                    t = cols.shape[1]
+                    sel = cand[cols]  # (B, t)
+                    d = haversine_km(lat[Ab][:, None], lon[Ab][:, None], index.lat[sel], index.lon[sel])
+                    ok = np.arange(t)[None, :] < n_ok[:, None]
+                    kth = d[:, need - 1] if t == need else np.full(len(Ab), np.nan)
+                    kth = np.where(n_ok >= need, kth, np.nan)
+                    enough = ring_is_enough(n_ok, np.nan_to_num(kth, nan=np.inf), cov_g, need) | (p == last)
+                    done = Ab[enough]
+                    pos[done, :t] = np.where(ok[enough], sel[enough], -1)
+                    dist[done, :t] = np.where(ok[enough], d[enough], np.inf)
+                    served[done] = p
+                    if (~enough).any():
+
+                        def covered_at(q: int, cell=cell) -> float:
+                            rq, kq = sched[q]
+                            return float(covered_radii([h3i.cell_to_parent(cell, rq)], kq)[0])
+
+                        cur[Ab[~enough]] = next_pass(covered_at, len(sched), int(p), kth[~enough], n_ok[~enough], need)
+                        moved.append(Ab[~enough])
+        active = np.concatenate(moved) if moved else np.empty(0, dtype=np.int64)
+    return pos, dist, served
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 (a counter-based hash: same input, same draw, on any worker)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def far_draws(index: TownIndex, a_hash: np.ndarray, a_county: np.ndarray, exclude: np.ndarray, n_want: np.ndarray,
+              seed: int, draws_per: int) -> np.ndarray:
+    """Far negatives: random towns in other counties, drawn by a counter-based hash (no cross join).
+
+    Draw ``j`` of an anchor is representative ``mix64(mix64(seed ^ anchor_hash) + j·φ) mod R``
+    (``j = 0, 1, ...``; R = number of towns; φ the golden-ratio constant). The far set is the first
+    ``n_want`` draws that are in another county (``state|county`` differs), not in ``exclude`` (the
+    near set) and not drawn before. The draw depends only on (seed, anchor, j), so it does not depend
+    on Spark partitioning. Draws run in blocks of ``draws_per · max(n_want)``; an anchor whose
+    eligible towns are too few stops after ``max(4 blocks, 32 R)`` draws with what it has.
+
+    Args:
+        index: The :class:`TownIndex`.
+        a_hash: (N,) int64 anchor hashes (``xxhash64(item_id)``).
+        a_county: (N,) county code of each anchor (``index.lookup(county_keys, "county_key")``, -1 when none).
+        exclude: (N, E) positions never to draw (the near set), -1 padded.
+        n_want: (N,) far negatives wanted per anchor.
+        seed: ``negatives.seed``.
+        draws_per: ``negatives.far_draws`` (oversampling per wanted negative).
+
+    Returns:
+        (N, max(n_want)) positions, -1 past what was drawn.
+    """
+    n, R = len(a_hash), len(index)
+    width = int(n_want.max()) if n else 0
+    out = np.full((n, width), -1, dtype=np.int64)
+    if width == 0 or R == 0:
+        return out
+    got = np.zeros(n, dtype=np.int64)
+    block = draws_per * width
+    limit = max(4 * block, 32 * R)
+    base = _mix64(np.uint64(seed) ^ a_hash.astype(np.uint64))
+    rows = np.flatnonzero(n_want > 0)
+    j0 = 0
+    while rows.size and j0 < limit:
+        j = np.arange(j0, j0 + block, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            cand = (_mix64(base[rows][:, None] + j[None, :] * _GOLDEN) % np.uint64(R)).astype(np.int64)  # (r, block)
+        valid = index.county[cand] != a_county[rows][:, None]
+        taken = np.concatenate([exclude[rows], out[rows]], axis=1)
+        valid &= ~(cand[:, :, None] == taken[:, None, :]).any(axis=2)
+        o = np.argsort(cand, axis=1, kind="stable")  # first occurrence within the block
+        sc = np.take_along_axis(cand, o, axis=1)
+        dup = np.zeros_like(valid)
+        np.put_along_axis(dup, o, np.concatenate([np.zeros((len(rows), 1), bool), sc[:, 1:] == sc[:, :-1]], axis=1), axis=1)
+        valid &= ~dup
+        csum = np.cumsum(valid, axis=1)
+        take = valid & (csum <= (n_want[rows] - got[rows])[:, None])
+        rr, cc = np.nonzero(take)
+        out[rows[rr], got[rows][rr] + csum[rr, cc] - 1] = cand[rr, cc]
+        got[rows] += take.sum(axis=1)
+        rows = rows[got[rows] < n_want[rows]]
+        j0 += block
+    return out
+
+
+def negatives_table(index: TownIndex, anchors: "pa.Table", cfg: "NegativesConfig") -> "pa.Table":
+    """Anchors -> their K ranked candidates (Eq. 1): near set, far set, ranked 1..K by ``(distance_km, cand_item_id)``.
+
+    Args:
+        index: The :class:`TownIndex`.
+        anchors: Arrow table ``item_id, lat, lon, loc_key, county_key, a_hash`` (one row per anchor).
+        cfg: Negatives config.
+
+    Returns:
+        Arrow table with the columns of :data:`NEGATIVES_SCHEMA`.
+    """
+    import pyarrow as pa
+
+    lat = anchors.column("lat").to_numpy().astype(np.float64)
+    lon = anchors.column("lon").to_numpy().astype(np.float64)
+    own = index.lookup(anchors.column("loc_key"), "loc_key")
+    county = index.lookup(anchors.column("county_key"), "county_key")
+    need = cfg.k - cfg.n_far
+    near, near_d, served = search_near(index, lat, lon, own, need, cfg.min_near_distance_km)
+    n_want = cfg.k - (near >= 0).sum(axis=1)
+    far = far_draws(index, anchors.column("a_hash").to_numpy().astype(np.int64), county, near, n_want, cfg.seed, cfg.far_draws)
+    safe = np.maximum(far, 0)
+    far_d = np.where(far >= 0, haversine_km(lat[:, None], lon[:, None], index.lat[safe], index.lon[safe]), np.inf)
+    allp = np.concatenate([near, far], axis=1)
+    alld = np.concatenate([near_d, far_d], axis=1)
+    kind = np.concatenate([np.zeros(near.shape, bool), np.ones(far.shape, bool)], axis=1)
+    o = np.lexsort((np.where(allp >= 0, allp, len(index)), alld), axis=-1)  # distance, then cand_item_id
+    allp, alld, kind = (np.take_along_axis(x, o, axis=1) for x in (allp, alld, kind))
+    rr, cc = np.nonzero(allp >= 0)  # found candidates sort first (missing ones are at +inf)
+    p = pa.array(allp[rr, cc])
+    A = index.arrow
+    return pa.table({
+        "item_id": anchors.column("item_id").take(pa.array(rr)),
+        "rank": pa.array((cc + 1).astype(np.int32)),
+        "cand_item_id": A["rep_id"].take(p),
+        "distance_km": pa.array(alld[rr, cc]),
+        "cand_location_text": A["location_text"].take(p),
+        "cand_state": A["state"].take(p),
+        "cand_county": A["county"].take(p),
+        "cand_town": A["town"].take(p),
+        "neg_kind": pa.DictionaryArray.from_arrays(pa.array(kind[rr, cc].astype(np.int8)), pa.array(["near", "far"])).cast(pa.string()),
+        "search_ring": pa.array(index.search_ring[served[rr]]),
+    })
+
+
+def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", rows_per_partition: int = 100_000) -> "DataFrame":
+    """Geo prompts -> negatives (Eq. 1): K mismatched locations per anchor, ranked near -> far (lazy).
+
+    The town representatives (one per town) are indexed on the driver (:class:`TownIndex`) and
+    broadcast; anchors stay in Spark and are searched by ``mapInArrow``, partition by partition
+    (:func:`negatives_table`): H3 ring search for the near set, hashed draws for the far set. No
+    join of anchors with candidates, no cross join.
 
     Args:
         prompts_df: geo_prompts rows.
         cfg: Negatives config (K, n_far, H3 search, seed).
-        progress: Show a tqdm bar over anchors served.
+        rows_per_partition: Anchors per Spark task (more tasks, finer progress and less memory).
 
     Returns:
-        DataFrame with the negatives schema: ``item_id, rank, cand_item_id, distance_km,
-        cand_location_text, cand_state, cand_county, cand_town, neg_kind, search_ring``.
+        DataFrame with :data:`NEGATIVES_SCHEMA`.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     spark = prompts_df.sparkSession
-    need = cfg.k - cfg.n_far
-    schedule = search_schedule(cfg.h3_resolution, cfg.max_ring, cfg.min_resolution)
-    last = len(schedule) - 1
-    proxies = [proxy_resolution(r, k) for r, k in schedule]
-    resolutions = sorted({r for r, _ in schedule} | set(proxies), reverse=True)
-    ridx = {r: i + 1 for i, r in enumerate(resolutions)}  # 1-based for element_at
-    sched = spark.createDataFrame(
-        [(p, r, ridx[r], k, ridx[proxies[p]], equivalent_ring(r, k, cfg.h3_resolution)) for p, (r, k) in enumerate(schedule)],
-        "p int, res int, res_idx int, k int, proxy_idx int, search_ring int",
+    reps = town_representatives(prompts_df).toPandas()  # one row per town
+    bc = spark.sparkContext.broadcast(TownIndex(reps, cfg))
+    anchors = _with_keys(prompts_df).select(
+        "item_id", "lat", "lon", "loc_key", "county_key", F.xxhash64(F.col("item_id")).alias("a_hash")
     )
+    n = int(reps["n_items"].sum())
+    parts = max(spark.sparkContext.defaultParallelism, math.ceil(n / rows_per_partition))
+    anchors = anchors.repartition(parts, "county_key")  # a county's anchors together: bigger groups per H3 cell
 
-    items = _with_keys(prompts_df)
-    reps = _with_cells(town_representatives(prompts_df), "rep_lat", "rep_lon", resolutions).select(
-        "rep_lat", "rep_lon", *[f"cell_{r}" for r in resolutions],
-        F.col("rep_id").alias("cand_item_id"), F.col("loc_key").alias("cand_loc_key"), F.col("county_key").alias("cand_county_key"),
-        F.col("location_text").alias("cand_location_text"), F.col("state").alias("cand_state"),
-        F.col("county").alias("cand_county"), F.col("town").alias("cand_town"),
-    ).localCheckpoint(eager=True)
-    rep_cols = ["rep_lat", "rep_lon", *_CAND[1:]]
-    reps_by_res = reps.select(
-        F.explode(F.array(*[F.struct(F.lit(r).alias("res"), F.col(f"cell_{r}").alias("cell")) for r in resolutions])).alias("rc"), *rep_cols
-    ).select("rc.res", "rc.cell", *rep_cols)
-    counts = reps_by_res.groupBy("res", "cell").agg(F.count(F.lit(1)).alias("n")).localCheckpoint(eager=True)
+    def mine(batches):
+        import pyarrow as pa
 
-    anchors = _with_cells(
-        items.select(
-            F.col("item_id").alias("a_id"), F.col("lat").alias("a_lat"), F.col("lon").alias("a_lon"),
-            F.col("loc_key").alias("a_loc"), F.col("county_key").alias("a_county"),
-        ),
-        "a_lat", "a_lon", resolutions,
-    ).withColumn("a_cells", F.array(*[F.col(f"cell_{r}") for r in resolutions]))
-    anchors = anchors.select("a_id", "a_lat", "a_lon", "a_loc", "a_county", "a_cells").localCheckpoint(eager=True)
-    n_anchors = anchors.count()
+        batches = [b for b in batches if b.num_rows]
+        if batches:
+            yield from negatives_table(bc.value, pa.Table.from_batches(batches), cfg).to_batches(max_chunksize=1 << 16)
 
-    # Density-aware start: representatives in the anchor's proxy cell for every pass (start_pass).
-    # (computed per distinct base cell: every proxy cell is a parent of it, so anchors there agree)
-    base_pos = ridx[cfg.h3_resolution]
-    passes = F.array(*[F.struct(F.lit(p).alias("p"), F.lit(ridx[proxies[p]]).alias("proxy_idx")) for p in range(len(schedule))])
-    bcells = anchors.select(F.element_at("a_cells", base_pos).alias("bcell"), "a_cells").dropDuplicates(["bcell"])
-    prox = bcells.select("bcell", "a_cells", F.explode(passes).alias("pp")).select(
-        "bcell", F.col("pp.p").alias("p"), F.col("pp.proxy_idx").alias("proxy_idx"),
-        F.element_at("a_cells", F.col("pp.proxy_idx")).alias("cell"),
-    )
-    cnt = counts.select(F.col("cell"), F.col("res").alias("pres"), "n")
-    proxy_res = spark.createDataFrame([(ridx[r], r) for r in resolutions], "proxy_idx int, pres int")
-    prox = prox.join(F.broadcast(proxy_res), "proxy_idx").join(cnt, ["cell", "pres"], "left").fillna(0, ["n"])
-    start = prox.groupBy("bcell").agg(
-        F.coalesce(F.min(F.when(F.col("n") >= need + 1, F.col("p"))), F.lit(last)).alias("p")  # = start_pass
-    )
-    start = anchors.select("a_id", F.element_at("a_cells", base_pos).alias("bcell")).join(start, "bcell").drop("bcell")
-    work = anchors.join(start, "a_id")
-
-    n_reps = reps.count()
-    nxt = _next_pass_udf(schedule, [ridx[r] - 1 for r, _ in schedule], need)
-    served = []
-    rounds = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_anchors, desc="negatives: anchors served", unit="anchor")
-    while True:
-        w = work.join(F.broadcast(sched.select("p", "res_idx")), "p").select(
-            "a_id", "a_lat", "a_lon", "a_loc", "p", F.element_at("a_cells", F.col("res_idx")).alias("a_cell")
-        )
-        r = _round(w, reps_by_res, sched, need, cfg.min_near_distance_km)
-        # every anchor of the round gets a row (an empty disk gives near=[] and enough=false)
-        r = w.select("a_id", "p").join(r.drop("p"), "a_id", "left").select(
-            "a_id", "p", "near", "kth_km", (F.coalesce("enough", F.lit(False)) | (F.col("p") == last)).alias("enough"),
-        ).localCheckpoint(eager=True)
-        served.append(r.filter("enough").select("a_id", "p", "near"))
-        moved = (
-            r.filter(~F.col("enough"))
-            .join(anchors.select("a_id", "a_cells"), "a_id")
-            .select("a_id", nxt(F.col("a_cells"), F.col("p"), F.col("kth_km"), F.coalesce(F.size("near"), F.lit(0))).alias("p"))
-            .localCheckpoint(eager=True)
-        )
-        n_moved = moved.count()
-        if bar is not None:
-            bar.update(bar.total - bar.n - n_moved)
-        if n_moved == 0:
-            break
-        rounds += 1
-        if rounds >= 2 and n_moved * n_reps <= _FINISH_PAIRS:  # few stragglers: finish them in one last round
-            moved = moved.select("a_id", F.lit(last).alias("p"))
-        work = anchors.join(moved, "a_id")
-    if bar is not None:
-        bar.close()
-    near_all = served[0]
-    for d in served[1:]:
-        near_all = near_all.unionByName(d)
-    near_all = near_all.join(F.broadcast(sched.select("p", "search_ring")), "p").drop("p")
-    last_ring = equivalent_ring(*schedule[-1], cfg.h3_resolution)
-    cand_type = near_all.schema["near"].dataType
-    a = anchors.select("a_id", "a_loc", "a_county").join(near_all, "a_id", "left").select(
-        "a_id", "a_loc", "a_county",
-        F.coalesce("near", F.array().cast(cand_type)).alias("near"),
-        F.coalesce("search_ring", F.lit(last_ring)).alias("search_ring"),
-    ).withColumn("n_far", F.lit(cfg.k) - F.size("near"))
-
-    near_rows = a.select("a_id", "search_ring", F.explode("near").alias("c")).select(
-        "a_id", "search_ring", *[F.col(f"c.{c}").alias(c) for c in _CAND], F.lit("near").alias("neg_kind")
-    )
-
-    # Far negatives: random towns in other counties, by a hash-keyed bucket join (no cross join).
-    n_buckets = max(1, n_reps // 2)
-    seed = F.lit(cfg.seed)
-    rb = reps.withColumn("bucket", F.pmod(F.xxhash64(seed, F.col("cand_item_id")), F.lit(n_buckets)))
-    draws = a.filter("n_far > 0").select(
-        "a_id", "a_loc", "a_county", "search_ring", "n_far",
-        F.explode(F.sequence(F.lit(1), F.col("n_far") * cfg.far_draws)).alias("draw"),
-    ).withColumn("bucket", F.pmod(F.xxhash64(seed, F.col("a_id"), F.col("draw")), F.lit(n_buckets)))
-    near_locs = near_rows.select("a_id", "cand_loc_key")
-    anchor_xyz = anchors.select("a_id", "a_lat", "a_lon")
-    far = (
-        draws.join(rb, "bucket")
-        .filter(F.col("cand_county_key") != F.col("a_county"))
-        .join(near_locs, ["a_id", "cand_loc_key"], "left_anti")
-        .dropDuplicates(["a_id", "cand_loc_key"])  # one rep per location: the row is unique per (a, loc)
-        .withColumn("_o", F.xxhash64(seed, F.col("a_id"), F.col("cand_loc_key")))
-    )
-    wf = Window.partitionBy("a_id").orderBy("_o", "cand_item_id")
-    far_rows = (
-        far.withColumn("_r", F.row_number().over(wf))
-        .filter(F.col("_r") <= F.col("n_far"))
-        .join(anchor_xyz, "a_id")
-        .withColumn("distance_km", haversine_km_col(F.col("a_lat"), F.col("a_lon"), F.col("rep_lat"), F.col("rep_lon")))
-        .select("a_id", "search_ring", *_CAND, F.lit("far").alias("neg_kind"))
-    )
-
-    allc = near_rows.unionByName(far_rows)
-    w = Window.partitionBy("a_id").orderBy("distance_km", "cand_item_id")
-    return allc.withColumn("rank", F.row_number().over(w)).select(
-        F.col("a_id").alias("item_id"), "rank", "cand_item_id", "distance_km", "cand_location_text",
-        "cand_state", "cand_county", "cand_town", "neg_kind", F.col("search_ring").cast("int").alias("search_ring"),
-    )
+    return anchors.mapInArrow(mine, NEGATIVES_SCHEMA)
 
 
 def build_reward_lists(negatives_df: "DataFrame", prompts_df: "DataFrame", cfg: "NegativesConfig", pcfg: "PromptsConfig") -> "DataFrame":
@@ -442,9 +587,12 @@ def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
     from lgsid.steps import StepSummary
     from lgsid.storage import DeltaStore
 
+    from lgsid.spark.progress import spark_progress
+
     store = DeltaStore(spark, cfg.storage)
     prompts = store.read("geo_prompts")
-    neg = mine_negatives(prompts, cfg.negatives, progress=True).localCheckpoint(eager=True)
+    with spark_progress(spark, "negatives: Spark tasks"):
+        neg = mine_negatives(prompts, cfg.negatives).localCheckpoint(eager=True)
     r1 = store.write(neg, "negatives", mode="overwrite")
     r2 = store.write(build_reward_lists(neg, prompts, cfg.negatives, cfg.prompts), "reward_lists", mode="overwrite")
     st = neg.agg(

@@ -61,15 +61,22 @@ def test_next_pass_jumps_to_the_first_certified_disk():
     cells = [h3i.cell_to_parent(cell, r) for r, _ in sched]
     cov = [covered_radius_km(c, k) for c, (_, k) in zip(cells, sched)]
     assert all(np.diff(cov) > 0)
-    # need-th candidate found at a distance between the radii of passes 4 and 5 -> pass 5
-    assert next_pass(cells, sched, 0, (cov[4] + cov[5]) / 2) == 5
-    assert next_pass(cells, sched, 0, cov[2]) == 2  # boundary counts as covered
+    P = len(sched)
+    at = cov.__getitem__
+    nan = float("nan")
+    # need-th candidate found at a distance between the radii of passes 4 and 5 -> pass 5;
+    # exactly at pass 2's radius -> pass 2 (the boundary counts as covered); beyond all -> last
+    got = next_pass(at, P, 0, np.array([(cov[4] + cov[5]) / 2, cov[2], 1e9]), np.array([8, 8, 8]), need=8)
+    assert got.tolist() == [5, 2, P - 1]
     # too few candidates: jump by the density estimate r_p * sqrt((need + 1) / found)
     target = cov[1] * math.sqrt((8 + 1) / 2)
-    assert next_pass(cells, sched, 1, None, n_found=2, need=8) == next(q for q in range(2, len(sched)) if cov[q] >= target)
-    assert next_pass(cells, sched, 0, None, n_found=0, need=0) == 1  # sqrt(1/0.5) * r_0 < r_1
-    assert next_pass(cells, sched, len(sched) - 1, None) == len(sched) - 1
-    assert next_pass(cells, sched, 1, 1e9) == len(sched) - 1
+    assert next_pass(at, P, 1, np.array([nan]), np.array([2]), need=8)[0] == next(q for q in range(2, P) if cov[q] >= target)
+    assert next_pass(at, P, 0, np.array([nan]), np.array([0]), need=0)[0] == 1  # sqrt(1/0.5) * r_0 < r_1
+    assert next_pass(at, P, P - 1, np.array([nan]), np.array([0]), need=8).tolist() == [P - 1]
+    # radii are read lazily, only as far as needed
+    asked = []
+    next_pass(lambda q: asked.append(q) or cov[q], P, 0, np.array([cov[1]]), np.array([8]), need=8)
+    assert asked == [1]
 
 
 def test_ring_is_enough_hand_cases():
@@ -77,6 +84,7 @@ def test_ring_is_enough_hand_cases():
     assert not ring_is_enough(5, 1.2, 1.0, need=3)  # a closer item may lie just outside the disk
     assert not ring_is_enough(2, 0.5, 9.9, need=3)  # too few locations
     assert ring_is_enough(3, 1.5, 1.5, need=3)  # boundary counts as covered
+    assert ring_is_enough(np.array([5, 5, 2]), np.array([1.2, 1.6, 0.5]), 1.5, need=3).tolist() == [True, False, False]
 
 
 def test_start_pass_density_rule():
@@ -85,8 +93,13 @@ def test_start_pass_density_rule():
     assert start_pass([3, 9, 40, 200], need=8) == 1
     assert start_pass([3, 8, 40, 200], need=8) == 2  # 8 < need + 1 (own town is not a candidate)
     assert start_pass([0, 1, 2], need=8) == 2  # sparse everywhere: last pass
-    assert proxy_resolution(8, 1) == 7 and proxy_resolution(8, 2) == 6 and proxy_resolution(8, 4) == 6
-    assert proxy_resolution(0, 4) == 0
+    # vectorised over anchors (rows)
+    assert start_pass(np.array([[9, 40, 200], [3, 9, 40], [0, 1, 2]]), need=8).tolist() == [0, 1, 2]
+    # proxy cell: the resolution whose average area (res 7: 5.16 km², res 8: 0.737 km²) is nearest, in log
+    assert proxy_resolution(4.0, 8) == 7 and proxy_resolution(1.0, 8) == 8 and proxy_resolution(0.01, 8) == 8
+    assert proxy_resolution(5.16 * 7, 8) == 6 and proxy_resolution(1e9, 8) == 0 and proxy_resolution(4.0, 6) == 6
+    # fill: the certified circle's share of the proxy cell scales the count
+    assert start_pass([3, 9, 40, 200], need=8, fill=[1, 0.5, 0.2, 0.2]) == 3
 
 
 @pytest.mark.parametrize("res,k", [(7, 1), (7, 2), (5, 3)])
