@@ -7,7 +7,11 @@ aligned) and the reward lists' mismatched prompts (:mod:`lgsid.reward`).
 
 ``item_embeddings`` is keyed by ``(item_id, model_version)``: ``"reference"`` for the frozen base
 encoder, ``"aligned-<N>"`` for version N of the registered aligned encoder (its LoRA adapter). A
-rerun MERGEs, so other versions stay and reruns are idempotent.
+rerun MERGEs, so other versions stay and reruns are idempotent. Each row holds the vector twice:
+``embedding`` (ARRAY<FLOAT>, for training, tokenizer and evaluation) and ``embedding_f32`` (BINARY
+little-endian float32, the SID Spark UDF's input; :mod:`lgsid.embedding_f32`). A table written
+before ``embedding_f32`` existed gets the column on the next MERGE; rows of model versions not
+re-embedded keep it null, and ``lgsid write-sids`` names them.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ def worker_encoder(enc_cfg: EncoderConfig, adapter_dir: str | None):
 
 
 def embed_dataframe(
-    df: "DataFrame", text_col: str, enc_cfg: EncoderConfig, adapter_dir: str | None = None, out_col: str = "embedding"
+    df: "DataFrame", text_col: str, enc_cfg: EncoderConfig, adapter_dir: str | None = None, out_col: str = "embedding",
+    f32_col: str | None = None,
 ) -> "DataFrame":
     """``df`` plus an ``out_col`` ARRAY<FLOAT> column: the encoder's embedding of ``text_col``.
 
@@ -59,17 +64,24 @@ def embed_dataframe(
         enc_cfg: Encoder config (the worker loads this checkpoint, pooling, max length, batch size).
         adapter_dir: LoRA adapter directory readable by the workers; ``None`` = the frozen reference.
         out_col: Name of the new column.
+        f32_col: If set, also add this BINARY column: the same vector as little-endian float32
+            bytes (:func:`lgsid.embedding_f32.encode_f32`), the SID Spark UDF's input.
     """
-    from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
+    from pyspark.sql.types import ArrayType, BinaryType, FloatType, StructField, StructType
 
     if text_col not in df.columns:
         raise ConfigError(f"embed: column {text_col!r} not in DataFrame columns {df.columns}")
-    schema = StructType(list(df.schema.fields) + [StructField(out_col, ArrayType(FloatType()), False)])
+    fields = list(df.schema.fields) + [StructField(out_col, ArrayType(FloatType()), False)]
+    if f32_col:
+        fields.append(StructField(f32_col, BinaryType(), False))
+    schema = StructType(fields)
     slots = df.sparkSession.sparkContext.defaultParallelism
     if df.rdd.getNumPartitions() < slots:  # one Delta file would otherwise keep every core but one idle
         df = df.repartition(slots)
 
     def udf(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
+        from lgsid.embedding_f32 import encode_f32
+
         enc = worker_encoder(enc_cfg, adapter_dir)
         for pdf in batches:
             if len(pdf) == 0:
@@ -77,13 +89,15 @@ def embed_dataframe(
             emb = enc.encode(pdf[text_col].astype(str).tolist())  # (n, D)
             pdf = pdf.copy()
             pdf[out_col] = list(emb)
+            if f32_col:
+                pdf[f32_col] = encode_f32(emb)
             yield pdf
 
     return df.mapInPandas(udf, schema)
 
 
 def item_embedding_rows(prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_version: str, adapter_dir: str | None = None) -> "DataFrame":
-    """geo_prompts -> rows of ``item_embeddings`` (item_id, model_name, model_version, embedding, dim, created_at)."""
+    """geo_prompts -> rows of ``item_embeddings`` (item_id, model_name, model_version, embedding, dim, created_at, embedding_f32)."""
     from pyspark.sql import functions as F
 
     from lgsid.encoder import resolve_checkpoint
@@ -91,7 +105,7 @@ def item_embedding_rows(prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_v
     resolve_checkpoint(enc_cfg.checkpoint)  # fail on the driver, not inside a task
     ck = enc_cfg.checkpoint
     model_name = ck[len("package:"):] if ck.startswith("package:") else os.path.basename(os.path.normpath(ck))
-    out = embed_dataframe(prompts_df.select("item_id", "prompt"), "prompt", enc_cfg, adapter_dir)
+    out = embed_dataframe(prompts_df.select("item_id", "prompt"), "prompt", enc_cfg, adapter_dir, f32_col="embedding_f32")
     return out.select(
         "item_id",
         F.lit(model_name).alias("model_name"),
@@ -99,6 +113,7 @@ def item_embedding_rows(prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_v
         "embedding",
         F.size("embedding").cast("int").alias("dim"),
         F.current_timestamp().alias("created_at"),
+        "embedding_f32",
     )
 
 

@@ -121,8 +121,11 @@ ITEM_EMBEDDINGS = TableSpec(
     name="item_embeddings",
     primary_key=("item_id", "model_version"),
     description="Item prompt embeddings keyed by encoder model version (reference or aligned)",
-    schema="item_id STRING, model_name STRING, model_version STRING, embedding ARRAY<FLOAT>, dim INT, created_at TIMESTAMP",
-    not_null=("item_id", "model_name", "model_version", "embedding", "dim"),
+    schema=(
+        "item_id STRING, model_name STRING, model_version STRING, embedding ARRAY<FLOAT>, dim INT, created_at TIMESTAMP, "
+        "embedding_f32 BINARY"
+    ),
+    not_null=("item_id", "model_name", "model_version", "embedding", "dim", "embedding_f32"),
     written_by="embed",
 )
 

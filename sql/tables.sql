@@ -131,7 +131,8 @@ CREATE TABLE IF NOT EXISTS lgsid.item_embeddings (
   model_version STRING NOT NULL COMMENT 'reference | aligned-<N>',
   embedding ARRAY<FLOAT> NOT NULL COMMENT 'Prompt embedding',
   dim INT NOT NULL COMMENT 'Embedding dimension',
-  created_at TIMESTAMP COMMENT 'When the row was written'
+  created_at TIMESTAMP COMMENT 'When the row was written',
+  embedding_f32 BINARY NOT NULL COMMENT 'The same vector as little-endian float32 bytes (4 * dim); input of the SID Spark UDF. Last column: tables written before it existed get it appended (nullable) by the next write'
 )
 USING DELTA
 LOCATION '${lgsid_root}/item_embeddings'

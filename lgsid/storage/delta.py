@@ -181,13 +181,15 @@ class DeltaStore:
             return
         cols = list(columns) if columns else None
         # Files written on creation and by MERGE differ in nullability (and MERGE may use view
-        # types), so every batch is cast to one schema: the table's, with every field nullable.
+        # types), and files written before a column was added lack it, so every batch is cast to
+        # one schema: the table's, with every field nullable (missing columns read as null).
         target = pa.schema([f.with_nullable(True) for f in self._arrow_schema_of(name, dt)])
         if cols:
             target = pa.schema([target.field(c) for c in cols])
         try:
-            ds = pads.dataset(files, format="parquet")
-            batches = ds.to_batches(columns=cols, batch_size=batch_size)
+            datasets = [pads.dataset([f], format="parquet") for f in files]
+            batches = (b for ds in datasets
+                       for b in ds.to_batches(columns=[c for c in target.names if c in ds.schema.names], batch_size=batch_size))
         except pa.ArrowInvalid as e:
             # delta-rs MERGE writes files whose embedded Arrow schema uses view types (Utf8View)
             # that pyarrow 14 cannot read; Spark's reader ignores that schema. Read file by file.
@@ -196,7 +198,11 @@ class DeltaStore:
             batches = self._spark_file_batches(name, dt, files, cols, batch_size)
         for b in batches:
             if b.num_rows:
-                yield from pa.Table.from_batches([b]).select(target.names).cast(target).to_batches()
+                t = pa.Table.from_batches([b])
+                for f in target:
+                    if f.name not in t.column_names:
+                        t = t.append_column(f.name, pa.nulls(len(t), f.type))
+                yield from t.select(target.names).cast(target).to_batches()
 
     def _arrow_schema_of(self, name: str, dt) -> pa.Schema:
         if name in _catalogue_names():
@@ -352,6 +358,7 @@ class DeltaStore:
             raise ValidationError(f"merge into '{name}': source has duplicate keys {keys}: {[r.asDict() for r in dup]}")
         if not self.exists(name):
             return self.write(df, name, mode="overwrite")
+        self.add_missing_columns(name)
         pred = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
         if self.backend == "spark":
             from delta.tables import DeltaTable as SparkDeltaTable
@@ -377,10 +384,47 @@ class DeltaStore:
         return WriteResult(name, v, self.count(name))
 
     # ------------------------------------------------------------------ table creation
+    def stored_columns(self, name: str) -> list[str]:
+        """Column names in the stored table's Delta schema (may lack catalogue columns added since it was written)."""
+        self._require(name)
+        if self.backend == "spark":
+            return list(self.spark.read.format("delta").load(self.path(name)).columns)
+        return [f.name for f in self._dt(name).schema().fields]
+
+    def add_missing_columns(self, name: str) -> list[str]:
+        """Append the catalogue columns the stored table lacks (one metadata commit; no data rewritten).
+
+        Tables written by an older lgsid (e.g. ``item_embeddings`` before ``embedding_f32``) get the
+        new columns as nullable (Delta cannot add a NOT NULL column to a table that has rows); their
+        old rows read as null there until rewritten, and every new write is still checked against
+        the catalogue's NOT NULL list. New catalogue columns go last in the schema, so the order
+        matches. Returns the added column names (empty when none were missing).
+        """
+        if name not in _catalogue_names() or not self.exists(name):
+            return []
+        ts = table_spec(name)
+        have = set(self.stored_columns(name))
+        missing = [f for f in arrow_schema(ts) if f.name not in have]
+        if not missing:
+            return []
+        if self.backend == "spark":
+            types = {f.name: f.dataType.simpleString() for f in spark_schema(ts).fields}
+            cols = ", ".join(f"`{f.name}` {types[f.name]}" for f in missing)
+            self.spark.sql(f"ALTER TABLE delta.`{self.path(name)}` ADD COLUMNS ({cols})")
+        else:
+            from deltalake import Schema
+
+            fields = Schema.from_arrow(pa.schema([f.with_nullable(True) for f in missing])).fields
+            self._dt(name).alter.add_columns(fields)
+        added = [f.name for f in missing]
+        log.warning("table '%s' predates column(s) %s: added them (nullable; existing rows hold null)", name, added)
+        return added
+
     def _ensure_deltars_table(self, ts: TableSpec | None, name: str, df: "DataFrame") -> None:
         from deltalake import DeltaTable
 
         if self.exists(name):
+            self.add_missing_columns(name)
             return
         if ts is not None:
             schema = arrow_schema(ts)
@@ -398,7 +442,10 @@ class DeltaStore:
             dt.alter.add_constraint(dict(ts.checks))
 
     def _ensure_spark_table(self, ts: TableSpec | None, name: str, df: "DataFrame") -> None:
-        if ts is None or self.exists(name):
+        if ts is None:
+            return
+        if self.exists(name):
+            self.add_missing_columns(name)
             return
         from delta.tables import DeltaTable as SparkDeltaTable
 

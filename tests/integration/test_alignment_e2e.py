@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from lgsid.config import replace
+from lgsid.embedding_f32 import decode_f32
 from lgsid.errors import ValidationError
 
 pytestmark = pytest.mark.spark
@@ -138,6 +139,8 @@ def test_reward_gdpo_mlflow_roundtrip(spark, store, tiny_cfg, toy_tables):
     out = np.asarray(model.predict(pd.DataFrame({"prompt": toy_tables["prompt"].head(3).tolist()})))
     assert out.shape == (3, 384)
     table = store.read("item_embeddings").toPandas()
+    # embedding_f32 (the SID UDF's input) holds the same vectors as embedding, as float32 bytes
+    np.testing.assert_array_equal(decode_f32(table["embedding_f32"], 384), np.stack(table["embedding"].to_numpy()).astype(np.float32))
     aligned = table[table.model_version == "aligned-1"].set_index("item_id").loc[toy_tables["item_id"].head(3), "embedding"]
     np.testing.assert_allclose(out, np.stack(aligned.to_numpy()), atol=1e-4)
 

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from lgsid.embedding_f32 import encode_f32
+
 pytestmark = pytest.mark.spark
 
 N_ITEMS, N_USERS = 240, 60
@@ -44,7 +46,7 @@ def _frames(seed=0):
     aligned = np.concatenate([ref[:, :12], 3 * np.eye(12, dtype=np.float32)[town_of]], axis=1)
     emb = pd.concat([
         pd.DataFrame({"item_id": items["item_id"], "model_name": "test-encoder", "model_version": v, "embedding": list(e), "dim": e.shape[1],
-                      "created_at": pd.Timestamp("2024-01-01")})
+                      "created_at": pd.Timestamp("2024-01-01"), "embedding_f32": encode_f32(e)})
         for v, e in (("reference", ref), ("aligned-1", aligned))
     ])
     return items, inter, emb

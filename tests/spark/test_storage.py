@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -140,13 +141,17 @@ def test_to_pandas_after_merge_unifies_file_schemas(spark, store):
     from lgsid.tables import ITEM_EMBEDDINGS
 
     ts = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
-    rows = [("a", "m", "reference", [1.0, 0.0], 2, ts), ("b", "m", "reference", [0.0, 1.0], 2, ts)]
+    def f32(v):
+        return np.asarray(v, "<f4").tobytes()
+
+    rows = [("a", "m", "reference", [1.0, 0.0], 2, ts, f32([1, 0])), ("b", "m", "reference", [0.0, 1.0], 2, ts, f32([0, 1]))]
     store.write(spark.createDataFrame(rows, spark_schema(ITEM_EMBEDDINGS)), "item_embeddings")
-    new = [("c", "m", "aligned-1", [0.5, 0.5], 2, ts)]
+    new = [("c", "m", "aligned-1", [0.5, 0.5], 2, ts, f32([0.5, 0.5]))]
     store.merge(spark.createDataFrame(new, spark_schema(ITEM_EMBEDDINGS)), "item_embeddings")
     pdf = _sorted(store.to_pandas("item_embeddings"), "item_id")
     assert list(pdf["item_id"]) == ["a", "b", "c"]
     assert list(pdf["model_version"]) == ["reference", "reference", "aligned-1"]
     assert [list(e) for e in pdf["embedding"]] == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
+    assert [np.frombuffer(b, "<f4").tolist() for b in pdf["embedding_f32"]] == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
     sub = store.to_pandas("item_embeddings", columns=["item_id", "dim"])
     assert list(sub.columns) == ["item_id", "dim"] and sub["dim"].tolist() == [2, 2, 2]
