@@ -54,16 +54,19 @@ def sid_model_module():
 
 
 def model_signature(dim: int):
-    """Input: item attributes + optional ``embedding`` (or raw item fields); output: SID columns."""
+    """Input: item attributes + optional ``embedding_f32`` / ``embedding`` (or raw item fields); output: SID columns."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     req = [ColSpec("double", "lat"), ColSpec("double", "lon")] + [ColSpec("string", c) for c in ("state", "county", "town", "category_l2")]
     opt = [ColSpec("string", c, required=False) for c in ("item_id", "category_l1", "brand", "name", "address")]
+    # ``embedding_f32`` (BINARY, 4 * dim little-endian float32 bytes) is the Spark UDF's fast path;
+    # MLflow passes a binary column through untouched and the model checks the length per row.
     # ``embedding`` is ARRAY<FLOAT> of the fitted dimension. It is declared Any: MLflow enforces an
     # Array column element by element in Python (~10k rows/s), while the model itself stacks the
     # column into one matrix and checks dimension and finiteness vectorised (ValidationError).
-    opt += [ColSpec("double", "price", required=False), ColSpec(AnyType(), "embedding", required=False)]
+    opt += [ColSpec("double", "price", required=False), ColSpec("binary", "embedding_f32", required=False),
+            ColSpec(AnyType(), "embedding", required=False)]
     out = [ColSpec("integer", c) for c in ("sid_l1", "sid_l2", "sid_l3")] + [ColSpec("string", "sid_codes"), ColSpec("string", "sid_path")]
     return ModelSignature(inputs=Schema(req + opt), outputs=Schema(out))
 

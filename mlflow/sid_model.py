@@ -1,15 +1,19 @@
 """The SID model as an MLflow pyfunc (logged with ``code_paths=[this file]``).
 
-Two entry modes, chosen per batch from the input columns:
+Three entry modes, chosen per batch from the input columns (first that applies):
 
-* **fast path** — rows with an ``embedding`` (ARRAY<FLOAT>) plus the item attributes
-  (lat, lon, state, county, town, category_l1, category_l2, brand): the tokenizer assigns codes
-  directly. The embeddings are stacked into one (N, D) matrix and assigned with one matmul per
-  level, so a Spark UDF batch of 8k–64k rows costs a few milliseconds.
-* **cold start** — raw item rows without an ``embedding`` (name, brand, category_l1/_l2, price,
-  town, county, state, lat, lon): the prompt is built with :mod:`lgsid.prompts` and embedded with
-  the encoder the tokenizer was trained on (the aligned LoRA adapter is packaged with the model
-  when the embeddings were aligned ones), then assigned as above.
+* **binary fast path** — rows with ``embedding_f32`` (BINARY: the embedding as little-endian
+  float32 bytes, ``4 · dim`` per row; :mod:`lgsid.embedding_f32`) plus the item attributes
+  (lat, lon, state, county, town, category_l1, category_l2, brand). The batch's bytes are joined
+  and read with one ``np.frombuffer`` into an (N, D) matrix, then assigned with one matmul per
+  level. This is what the write-back Spark UDF feeds: a BINARY column crosses Spark's JVM -> Arrow
+  boundary as one buffer, an ARRAY<FLOAT> column element by element.
+* **array path** — rows with ``embedding`` (ARRAY<FLOAT>) and the same attributes: the arrays are
+  stacked into the (N, D) matrix, then assigned as above.
+* **cold start** — raw item rows without either (name, brand, category_l1/_l2, price, town,
+  county, state, lat, lon): the prompt is built with :mod:`lgsid.prompts` and embedded with the
+  encoder the tokenizer was trained on (the aligned LoRA adapter is packaged with the model when
+  the embeddings were aligned ones), then assigned as above.
 
 Output columns: ``sid_l1, sid_l2, sid_l3`` (INT; null past the model's levels), ``sid_codes``
 (``"l1-l2-l3"``; the dedup suffix is assigned by the write-back job, which knows existing items)
@@ -24,6 +28,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from lgsid.embedding_f32 import decode_f32
 from lgsid.tokenizer.base import stack_embeddings
 
 OUTPUT_COLUMNS = ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")
@@ -64,7 +69,7 @@ class SIDModel(mlflow.pyfunc.PythonModel):
 
         missing = [c for c in RAW_COLUMNS if c not in df.columns]
         if missing:
-            raise ValidationError(f"SID model: rows without 'embedding' need the raw item columns; missing {missing}")
+            raise ValidationError(f"SID model: rows without 'embedding_f32' or 'embedding' need the raw item columns; missing {missing}")
         enc, pcfg = self._encoder_and_prompts()
         rows = df.to_dict("records")
         prompts = [combine_prompt(format_content(r, pcfg), format_location(r, pcfg), pcfg) for r in rows]
@@ -74,7 +79,9 @@ class SIDModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         ids = df["item_id"] if "item_id" in df.columns else None
-        if "embedding" in df.columns and not df["embedding"].isna().all():
+        if _has_values(df, "embedding_f32"):
+            emb = decode_f32(df["embedding_f32"], int(self.tokenizer.dim), ids)  # (N, D), one frombuffer
+        elif _has_values(df, "embedding"):
             emb = stack_embeddings(df["embedding"], ids)
         else:
             emb = self.embed_raw(df)
@@ -82,15 +89,32 @@ class SIDModel(mlflow.pyfunc.PythonModel):
         return sids_frame(codes, self.l1_paths)
 
 
+def _has_values(df: pd.DataFrame, column: str) -> bool:
+    """``column`` is present and not entirely null."""
+    return column in df.columns and not df[column].isna().all()
+
+
 def sids_frame(codes: np.ndarray, l1_paths: np.ndarray) -> pd.DataFrame:
-    """(N, L) codes -> the model's output frame (see module docstring)."""
+    """(N, L) codes -> the model's output frame (see module docstring).
+
+    Strings are gathered from per-level tables of ``K_l`` entries (``"12"``, ``"-7"``, ...), so a
+    batch costs two object concatenations per row for ``sid_codes`` and one gather for ``sid_path``.
+    """
     n, L = codes.shape
     out = {}
     for l in range(3):
-        out[f"sid_l{l + 1}"] = pd.array(codes[:, l], dtype="Int32") if l < L else pd.array([None] * n, dtype="Int32")
-    s = codes[:, 0].astype(str).astype(object)
+        out[f"sid_l{l + 1}"] = codes[:, l].astype(np.int32) if l < L else pd.array([None] * n, dtype="Int32")
+    s = _code_strings(codes[:, 0], "")
     for l in range(1, L):
-        s = s + "-" + codes[:, l].astype(str).astype(object)
+        s = s + _code_strings(codes[:, l], "-")  # (N,) object
     out["sid_codes"] = s
     out["sid_path"] = l1_paths[codes[:, 0]]
     return pd.DataFrame(out)
+
+
+def _code_strings(c: np.ndarray, prefix: str) -> np.ndarray:
+    """(N,) int codes -> (N,) object array of ``prefix + str(code)`` via a table of max(code) + 1 strings."""
+    if len(c) == 0:
+        return np.zeros(0, dtype=object)
+    table = np.array([prefix + str(i) for i in range(int(c.max()) + 1)], dtype=object)
+    return table[c]

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lgsid.errors import PromotionRefused
+from lgsid.embedding_f32 import encode_f32
+from lgsid.errors import PromotionRefused, ValidationError
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
@@ -68,13 +69,20 @@ def test_register_candidate_promote_and_refuse_bad_model(reg):
     header = json.load(open(os.path.join(local, "artifacts", "tokenizer", "tokenizer.json")))
     assert header["config"]["codebook_sizes"] == [6, 4, 4] and header["codebook_shapes"][0] == [6, 16]
     model = mlflow.pyfunc.load_model(uri)
-    assert "embedding" in model.metadata.get_input_schema().input_names()
+    assert {"embedding", "embedding_f32"} <= set(model.metadata.get_input_schema().input_names())
 
-    # fast path: features + embedding -> the same codes as the in-process tokenizer
+    # array path: features + embedding -> the same codes as the in-process tokenizer
     inp = items.assign(embedding=list(emb))
     out = model.predict(inp)
     np.testing.assert_array_equal(out[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64), codes)
-    assert out["sid_codes"].iloc[0] == "-".join(str(c) for c in codes[0])
+    assert out["sid_codes"].tolist() == ["-".join(str(c) for c in row) for row in codes]
+    # binary fast path: embedding_f32 bytes -> the same output, through the signature enforcement
+    fast = model.predict(items.assign(embedding_f32=encode_f32(emb)))
+    pd.testing.assert_frame_equal(fast, out)
+    bad = items.assign(embedding_f32=encode_f32(emb))
+    bad.loc[7, "embedding_f32"] = bad.loc[7, "embedding_f32"][:-4]
+    with pytest.raises(ValidationError, match=rf"column 'embedding_f32' must hold 64 bytes .* item\(s\) \['{items['item_id'][7]}'\] hold \[60\] bytes"):
+        model.predict(bad)
 
     summary = run(None, cfg)  # lgsid promote
     assert summary.metrics["champion_version"] == v1 and str(version_by_alias(cfg, "champion").version) == v1
