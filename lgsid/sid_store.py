@@ -1,8 +1,14 @@
 """Step ``write-sids``: apply the registered SID model as a Spark UDF and MERGE into ``item_sid_features``.
 
 1. ``mlflow.pyfunc.spark_udf(spark, "models:/lgsid-sid-model@champion", result_type=<struct>)``
-   over the items joined with their embeddings (of the model version's embedding space). Arrow
-   batches of ``sid_store.batch_size`` rows feed the vectorised pyfunc.
+   over the items joined with their ``embedding_f32`` (BINARY little-endian float32 bytes; see
+   :mod:`lgsid.embedding_f32`) of the model version's embedding space. Arrow batches of
+   ``sid_store.batch_size`` rows feed the vectorised pyfunc, which decodes a whole batch with one
+   ``np.frombuffer``. The BINARY column is what makes the UDF fast: Spark's JVM converts an
+   ARRAY<FLOAT> column to Arrow element by element, which alone capped a Python UDF over 384-d
+   vectors at ~70k rows/s on two cores (``bench/sid_udf.py`` prints both transfer bounds).
+   A champion logged before ``embedding_f32`` existed (its signature lacks the column) is fed the
+   ``embedding`` arrays instead, with a note in the step summary.
 2. Suffixes (:func:`assign_suffixes`): an item already in ``sid_items`` for this model version
    keeps its SID exactly (codes and suffix); a new item gets the next free suffix of its code
    tuple (existing maximum + 1, then by item_id). Nothing is ever renumbered.
@@ -10,8 +16,10 @@
    ``updated_at`` = now; a rerun on unchanged input commits nothing (idempotent). New items are
    added to ``sid_items``. Delta history keeps every earlier snapshot for point-in-time joins.
 
-Input is checked before anything is written: missing embeddings, wrong dimension and null
-coordinates raise :class:`ValidationError` naming the items and the column.
+Input is checked before anything is written (:func:`check_udf_input`): a missing embedding, an
+``embedding_f32`` that is null (a row written before the column existed: rerun ``lgsid embed``)
+or not ``4 · dim`` bytes, and null coordinates/admin fields raise :class:`ValidationError` naming
+the items and the column. The check reads only byte lengths, so it moves no vectors.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
 SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
-UDF_INPUT_COLUMNS = ("item_id", *FEATURE_COLUMNS, "embedding")
+EMBEDDING_F32, EMBEDDING = "embedding_f32", "embedding"
+UDF_INPUT_COLUMNS = ("item_id", *FEATURE_COLUMNS, EMBEDDING_F32)
+"""The struct the UDF is applied to; ``embedding`` replaces ``embedding_f32`` for models that predate it."""
 
 
 def model_uri(cfg: LGSIDConfig) -> str:
@@ -55,24 +65,58 @@ def resolve_model_version(cfg: LGSIDConfig):
         raise ModelError(f"no SID model at {uri}: run `lgsid tokenize` then `lgsid promote` (or set sid_store.model_uri)") from None
 
 
-def check_udf_input(df: "DataFrame", dim: int) -> None:
+def embedding_column(input_names) -> str:
+    """``embedding_f32`` if the model's input schema has it, else ``embedding`` (a model logged before it existed)."""
+    return EMBEDDING_F32 if EMBEDDING_F32 in set(input_names or ()) else EMBEDDING
+
+
+def _embed_command(model_version: str) -> str:
+    return "lgsid embed" if model_version == "reference" else f"lgsid embed --set encoder.embed_version={model_version}"
+
+
+def check_udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, dim: int, column: str = EMBEDDING_F32) -> None:
     """Fail before writing when an item lacks its embedding, has the wrong dimension or null coordinates.
 
+    Only per-row facts (row present, null, byte length / array size) cross the join, never the
+    vectors, so this pass is cheap next to the UDF.
+
+    Args:
+        items: The ``items`` table (item_id + FEATURE_COLUMNS).
+        embeddings: The ``item_embeddings`` table (all versions; filtered to ``model_version`` here).
+        model_version: ``item_embeddings.model_version`` the SID model was fitted on.
+        dim: The model's embedding dimension D (``embedding_f32`` must hold 4·D bytes).
+        column: ``embedding_f32`` (BINARY) or ``embedding`` (ARRAY<FLOAT>, older models).
+
     Raises:
-        ValidationError: names the column and the first offending item_ids.
+        ValidationError: names the column and the first offending item_ids; also when the table
+            has no ``embedding_f32`` column at all (written before it existed).
     """
     from pyspark.sql import functions as F
 
+    fix = f"rerun `{_embed_command(model_version)}`"
+    if column not in embeddings.columns:
+        raise ValidationError(
+            f"write-sids: item_embeddings has no column '{column}' (the table was written before lgsid stored it); "
+            f"{fix} to add it; nothing was written")
+    c = F.col(column)
+    if column == EMBEDDING_F32:
+        wrong_dim, dim_msg = F.octet_length(c) != 4 * dim, f"(column '{column}' must hold {4 * dim} bytes: float32 × {dim})"
+    else:
+        wrong_dim, dim_msg = F.size(c) != dim, f"(column '{column}')"
+    facts = embeddings.where(F.col("model_version") == model_version).select(
+        "item_id", F.lit(True).alias("_has_row"), c.isNull().alias("_null"), wrong_dim.alias("_wrong_dim"))
+    df = items.select("item_id", *FEATURE_COLUMNS).join(facts, "item_id", "left")
     checks = [
-        ("embedding", F.col("embedding").isNull(), "has no embedding (column 'embedding' is null; run `lgsid embed`)"),
-        ("embedding", F.size("embedding") != dim, f"has an embedding whose dimension differs from the model's {dim} (column 'embedding')"),
-        ("lat", F.col("lat").isNull(), "has a null coordinate (column 'lat')"),
-        ("lon", F.col("lon").isNull(), "has a null coordinate (column 'lon')"),
+        (F.col("_has_row").isNull(), f"has no embedding (no item_embeddings row of model_version '{model_version}'; run `{_embed_command(model_version)}`)"),
+        (F.col("_null"), f"has no embedding (column '{column}' is null: the row was written before lgsid stored it; {fix})"),
+        (F.col("_wrong_dim"), f"has an embedding whose dimension differs from the model's {dim} {dim_msg}"),
+        (F.col("lat").isNull(), "has a null coordinate (column 'lat')"),
+        (F.col("lon").isNull(), "has a null coordinate (column 'lon')"),
     ]
-    for c in ("state", "county", "town", "category_l2"):
-        checks.append((c, F.col(c).isNull(), f"has a null '{c}'"))
+    for col in ("state", "county", "town", "category_l2"):
+        checks.append((F.col(col).isNull(), f"has a null '{col}'"))
     problem = None
-    for _, cond, msg in reversed(checks):  # first failing check wins
+    for cond, msg in reversed(checks):  # first failing check wins
         problem = F.when(cond, F.lit(msg)) if problem is None else F.when(cond, F.lit(msg)).otherwise(problem)
     bad = df.select("item_id", problem.alias("problem")).where(F.col("problem").isNotNull()).limit(50).collect()
     if bad:
@@ -81,13 +125,33 @@ def check_udf_input(df: "DataFrame", dim: int) -> None:
         raise ValidationError(f"write-sids: item(s) {ids} {first}; nothing was written")
 
 
+def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, column: str = EMBEDDING_F32) -> "DataFrame":
+    """The UDF's input rows: item_id, FEATURE_COLUMNS and ``column`` of ``model_version`` (pure, lazy).
+
+    An inner join with the embeddings streamed and the items as the build side, which Spark
+    broadcasts when they fit ``spark.sql.autoBroadcastJoinThreshold``: the vectors are then never
+    shuffled. It drops items without an embedding, so run :func:`check_udf_input` first (it fails
+    on any such item).
+    """
+    from pyspark.sql import functions as F
+
+    emb = embeddings.where(F.col("model_version") == model_version).select("item_id", column)
+    return emb.join(items.select("item_id", *FEATURE_COLUMNS), "item_id").select("item_id", *FEATURE_COLUMNS, column)
+
+
 def apply_sid_udf(spark, df: "DataFrame", uri: str) -> "DataFrame":
-    """``df`` plus the model's output columns, computed by ``mlflow.pyfunc.spark_udf`` (pure, lazy)."""
+    """``df`` plus the model's output columns, computed by ``mlflow.pyfunc.spark_udf`` (pure, lazy).
+
+    The UDF gets ``struct(item_id, FEATURE_COLUMNS, embedding_f32)``, or ``embedding`` in place of
+    ``embedding_f32`` when ``df`` has no ``embedding_f32`` column.
+    """
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
+    emb_col = EMBEDDING_F32 if EMBEDDING_F32 in df.columns else EMBEDDING
+    cols = [*UDF_INPUT_COLUMNS[:-1], emb_col]
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=SPARK_RESULT_TYPE, env_manager="local")
-    out = df.withColumn("_sid", udf(F.struct(*[F.col(c) for c in UDF_INPUT_COLUMNS])))
+    out = df.withColumn("_sid", udf(F.struct(*[F.col(c) for c in cols])))
     return out.select(*df.columns, *[F.col(f"_sid.{c}").alias(c) for c in ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")])
 
 
@@ -142,10 +206,10 @@ def changed_rows(features: "DataFrame", current: "DataFrame | None") -> "DataFra
 
 def run(spark, cfg: LGSIDConfig) -> StepSummary:
     """Step ``write-sids`` (see module docstring)."""
+    from mlflow.models import get_model_info
     from pyspark.sql import functions as F
 
     from lgsid.storage import DeltaStore
-    from lgsid.tokenizer.job import items_with_embeddings
     from lgsid.tracking import setup_mlflow
 
     setup_mlflow(cfg)
@@ -156,9 +220,12 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     dim = tags.get("lgsid.embedding_dim")
     if emb_version is None or dim is None:
         raise ModelError(f"{cfg.mlflow.sid_model_name} version {version} lacks the lgsid.embedding_model_version/embedding_dim tags; re-run `lgsid tokenize`")
+    signature = get_model_info(model_uri(cfg)).signature
+    emb_col = embedding_column(signature.inputs.input_names() if signature is not None and signature.inputs is not None else ())
     store = DeltaStore(spark, cfg.storage)
-    items = items_with_embeddings(store.read("items"), store.read("item_embeddings"), emb_version)
-    check_udf_input(items, int(dim))
+    items, embeddings = store.read("items"), store.read("item_embeddings")
+    check_udf_input(items, embeddings, emb_version, int(dim), emb_col)
+    items = udf_input(items, embeddings, emb_version, emb_col)
 
     prev = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.sid_store.batch_size))
@@ -190,7 +257,10 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     current = store.read("item_sid_features") if store.exists("item_sid_features") else None
     delta = changed_rows(feats, current).withColumn("updated_at", F.current_timestamp()).localCheckpoint()
     n_changed = delta.count()
-    notes = [f"applied {model_uri(cfg)} (version {version}, embeddings {emb_version}) to {n_total:,} items"]
+    notes = [f"applied {model_uri(cfg)} (version {version}, embeddings {emb_version}, column {emb_col}) to {n_total:,} items"]
+    if emb_col != EMBEDDING_F32:
+        notes.append(f"model version {version} predates the {EMBEDDING_F32} input: fed ARRAY<FLOAT> '{EMBEDDING}' (slower); "
+                     "`lgsid tokenize` + `lgsid promote` give a model with the binary fast path")
     if n_changed:
         tables.append(store.merge(delta, "item_sid_features"))
     else:

@@ -55,17 +55,23 @@ def world(spark, tmp_path_factory):
     return {"cfg": cfg, "store": store, "items": items, "emb": emb}
 
 
-def test_udf_output_equals_in_process_assignment(spark, world):
+@pytest.mark.parametrize("column", ["embedding_f32", "embedding"])
+def test_udf_output_equals_in_process_assignment(spark, world, column):
+    """Both UDF inputs (BINARY fast path and ARRAY<FLOAT>) give the in-process codes for every item."""
     import mlflow
 
-    from lgsid.sid_store import apply_sid_udf, model_uri
-    from lgsid.tokenizer.job import items_with_embeddings
+    from lgsid.sid_store import apply_sid_udf, model_uri, udf_input
     from lgsid.tracking import setup_mlflow
 
     cfg, store = world["cfg"], world["store"]
     setup_mlflow(cfg)
-    df = items_with_embeddings(store.read("items"), store.read("item_embeddings"), "reference")
-    got = apply_sid_udf(spark, df, model_uri(cfg)).select("item_id", "sid_l1", "sid_l2", "sid_l3", "sid_path").toPandas()
+    df = udf_input(store.read("items"), store.read("item_embeddings"), "reference", column)
+    assert column in df.columns and len(df.columns) == 10
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "48")  # several batches, a short last one
+    try:
+        got = apply_sid_udf(spark, df, model_uri(cfg)).select("item_id", "sid_l1", "sid_l2", "sid_l3", "sid_path").toPandas()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     got = got.sort_values("item_id").reset_index(drop=True)
     model = mlflow.pyfunc.load_model(model_uri(cfg)).unwrap_python_model()
     items = world["items"].iloc[:N]
@@ -109,6 +115,7 @@ def test_write_sids_merge_lifecycle(spark, world):
     # 1. first run: every item inserted once, SIDs = sid_items of the champion version
     s1 = run_step("write-sids", spark, cfg)
     assert s1.metrics == {"items": N, "new_items": 0, "rows_merged": N}
+    assert "column embedding_f32)" in s1.notes[0]  # the binary fast path fed the UDF
     v1 = store.version("item_sid_features")
     first = store.read("item_sid_features").toPandas().set_index("item_id").sort_index()
     assert len(first) == N and first.index.is_unique
@@ -167,7 +174,7 @@ def test_missing_embedding_fails_naming_item_and_writes_nothing(spark, world):
     orphan["item_id"] = "item_without_embedding"
     store.write(spark.createDataFrame(orphan), "items", mode="append")
     try:
-        with pytest.raises(ValidationError, match=r"\['item_without_embedding'\] has no embedding \(column 'embedding' is null"):
+        with pytest.raises(ValidationError, match=r"\['item_without_embedding'\] has no embedding \(no item_embeddings row of model_version 'reference'; run `lgsid embed`\)"):
             run_step("write-sids", spark, cfg)
         assert {t: store.version(t) for t in before} == before
     finally:
@@ -176,16 +183,90 @@ def test_missing_embedding_fails_naming_item_and_writes_nothing(spark, world):
         store.write(store.read("items").where(F.col("item_id") != "item_without_embedding").localCheckpoint(), "items")
 
 
+def _check_frames(spark, rows, emb_rows):
+    items = spark.createDataFrame(rows, "item_id STRING, lat DOUBLE, lon DOUBLE, state STRING, county STRING, town STRING, "
+                                        "category_l1 STRING, category_l2 STRING, brand STRING")
+    emb = spark.createDataFrame(emb_rows, "item_id STRING, model_version STRING, embedding ARRAY<FLOAT>, embedding_f32 BINARY")
+    return items, emb
+
+
 def test_bad_dimension_and_null_coordinates_are_named(spark):
+    from lgsid.embedding_f32 import encode_f32
     from lgsid.sid_store import check_udf_input
 
     row = {"item_id": "x1", "lat": 30.0, "lon": -97.0, "state": "Texas", "county": "Travis", "town": "Austin",
-           "category_l1": "Food", "category_l2": "BBQ", "brand": None, "embedding": [0.1] * 5}
-    schema = ("item_id STRING, lat DOUBLE, lon DOUBLE, state STRING, county STRING, town STRING, "
-              "category_l1 STRING, category_l2 STRING, brand STRING, embedding ARRAY<FLOAT>")
-    df = spark.createDataFrame([row, {**row, "item_id": "x2", "embedding": [0.1] * 4}], schema)
-    with pytest.raises(ValidationError, match=r"\['x2'\] has an embedding whose dimension differs from the model's 5"):
-        check_udf_input(df, 5)
-    df = spark.createDataFrame([row, {**row, "item_id": "x3", "lon": None}], schema)
+           "category_l1": "Food", "category_l2": "BBQ", "brand": None}
+
+    def emb(item_id, d, version="reference"):
+        return (item_id, version, [0.1] * d, encode_f32(np.full((1, d), 0.1))[0])
+
+    items, embs = _check_frames(spark, [row, {**row, "item_id": "x2"}], [emb("x1", 5), emb("x2", 4)])
+    check_udf_input(items.where("item_id = 'x1'"), embs, "reference", 5)  # passes
+    with pytest.raises(ValidationError, match=r"\['x2'\] has an embedding whose dimension differs from the model's 5 \(column 'embedding_f32' must hold 20 bytes"):
+        check_udf_input(items, embs, "reference", 5)
+    with pytest.raises(ValidationError, match=r"\['x2'\] has an embedding whose dimension differs from the model's 5 \(column 'embedding'\)"):
+        check_udf_input(items, embs, "reference", 5, column="embedding")
+    # an embedding of another model version does not count
+    items, embs = _check_frames(spark, [row, {**row, "item_id": "x2"}], [emb("x1", 5), emb("x2", 5, "aligned-1")])
+    with pytest.raises(ValidationError, match=r"\['x2'\] has no embedding \(no item_embeddings row of model_version 'reference'"):
+        check_udf_input(items, embs, "reference", 5)
+    items, embs = _check_frames(spark, [row, {**row, "item_id": "x3", "lon": None}], [emb("x1", 5), emb("x3", 5)])
     with pytest.raises(ValidationError, match=r"\['x3'\] has a null coordinate \(column 'lon'\)"):
-        check_udf_input(df, 5)
+        check_udf_input(items, embs, "reference", 5)
+    # a row written before embedding_f32 existed (null there): rerun the embed step of that version
+    items, embs = _check_frames(spark, [row], [("x1", "aligned-2", [0.1] * 5, None)])
+    with pytest.raises(ValidationError, match=r"\['x1'\] has no embedding \(column 'embedding_f32' is null: .*rerun "
+                                               r"`lgsid embed --set encoder.embed_version=aligned-2`"):
+        check_udf_input(items, embs, "aligned-2", 5)
+    with pytest.raises(ValidationError, match=r"item_embeddings has no column 'embedding_f32' .*rerun `lgsid embed` to add it"):
+        check_udf_input(items, embs.drop("embedding_f32"), "reference", 5)
+
+
+def test_udf_input_column_follows_the_model_signature():
+    from lgsid.registry import model_signature
+    from lgsid.sid_store import embedding_column
+
+    assert embedding_column(model_signature(16).inputs.input_names()) == "embedding_f32"
+    old = [n for n in model_signature(16).inputs.input_names() if n != "embedding_f32"]  # a model logged before it existed
+    assert embedding_column(old) == "embedding"
+    assert embedding_column(None) == "embedding"
+
+
+def test_table_written_before_embedding_f32_errors_then_embed_merge_adds_it(spark, tmp_path):
+    """An item_embeddings table without embedding_f32 (older lgsid): write-sids' check says to rerun embed; the embed
+    MERGE adds the column (nullable) and fills it for the rows it writes; reads of the old files give null there."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from lgsid.config import StorageConfig
+    from lgsid.embedding_f32 import decode_f32, encode_f32
+    from lgsid.sid_store import check_udf_input
+    from lgsid.storage import DeltaStore
+
+    store = DeltaStore(spark, StorageConfig(root=str(tmp_path / "tables"), staging_dir=str(tmp_path / "staging")))
+    if store.backend != "deltars":
+        pytest.skip("writes the old table with delta-rs")
+    emb = np.arange(12, dtype=np.float32).reshape(3, 4)
+    ids = ["a", "b", "c"]
+    old = pa.table({"item_id": ids, "model_name": ["m"] * 3, "model_version": ["reference"] * 3,
+                    "embedding": pa.array([list(r) for r in emb], pa.list_(pa.float32())), "dim": pa.array([4] * 3, pa.int32()),
+                    "created_at": pa.array([None] * 3, pa.timestamp("us", tz="UTC"))})
+    write_deltalake(store.path("item_embeddings"), old)
+    assert "embedding_f32" not in store.stored_columns("item_embeddings")
+    row = {"lat": 30.0, "lon": -97.0, "state": "Texas", "county": "Travis", "town": "Austin", "category_l1": "Food", "category_l2": "BBQ", "brand": None}
+    items = spark.createDataFrame([{"item_id": i, **row} for i in ids],
+                                  "item_id STRING, lat DOUBLE, lon DOUBLE, state STRING, county STRING, town STRING, category_l1 STRING, category_l2 STRING, brand STRING")
+    with pytest.raises(ValidationError, match=r"has no embedding \(column 'embedding_f32' is null: the row was written before lgsid stored it; rerun `lgsid embed`\)"):
+        check_udf_input(items, store.read("item_embeddings"), "reference", 4)
+
+    # re-embedding (the embed step MERGEs on item_id, model_version) adds the column and fills it for its rows
+    new = pd.DataFrame({"item_id": ids[:2], "model_name": "m", "model_version": "reference", "embedding": list(emb[:2]), "dim": 4,
+                        "created_at": pd.Timestamp("2026-01-01", tz="UTC"), "embedding_f32": encode_f32(emb[:2])})
+    store.merge(spark.createDataFrame(new), "item_embeddings", keys=["item_id", "model_version"])
+    assert store.stored_columns("item_embeddings")[-1] == "embedding_f32"
+    pdf = store.to_pandas("item_embeddings").sort_values("item_id").reset_index(drop=True)
+    np.testing.assert_array_equal(decode_f32(pdf["embedding_f32"][:2], 4), emb[:2])
+    assert pdf["embedding_f32"][2] is None  # not re-embedded yet
+    with pytest.raises(ValidationError, match=r"\['c'\] has no embedding \(column 'embedding_f32' is null"):
+        check_udf_input(items, store.read("item_embeddings"), "reference", 4)
+    check_udf_input(items.where("item_id != 'c'"), store.read("item_embeddings"), "reference", 4)
