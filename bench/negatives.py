@@ -2,7 +2,7 @@
 single-process sklearn BallTree, on synthetic clustered geography (bench/_synth.py).
 
     python bench/negatives.py                      # 10k, 100k, 1M
-    python bench/negatives.py --sizes 10000        # quick mode
+    python bench/negatives.py --quick              # 10k only (smoke run)
 
 Measured side by side in one run, per size: seconds of each method, near-set recall of the
 Spark miner against the exact near sets (BallTree, itself checked against the cross join where
@@ -81,7 +81,10 @@ def main() -> None:
     ap.add_argument("--driver-memory", default="8g")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--quick", action="store_true", help="10k items only")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes = "10000"
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="lgsid-bench-neg-")
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
@@ -151,8 +154,15 @@ def main() -> None:
         print(f"* cross join ESTIMATED: timed on {args.cross_join_sample} sampled anchors, scaled linearly to all anchors")
     e_ours, e_bt = exponent("ours_s"), exponent("balltree_s")
     print(f"scaling exponent (time ~ items^e): ours {e_ours}, balltree {e_bt}")
-    print(json.dumps({"bench": "negatives", "k": args.k, "n_far": args.n_far, "master": args.master,
-                      "scaling_exponent_ours": e_ours, "scaling_exponent_balltree": e_bt, "rows": rows}))
+    by_n = {r["items"]: r for r in rows}
+    verdicts = {"meets_recall_0_99": all(r["recall"] >= 0.99 for r in rows)}
+    if 1_000_000 in by_n:
+        verdicts["meets_1m_k16_in_600s"] = by_n[1_000_000]["ours_s"] <= 600.0
+    if 100_000 in by_n:
+        verdicts["meets_50x_cross_join_at_100k"] = by_n[100_000]["speedup_vs_cross"] >= 50.0
+    print("targets: " + ", ".join(f"{k}={v}" for k, v in verdicts.items()))
+    print(json.dumps({"bench": "negatives", "k": args.k, "n_far": args.n_far, "master": args.master, "load_average": round(os.getloadavg()[0], 1),
+                      "scaling_exponent_ours": e_ours, "scaling_exponent_balltree": e_bt, **verdicts, "rows": rows}))
     spark.stop()
     shutil.rmtree(args.workdir, ignore_errors=True)
 
