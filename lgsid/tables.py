@@ -23,6 +23,9 @@ class TableSpec:
         not_null: Columns that must never be null.
         checks: Named CHECK constraints (SQL boolean expressions), enforced by Delta on write.
         written_by: The step that writes it (used in "table not found" errors).
+        row_group_rows: Parquet row-group size (rows) of the delta-rs backend's files, or None for
+            its default (one row group per ~100 MB file). Spark splits a scan by row groups, so a
+            wide table needs small ones to spread over all task slots.
     """
 
     name: str
@@ -32,6 +35,7 @@ class TableSpec:
     not_null: tuple[str, ...] = ()
     checks: dict = field(default_factory=dict)
     written_by: str = ""
+    row_group_rows: int | None = None
 
 
 _LATLON = {"lat_range": "lat >= -90 AND lat <= 90", "lon_range": "lon >= -180 AND lon <= 180"}
@@ -127,6 +131,7 @@ ITEM_EMBEDDINGS = TableSpec(
     ),
     not_null=("item_id", "model_name", "model_version", "embedding", "dim", "embedding_f32"),
     written_by="embed",
+    row_group_rows=8192,  # ~25 MB at 384-d (both copies): the SID UDF's scan splits evenly across cores
 )
 
 SID_ITEMS = TableSpec(

@@ -312,6 +312,7 @@ class DeltaStore:
                             reader,
                             mode=mode,
                             storage_options=self.cfg.storage_options or None,
+                            writer_properties=_writer_properties(ts),
                             commit_properties=CommitProperties(custom_metadata={"lgsid.table": name}),
                         )
                     except Exception as e:  # delta-rs raises its own DeltaError for CHECK violations
@@ -374,7 +375,7 @@ class DeltaStore:
             with self._staged(df) as reader:
                 (
                     self._dt(name)
-                    .merge(source=reader, predicate=pred, source_alias="s", target_alias="t")
+                    .merge(source=reader, predicate=pred, source_alias="s", target_alias="t", writer_properties=_writer_properties(ts))
                     .when_matched_update_all()
                     .when_not_matched_insert_all()
                     .execute()
@@ -485,6 +486,19 @@ class DeltaStore:
 
     def _staged(self, df: "DataFrame") -> "DeltaStore._Staged":
         return DeltaStore._Staged(self, df)
+
+
+def _writer_properties(ts: TableSpec | None):
+    """delta-rs Parquet writer settings of a table: ``ts.row_group_rows`` rows per row group, when set.
+
+    delta-rs otherwise writes ~100 MB files of one row group each, and a row group is the unit
+    Spark splits scans by: a wide table (``item_embeddings``) would then scan in a few uneven tasks.
+    """
+    if ts is None or not ts.row_group_rows:
+        return None
+    from deltalake import WriterProperties
+
+    return WriterProperties(max_row_group_size=ts.row_group_rows)
 
 
 def _catalogue_names() -> set[str]:
