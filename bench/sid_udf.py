@@ -1,14 +1,26 @@
 """Benchmark: SID model as a Spark UDF (mlflow.pyfunc.spark_udf) vs in-process NumPy assignment.
 
-    python bench/sid_udf.py [--n 200000] [--dim 384] [--batch 65536] [--master local[2]] [--quick]
+    python bench/sid_udf.py [--n 200000] [--dim 384] [--batch N] [--master local[2]] [--quick]
 
 Builds a toy catalogue, fits HGIT on a sample, logs + registers it in a throwaway MLflow store,
-writes items + embeddings to Delta, then times (a) the registered model applied through
-``lgsid.sid_store.apply_sid_udf`` over the joined items (output consumed by an aggregate so Spark
-cannot prune the UDF), and (b) ``tokenizer.encode`` on the same items in this process. Prints a
+writes ``items`` + ``item_embeddings`` (``embedding`` ARRAY<FLOAT> and ``embedding_f32`` BINARY)
+to Delta, then times, with the repeats of all paths interleaved so load changes hit them alike:
+
+* **write-sids UDF** — what ``lgsid write-sids`` runs: the Delta tables read, joined
+  (:func:`lgsid.sid_store.udf_input`) and fed to the registered model through
+  :func:`lgsid.sid_store.apply_sid_udf` with ``embedding_f32``; the output is consumed by an
+  aggregate so Spark cannot prune the UDF. This is the rate the targets apply to.
+* the same UDF over the joined rows cached in memory (the UDF without Delta read and join);
+* the same UDF fed the ``embedding`` ARRAY<FLOAT> column (the path before ``embedding_f32``);
+* ``check_udf_input``, the input check ``write-sids`` runs first (byte lengths only);
+* ``tokenizer.encode`` on the same items in this process (the in-process rate; the arrays are
+  already in memory), and, for context, the same after reading both Delta tables on the driver
+  (pyarrow) and decoding ``embedding_f32``;
+* no-op ``mapInArrow`` over the same joined rows with ARRAY<FLOAT> and with BINARY: Spark's JVM ->
+  Arrow transfer alone, the bound any Python UDF over that column can reach on the machine.
+
+The UDF's codes are then compared with the in-process codes for every item (untimed). Prints a
 table and, last, one JSON line. Targets: >= 100k items/s on 2 cores and >= 0.5x in-process.
-It also times the same rows through a no-op ``mapInArrow`` (Spark's JVM -> Arrow conversion of
-ARRAY<FLOAT> alone), the upper bound any Python UDF over this column can reach on the machine.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--fit-n", type=int, default=20_000, help="items the tokenizer is fitted on")
-    ap.add_argument("--batch", type=int, default=65_536, help="spark.sql.execution.arrow.maxRecordsPerBatch")
+    ap.add_argument("--batch", type=int, default=0, help="spark.sql.execution.arrow.maxRecordsPerBatch (default: sid_store.batch_size)")
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="20k items, 2 repeats (smoke run)")
@@ -45,12 +57,13 @@ def main() -> None:
     from pyspark.sql import functions as F
 
     from lgsid.config import load_config, replace
+    from lgsid.embedding_f32 import decode_f32, encode_f32
     from lgsid.registry import log_sid_model
-    from lgsid.sid_store import apply_sid_udf
+    from lgsid.sid_store import apply_sid_udf, check_udf_input, udf_input
     from lgsid.spark import get_spark
     from lgsid.storage import DeltaStore
     from lgsid.tokenizer import build_tokenizer
-    from lgsid.tokenizer.job import items_with_embeddings
+    from lgsid.tokenizer.features import FEATURE_COLUMNS
     from lgsid.tokenizer.toy import toy_catalogue
     from lgsid.tracking import stage_run
 
@@ -62,37 +75,41 @@ def main() -> None:
         mlflow={"tracking_uri": f"sqlite:///{work}/mlflow.db", "artifact_root": f"{work}/mlartifacts"},
         tokenizer={"codebook_sizes": [64, 64, 64], "epochs": 2},
     )
+    batch = args.batch or cfg.sid_store.batch_size
     t0 = time.perf_counter()
     items, emb = toy_catalogue(args.n, args.dim, seed=1, counties_per_state=12, towns_per_county=6)
     tok = build_tokenizer(cfg.tokenizer).fit(emb[: args.fit_n], items.iloc[: args.fit_n].reset_index(drop=True))
     with stage_run(cfg, "bench-sid-udf", log_config=False), tempfile.TemporaryDirectory() as tmp:
         version = log_sid_model(cfg, tok, list(tok.l1_paths), tmp, "reference")
     uri = f"models:/{cfg.mlflow.sid_model_name}/{version}"
-    print(f"setup (data + fit + register): {time.perf_counter() - t0:.1f}s", flush=True)
 
     spark = get_spark(cfg)
     store = DeltaStore(spark, cfg.storage)
     store.write(spark.createDataFrame(items), "items")
     emb_pdf = pd.DataFrame({"item_id": items["item_id"], "model_name": "toy", "model_version": "reference",
-                            "embedding": list(emb), "dim": args.dim, "created_at": pd.Timestamp.now(tz="UTC")})
+                            "embedding": list(emb), "dim": args.dim, "created_at": pd.Timestamp.now(tz="UTC"),
+                            "embedding_f32": encode_f32(emb)})
     store.write(spark.createDataFrame(emb_pdf), "item_embeddings")
     del emb_pdf
-    df = items_with_embeddings(store.read("items"), store.read("item_embeddings"), "reference").repartition(2).cache()
-    assert df.count() == args.n
+    print(f"setup (data + fit + register + Delta write): {time.perf_counter() - t0:.1f}s", flush=True)
 
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch))
+    items_t, emb_t = store.read("items"), store.read("item_embeddings")
+    joined = udf_input(items_t, emb_t, "reference", "embedding_f32")  # what write-sids feeds the UDF
+    joined_arr = udf_input(items_t, emb_t, "reference", "embedding")
+    cached = joined.cache()
+    assert cached.count() == args.n
     t = time.perf_counter()
-    scored = apply_sid_udf(spark, df, uri)  # spark_udf(): resolves + downloads the model once
+    scored = apply_sid_udf(spark, joined, uri)  # spark_udf(): resolves + downloads the model once
     udf_setup = time.perf_counter() - t
-    udf_times = []
-    for _ in range(args.repeats):  # the first pass also starts the Python workers and loads the model in them
-        t = time.perf_counter()
-        agg = scored.agg(F.count("sid_codes").alias("n"), F.sum("sid_l1").alias("s1"), F.sum("sid_l3").alias("s3")).collect()[0]
-        udf_times.append(time.perf_counter() - t)
-    assert agg["n"] == args.n
+    scored_cached = apply_sid_udf(spark, cached, uri)
+    scored_arr = apply_sid_udf(spark, joined_arr, uri)
 
-    # Bound: the same rows through Spark -> Arrow -> Python with a no-op mapInArrow (no model at all).
-    cols = list(df.columns)
+    def consume(df):  # aggregate over the UDF output, so Spark must run it for every row
+        r = df.agg(F.count("sid_codes").alias("n"), F.sum("sid_l1").alias("s1"), F.sum("sid_l3").alias("s3"),
+                   F.sum(F.length("sid_path")).alias("p")).collect()[0]
+        assert r["n"] == args.n
+        return r
 
     def noop(batches):
         import pyarrow as pa
@@ -100,37 +117,76 @@ def main() -> None:
         for b in batches:
             yield pa.RecordBatch.from_pydict({"n": [b.num_rows]})
 
-    transfer_times = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        assert df.select(*cols).mapInArrow(noop, "n long").agg(F.sum("n")).collect()[0][0] == args.n
-        transfer_times.append(time.perf_counter() - t)
+    def transfer(df):
+        assert df.mapInArrow(noop, "n long").agg(F.sum("n")).collect()[0][0] == args.n
 
-    inproc_times = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        codes = tok.encode(emb, items)
-        inproc_times.append(time.perf_counter() - t)
-    assert int(codes[:, 0].sum()) == int(agg["s1"]) and int(codes[:, 2].sum()) == int(agg["s3"]), "UDF and in-process disagree"
+    def check():
+        check_udf_input(items_t, emb_t, "reference", args.dim)
 
-    udf_rate = args.n / min(udf_times)
-    inproc_rate = args.n / min(inproc_times)
-    transfer_rate = args.n / min(transfer_times)
-    rows = [("Spark UDF (pyfunc, spark_udf)", min(udf_times), udf_rate), ("in-process tokenizer.encode", min(inproc_times), inproc_rate),
-            ("bound: Spark->Arrow no-op transfer", min(transfer_times), transfer_rate)]
+    def inproc():
+        return tok.encode(emb, items)
+
+    def inproc_delta():  # the same job in this process, starting from the Delta tables
+        feats = store.to_pandas("items", ["item_id", *FEATURE_COLUMNS])
+        e = store.to_pandas("item_embeddings", ["item_id", "model_version", "embedding_f32"])
+        df = feats.merge(e[e["model_version"] == "reference"], on="item_id")
+        return tok.encode(decode_f32(df["embedding_f32"], args.dim, df["item_id"]), df)
+
+    paths = {
+        "udf": ("Spark UDF, write-sids input (BINARY)", lambda: consume(scored)),
+        "udf_cached": ("Spark UDF, cached joined rows (BINARY)", lambda: consume(scored_cached)),
+        "udf_array": ("Spark UDF, ARRAY<FLOAT> input", lambda: consume(scored_arr)),
+        "check": ("write-sids input check", check),
+        "inprocess": ("in-process tokenizer.encode", inproc),
+        "inprocess_delta": ("in-process incl. Delta read + decode", inproc_delta),
+        "bound_array": ("bound: no-op transfer ARRAY<FLOAT>", lambda: transfer(joined_arr)),
+        "bound_binary": ("bound: no-op transfer BINARY", lambda: transfer(joined)),
+    }
+    first = {}
+    for k in ("udf", "udf_cached", "udf_array"):  # starts the Python workers and loads the model in them
+        t = time.perf_counter()
+        paths[k][1]()
+        first[k] = time.perf_counter() - t
+    times = {k: [] for k in paths}
+    results = {}
+    for _ in range(args.repeats):
+        for k, (_, fn) in paths.items():
+            t = time.perf_counter()
+            results[k] = fn()
+            times[k].append(time.perf_counter() - t)
+    load = os.getloadavg()[0]
+
+    codes = results["inprocess"]
+    for k in ("udf", "udf_cached", "udf_array"):
+        agg = results[k]
+        assert int(codes[:, 0].sum()) == int(agg["s1"]) and int(codes[:, 2].sum()) == int(agg["s3"]), f"{k}: UDF and in-process disagree"
+    # every item, untimed: the write-sids UDF's codes equal the in-process codes
+    got = scored.select("item_id", "sid_l1", "sid_l2", "sid_l3").toPandas().sort_values("item_id")
+    assert got["item_id"].tolist() == items["item_id"].tolist()
+    n_equal = int((got[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64) == codes).all(axis=1).sum())
+    assert n_equal == args.n, f"UDF codes differ from in-process codes for {args.n - n_equal} items"
+
+    rate = {k: args.n / min(v) for k, v in times.items()}
     print(f"\nSID assignment of {args.n:,} items, dim {args.dim}, codebooks {cfg.tokenizer.codebook_sizes}, master {args.master}, "
-          f"arrow batch {args.batch:,}, cpu_count {os.cpu_count()}")
-    print(f"{'path':34s} {'best s':>8s} {'items/s':>12s}")
-    for name, sec, rate in rows:
-        print(f"{name:34s} {sec:8.2f} {rate:12,.0f}")
-    ratio = udf_rate / inproc_rate
-    print(f"UDF / in-process: {ratio:.2f}x  (targets: >= 100,000 items/s and >= 0.5x); spark_udf() setup {udf_setup:.1f}s, "
-          f"first pass (worker start + model load) {udf_times[0]:.1f}s; load average {os.getloadavg()[0]:.1f}")
-    print(json.dumps({"bench": "sid_udf", "n": args.n, "dim": args.dim, "master": args.master, "arrow_batch": args.batch,
-                      "udf_items_per_s": round(udf_rate), "inprocess_items_per_s": round(inproc_rate), "transfer_bound_items_per_s": round(transfer_rate), "ratio": round(ratio, 3),
-                      "udf_vs_transfer_bound": round(udf_rate / transfer_rate, 3), "load_average": round(os.getloadavg()[0], 1),
-                      "udf_seconds": [round(t, 3) for t in udf_times], "udf_setup_seconds": round(udf_setup, 3), "inprocess_seconds": [round(t, 3) for t in inproc_times],
-                      "meets_100k": udf_rate >= 100_000, "meets_half_inprocess": ratio >= 0.5}))
+          f"arrow batch {batch:,}, cpu_count {os.cpu_count()}, load average {load:.1f}")
+    print(f"{'path':42s} {'best s':>8s} {'items/s':>12s}")
+    for k, (name, _) in paths.items():
+        print(f"{name:42s} {min(times[k]):8.2f} {rate[k]:12,.0f}")
+    ratio = rate["udf"] / rate["inprocess"]
+    print(f"write-sids UDF / in-process: {ratio:.2f}x  (targets: >= 100,000 items/s and >= 0.5x); UDF codes = in-process codes "
+          f"for {n_equal:,}/{args.n:,} items; spark_udf() setup {udf_setup:.1f}s, first pass (worker start + model load) {first['udf']:.1f}s")
+    print(json.dumps({
+        "bench": "sid_udf", "n": args.n, "dim": args.dim, "master": args.master, "arrow_batch": batch,
+        "udf_items_per_s": round(rate["udf"]), "udf_cached_items_per_s": round(rate["udf_cached"]),
+        "udf_array_items_per_s": round(rate["udf_array"]), "check_items_per_s": round(rate["check"]),
+        "inprocess_items_per_s": round(rate["inprocess"]), "inprocess_delta_items_per_s": round(rate["inprocess_delta"]),
+        "transfer_bound_array_items_per_s": round(rate["bound_array"]), "transfer_bound_binary_items_per_s": round(rate["bound_binary"]),
+        "ratio": round(ratio, 3), "udf_vs_binary_transfer_bound": round(rate["udf"] / rate["bound_binary"], 3),
+        "load_average": round(load, 1), "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "udf_setup_seconds": round(udf_setup, 3), "first_pass_seconds": {k: round(v, 3) for k, v in first.items()},
+        "items_equal_inprocess": n_equal,
+        "meets_100k": rate["udf"] >= 100_000, "meets_half_inprocess": ratio >= 0.5,
+    }))
 
 
 if __name__ == "__main__":
