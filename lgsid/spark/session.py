@@ -38,7 +38,7 @@ def get_spark(cfg: LGSIDConfig):
     cache directory conf that ``make_spark_converter`` needs, UTC timestamps written as
     TIMESTAMP_MICROS (what Delta stores), and any extra ``spark.conf`` entries. In local mode its
     Python workers run :mod:`lgsid.spark.worker_daemon` (pyspark's daemon without Spark's zips and
-    jar on ``sys.path``, which cost ~0.35 s of Python CPU per UDF task otherwise).
+    jar on ``sys.path``, which cost ~0.3 s of Python CPU per UDF task otherwise).
     """
     from pyspark.sql import SparkSession
 

@@ -6,7 +6,7 @@ holds no Python at all), and they are expensive: before each task the worker cal
 ``importlib.invalidate_caches()``, which makes Python 3.11 re-read the central directory of every
 archive on the path (~6,500 entries) and makes ``importlib.metadata`` scan them again on its next
 lookup (MLflow's ``load_model`` checks the installed versions in every ``spark_udf`` task).
-Profiled on the SID write-back: ~0.35 s of Python CPU per task, about what the model itself
+Profiled on the SID write-back: ~0.3 s of Python CPU per task, about what the tokenizer itself
 spends on a 33k-row task.
 
 This module drops those archives from ``sys.path`` (and their cached importers) when pyspark and
