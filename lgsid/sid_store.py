@@ -4,9 +4,9 @@
    over the items joined with their ``embedding_f32`` (BINARY little-endian float32 bytes; see
    :mod:`lgsid.embedding_f32`) of the model version's embedding space. Arrow batches of
    ``sid_store.batch_size`` rows feed the vectorised pyfunc, which decodes a whole batch with one
-   ``np.frombuffer``. The BINARY column is what makes the UDF fast: Spark's JVM converts an
-   ARRAY<FLOAT> column to Arrow element by element, which alone capped a Python UDF over 384-d
-   vectors at ~70k rows/s on two cores (``bench/sid_udf.py`` prints both transfer bounds).
+   ``np.frombuffer``. BINARY rather than ARRAY<FLOAT>: Spark's JVM converts an array column to
+   Arrow element by element, which alone caps a Python UDF over 384-d vectors at 60–70k rows/s on
+   two cores, against ~150k rows/s for BINARY (``bench/sid_udf.py`` prints both transfer bounds).
    A champion logged before ``embedding_f32`` existed (its signature lacks the column) is fed the
    ``embedding`` arrays instead, with a note in the step summary.
 2. Suffixes (:func:`assign_suffixes`): an item already in ``sid_items`` for this model version
