@@ -3,7 +3,7 @@
 The negative miner (:mod:`lgsid.negatives`) buckets items into H3 cells and, per anchor, searches
 a disk of cells (``h3.grid_disk``) that grows until it holds *enough* candidates. "Enough" is made
 exact by a certificate: a disk of cells is only trusted up to the distance its outside cells can
-come to the anchor (:func:`covered_radius_km`); a near set whose K-th distance lies inside that
+come to the anchor (:func:`covered_radii`); a near set whose K-th distance lies inside that
 radius cannot be beaten by any item outside the disk (:func:`ring_is_enough`).
 
 All distances are great-circle distances on a sphere of radius :data:`EARTH_RADIUS_KM`.
@@ -83,6 +83,9 @@ def cell_parents(cells: np.ndarray, res: int) -> np.ndarray:
     return par[inv]
 
 
+_CACHE_MAX = 1 << 21
+"""Entries each cache below may hold before it is cleared (a few hundred MB at most)."""
+
 _GEOM: dict[int, tuple[float, float, float]] = {}
 """Per-cell cache: (centre lat, centre lon, circumradius km)."""
 
@@ -94,6 +97,8 @@ def _cell_geometry(cells: Sequence[int]) -> np.ndarray:
     """(N, 3) centre lat, centre lon and circumradius (km) of cells, cached per cell."""
     missing = [c for c in dict.fromkeys(cells) if c not in _GEOM]
     if missing:
+        if len(_GEOM) + len(missing) > _CACHE_MAX:
+            _GEOM.clear()
         cen = np.asarray([h3i.cell_to_latlng(c) for c in missing])  # (M, 2)
         bnd = [h3i.cell_to_boundary(c) for c in missing]  # M tuples of 5..10 vertices
         lens = np.fromiter((len(b) for b in bnd), dtype=np.int64, count=len(bnd))
@@ -104,16 +109,6 @@ def _cell_geometry(cells: Sequence[int]) -> np.ndarray:
         for c, (la, lo), r in zip(missing, cen, circ):
             _GEOM[c] = (float(la), float(lo), float(r))
     return np.asarray([_GEOM[c] for c in cells]).reshape(len(cells), 3)
-
-
-def circumradius_km(cell: int) -> float:
-    """Largest distance from a cell's centre to its boundary vertices (km)."""
-    return float(_cell_geometry([int(cell)])[0, 2])
-
-
-def disk_cells(cell: int, k: int) -> list[int]:
-    """Cells within grid distance ``k`` of ``cell`` (``h3.grid_disk``), sorted."""
-    return sorted(h3i.grid_disk(int(cell), int(k)))
 
 
 def covered_radii(cells: Sequence[int], k: int) -> np.ndarray:
@@ -136,6 +131,8 @@ def covered_radii(cells: Sequence[int], k: int) -> np.ndarray:
     cells = [int(c) for c in cells]
     todo = [c for c in dict.fromkeys(cells) if (c, k) not in _COVERED]
     if todo:
+        if len(_COVERED) + len(todo) > _CACHE_MAX:
+            _COVERED.clear()
         rings = [sorted(set(h3i.grid_disk(c, k + 1)) - set(h3i.grid_disk(c, k))) for c in todo]
         lens = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
         flat = [c for r in rings for c in r]
@@ -147,11 +144,6 @@ def covered_radii(cells: Sequence[int], k: int) -> np.ndarray:
         for c, v in zip(todo, lo):
             _COVERED[(c, k)] = float(max(0.0, v))
     return np.fromiter((_COVERED[(c, k)] for c in cells), dtype=np.float64, count=len(cells))
-
-
-def covered_radius_km(cell: int, k: int) -> float:
-    """:func:`covered_radii` of one cell."""
-    return float(covered_radii([int(cell)], k)[0])
 
 
 def search_schedule(base_res: int, max_ring: int, min_res: int) -> list[tuple[int, int]]:
@@ -239,7 +231,7 @@ def ring_is_enough(n_found, kth_distance_km, covered_km, need: int):
     """Whether a search disk is enough for an anchor: the density rule of the negative miner (vectorised).
 
     A disk is enough when it holds at least ``need`` eligible candidate locations *and* the
-    ``need``-th nearest of them lies within the disk's certified radius (:func:`covered_radius_km`),
+    ``need``-th nearest of them lies within the disk's certified radius (:func:`covered_radii`),
     so no item outside the disk could be nearer. Dense anchors pass on the first, smallest disk
     (hard negatives from the immediate neighbourhood); sparse anchors fail and widen.
 

@@ -376,8 +376,9 @@ def search_near(index: TownIndex, lat: np.ndarray, lon: np.ndarray, own: np.ndar
             ends = np.append(first[1:], len(A))
             for cell, s, e, cov_g in zip(ucell.tolist(), first, ends, cov):
                 cand = index.members(res, h3i.grid_disk(cell, k))
-                for b0 in range(s, e, max(1, _BLOCK // max(1, len(cand)))):
-                    Ab = A[b0 : min(e, b0 + max(1, _BLOCK // max(1, len(cand))))]
+                step = max(1, _BLOCK // max(1, len(cand)))
+                for b0 in range(s, e, step):
+                    Ab = A[b0 : min(e, b0 + step)]
                     dot = axyz[Ab] @ index.xyz[cand].T if len(cand) else np.empty((len(Ab), 0))
                     dot[cand[None, :] == own[Ab][:, None]] = -np.inf  # own town
                     if cos_min is not None:

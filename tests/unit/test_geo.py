@@ -8,8 +8,7 @@ import pytest
 
 from lgsid.geo import (
     EARTH_RADIUS_KM,
-    covered_radius_km,
-    disk_cells,
+    covered_radii,
     equivalent_ring,
     haversine_km,
     next_pass,
@@ -59,7 +58,7 @@ def test_next_pass_jumps_to_the_first_certified_disk():
     cell = h3i.latlng_to_cell(40.0, -100.0, 8)
     sched = search_schedule(8, 4, 6)
     cells = [h3i.cell_to_parent(cell, r) for r, _ in sched]
-    cov = [covered_radius_km(c, k) for c, (_, k) in zip(cells, sched)]
+    cov = [float(covered_radii([c], k)[0]) for c, (_, k) in zip(cells, sched)]
     assert all(np.diff(cov) > 0)
     P = len(sched)
     at = cov.__getitem__
@@ -106,9 +105,9 @@ def test_start_pass_density_rule():
 def test_covered_radius_is_a_true_lower_bound(res, k):
     rng = np.random.default_rng(res * 10 + k)
     cell = h3i.latlng_to_cell(40.0, -100.0, res)
-    r = covered_radius_km(cell, k)
+    r = float(covered_radii([cell], k)[0])
     assert r > 0
-    inside = set(disk_cells(cell, k))
+    inside = set(h3i.grid_disk(cell, k))
     clat, clon = h3i.cell_to_latlng(cell)
     edge = h3i.average_hexagon_edge_length(res, "km")
     # anchors inside the cell, random points around: any point outside the disk is farther than r
