@@ -95,10 +95,10 @@ _COVERED: dict[tuple[int, int], float] = {}
 
 def _cell_geometry(cells: Sequence[int]) -> np.ndarray:
     """(N, 3) centre lat, centre lon and circumradius (km) of cells, cached per cell."""
+    if len(_GEOM) + len(cells) > _CACHE_MAX:
+        _GEOM.clear()
     missing = [c for c in dict.fromkeys(cells) if c not in _GEOM]
     if missing:
-        if len(_GEOM) + len(missing) > _CACHE_MAX:
-            _GEOM.clear()
         cen = np.asarray([h3i.cell_to_latlng(c) for c in missing])  # (M, 2)
         bnd = [h3i.cell_to_boundary(c) for c in missing]  # M tuples of 5..10 vertices
         lens = np.fromiter((len(b) for b in bnd), dtype=np.int64, count=len(bnd))
@@ -129,10 +129,10 @@ def covered_radii(cells: Sequence[int], k: int) -> np.ndarray:
         (N,) radii in km (0.0 where the bound is vacuous).
     """
     cells = [int(c) for c in cells]
+    if len(_COVERED) + len(cells) > _CACHE_MAX:
+        _COVERED.clear()
     todo = [c for c in dict.fromkeys(cells) if (c, k) not in _COVERED]
     if todo:
-        if len(_COVERED) + len(todo) > _CACHE_MAX:
-            _COVERED.clear()
         rings = [sorted(set(h3i.grid_disk(c, k + 1)) - set(h3i.grid_disk(c, k))) for c in todo]
         lens = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
         flat = [c for r in rings for c in r]
