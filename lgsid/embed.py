@@ -20,6 +20,7 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from lgsid.config import EncoderConfig, LGSIDConfig
+from lgsid.embedding_f32 import COLUMN as EMBEDDING_F32
 from lgsid.errors import ConfigError, ModelError
 from lgsid.steps import StepSummary
 
@@ -105,7 +106,7 @@ def item_embedding_rows(prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_v
     resolve_checkpoint(enc_cfg.checkpoint)  # fail on the driver, not inside a task
     ck = enc_cfg.checkpoint
     model_name = ck[len("package:"):] if ck.startswith("package:") else os.path.basename(os.path.normpath(ck))
-    out = embed_dataframe(prompts_df.select("item_id", "prompt"), "prompt", enc_cfg, adapter_dir, f32_col="embedding_f32")
+    out = embed_dataframe(prompts_df.select("item_id", "prompt"), "prompt", enc_cfg, adapter_dir, f32_col=EMBEDDING_F32)
     return out.select(
         "item_id",
         F.lit(model_name).alias("model_name"),
@@ -113,7 +114,7 @@ def item_embedding_rows(prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_v
         "embedding",
         F.size("embedding").cast("int").alias("dim"),
         F.current_timestamp().alias("created_at"),
-        "embedding_f32",
+        EMBEDDING_F32,
     )
 
 

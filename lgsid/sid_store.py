@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lgsid.config import LGSIDConfig
+from lgsid.embedding_f32 import COLUMN as EMBEDDING_F32
 from lgsid.errors import ModelError, ValidationError
 from lgsid.steps import StepSummary
 from lgsid.tokenizer.features import FEATURE_COLUMNS
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
 SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
-EMBEDDING_F32, EMBEDDING = "embedding_f32", "embedding"
+EMBEDDING = "embedding"
 UDF_INPUT_COLUMNS = ("item_id", *FEATURE_COLUMNS, EMBEDDING_F32)
 """The struct the UDF is applied to; ``embedding`` replaces ``embedding_f32`` for models that predate it."""
 

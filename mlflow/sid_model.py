@@ -28,6 +28,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from lgsid.embedding_f32 import COLUMN as EMBEDDING_F32
 from lgsid.embedding_f32 import decode_f32
 from lgsid.tokenizer.base import stack_embeddings
 
@@ -79,8 +80,8 @@ class SIDModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         ids = df["item_id"] if "item_id" in df.columns else None
-        if _has_values(df, "embedding_f32"):
-            emb = decode_f32(df["embedding_f32"], int(self.tokenizer.dim), ids)  # (N, D), one frombuffer
+        if _has_values(df, EMBEDDING_F32):
+            emb = decode_f32(df[EMBEDDING_F32], int(self.tokenizer.dim), ids)  # (N, D), one frombuffer
         elif _has_values(df, "embedding"):
             emb = stack_embeddings(df["embedding"], ids)
         else:
