@@ -320,9 +320,13 @@ class SidStoreConfig:
     model_alias: str = _f("champion", "Registry alias applied by the write-back UDF.")
     batch_size: int = _f(8192, "Arrow batch size of the SID UDF (spark.sql.execution.arrow.maxRecordsPerBatch).")
     model_uri: str = _f("", "Explicit model URI for the write-back (e.g. models:/lgsid-sid-model/3); '' = models:/<sid_model_name>@<model_alias>.")
+    broadcast_items_rows: int = _f(2_000_000, "Broadcast the items' attributes (~150 B per item) into the UDF input join up to this many items, so the embedding vectors are not shuffled; 0 = leave it to spark.sql.autoBroadcastJoinThreshold.")
+    udf_partitions: int = _f(0, "Partitions the SID UDF runs in (its input is coalesced to this when larger); 0 = spark.sparkContext.defaultParallelism.")
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "sid_store.batch_size", "must be >= 1")
+        _check(self.broadcast_items_rows >= 0, "sid_store.broadcast_items_rows", "must be >= 0 (0 = Spark decides)")
+        _check(self.udf_partitions >= 0, "sid_store.udf_partitions", "must be >= 0 (0 = default parallelism)")
         _check(bool(self.model_alias), "sid_store.model_alias", "must be a non-empty alias")
 
 

@@ -54,21 +54,32 @@ def sid_model_module():
 
 
 def model_signature(dim: int):
-    """Input: item attributes + optional ``embedding_f32`` / ``embedding`` (or raw item fields); output: SID columns."""
+    """Input: item attributes + ``embedding_f32`` (or, in mode ``cold_start``, raw item fields); output: SID columns.
+
+    Column order matters to the Spark write-back, which passes the columns by position (see
+    :func:`lgsid.sid_store.udf_arguments`): the required attributes, then ``item_id``,
+    ``category_l1``, ``brand`` and ``embedding_f32``, then the raw fields only cold start reads.
+
+    ``embedding_f32`` (BINARY, ``4 · dim`` little-endian float32 bytes, :mod:`lgsid.embedding_f32`)
+    is the only embedding input: MLflow passes a binary column through untouched and the model checks
+    each row's length. An ARRAY<FLOAT> column could only be declared ``Any``/``Array``, which MLflow
+    enforces row by row in Python on every batch even when the column is absent (``spark_udf``
+    materialises every declared column): 0.17 s per 100k rows, a third of the model's own time.
+
+    Params: ``mode`` = ``"embedding"`` (default: codes from ``embedding_f32``) or ``"cold_start"``
+    (raw item rows are embedded by the packaged encoder). Explicit, so a caller who forgot
+    ``embedding_f32`` gets an error rather than silently re-encoded embeddings.
+    """
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     req = [ColSpec("double", "lat"), ColSpec("double", "lon")] + [ColSpec("string", c) for c in ("state", "county", "town", "category_l2")]
-    opt = [ColSpec("string", c, required=False) for c in ("item_id", "category_l1", "brand", "name", "address")]
-    # ``embedding_f32`` (BINARY, 4 * dim little-endian float32 bytes) is the Spark UDF's fast path;
-    # MLflow passes a binary column through untouched and the model checks the length per row.
-    # ``embedding`` is ARRAY<FLOAT> of the fitted dimension. It is declared Any: MLflow enforces an
-    # Array column element by element in Python (~10k rows/s), while the model itself stacks the
-    # column into one matrix and checks dimension and finiteness vectorised (ValidationError).
-    opt += [ColSpec("double", "price", required=False), ColSpec("binary", "embedding_f32", required=False),
-            ColSpec(AnyType(), "embedding", required=False)]
+    opt = [ColSpec("string", c, required=False) for c in ("item_id", "category_l1", "brand")]
+    opt += [ColSpec("binary", "embedding_f32", required=False)]
+    opt += [ColSpec("string", c, required=False) for c in ("name", "address")] + [ColSpec("double", "price", required=False)]
     out = [ColSpec("integer", c) for c in ("sid_l1", "sid_l2", "sid_l3")] + [ColSpec("string", "sid_codes"), ColSpec("string", "sid_path")]
-    return ModelSignature(inputs=Schema(req + opt), outputs=Schema(out))
+    params = ParamSchema([ParamSpec("mode", "string", "embedding")])
+    return ModelSignature(inputs=Schema(req + opt), outputs=Schema(out), params=params)
 
 
 def log_sid_model(cfg: LGSIDConfig, tok: "SIDTokenizer", l1_paths: list[str], workdir: str,

@@ -5,10 +5,14 @@
    :mod:`lgsid.embedding_f32`) of the model version's embedding space. Arrow batches of
    ``sid_store.batch_size`` rows feed the vectorised pyfunc, which decodes a whole batch with one
    ``np.frombuffer``. BINARY rather than ARRAY<FLOAT>: Spark's JVM converts an array column to
-   Arrow element by element, which alone caps a Python UDF over 384-d vectors at 60–70k rows/s on
-   two cores, against ~150k rows/s for BINARY (``bench/sid_udf.py`` prints both transfer bounds).
-   A champion logged before ``embedding_f32`` existed (its signature lacks the column) is fed the
-   ``embedding`` arrays instead, with a note in the step summary.
+   Arrow element by element, which alone caps a Python UDF over 384-d vectors at 60–80k rows/s on
+   two cores, against ~200k rows/s for BINARY (``bench/sid_udf.py`` prints both transfer bounds).
+   What keeps the UDF near Spark's own cost (:func:`apply_sid_udf`): the model's inputs go in as
+   positional arguments in signature order (no ``struct``), the signature declares no row-wise
+   enforced (``Any``/``Array``) column, the items' attributes are broadcast into the join
+   (``sid_store.broadcast_items_rows``), and the input is coalesced to one partition per core
+   (``sid_store.udf_partitions``). A champion logged before ``embedding_f32`` existed (its
+   signature lacks the column) is fed the ``embedding`` arrays instead, with a note in the summary.
 2. Suffixes (:func:`assign_suffixes`): an item already in ``sid_items`` for this model version
    keeps its SID exactly (codes and suffix); a new item gets the next free suffix of its code
    tuple (existing maximum + 1, then by item_id). Nothing is ever renumbered.
@@ -35,10 +39,9 @@ from lgsid.tokenizer.features import FEATURE_COLUMNS
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
+SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_path STRING"
+"""The model outputs the write-back reads (the model also returns ``sid_codes``; ``sid`` is built here with the suffix)."""
 EMBEDDING = "embedding"
-UDF_INPUT_COLUMNS = ("item_id", *FEATURE_COLUMNS, EMBEDDING_F32)
-"""The struct the UDF is applied to; ``embedding`` replaces ``embedding_f32`` for models that predate it."""
 
 
 def model_uri(cfg: LGSIDConfig) -> str:
@@ -126,34 +129,85 @@ def check_udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: 
         raise ValidationError(f"write-sids: item(s) {ids} {first}; nothing was written")
 
 
-def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, column: str = EMBEDDING_F32) -> "DataFrame":
+def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, column: str = EMBEDDING_F32,
+              broadcast_items: bool = False) -> "DataFrame":
     """The UDF's input rows: item_id, FEATURE_COLUMNS and ``column`` of ``model_version`` (pure, lazy).
 
-    An inner join with the embeddings streamed and the items as the build side, which Spark
-    broadcasts when they fit ``spark.sql.autoBroadcastJoinThreshold``: the vectors are then never
-    shuffled. It drops items without an embedding, so run :func:`check_udf_input` first (it fails
-    on any such item).
+    An inner join with the embeddings streamed and the items as the build side. With
+    ``broadcast_items`` the items' attributes are broadcast (a hint), so the ``4 · dim``-byte vectors
+    are never shuffled; without it Spark broadcasts them only below
+    ``spark.sql.autoBroadcastJoinThreshold`` (10 MB: ~70k items) and otherwise sort-merge joins,
+    shuffling every vector (1M items, 2 cores: a no-op over the joined rows took 12.2 s that way,
+    8.5 s broadcast, 5.5 s for the embeddings alone). It drops items without an embedding, so run
+    :func:`check_udf_input` first (it fails on any such item).
     """
     from pyspark.sql import functions as F
 
     emb = embeddings.where(F.col("model_version") == model_version).select("item_id", column)
-    return emb.join(items.select("item_id", *FEATURE_COLUMNS), "item_id").select("item_id", *FEATURE_COLUMNS, column)
+    attrs = items.select("item_id", *FEATURE_COLUMNS)
+    if broadcast_items:
+        attrs = F.broadcast(attrs)
+    return emb.join(attrs, "item_id").select("item_id", *FEATURE_COLUMNS, column)
 
 
-def apply_sid_udf(spark, df: "DataFrame", uri: str) -> "DataFrame":
-    """``df`` plus the model's output columns, computed by ``mlflow.pyfunc.spark_udf`` (pure, lazy).
+_SPARK_TYPES = {"string": "string", "double": "double", "float": "float", "integer": "int", "long": "bigint",
+                "boolean": "boolean", "binary": "binary", "datetime": "timestamp"}
 
-    The UDF gets ``struct(item_id, FEATURE_COLUMNS, embedding_f32)``, or ``embedding`` in place of
-    ``embedding_f32`` when ``df`` has no ``embedding_f32`` column.
+
+def udf_arguments(input_schema, columns, emb_col: str) -> list:
+    """The UDF's arguments: one Column per model input, in the signature's order, up to ``emb_col``.
+
+    MLflow names positional ``spark_udf`` arguments by the model's input schema and hands the model
+    a pandas DataFrame of them, one Series per argument. That is cheaper than one ``struct``
+    argument (which Spark builds row by row and pyspark flattens again per batch). Optional inputs
+    the frame lacks (cold-start fields before ``emb_col`` in an older signature) are typed null
+    literals; inputs after ``emb_col`` are not passed (MLflow fills them with nulls).
+
+    Args:
+        input_schema: The model's ``mlflow.types.Schema`` (named columns).
+        columns: Columns available in the input DataFrame.
+        emb_col: The embedding column to feed (``embedding_f32``, or ``embedding`` for old models).
+
+    Raises:
+        ValidationError: the signature lacks ``emb_col``, or a required input is not in ``columns``.
+    """
+    from pyspark.sql import functions as F
+
+    specs = list(input_schema.inputs)
+    names = [c.name for c in specs]
+    if emb_col not in names:
+        raise ValidationError(f"write-sids: the SID model's signature has no input '{emb_col}' (inputs: {names})")
+    out = []
+    for spec in specs[: names.index(emb_col) + 1]:
+        if spec.name in columns:
+            out.append(F.col(spec.name))
+        elif spec.required:
+            raise ValidationError(f"write-sids: the SID model requires input column '{spec.name}', which the UDF input lacks")
+        else:
+            t = _SPARK_TYPES.get(getattr(getattr(spec, "type", None), "name", ""), None)
+            out.append(F.lit(None).cast(t) if t else F.lit(None))
+    return out
+
+
+def apply_sid_udf(spark, df: "DataFrame", uri: str, result_type: str = SPARK_RESULT_TYPE, partitions: int = 0) -> "DataFrame":
+    """``df`` plus the model's output columns ``result_type``, computed by ``mlflow.pyfunc.spark_udf`` (pure, lazy).
+
+    The UDF gets the model's inputs by position (:func:`udf_arguments`) with ``embedding_f32``, or
+    ``embedding`` when ``df`` has no ``embedding_f32`` column (models logged before it existed).
+    ``df`` is coalesced to ``partitions`` (0 = ``spark.sparkContext.defaultParallelism``) when it has
+    more: every task of a ``spark_udf`` in local mode loads the model again (in a cluster MLflow
+    caches it per Python worker), and fewer, longer tasks lose nothing while each core has one.
     """
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
     emb_col = EMBEDDING_F32 if EMBEDDING_F32 in df.columns else EMBEDDING
-    cols = [*UDF_INPUT_COLUMNS[:-1], emb_col]
-    udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=SPARK_RESULT_TYPE, env_manager="local")
-    out = df.withColumn("_sid", udf(F.struct(*[F.col(c) for c in cols])))
-    return out.select(*df.columns, *[F.col(f"_sid.{c}").alias(c) for c in ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")])
+    udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=result_type, env_manager="local")
+    args = udf_arguments(udf.metadata.get_input_schema(), df.columns, emb_col)
+    n = partitions or spark.sparkContext.defaultParallelism
+    out = df.coalesce(n).withColumn("_sid", udf(*args))
+    fields = [f.strip().split()[0] for f in result_type.split(",")]
+    return out.select(*df.columns, *[F.col(f"_sid.{c}").alias(c) for c in fields])
 
 
 def assign_suffixes(assigned: "DataFrame", existing: "DataFrame") -> "DataFrame":
@@ -226,12 +280,15 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     store = DeltaStore(spark, cfg.storage)
     items, embeddings = store.read("items"), store.read("item_embeddings")
     check_udf_input(items, embeddings, emb_version, int(dim), emb_col)
-    items = udf_input(items, embeddings, emb_version, emb_col)
+    limit = cfg.sid_store.broadcast_items_rows
+    broadcast = limit > 0 and items.count() <= limit
+    items = udf_input(items, embeddings, emb_version, emb_col, broadcast_items=broadcast)
 
     prev = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.sid_store.batch_size))
     try:
-        scored = apply_sid_udf(spark, items, model_uri(cfg)).select("item_id", "sid_l1", "sid_l2", "sid_l3", "sid_path")
+        scored = apply_sid_udf(spark, items, model_uri(cfg), partitions=cfg.sid_store.udf_partitions)
+        scored = scored.select("item_id", "sid_l1", "sid_l2", "sid_l3", "sid_path")
         scored = scored.localCheckpoint()  # run the UDF once for everything below
     finally:
         if prev is not None:

@@ -1,19 +1,21 @@
 """The SID model as an MLflow pyfunc (logged with ``code_paths=[this file]``).
 
-Three entry modes, chosen per batch from the input columns (first that applies):
+Two entry modes, chosen by the ``mode`` param (``predict(df, params={"mode": ...})``):
 
-* **binary fast path** — rows with ``embedding_f32`` (BINARY: the embedding as little-endian
-  float32 bytes, ``4 · dim`` per row; :mod:`lgsid.embedding_f32`) plus the item attributes
-  (lat, lon, state, county, town, category_l1, category_l2, brand). The batch's bytes are joined
-  and read with one ``np.frombuffer`` into an (N, D) matrix, then assigned with one matmul per
-  level. This is what the write-back Spark UDF feeds: a BINARY column crosses Spark's JVM -> Arrow
-  boundary as one buffer, an ARRAY<FLOAT> column element by element.
-* **array path** — rows with ``embedding`` (ARRAY<FLOAT>) and the same attributes: the arrays are
-  stacked into the (N, D) matrix, then assigned as above.
-* **cold start** — raw item rows without either (name, brand, category_l1/_l2, price, town,
-  county, state, lat, lon): the prompt is built with :mod:`lgsid.prompts` and embedded with the
-  encoder the tokenizer was trained on (the aligned LoRA adapter is packaged with the model when
-  the embeddings were aligned ones), then assigned as above.
+* ``"embedding"`` (default, the fast path) — rows with ``embedding_f32`` (BINARY: the embedding as
+  little-endian float32 bytes, ``4 · dim`` per row; build it with
+  :func:`lgsid.embedding_f32.encode_f32`) plus the item attributes (lat, lon, state, county, town,
+  category_l1, category_l2, brand). The batch's bytes are joined and read with one
+  ``np.frombuffer`` into an (N, D) matrix, then assigned with one matmul per level. This is what
+  the write-back Spark UDF feeds: a BINARY column crosses Spark's JVM -> Arrow boundary as one
+  buffer, an ARRAY<FLOAT> column element by element.
+* ``"cold_start"`` — raw item rows (name, brand, category_l1/_l2, price, town, county, state, lat,
+  lon): the prompt is built with :mod:`lgsid.prompts` and embedded with the encoder the tokenizer
+  was trained on (the aligned LoRA adapter is packaged with the model when the embeddings were
+  aligned ones), then assigned as above.
+
+The mode is explicit so that a caller who forgot ``embedding_f32`` gets an error instead of
+embeddings silently recomputed from the raw fields.
 
 Output columns: ``sid_l1, sid_l2, sid_l3`` (INT; null past the model's levels), ``sid_codes``
 (``"l1-l2-l3"``; the dedup suffix is assigned by the write-back job, which knows existing items)
@@ -30,10 +32,10 @@ import pandas as pd
 
 from lgsid.embedding_f32 import COLUMN as EMBEDDING_F32
 from lgsid.embedding_f32 import decode_f32
-from lgsid.tokenizer.base import stack_embeddings
 
 OUTPUT_COLUMNS = ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")
 SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
+MODES = ("embedding", "cold_start")
 RAW_COLUMNS = ("name", "brand", "category_l1", "category_l2", "price", "town", "county", "state", "lat", "lon")
 
 
@@ -70,7 +72,7 @@ class SIDModel(mlflow.pyfunc.PythonModel):
 
         missing = [c for c in RAW_COLUMNS if c not in df.columns]
         if missing:
-            raise ValidationError(f"SID model: rows without 'embedding_f32' or 'embedding' need the raw item columns; missing {missing}")
+            raise ValidationError(f"SID model (mode 'cold_start'): raw item rows need the columns {list(RAW_COLUMNS)}; missing {missing}")
         enc, pcfg = self._encoder_and_prompts()
         rows = df.to_dict("records")
         prompts = [combine_prompt(format_content(r, pcfg), format_location(r, pcfg), pcfg) for r in rows]
@@ -79,20 +81,24 @@ class SIDModel(mlflow.pyfunc.PythonModel):
     # ------------------------------------------------------------------ predict
     def predict(self, context, model_input, params=None):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        ids = df["item_id"] if "item_id" in df.columns else None
-        if _has_values(df, EMBEDDING_F32):
-            emb = decode_f32(df[EMBEDDING_F32], int(self.tokenizer.dim), ids)  # (N, D), one frombuffer
-        elif _has_values(df, "embedding"):
-            emb = stack_embeddings(df["embedding"], ids)
-        else:
+        mode = (params or {}).get("mode", "embedding")
+        if mode == "cold_start":
             emb = self.embed_raw(df)
+        elif mode == "embedding":
+            if EMBEDDING_F32 not in df.columns:
+                from lgsid.errors import ValidationError
+
+                raise ValidationError(
+                    f"SID model: column '{EMBEDDING_F32}' is missing (mode 'embedding'): pass each embedding as float32 "
+                    "bytes (lgsid.embedding_f32.encode_f32), or raw item rows with params={'mode': 'cold_start'}")
+            ids = df["item_id"] if "item_id" in df.columns else None
+            emb = decode_f32(df[EMBEDDING_F32], int(self.tokenizer.dim), ids)  # (N, D), one frombuffer
+        else:
+            from lgsid.errors import ValidationError
+
+            raise ValidationError(f"SID model: unknown param mode={mode!r}; expected one of {list(MODES)}")
         codes = self.tokenizer.encode(emb, df)
         return sids_frame(codes, self.l1_paths)
-
-
-def _has_values(df: pd.DataFrame, column: str) -> bool:
-    """``column`` is present and not entirely null."""
-    return column in df.columns and not df[column].isna().all()
 
 
 def sids_frame(codes: np.ndarray, l1_paths: np.ndarray) -> pd.DataFrame:

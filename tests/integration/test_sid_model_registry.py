@@ -69,20 +69,24 @@ def test_register_candidate_promote_and_refuse_bad_model(reg):
     header = json.load(open(os.path.join(local, "artifacts", "tokenizer", "tokenizer.json")))
     assert header["config"]["codebook_sizes"] == [6, 4, 4] and header["codebook_shapes"][0] == [6, 16]
     model = mlflow.pyfunc.load_model(uri)
-    assert {"embedding", "embedding_f32"} <= set(model.metadata.get_input_schema().input_names())
+    schema = model.metadata.get_input_schema()
+    assert "embedding_f32" in schema.input_names() and "embedding" not in schema.input_names()
+    assert schema.input_names()[:10] == ["lat", "lon", "state", "county", "town", "category_l2", "item_id", "category_l1", "brand", "embedding_f32"]
+    assert model.metadata.get_params_schema().to_dict() == [{"name": "mode", "type": "string", "default": "embedding", "shape": None}]
 
-    # array path: features + embedding -> the same codes as the in-process tokenizer
-    inp = items.assign(embedding=list(emb))
-    out = model.predict(inp)
+    # binary fast path (default mode): features + embedding_f32 bytes -> the in-process tokenizer's codes
+    out = model.predict(items.assign(embedding_f32=encode_f32(emb)))
     np.testing.assert_array_equal(out[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64), codes)
     assert out["sid_codes"].tolist() == ["-".join(str(c) for c in row) for row in codes]
-    # binary fast path: embedding_f32 bytes -> the same output, through the signature enforcement
-    fast = model.predict(items.assign(embedding_f32=encode_f32(emb)))
-    pd.testing.assert_frame_equal(fast, out)
     bad = items.assign(embedding_f32=encode_f32(emb))
     bad.loc[7, "embedding_f32"] = bad.loc[7, "embedding_f32"][:-4]
     with pytest.raises(ValidationError, match=rf"column 'embedding_f32' must hold 64 bytes .* item\(s\) \['{items['item_id'][7]}'\] hold \[60\] bytes"):
         model.predict(bad)
+    # no embedding_f32 (e.g. arrays under another name, which the signature drops): an error, not a silent cold start
+    with pytest.raises(ValidationError, match=r"column 'embedding_f32' is missing \(mode 'embedding'\).*encode_f32.*'cold_start'"):
+        model.predict(items.assign(embedding=list(emb)))
+    with pytest.raises(ValidationError, match=r"unknown param mode='fast'; expected one of \['embedding', 'cold_start'\]"):
+        model.predict(items.assign(embedding_f32=encode_f32(emb)), params={"mode": "fast"})
 
     summary = run(None, cfg)  # lgsid promote
     assert summary.metrics["champion_version"] == v1 and str(version_by_alias(cfg, "champion").version) == v1
@@ -137,7 +141,7 @@ def test_cold_start_raw_rows_match_fast_path(reg):
     small = __import__("lgsid.config", fromlist=["replace"]).replace(cfg, tokenizer={"codebook_sizes": [4, 3, 2]})
     _, codes, v = _log(small, root, items, emb, "cold")
     model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.sid_model_name}/{v}")
-    raw = model.predict(items.drop(columns=["address", "source"]))  # no embedding column: cold start
-    fast = model.predict(items.assign(embedding=list(emb)))
+    raw = model.predict(items.drop(columns=["address", "source"]), params={"mode": "cold_start"})
+    fast = model.predict(items.assign(embedding_f32=encode_f32(emb)))
     np.testing.assert_array_equal(raw[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(), fast[["sid_l1", "sid_l2", "sid_l3"]].to_numpy())
     np.testing.assert_array_equal(fast[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64), codes)

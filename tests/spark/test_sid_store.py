@@ -55,9 +55,8 @@ def world(spark, tmp_path_factory):
     return {"cfg": cfg, "store": store, "items": items, "emb": emb}
 
 
-@pytest.mark.parametrize("column", ["embedding_f32", "embedding"])
-def test_udf_output_equals_in_process_assignment(spark, world, column):
-    """Both UDF inputs (BINARY fast path and ARRAY<FLOAT>) give the in-process codes for every item."""
+def test_udf_output_equals_in_process_assignment(spark, world):
+    """The UDF (binary fast path, positional arguments, coalesced) gives the in-process codes for every item."""
     import mlflow
 
     from lgsid.sid_store import apply_sid_udf, model_uri, udf_input
@@ -65,11 +64,11 @@ def test_udf_output_equals_in_process_assignment(spark, world, column):
 
     cfg, store = world["cfg"], world["store"]
     setup_mlflow(cfg)
-    df = udf_input(store.read("items"), store.read("item_embeddings"), "reference", column)
-    assert column in df.columns and len(df.columns) == 10
+    df = udf_input(store.read("items"), store.read("item_embeddings"), "reference")
+    assert "embedding_f32" in df.columns and len(df.columns) == 10
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "48")  # several batches, a short last one
     try:
-        got = apply_sid_udf(spark, df, model_uri(cfg)).select("item_id", "sid_l1", "sid_l2", "sid_l3", "sid_path").toPandas()
+        got = apply_sid_udf(spark, df.repartition(3), model_uri(cfg), partitions=2).select("item_id", "sid_l1", "sid_l2", "sid_l3", "sid_path").toPandas()
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     got = got.sort_values("item_id").reset_index(drop=True)
@@ -222,14 +221,38 @@ def test_bad_dimension_and_null_coordinates_are_named(spark):
         check_udf_input(items, embs.drop("embedding_f32"), "reference", 5)
 
 
-def test_udf_input_column_follows_the_model_signature():
+def _legacy_signature_inputs():
+    """The input schema of a model logged before embedding_f32 existed (ARRAY ``embedding`` last, declared Any)."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    req = [ColSpec("double", "lat"), ColSpec("double", "lon")] + [ColSpec("string", c) for c in ("state", "county", "town", "category_l2")]
+    opt = [ColSpec("string", c, required=False) for c in ("item_id", "category_l1", "brand", "name", "address")]
+    return Schema(req + opt + [ColSpec("double", "price", required=False), ColSpec(AnyType(), "embedding", required=False)])
+
+
+def test_udf_input_column_follows_the_model_signature(spark):
     from lgsid.registry import model_signature
-    from lgsid.sid_store import embedding_column
+    from lgsid.sid_store import embedding_column, udf_arguments
 
     assert embedding_column(model_signature(16).inputs.input_names()) == "embedding_f32"
-    old = [n for n in model_signature(16).inputs.input_names() if n != "embedding_f32"]  # a model logged before it existed
-    assert embedding_column(old) == "embedding"
+    assert embedding_column(_legacy_signature_inputs().input_names()) == "embedding"
     assert embedding_column(None) == "embedding"
+
+    # positional arguments in signature order, up to the embedding column
+    cols = ["item_id", "lat", "lon", "state", "county", "town", "category_l1", "category_l2", "brand", "embedding_f32"]
+    args = udf_arguments(model_signature(16).inputs, cols, "embedding_f32")
+    assert [str(a) for a in args] == [f"Column<'{c}'>" for c in
+                                      ("lat", "lon", "state", "county", "town", "category_l2", "item_id", "category_l1", "brand", "embedding_f32")]
+    # a legacy model: the cold-start fields before `embedding` are passed as typed nulls
+    legacy = udf_arguments(_legacy_signature_inputs(), [*cols[:-1], "embedding"], "embedding")
+    nulls = spark.range(1).select(*[a.alias(f"a{i}") for i, a in enumerate(legacy[9:12])])  # name, address, price
+    assert [f.dataType.simpleString() for f in nulls.schema.fields] == ["string", "string", "double"]
+    assert nulls.first().asDict() == {"a0": None, "a1": None, "a2": None}
+    assert [str(a) for a in legacy][-1] == "Column<'embedding'>" and len(legacy) == 13
+    with pytest.raises(ValidationError, match=r"requires input column 'town', which the UDF input lacks"):
+        udf_arguments(model_signature(16).inputs, [c for c in cols if c != "town"], "embedding_f32")
+    with pytest.raises(ValidationError, match=r"signature has no input 'embedding'"):
+        udf_arguments(model_signature(16).inputs, cols, "embedding")
 
 
 def test_table_written_before_embedding_f32_errors_then_embed_merge_adds_it(spark, tmp_path):
