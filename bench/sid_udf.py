@@ -90,7 +90,7 @@ def main() -> None:
     from lgsid.config import load_config, replace
     from lgsid.embedding_f32 import decode_f32, encode_f32
     from lgsid.registry import log_sid_model
-    from lgsid.sid_store import SPARK_RESULT_TYPE, apply_sid_udf, check_udf_input, udf_arguments, udf_input
+    from lgsid.sid_store import SPARK_RESULT_TYPE, apply_sid_udf, apply_udf, check_udf_input, udf_input
     from lgsid.spark import get_spark
     from lgsid.storage import DeltaStore
     from lgsid.tokenizer import build_tokenizer
@@ -136,9 +136,7 @@ def main() -> None:
     udf_setup = time.perf_counter() - t
     scored_cached = apply_sid_udf(spark, cached, uri)
     trivial = trivial_udf(SPARK_RESULT_TYPE)
-    scored_trivial = joined.coalesce(spark.sparkContext.defaultParallelism).withColumn(
-        "_sid", trivial(*udf_arguments(model_input_schema(uri), joined.columns, "embedding_f32")))
-    scored_trivial = scored_trivial.select(*joined.columns, *[F.col(f"_sid.{c}").alias(c) for c in ("sid_l1", "sid_l2", "sid_l3", "sid_path")])
+    scored_trivial = apply_udf(spark, joined, trivial, model_input_schema(uri), "embedding_f32")
 
     def consume(df):  # aggregate over the UDF output, so Spark must run it for every row
         r = df.agg(F.count("sid_l1").alias("n"), F.sum("sid_l1").alias("s1"), F.sum("sid_l3").alias("s3"),

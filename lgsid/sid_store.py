@@ -192,22 +192,27 @@ def udf_arguments(input_schema, columns, emb_col: str) -> list:
 def apply_sid_udf(spark, df: "DataFrame", uri: str, result_type: str = SPARK_RESULT_TYPE, partitions: int = 0) -> "DataFrame":
     """``df`` plus the model's output columns ``result_type``, computed by ``mlflow.pyfunc.spark_udf`` (pure, lazy).
 
-    The UDF gets the model's inputs by position (:func:`udf_arguments`) with ``embedding_f32``, or
-    ``embedding`` when ``df`` has no ``embedding_f32`` column (models logged before it existed).
-    ``df`` is coalesced to ``partitions`` (0 = ``spark.sparkContext.defaultParallelism``) when it has
-    more: every task of a ``spark_udf`` in local mode loads the model again (in a cluster MLflow
-    caches it per Python worker), and fewer, longer tasks lose nothing while each core has one.
+    The UDF gets ``embedding_f32``, or ``embedding`` when ``df`` has no ``embedding_f32`` column
+    (models logged before it existed); see :func:`apply_udf` for the call.
     """
     import mlflow.pyfunc
-    from pyspark.sql import functions as F
 
-    emb_col = EMBEDDING_F32 if EMBEDDING_F32 in df.columns else EMBEDDING
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=result_type, env_manager="local")
-    args = udf_arguments(udf.metadata.get_input_schema(), df.columns, emb_col)
+    emb_col = EMBEDDING_F32 if EMBEDDING_F32 in df.columns else EMBEDDING
+    return apply_udf(spark, df, udf, udf.metadata.get_input_schema(), emb_col, partitions)
+
+
+def apply_udf(spark, df: "DataFrame", udf, input_schema, emb_col: str, partitions: int = 0) -> "DataFrame":
+    """``df`` plus the fields of ``udf``'s struct result, the UDF called as the write-back calls it (pure, lazy).
+
+    The model's inputs go in by position (:func:`udf_arguments`). ``df`` is coalesced to
+    ``partitions`` (0 = ``spark.sparkContext.defaultParallelism``) when it has more: every task of a
+    ``spark_udf`` in local mode loads the model again (in a cluster MLflow caches it per Python
+    worker), and fewer, longer tasks lose nothing while each core has one.
+    """
+    args = udf_arguments(input_schema, df.columns, emb_col)
     n = partitions or spark.sparkContext.defaultParallelism
-    out = df.coalesce(n).withColumn("_sid", udf(*args))
-    fields = [f.strip().split()[0] for f in result_type.split(",")]
-    return out.select(*df.columns, *[F.col(f"_sid.{c}").alias(c) for c in fields])
+    return df.coalesce(n).withColumn("_sid", udf(*args)).select(*df.columns, "_sid.*")
 
 
 def assign_suffixes(assigned: "DataFrame", existing: "DataFrame") -> "DataFrame":

@@ -32,6 +32,7 @@ import pandas as pd
 
 from lgsid.embedding_f32 import COLUMN as EMBEDDING_F32
 from lgsid.embedding_f32 import decode_f32
+from lgsid.errors import ValidationError
 
 OUTPUT_COLUMNS = ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")
 SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
@@ -67,7 +68,6 @@ class SIDModel(mlflow.pyfunc.PythonModel):
 
     def embed_raw(self, df: pd.DataFrame) -> np.ndarray:
         """Cold start: raw item rows -> prompts (lgsid.prompts) -> (N, D) embeddings (lgsid.encoder)."""
-        from lgsid.errors import ValidationError
         from lgsid.prompts import combine_prompt, format_content, format_location
 
         missing = [c for c in RAW_COLUMNS if c not in df.columns]
@@ -86,16 +86,12 @@ class SIDModel(mlflow.pyfunc.PythonModel):
             emb = self.embed_raw(df)
         elif mode == "embedding":
             if EMBEDDING_F32 not in df.columns:
-                from lgsid.errors import ValidationError
-
                 raise ValidationError(
                     f"SID model: column '{EMBEDDING_F32}' is missing (mode 'embedding'): pass each embedding as float32 "
                     "bytes (lgsid.embedding_f32.encode_f32), or raw item rows with params={'mode': 'cold_start'}")
             ids = df["item_id"] if "item_id" in df.columns else None
             emb = decode_f32(df[EMBEDDING_F32], int(self.tokenizer.dim), ids)  # (N, D), one frombuffer
         else:
-            from lgsid.errors import ValidationError
-
             raise ValidationError(f"SID model: unknown param mode={mode!r}; expected one of {list(MODES)}")
         codes = self.tokenizer.encode(emb, df)
         return sids_frame(codes, self.l1_paths)
