@@ -150,10 +150,6 @@ def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, c
     return emb.join(attrs, "item_id").select("item_id", *FEATURE_COLUMNS, column)
 
 
-_SPARK_TYPES = {"string": "string", "double": "double", "float": "float", "integer": "int", "long": "bigint",
-                "boolean": "boolean", "binary": "binary", "datetime": "timestamp"}
-
-
 def udf_arguments(input_schema, columns, emb_col: str) -> list:
     """The UDF's arguments: one Column per model input, in the signature's order, up to ``emb_col``.
 
@@ -184,8 +180,8 @@ def udf_arguments(input_schema, columns, emb_col: str) -> list:
         elif spec.required:
             raise ValidationError(f"write-sids: the SID model requires input column '{spec.name}', which the UDF input lacks")
         else:
-            t = _SPARK_TYPES.get(getattr(getattr(spec, "type", None), "name", ""), None)
-            out.append(F.lit(None).cast(t) if t else F.lit(None))
+            to_spark = getattr(spec.type, "to_spark", None)  # MLflow DataType -> Spark type; Any has none
+            out.append(F.lit(None).cast(to_spark()) if to_spark else F.lit(None))
     return out
 
 
