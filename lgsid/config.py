@@ -107,11 +107,12 @@ class DemoConfig:
 class IngestConfig:
     source: Literal["demo", "foursquare", "files"] = _f("demo", "Where items/interactions come from: the demo generator, a Foursquare TSMC2014 file, or items+interactions files.")
     foursquare_path: str = _f("", "Path of a Foursquare TSMC2014 tab-separated check-in file (source=foursquare).")
-    items_path: str = _f("", "Items file, Parquet or CSV (source=files): item_id, lat, lon, name, category[, parent_category, brand, price, address].")
+    items_path: str = _f("", "Items file, Parquet or CSV (source=files): item_id, lat, lon, category[, name, parent_category, brand, price, address]; a missing name becomes '<category> <last 6 characters of item_id>'.")
     interactions_path: str = _f("", "Interactions file, Parquet or CSV (source=files): user_id, item_id, timestamp.")
     min_user_interactions: int = _f(2, "Drop users with fewer interactions (applied iteratively with the item filter).")
     min_item_interactions: int = _f(1, "Drop items with fewer interactions.")
     csv_delimiter: str = _f(",", "Field delimiter of CSV inputs (source=files).")
+    csv_encoding: str = _f("utf-8", "Character encoding of CSV inputs (source=files): utf-8 (a BOM is ignored), latin-1 (the raw TSMC2014 files), us-ascii, utf-16.")
     on_bad_rows: Literal["fail", "quarantine"] = _f(
         "fail", "'fail' (default, strict): the job fails naming the first bad rows and writes nothing. 'quarantine': bad rows go to <table>_rejects with a reason."
     )

@@ -17,6 +17,7 @@ min-interaction filters, which are a documented filter, not bad rows).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from lgsid.config import LGSIDConfig
@@ -121,21 +122,33 @@ def _prepare_files(spark, cfg: LGSIDConfig) -> Prepared:
 
     ic = cfg.ingest
     strict = ic.on_bad_rows == "fail"
-    items_raw = read_items_file(spark, ic.items_path, ic.csv_delimiter)
+    staging = cfg.storage.staging_dir if "://" in cfg.storage.staging_dir else os.path.abspath(cfg.storage.staging_dir)
+    ci, cx = {}, {}
+    items_raw = read_items_file(spark, ic.items_path, ic.csv_delimiter, ic.csv_encoding, staging, ci)
     n_items_in = require_not_empty(items_raw, f"ingest.items_path {ic.items_path}")
     good_items, rej_items = validate_items(items_raw)
     c_items = _check_rejects({"items": rej_items}, strict)
     good_items = good_items.persist()
-    inter_raw = read_interactions_file(spark, ic.interactions_path, ic.csv_delimiter)
+    inter_raw = read_interactions_file(spark, ic.interactions_path, ic.csv_delimiter, ic.csv_encoding, staging, cx)
     n_inter_in = require_not_empty(inter_raw, f"ingest.interactions_path {ic.interactions_path}")
     good_inter, rej_inter = validate_interactions(inter_raw, good_items)
     c_inter = _check_rejects({"interactions": rej_inter}, strict)
     metrics = {
         "input_items": n_items_in, "input_interactions": n_inter_in,
         "rejected_items": c_items["items"], "rejected_interactions": c_inter["interactions"],
+        "truncated_timestamps": ci.get("truncated_timestamps", 0) + cx.get("truncated_timestamps", 0),
     }
+    notes = [f"files: {ic.items_path} + {ic.interactions_path}"]
+    if ci.get("synthesised_names"):
+        notes.append("items have no name column: name = '<category> <last 6 characters of item_id>' (as for Foursquare venues)")
+    for path, c in ((ic.items_path, ci), (ic.interactions_path, cx)):
+        if c.get("recast_timestamp_columns"):
+            notes.append(
+                f"{os.path.basename(path)}: timestamp column(s) {c['recast_timestamp_columns']} read as microseconds UTC; "
+                f"{c['truncated_timestamps']} value(s) had sub-microsecond digits, truncated"
+            )
     rejects = {"items": rej_items, "interactions": rej_inter}
-    return _finish_import(spark, cfg, good_items, good_inter, rejects, metrics, [f"files: {ic.items_path} + {ic.interactions_path}"])
+    return _finish_import(spark, cfg, good_items, good_inter, rejects, metrics, notes)
 
 
 def prepare(spark, cfg: LGSIDConfig) -> Prepared:

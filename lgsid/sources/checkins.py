@@ -9,19 +9,30 @@ validation (:func:`items_from_checkins`, :func:`filter_min_interactions`, :func:
 Foursquare TSMC2014 (``dataset_TSMC2014_NYC.txt`` / ``_TKY.txt``) has eight tab-separated fields
 and no header: user id, venue id, venue category id, venue category name, latitude, longitude,
 timezone offset (minutes), UTC time (``Tue Apr 03 18:00:09 +0000 2012``). Venues become items
-(name = category name + the venue id's last 6 characters, ``category_l2`` = category name,
-``category_l1`` = :func:`parent_category` of it, location = the venue's first check-in).
+(name = :func:`synthetic_name`: category name + the venue id's last 6 characters, ``category_l2`` =
+category name, ``category_l1`` = :func:`parent_category` of it, location = the venue's first check-in).
+
+Items files without a ``name`` column (many public check-in sets have none) get the same
+:func:`synthetic_name`.
+
+Timestamps: every instant is stored in UTC. Parquet timestamps of any unit are read through pyarrow
+when Spark cannot read them as they are (nanoseconds, which pandas' ``to_parquet`` writes by default,
+or no time zone): they are cast to microseconds (sub-microsecond digits truncated and counted) and a
+naive timestamp is taken as UTC. Strings may be ISO-8601 with ``Z`` or an offset (``+02:00``); a
+string without a zone is taken as UTC; digits-only strings are epoch seconds.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 
 from lgsid.errors import ValidationError
 
 __all__ = [
     "FOURSQUARE_FIELDS",
     "parent_category",
+    "synthetic_name",
     "read_foursquare",
     "read_items_file",
     "read_interactions_file",
@@ -61,6 +72,17 @@ def parent_category(col):
     for parent, rx in PARENT_RULES:
         expr = F.when(col.rlike(rx), F.lit(parent)) if expr is None else expr.when(col.rlike(rx), F.lit(parent))
     return expr.otherwise(F.lit("Other"))
+
+
+def synthetic_name(category, item_id):
+    """Spark Column: the name of an item that has none: ``"<category> <last 6 characters of item_id>"``.
+
+    Used by the Foursquare import (venues have no names) and by items files without a ``name``
+    column, so the prompt's content part still tells items of one category apart.
+    """
+    from pyspark.sql import functions as F
+
+    return F.concat(category, F.lit(" "), F.substring(item_id, -6, 6))
 
 
 def with_line_numbers(df, first: int = 1):
@@ -155,38 +177,146 @@ def _exists(path: str) -> bool:
     return "://" in path or os.path.exists(path)
 
 
-def _read_any(spark, path: str, delimiter: str, what: str):
+# Spark's CSV reader names: "latin-1" is the usual spelling, "iso-8859-1" Spark's.
+CSV_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "latin-1": "iso-8859-1", "latin1": "iso-8859-1", "iso-8859-1": "iso-8859-1",
+                 "us-ascii": "us-ascii", "utf-16": "utf-16", "utf-16le": "utf-16le", "utf-16be": "utf-16be"}
+
+
+def _is_parquet(path: str) -> bool:
+    if path.endswith(".parquet"):
+        return True
+    return os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path))
+
+
+def _parquet_for_spark(path: str, staging_dir: str | None) -> tuple[str, str | None, dict]:
+    """A Parquet input Spark reads correctly: ``(path to read, staged copy to delete or None, counts)``.
+
+    Spark cannot read nanosecond timestamps (pandas' default ``to_parquet``) and reads a timestamp
+    without a time zone as local wall-clock time. When the input has either, it is streamed through
+    pyarrow into one staged file in which every such column is ``timestamp[us, UTC]``: nanoseconds are
+    truncated to microseconds (the values that lose digits are counted in ``truncated_timestamps``)
+    and a naive timestamp is taken as UTC. Row order is kept, so row numbers still name input rows.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    ds = pads.dataset(path, format="parquet")
+    fix = {f.name for f in ds.schema if pa.types.is_timestamp(f.type) and (f.type.unit == "ns" or f.type.tz is None)}
+    counts = {"truncated_timestamps": 0, "recast_timestamp_columns": sorted(fix)}
+    if not fix:
+        return path, None, counts
+    target = pa.schema([pa.field(f.name, pa.timestamp("us", tz="UTC")) if f.name in fix else f for f in ds.schema])
+    root = staging_dir or os.path.join(os.path.dirname(os.path.abspath(path)), ".lgsid-staging")
+    staged = f"{root.rstrip('/')}/ingest-{uuid.uuid4().hex}.parquet"
+    fs, fpath = _filesystem(staged)
+    fs.create_dir(fpath.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(fpath) as out, pq.ParquetWriter(out, target) as w:
+        for b in ds.to_batches():
+            cols = []
+            for f, col in zip(ds.schema, b.columns):
+                if f.name in fix:
+                    if f.type.unit == "ns":
+                        ints = col.cast(pa.int64())
+                        counts["truncated_timestamps"] += int(pc.sum(pc.not_equal(pc.multiply(pc.divide(ints, 1000), 1000), ints)).as_py() or 0)
+                    us = col.cast(pa.timestamp("us", tz=f.type.tz), safe=False) if f.type.unit != "us" else col
+                    col = us.view(pa.timestamp("us", tz="UTC"))  # same instants; naive -> UTC
+                cols.append(col)
+            w.write_batch(pa.RecordBatch.from_arrays(cols, schema=target))
+    return staged, staged, counts
+
+
+def _filesystem(path: str):
+    """(pyarrow FileSystem, path in it) of a local path or URI."""
+    from pyarrow import fs
+
+    if "://" in path:
+        return fs.FileSystem.from_uri(path)
+    return fs.LocalFileSystem(), os.path.abspath(path)
+
+
+def _remove(path: str | None) -> None:
+    if path:
+        fs, p = _filesystem(path)
+        try:
+            fs.delete_file(p)
+        except OSError:
+            pass
+
+
+def _read_any(spark, path: str, delimiter: str, what: str, encoding: str = "utf-8", staging_dir: str | None = None, counts: dict | None = None):
     """Read a Parquet or CSV file (by extension / directory content) with 1-based ``_line`` and a source label.
 
-    Line numbers come from :func:`with_line_numbers` (file order for a single file).
+    Line numbers come from :func:`with_line_numbers` (file order for a single file). CSV is read
+    with RFC 4180 quoting (quoted delimiters and embedded newlines, CRLF or LF), a UTF-8 BOM is
+    ignored, and a record whose field count differs from the header's gets a ``_parse_error``; the
+    label is the record's first physical line. In UTF-8, a byte sequence that is not UTF-8 (e.g. a
+    latin-1 file) is a ``_parse_error`` naming ``ingest.csv_encoding``.
     """
     from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
 
     if not path:
         raise ValidationError(f"ingest.{what}_path is empty; set it to a Parquet or CSV file (source=files)")
     if not _exists(path):
         raise ValidationError(f"ingest.{what}_path: file not found: {path}")
     name = os.path.basename(path.rstrip("/"))
-    is_parquet = path.endswith(".parquet") or (os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path)))
-    if is_parquet:
+    counts = counts if counts is not None else {}
+    if _is_parquet(path):
         try:
-            df = spark.read.parquet(path)
-        except Exception as e:  # AnalysisException (pyspark import kept lazy)
-            if "TIMESTAMP(NANOS" in str(e):
-                raise ValidationError(
-                    f"ingest.{what}_path: {name} stores nanosecond timestamps, which Spark cannot read; write microseconds "
-                    "(pandas: to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True)) or ISO-8601 strings"
-                ) from None
-            raise
-        offset, unit = 1, "row"
+            read_path, staged, c = _parquet_for_spark(path, staging_dir)
+        except Exception as e:  # pyarrow.ArrowInvalid and friends: not a Parquet file
+            raise ValidationError(f"ingest.{what}_path: {name} is not a readable Parquet file: {e}") from None
+        counts.update(c)
+        try:
+            df = with_line_numbers(spark.read.parquet(read_path), first=1)  # checkpointed: the staged copy can go
+        finally:
+            _remove(staged)
+        cols = [c for c in df.columns if c != "_line"]
+        unit = "row"
     else:
-        df = spark.read.option("header", True).option("sep", delimiter).option("inferSchema", False).option("mode", "PERMISSIVE").csv(path)
-        offset, unit = 2, "line"  # line 1 is the header
-    cols = df.columns
-    df = with_line_numbers(df, first=offset)
+        enc = CSV_ENCODINGS.get(encoding.lower())
+        if enc is None:
+            raise ValidationError(f"ingest.csv_encoding: unsupported encoding {encoding!r}; valid: {', '.join(sorted(CSV_ENCODINGS))}")
+        reader = spark.read.option("header", True).option("sep", delimiter).option("encoding", enc).option("multiLine", True)
+        cols = reader.option("inferSchema", False).csv(path).columns
+        if not cols:
+            raise ValidationError(f"{what} file {name}: empty file (no header line); expected a CSV header naming the columns")
+        corrupt = "__corrupt_record"
+        schema = StructType([StructField(c, StringType()) for c in cols] + [StructField(corrupt, StringType())])
+        df = reader.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", corrupt).csv(path)
+        df = with_line_numbers(df, first=2)  # line 1 is the header
+        df = _physical_lines(df, cols)
+        unit = "line"
+        field_count = F.when(F.col(corrupt).isNotNull(), F.concat(
+            F.lit(f"record does not have the header's {len(cols)} fields ({delimiter!r}-separated): '"),
+            F.substring(F.col(corrupt), 1, 80), F.lit("'")))
+        any_fffd = None
+        for c in cols:
+            cond = F.coalesce(F.col(c).contains("\ufffd"), F.lit(False))
+            any_fffd = cond if any_fffd is None else (any_fffd | cond)
+        bad_bytes = F.when(any_fffd, F.lit(
+            f"bytes that are not valid {encoding} (shown as U+FFFD); set ingest.csv_encoding to the file's encoding, e.g. latin-1"))
+        df = df.withColumn("_file_error", F.coalesce(field_count, bad_bytes)).drop(corrupt)
+    if "_file_error" not in df.columns:
+        df = df.withColumn("_file_error", F.lit(None).cast("string"))
     df = df.withColumn("_source_row", F.concat(F.lit(f"{name}:{unit} "), F.col("_line").cast("string")))
     df = df.withColumn("_row_json", F.to_json(F.struct(*[F.col(c) for c in cols])))
     return df, cols, name
+
+
+def _physical_lines(df, cols):
+    """Correct ``_line`` (record number + 1) to the record's first physical line when earlier records hold newlines."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    nl = sum((F.coalesce(F.size(F.split(F.col(c), "\n")) - 1, F.lit(0)) for c in cols), F.lit(0))
+    df = df.withColumn("__nl", nl)
+    if not df.where(F.col("__nl") > 0).limit(1).count():
+        return df.drop("__nl")
+    w = Window.orderBy("_line").rowsBetween(Window.unboundedPreceding, -1)
+    return df.withColumn("_line", (F.col("_line") + F.coalesce(F.sum("__nl").over(w), F.lit(0))).cast("long")).drop("__nl")
 
 
 def _require_columns(cols, required, name: str, what: str) -> None:
@@ -195,19 +325,41 @@ def _require_columns(cols, required, name: str, what: str) -> None:
         raise ValidationError(f"{what} file {name}: missing required column(s) {missing}; found {cols}")
 
 
-def read_items_file(spark, path: str, delimiter: str = ","):
+def _id(df, c: str):
+    """An id column as a trimmed string; integral floats (``123.0``, from a numeric column with gaps) as ``123``."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, FloatType
+
+    col = F.col(c)
+    if isinstance(df.schema[c].dataType, (DoubleType, FloatType)):
+        return F.when(col == F.floor(col), col.cast("long").cast("string")).otherwise(col.cast("string"))
+    return F.trim(col.cast("string"))
+
+
+def read_items_file(spark, path: str, delimiter: str = ",", encoding: str = "utf-8", staging_dir: str | None = None, counts: dict | None = None):
     """Items file -> items columns (``source='files'``) + provenance.
 
-    Required columns: ``item_id, lat, lon, name, category``; optional ``parent_category`` (else
+    Required columns: ``item_id, lat, lon, category``; optional ``name`` (else :func:`synthetic_name`
+    of the category and id, as for Foursquare venues), ``parent_category`` (else
     :func:`parent_category`), ``brand`` (else the name), ``price``, ``address``.
+
+    Args:
+        spark: The SparkSession.
+        path: Parquet or CSV file (or a directory of Parquet files).
+        delimiter: CSV field delimiter.
+        encoding: CSV encoding (``ingest.csv_encoding``).
+        staging_dir: Where a Parquet file with nanosecond or naive timestamps is staged (see
+            :func:`_parquet_for_spark`); default: next to the input.
+        counts: Filled with ``synthesised_names`` and the timestamp counts.
 
     Raises:
         ValidationError: missing file or required column.
     """
     from pyspark.sql import functions as F
 
-    df, cols, name = _read_any(spark, path, delimiter, "items")
-    _require_columns(cols, ("item_id", "lat", "lon", "name", "category"), name, "items")
+    counts = counts if counts is not None else {}
+    df, cols, name = _read_any(spark, path, delimiter, "items", encoding, staging_dir, counts)
+    _require_columns(cols, ("item_id", "lat", "lon", "category"), name, "items")
     lat, lat_err = _number("lat", "lat")
     lon, lon_err = _number("lon", "lon")
     if "price" in cols:
@@ -216,11 +368,17 @@ def read_items_file(spark, path: str, delimiter: str = ","):
         price, price_err = F.lit(None).cast("double"), F.lit(None).cast("string")
     opt = lambda c: F.col(c).cast("string") if c in cols else F.lit(None).cast("string")  # noqa: E731
     cat = F.trim(F.col("category").cast("string"))
+    item_id = _id(df, "item_id")
+    if "name" in cols:
+        item_name = F.col("name").cast("string")
+    else:
+        item_name = synthetic_name(cat, item_id)
+        counts["synthesised_names"] = True
     parent = F.coalesce(F.when(F.trim(opt("parent_category")) != "", F.trim(opt("parent_category"))), parent_category(F.coalesce(cat, F.lit(""))))
     return df.select(
-        F.trim(F.col("item_id").cast("string")).alias("item_id"),
-        F.col("name").cast("string").alias("name"),
-        F.coalesce(F.when(F.trim(opt("brand")) != "", opt("brand")), F.col("name").cast("string")).alias("brand"),
+        item_id.alias("item_id"),
+        item_name.alias("name"),
+        F.coalesce(F.when(F.trim(opt("brand")) != "", opt("brand")), item_name).alias("brand"),
         parent.alias("category_l1"),
         cat.alias("category_l2"),
         price.alias("price"),
@@ -230,15 +388,36 @@ def read_items_file(spark, path: str, delimiter: str = ","):
         F.lit("files").alias("source"),
         "_line",
         "_source_row",
-        F.coalesce(lat_err, lon_err, price_err).alias("_parse_error"),
+        F.coalesce("_file_error", lat_err, lon_err, price_err).alias("_parse_error"),
         "_row_json",
     )
 
 
-def read_interactions_file(spark, path: str, delimiter: str = ","):
+ZONE_SUFFIX = r"(?i)(z|[+-]\d{2}(:?\d{2})?|\s(utc|gmt)|\s[a-z_]+/[a-z_]+)$"
+"""A timestamp string that ends in a zone: ``Z``, ``+02:00``, ``-0700``, `` UTC`` or a region id."""
+
+
+def parse_timestamp(raw, session_tz: str = "UTC"):
+    """Spark Column: an instant (TIMESTAMP) from a timestamp string, or null when it does not parse.
+
+    ISO-8601 with ``T`` or a space, with or without fractional seconds, ending in ``Z``, an offset or a
+    zone id; a string without a zone is taken as UTC (whatever the session time zone); a string of
+    digits is epoch seconds.
+    """
+    from pyspark.sql import functions as F
+
+    parsed = F.try_to_timestamp(raw)
+    if session_tz.upper() not in ("UTC", "Z", "GMT", "ETC/UTC", "+00:00"):
+        # a naive string was read as wall-clock time in the session zone; take it as UTC instead
+        parsed = F.when(raw.rlike(ZONE_SUFFIX), parsed).otherwise(F.from_utc_timestamp(parsed, session_tz))
+    return F.coalesce(parsed, F.when(raw.rlike(r"^-?\d+$"), F.timestamp_seconds(raw.try_cast("long"))))
+
+
+def read_interactions_file(spark, path: str, delimiter: str = ",", encoding: str = "utf-8", staging_dir: str | None = None, counts: dict | None = None):
     """Interactions file -> ``user_id, item_id, ts`` + provenance.
 
-    ``timestamp`` may be a timestamp column (Parquet), an ISO-8601 string, or epoch seconds.
+    ``timestamp`` may be a timestamp column (Parquet; any unit, see :func:`_parquet_for_spark`), a
+    string (:func:`parse_timestamp`), or epoch seconds.
 
     Raises:
         ValidationError: missing file or required column.
@@ -246,7 +425,8 @@ def read_interactions_file(spark, path: str, delimiter: str = ","):
     from pyspark.sql import functions as F
     from pyspark.sql.types import NumericType, TimestampNTZType, TimestampType
 
-    df, cols, name = _read_any(spark, path, delimiter, "interactions")
+    counts = counts if counts is not None else {}
+    df, cols, name = _read_any(spark, path, delimiter, "interactions", encoding, staging_dir, counts)
     _require_columns(cols, ("user_id", "item_id", "timestamp"), name, "interactions")
     dtype = df.schema["timestamp"].dataType
     if isinstance(dtype, (TimestampType, TimestampNTZType)):
@@ -255,15 +435,15 @@ def read_interactions_file(spark, path: str, delimiter: str = ","):
         ts, ts_err = F.timestamp_seconds(F.col("timestamp")), F.lit(None).cast("string")
     else:
         raw = F.trim(F.col("timestamp").cast("string"))
-        ts = F.coalesce(F.try_to_timestamp(raw), F.timestamp_seconds(raw.try_cast("long")))
+        ts = parse_timestamp(raw, spark.conf.get("spark.sql.session.timeZone", "UTC"))
         ts_err = F.when(raw.isNotNull() & (raw != "") & ts.isNull(), F.concat(F.lit("unparseable timestamp (ts): '"), raw, F.lit("'")))
     return df.select(
-        F.trim(F.col("user_id").cast("string")).alias("user_id"),
-        F.trim(F.col("item_id").cast("string")).alias("item_id"),
+        _id(df, "user_id").alias("user_id"),
+        _id(df, "item_id").alias("item_id"),
         ts.alias("ts"),
         "_line",
         "_source_row",
-        ts_err.alias("_parse_error"),
+        F.coalesce("_file_error", ts_err).alias("_parse_error"),
         "_row_json",
     )
 
@@ -283,7 +463,7 @@ def items_from_checkins(checkins):
 
     w = Window.partitionBy("item_id").orderBy("_line")
     first = checkins.withColumn("__rn", F.row_number().over(w)).where(F.col("__rn") == 1)
-    name = F.concat(F.col("category_l2"), F.lit(" "), F.substring(F.col("item_id"), -6, 6))
+    name = synthetic_name(F.col("category_l2"), F.col("item_id"))
     return first.select(
         "item_id",
         name.alias("name"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from lgsid.config import load_config, replace
@@ -113,17 +114,40 @@ def test_files_parquet_import_matches_csv(spark, tmp_path, files_run):
     inter = pd.read_csv(pd.io.common.StringIO(INTER_CSV))
     inter["timestamp"] = [pd.Timestamp(x, tz="UTC") if not x.isdigit() else pd.Timestamp(int(x), unit="s", tz="UTC") for x in inter["timestamp"]]
     items.to_parquet(tmp_path / "items.parquet")
-    inter.to_parquet(tmp_path / "ns.parquet")
-    with pytest.raises(ValidationError, match="ns.parquet stores nanosecond timestamps"):
-        run(spark, _cfg(tmp_path, source="files", items_path=str(tmp_path / "items.parquet"), interactions_path=str(tmp_path / "ns.parquet")))
-    inter.to_parquet(tmp_path / "interactions.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)
+    inter.to_parquet(tmp_path / "interactions.parquet")  # pandas' default: nanosecond timestamps, which Spark cannot read
+    assert str(pq.read_schema(tmp_path / "interactions.parquet").field("timestamp").type) == "timestamp[ns, tz=UTC]"
     cfg = _cfg(tmp_path, source="files", items_path=str(tmp_path / "items.parquet"), interactions_path=str(tmp_path / "interactions.parquet"))
-    run(spark, cfg)
+    s = run(spark, cfg)
+    assert s.metrics["truncated_timestamps"] == 0
+    assert any("['timestamp'] read as microseconds UTC" in n for n in s.notes)
+    assert not list((tmp_path / "staging").glob("ingest-*"))  # the staged microsecond copy is removed
     store = DeltaStore(spark, cfg.storage)
     for t, key in (("items", ["item_id"]), ("interactions", ["user_id", "item_id"]), ("users", ["user_id"])):
         a = store.to_pandas(t).sort_values(key).reset_index(drop=True)
         b = csv_store.to_pandas(t).sort_values(key).reset_index(drop=True)
         pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_files_without_name_and_zoned_timestamps(spark, tmp_path):
+    # Like ../shared/data/phoenix: no name column; ISO strings with Z, an offset, none (= UTC) and fractional seconds.
+    items = "item_id,lat,lon,category\n4b196b3af964a52000dd23e3,39.8017,-89.6437,Rock Club\nx2,39.79,-89.65,Bar\n"
+    inter = (
+        "user_id,item_id,timestamp\n"
+        "7,4b196b3af964a52000dd23e3,2012-04-03T18:09:00Z\n"
+        "7,x2,2012-04-03T20:09:00+02:00\n"
+        "8,x2,2012-04-03 18:09:00.25\n"
+        "8,4b196b3af964a52000dd23e3,2012-04-03T18:09:00.123456789Z\n"
+    )
+    cfg = _cfg(tmp_path, **_write_files(tmp_path, items, inter))
+    s = run(spark, cfg)
+    store = DeltaStore(spark, cfg.storage)
+    got = store.to_pandas("items").set_index("item_id")
+    assert got.loc["4b196b3af964a52000dd23e3", "name"] == "Rock Club dd23e3"  # category + the id's last 6 characters
+    assert got.loc["x2", ["name", "brand", "category_l1"]].tolist() == ["Bar x2", "Bar x2", "Nightlife"]
+    assert any("no name column" in n for n in s.notes)
+    ts = store.to_pandas("interactions").sort_values(["user_id", "item_id"])["ts"].tolist()
+    assert ts == [pd.Timestamp("2012-04-03 18:09:00", tz="UTC"), pd.Timestamp("2012-04-03 18:09:00", tz="UTC"),
+                  pd.Timestamp("2012-04-03 18:09:00.123456", tz="UTC"), pd.Timestamp("2012-04-03 18:09:00.25", tz="UTC")]
 
 
 def test_foursquare_import(spark, tmp_path):
