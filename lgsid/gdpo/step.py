@@ -189,7 +189,8 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
     """Step ``gdpo``: train LoRA with Eq. 6-8 from Delta via Petastorm; log, register, re-embed items.
 
     Logs to one MLflow run: params (resolved config), per-step losses, the reward model (and its
-    metrics and run id), the LoRA adapter + tokenizer files, loss and PCA plots, and the
+    metrics and run id), the LoRA adapter + tokenizer files, loss and PCA plots, under
+    ``train.distributed`` each rank's step count and example keys (``train/ranks.json``), and the
     geo-coverage check (P@K / C@K / T@K of top-K neighbours) of the reference vs the aligned item
     embeddings, both taken per ``item_id`` from the same items. With unchanged inputs and config
     (same :func:`input_fingerprint` as a registered version) nothing is trained or registered.
@@ -239,6 +240,7 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
             result = train_distributed(spark, examples, cfg, reward, n_examples)
             fs.write_dir(adapter_dir, result["adapter"])
             dim = int(result["dim"])
+            mlflow.log_dict({"ranks": result["ranks"]}, "train/ranks.json")  # per rank: steps and the example keys it read
             for i, rec in enumerate(result["history"], start=1):
                 log(rec, i)
         else:
