@@ -223,7 +223,7 @@ def test_embed_rerun_keeps_unchanged_rows_and_created_at(spark, store, tiny_cfg,
 def test_geo_check_aligns_by_item_id_and_refreshes_a_stale_reference(spark, store, tiny_cfg, toy_tables):
     """After a re-ingest the reference lacks new items and rows come in another order: the before/after
     frames must still pair each item's embeddings with its own geography, and the reference is re-embedded."""
-    from lgsid.embed import REFERENCE, item_embedding_rows
+    from lgsid.embed import REFERENCE
     from lgsid.gdpo import coverage_frames, embed_missing
 
     p = toy_tables.head(10)
