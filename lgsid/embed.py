@@ -6,8 +6,11 @@ batches of ``encoder.batch_size``. The same function embeds the items' true prom
 aligned) and the reward lists' mismatched prompts (:mod:`lgsid.reward`).
 
 ``item_embeddings`` is keyed by ``(item_id, model_version)``: ``"reference"`` for the frozen base
-encoder, ``"aligned-<N>"`` for version N of the registered aligned encoder (its LoRA adapter). A
-rerun MERGEs, so other versions stay and reruns are idempotent. Each row holds the vector twice:
+encoder, ``"aligned-<N>"`` for version N of the registered aligned encoder (its LoRA adapter,
+which every Spark worker downloads from the model URI ``models:/<name>/<N>``: no step hands a
+local directory to another). A rerun MERGEs only the rows whose vector changed (new items, changed
+prompts): an unchanged row keeps its vector and its ``created_at``, and a rerun on unchanged
+inputs writes nothing, so other versions stay and reruns leave the table content identical. Each row holds the vector twice:
 ``embedding`` (ARRAY<FLOAT>, for training, tokenizer and evaluation) and ``embedding_f32`` (BINARY
 little-endian float32, the SID Spark UDF's input; :mod:`lgsid.embedding_f32`). A table written
 before ``embedding_f32`` existed gets the column on the next MERGE; rows of model versions not
@@ -29,19 +32,53 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 REFERENCE = "reference"
+UNCHANGED_ATOL = 1e-5  # max |Δ| per component under which a recomputed vector counts as unchanged (CPU/GPU kernel noise)
 
 _WORKER_CACHE: dict = {}
 
 
-def worker_encoder(enc_cfg: EncoderConfig, adapter_dir: str | None):
-    """The encoder of this Python process, loaded on first use and kept for later batches/tasks."""
+def is_model_uri(adapter: str | None) -> bool:
+    """Whether ``adapter`` is an MLflow URI (``models:/…``, ``runs:/…``) rather than a directory."""
+    return bool(adapter) and adapter.split(":", 1)[0] in ("models", "runs")
+
+
+def fetch_adapter(uri: str, dst: str | None = None) -> str:
+    """Download the model at MLflow ``uri`` and return the directory holding its LoRA ``adapter_config.json``.
+
+    Raises:
+        ModelError: the model has no adapter.
+    """
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(uri, dst_path=dst)
+    found = sorted(d for d, _, files in os.walk(local) if "adapter_config.json" in files)
+    if not found:
+        raise ModelError(f"model {uri} has no LoRA adapter (adapter_config.json) in its artifacts")
+    return found[0]
+
+
+def worker_encoder(enc_cfg: EncoderConfig, adapter: str | None, tracking_uri: str | None = None):
+    """The encoder of this Python process, loaded on first use and kept for later batches/tasks.
+
+    ``adapter`` is a local directory or an MLflow model URI; a URI is downloaded by this process
+    (from ``tracking_uri``) into a scratch directory of its own.
+    """
+    import tempfile
+
     import torch
 
-    key = (repr(enc_cfg), adapter_dir)
+    key = (repr(enc_cfg), adapter)
     enc = _WORKER_CACHE.get(key)
     if enc is None:
         from lgsid.encoder import load_encoder
 
+        adapter_dir = adapter
+        if is_model_uri(adapter):
+            if tracking_uri:
+                from lgsid.tracking import use_tracking_uri
+
+                use_tracking_uri(tracking_uri)
+            adapter_dir = fetch_adapter(adapter, tempfile.mkdtemp(prefix="lgsid-adapter-"))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         enc = load_encoder(enc_cfg, adapter_dir=adapter_dir, device=device)
         _WORKER_CACHE.clear()  # one model per worker
@@ -50,8 +87,8 @@ def worker_encoder(enc_cfg: EncoderConfig, adapter_dir: str | None):
 
 
 def embed_dataframe(
-    df: "DataFrame", text_col: str, enc_cfg: EncoderConfig, adapter_dir: str | None = None, out_col: str = "embedding",
-    f32_col: str | None = None,
+    df: "DataFrame", text_col: str, enc_cfg: EncoderConfig, adapter: str | None = None, out_col: str = "embedding",
+    f32_col: str | None = None, tracking_uri: str | None = None,
 ) -> "DataFrame":
     """``df`` plus an ``out_col`` ARRAY<FLOAT> column: the encoder's embedding of ``text_col``.
 
@@ -63,10 +100,13 @@ def embed_dataframe(
         df: Any DataFrame with a string column ``text_col``.
         text_col: Column holding the text to embed.
         enc_cfg: Encoder config (the worker loads this checkpoint, pooling, max length, batch size).
-        adapter_dir: LoRA adapter directory readable by the workers; ``None`` = the frozen reference.
+        adapter: LoRA adapter: an MLflow model URI (``models:/<name>/<N>``, downloaded by each
+            worker from ``tracking_uri``) or a directory every worker can read; ``None`` = the
+            frozen reference.
         out_col: Name of the new column.
         f32_col: If set, also add this BINARY column: the same vector as little-endian float32
             bytes (:func:`lgsid.embedding_f32.encode_f32`), the SID Spark UDF's input.
+        tracking_uri: MLflow tracking URI the workers resolve a model URI against.
     """
     from pyspark.sql.types import ArrayType, BinaryType, FloatType, StructField, StructType
 
@@ -83,7 +123,7 @@ def embed_dataframe(
     def udf(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
         from lgsid.embedding_f32 import encode_f32
 
-        enc = worker_encoder(enc_cfg, adapter_dir)
+        enc = worker_encoder(enc_cfg, adapter, tracking_uri)
         for pdf in batches:
             if len(pdf) == 0:
                 continue
@@ -97,8 +137,13 @@ def embed_dataframe(
     return df.mapInPandas(udf, schema)
 
 
-def item_embedding_rows(prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_version: str, adapter_dir: str | None = None) -> "DataFrame":
-    """geo_prompts -> rows of ``item_embeddings`` (item_id, model_name, model_version, embedding, dim, created_at, embedding_f32)."""
+def item_embedding_rows(
+    prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_version: str, adapter: str | None = None, tracking_uri: str | None = None,
+) -> "DataFrame":
+    """geo_prompts -> rows of ``item_embeddings`` (item_id, model_name, model_version, embedding, dim, created_at, embedding_f32).
+
+    ``adapter`` / ``tracking_uri`` as in :func:`embed_dataframe`.
+    """
     from pyspark.sql import functions as F
 
     from lgsid.encoder import resolve_checkpoint
@@ -106,7 +151,7 @@ def item_embedding_rows(prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_v
     resolve_checkpoint(enc_cfg.checkpoint)  # fail on the driver, not inside a task
     ck = enc_cfg.checkpoint
     model_name = ck[len("package:"):] if ck.startswith("package:") else os.path.basename(os.path.normpath(ck))
-    out = embed_dataframe(prompts_df.select("item_id", "prompt"), "prompt", enc_cfg, adapter_dir, f32_col=EMBEDDING_F32)
+    out = embed_dataframe(prompts_df.select("item_id", "prompt"), "prompt", enc_cfg, adapter, f32_col=EMBEDDING_F32, tracking_uri=tracking_uri)
     return out.select(
         "item_id",
         F.lit(model_name).alias("model_name"),
@@ -118,26 +163,71 @@ def item_embedding_rows(prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_v
     )
 
 
-def embed_items(spark: "SparkSession", cfg: LGSIDConfig, model_version: str = REFERENCE, adapter_dir: str | None = None):
-    """Embed every item's true prompt and MERGE into ``item_embeddings`` under ``model_version``.
+def changed_rows(new: "DataFrame", old: "DataFrame", atol: float = UNCHANGED_ATOL) -> "DataFrame":
+    """The rows of ``new`` that differ from ``old`` (same ``item_embeddings`` columns), pure transform.
 
-    Returns the :class:`~lgsid.storage.WriteResult`.
+    A row is unchanged when ``old`` has its ``(item_id, model_version)`` with the same
+    ``model_name`` and dimension and every component within ``atol``; only the other rows are
+    returned (so MERGEing them keeps unchanged rows, their vectors and ``created_at``, as stored).
     """
-    from lgsid.storage import DeltaStore
+    from pyspark.sql import functions as F
 
-    if model_version != REFERENCE and not adapter_dir:
-        raise ConfigError(f"embed: model_version {model_version!r} needs the aligned adapter directory")
+    o = old.select(
+        "item_id", "model_version", F.col("model_name").alias("_old_name"), F.col("embedding").alias("_old_embedding"),
+    )
+    j = new.join(o, ["item_id", "model_version"], "left")
+    diff = F.aggregate(
+        F.zip_with("embedding", "_old_embedding", lambda a, b: F.abs(a - b)), F.lit(0.0).cast("float"), lambda acc, x: F.greatest(acc, x),
+    )
+    same = (
+        F.col("_old_embedding").isNotNull()
+        & (F.col("_old_name") == F.col("model_name"))
+        & (F.size("_old_embedding") == F.size("embedding"))
+        & (diff <= F.lit(atol))
+    )
+    return j.where(~F.coalesce(same, F.lit(False))).select(*new.columns)
+
+
+def embed_items(spark: "SparkSession", cfg: LGSIDConfig, model_version: str = REFERENCE, adapter: str | None = None):
+    """Embed every item's true prompt and MERGE the changed rows into ``item_embeddings`` under ``model_version``.
+
+    Args:
+        spark: The session.
+        cfg: Resolved config (``encoder``, ``storage``, ``mlflow.tracking_uri``).
+        model_version: ``reference`` or ``aligned-<N>``.
+        adapter: The aligned model's URI (``models:/<name>/<N>``); required unless ``reference``.
+
+    Returns:
+        The :class:`~lgsid.storage.WriteResult` (the current version and row count when no row
+        changed and nothing was written).
+    """
+    from pyspark import StorageLevel
+
+    from lgsid.storage import DeltaStore, WriteResult
+    from lgsid.tracking import tracking_uri
+
+    if model_version != REFERENCE and not adapter:
+        raise ConfigError(f"embed: model_version {model_version!r} needs the aligned model URI")
     store = DeltaStore(spark, cfg.storage)
     prompts = store.read("geo_prompts")
-    rows = item_embedding_rows(prompts, cfg.encoder, model_version, adapter_dir)
-    return store.merge(rows, "item_embeddings", keys=["item_id", "model_version"])
+    rows = item_embedding_rows(prompts, cfg.encoder, model_version, adapter, tracking_uri(cfg) if adapter else None)
+    if store.exists("item_embeddings"):
+        old = store.read("item_embeddings").where(f"model_version = '{model_version}'")
+        rows = changed_rows(rows, old)
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)  # embedded once: checked, counted and merged from the cache
+    try:
+        if store.exists("item_embeddings") and rows.isEmpty():
+            return WriteResult("item_embeddings", store.version("item_embeddings"), store.count("item_embeddings"))
+        return store.merge(rows, "item_embeddings", keys=["item_id", "model_version"])
+    finally:
+        rows.unpersist()
 
 
-def resolve_aligned(cfg: LGSIDConfig, which: str) -> tuple[str, str]:
-    """``(model_version, adapter_dir)`` for ``encoder.embed_version`` = ``aligned`` or ``aligned-<N>``.
+def aligned_model_uri(cfg: LGSIDConfig, which: str) -> tuple[str, str]:
+    """``(model_version, model URI)`` for ``encoder.embed_version`` = ``aligned`` or ``aligned-<N>``.
 
-    ``aligned`` is the newest registered version of ``mlflow.encoder_model_name``. The adapter is
-    downloaded from the registered model's artifacts.
+    ``aligned`` is the newest registered version of ``mlflow.encoder_model_name``; the URI is
+    ``models:/<name>/<N>``.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -146,10 +236,9 @@ def resolve_aligned(cfg: LGSIDConfig, which: str) -> tuple[str, str]:
 
     setup_mlflow(cfg)
     name = cfg.mlflow.encoder_model_name
-    client = MlflowClient()
     if which == "aligned":
         try:
-            versions = client.search_model_versions(f"name='{name}'")
+            versions = MlflowClient().search_model_versions(f"name='{name}'")
         except mlflow.exceptions.MlflowException:
             versions = []
         if not versions:
@@ -160,20 +249,27 @@ def resolve_aligned(cfg: LGSIDConfig, which: str) -> tuple[str, str]:
             n = int(which.split("-", 1)[1])
         except (IndexError, ValueError):
             raise ConfigError(f"invalid value for 'encoder.embed_version': {which!r} (expected reference, aligned or aligned-<N>)") from None
-    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{n}")
-    found = [d for d, _, files in os.walk(local) if "adapter_config.json" in files]
-    adapter = found[0] if found else ""
-    if not adapter:
-        raise ModelError(f"registered model {name!r} version {n} has no LoRA adapter (adapter_config.json) in its artifacts")
-    return f"aligned-{n}", adapter
+    return f"aligned-{n}", f"models:/{name}/{n}"
+
+
+def resolve_aligned(cfg: LGSIDConfig, which: str) -> tuple[str, str]:
+    """``(model_version, local adapter dir)``: :func:`aligned_model_uri`, its adapter downloaded here.
+
+    For packaging the adapter into another model on the driver (the SID model's cold start).
+    """
+    version, uri = aligned_model_uri(cfg, which)
+    return version, fetch_adapter(uri)
 
 
 def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
-    """Step ``embed``: embed items with the encoder chosen by ``encoder.embed_version``."""
+    """Step ``embed``: embed items with the encoder chosen by ``encoder.embed_version``.
+
+    Only rows whose vector changed are written (see :func:`embed_items`).
+    """
     which = cfg.encoder.embed_version
     if which == REFERENCE:
         version, adapter = REFERENCE, None
     else:
-        version, adapter = resolve_aligned(cfg, which)
+        version, adapter = aligned_model_uri(cfg, which)
     wr = embed_items(spark, cfg, version, adapter)
     return StepSummary("embed", tables=[wr], metrics={"model_version": version}, notes=[f"checkpoint: {cfg.encoder.checkpoint}"])

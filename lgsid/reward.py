@@ -349,9 +349,53 @@ def load_reward_model(path: str) -> RewardMLP:
     return model
 
 
-def reward_model_dir(cfg: LGSIDConfig) -> str:
-    """Where the reward step leaves the current reward model for ``gdpo`` (under ``pipeline.work_dir``)."""
-    return os.path.join(os.path.abspath(cfg.pipeline.work_dir), "models", "reward")
+REWARD_ARTIFACT = "reward_model"
+
+
+def input_fingerprint(spark: "SparkSession", cfg: LGSIDConfig) -> str:
+    """Fingerprint of what the reward model depends on (:mod:`lgsid.fingerprint`).
+
+    The config sections ``reward``, ``encoder`` (the frozen reference embeds the lists),
+    ``negatives``, ``prompts`` and ``gdpo.use_density_negatives``, and the Delta version of the
+    input table (``reward_lists``, or ``geo_prompts`` for random lists).
+    """
+    from lgsid.fingerprint import fingerprint
+    from lgsid.storage import DeltaStore
+
+    store = DeltaStore(spark, cfg.storage)
+    d = cfg.to_dict()
+    table = "reward_lists" if cfg.gdpo.use_density_negatives else "geo_prompts"
+    conf = {k: d[k] for k in ("reward", "encoder", "negatives", "prompts")} | {"gdpo.use_density_negatives": cfg.gdpo.use_density_negatives}
+    return fingerprint(conf, {table: store.version(table)})
+
+
+def find_reward_run(spark: "SparkSession", cfg: LGSIDConfig):
+    """The reward run trained on the current inputs and config (same :func:`input_fingerprint`).
+
+    Raises:
+        ModelError: none exists (``lgsid reward`` has not run since its inputs or config changed).
+    """
+    from lgsid.tracking import find_run
+
+    fp = input_fingerprint(spark, cfg)
+    run = find_run(cfg, "reward", fp)
+    if run is None:
+        raise ModelError(
+            f"no reward model for the current reward_lists and config (input fingerprint {fp}) in MLflow experiment "
+            f"{cfg.mlflow.experiment!r}; run `lgsid reward` first"
+        )
+    return run
+
+
+def load_logged_reward_model(run_id: str, dst: str | None = None) -> RewardMLP:
+    """The frozen reward model logged by run ``run_id`` (artifact ``runs:/<run_id>/reward_model``)."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{REWARD_ARTIFACT}", dst_path=dst or tmp)
+        return load_reward_model(local)
 
 
 def load_lists(spark: "SparkSession", cfg: LGSIDConfig) -> "DataFrame":
@@ -386,18 +430,30 @@ def plot_reward_history(history: list[dict], path: str) -> None:
 def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
     """Step ``reward``: embed the lists (reference encoder), train the reward MLP, log to MLflow.
 
-    The model is saved under :func:`reward_model_dir` (read by ``gdpo``) and logged as the run's
-    ``reward_model/`` artifact, with per-epoch losses and held-out NDCG / AUC.
+    The model is logged as the run's ``reward_model/`` artifact (``reward_model.pt`` +
+    ``reward_model.json``; ``gdpo`` loads it from ``runs:/<run id>/reward_model``), with per-epoch
+    losses and held-out NDCG / AUC. The run is tagged with the :func:`input_fingerprint`; a rerun
+    with the same fingerprint reuses that run and trains nothing.
     """
     import tempfile
 
     import mlflow
 
-    from lgsid.tracking import stage_run
+    from lgsid.fingerprint import TAG
+    from lgsid.tracking import find_run, stage_run
 
+    fp = input_fingerprint(spark, cfg)
+    done = find_run(cfg, "reward", fp)
+    if done is not None:
+        m = done.data.metrics
+        return StepSummary(
+            "reward",
+            metrics={k: m[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "n_train_lists") if k in m},
+            notes=[f"inputs and config unchanged (fingerprint {fp}): reusing mlflow run {done.info.run_id}; nothing trained"],
+        )
     lists = load_lists(spark, cfg)
     data = embed_lists(spark, lists, cfg)
-    with stage_run(cfg, "reward") as run_:
+    with stage_run(cfg, "reward", tags={TAG: fp}) as run_:
         history: list[dict] = []
 
         def log(rec: dict, ep: int) -> None:
@@ -406,16 +462,16 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
 
         model, metrics = train_reward_model(data, cfg, log)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        out = reward_model_dir(cfg)
         meta = {"mode": cfg.reward.mode, "mlflow_run_id": run_.info.run_id, "encoder_checkpoint": cfg.encoder.checkpoint, **metrics}
-        save_reward_model(model, out, meta)
-        mlflow.log_artifacts(out, "reward_model")
         with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, REWARD_ARTIFACT)
+            save_reward_model(model, out, meta)
+            mlflow.log_artifacts(out, REWARD_ARTIFACT)
             png = os.path.join(tmp, "reward_loss.png")
             plot_reward_history(history, png)
             mlflow.log_artifact(png, "plots")
     return StepSummary(
         "reward",
         metrics={k: metrics[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "n_train_lists")},
-        notes=[f"reward model: {out}", f"mlflow run: {run_.info.run_id}"],
+        notes=[f"reward model: runs:/{run_.info.run_id}/{REWARD_ARTIFACT}", f"mlflow run: {run_.info.run_id}"],
     )

@@ -1,71 +1,51 @@
-"""Multi-GPU / multi-node G-DPO through Spark's ``TorchDistributor``.
+"""Run a training function on several processes through Spark's ``TorchDistributor`` (generic).
 
-Each rank loads the base encoder + a fresh LoRA adapter (same seed, so identical initial weights),
-wraps it in ``DistributedDataParallel``, reads its Petastorm shard (``cur_shard=rank``) and runs
-:func:`lgsid.train.gdpo_loop.train_gdpo`. Rank 0 saves the adapter and returns the history.
-``local_mode`` follows the Spark master (local[...] -> processes on the driver).
+:func:`run_distributed` starts ``num_processes`` processes (``local_mode`` follows the Spark master:
+``local[...]`` -> processes on the driver, else one per task on the executors); each one joins the
+``torch.distributed`` process group (NCCL on CUDA, else gloo), calls ``train_fn(rank, world, device,
+*args)`` and leaves the group. The return value is rank 0's. Nothing here knows what is trained:
+arguments and results travel pickled, so no rank needs a path another process wrote.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from typing import TYPE_CHECKING
-
-from lgsid.config import LGSIDConfig
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 
-def _rank_main(cfg: LGSIDConfig, converter, n_examples: int, out_dir: str) -> dict | None:
-    """Body of one TorchDistributor process (rank and world size from the environment)."""
+def _rank_entry(train_fn: Callable[..., Any], device: str, *args: Any) -> Any:
+    """Body of one TorchDistributor process: process group around ``train_fn(rank, world, device, *args)``."""
     import torch
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from lgsid.encoder import load_encoder
-    from lgsid.reward import load_reward_model, reward_model_dir
-    from lgsid.train.gdpo_loop import train_gdpo
-    from lgsid.train.runtime import resolve_device, seed_everything
-
-    device = resolve_device(cfg.train.device)
-    backend = "nccl" if device == "cuda" else "gloo"
-    dist.init_process_group(backend)
-    rank, world = dist.get_rank(), dist.get_world_size()
+    dist.init_process_group("nccl" if device == "cuda" else "gloo")
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     try:
-        reward = load_reward_model(reward_model_dir(cfg)).to(device)
-        seed_everything(cfg.gdpo.seed)
-        encoder = load_encoder(cfg.encoder, device=device).add_lora()
-        model = DDP(encoder, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
-        result = train_gdpo(encoder, reward, converter, cfg, device, n_examples=n_examples, rank=rank, world=world, model=model)
-        if rank == 0:
-            encoder.save_adapter(out_dir)
-            result["dim"] = encoder.dim
-            return result
-        return None
+        return train_fn(dist.get_rank(), dist.get_world_size(), device, *args)
     finally:
         dist.destroy_process_group()
 
 
-def train_distributed(spark: "SparkSession", examples: "DataFrame", cfg: LGSIDConfig, n_examples: int) -> tuple[str, dict, int]:
-    """Run G-DPO on ``train.num_processes`` processes. Returns (adapter dir, rank-0 result, embedding dim)."""
+def run_distributed(spark: "SparkSession", train_fn: Callable[..., Any], *args: Any, num_processes: int, device: str) -> Any:
+    """``train_fn(rank, world, device, *args)`` on ``num_processes`` TorchDistributor processes.
+
+    Args:
+        spark: The active session (its master decides ``local_mode``).
+        train_fn: A module-level function (pickled by reference) run by every rank.
+        *args: Its further arguments (pickled to every rank).
+        num_processes: World size.
+        device: ``cpu`` (gloo) or ``cuda`` (NCCL, one GPU per process).
+
+    Returns:
+        Rank 0's return value.
+    """
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    from lgsid.train.data import make_converter
-    from lgsid.train.runtime import resolve_device
-
-    device = resolve_device(cfg.train.device)
     local = spark.sparkContext.master.startswith("local")
-    out_dir = tempfile.mkdtemp(prefix="lgsid-adapter-", dir=os.path.abspath(cfg.pipeline.work_dir)) if local else os.path.join(cfg.pipeline.work_dir, "models", "dist-adapter")
-    # Petastorm shards by row group (one per file here): give every rank at least two.
-    converter = make_converter(examples.repartition(2 * cfg.train.num_processes))
-    try:
-        result = TorchDistributor(num_processes=cfg.train.num_processes, local_mode=local, use_gpu=device == "cuda").run(
-            _rank_main, cfg, converter, n_examples, out_dir
-        )
-    finally:
-        converter.delete()
-    return out_dir, result, int(result["dim"])
+    return TorchDistributor(num_processes=num_processes, local_mode=local, use_gpu=device == "cuda").run(
+        _rank_entry, train_fn, device, *args
+    )

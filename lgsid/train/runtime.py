@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
+import io
 import json
-import os
 import random
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from lgsid import fs
 from lgsid.errors import ConfigError
 
 
@@ -52,39 +52,42 @@ def fingerprint(obj: Any) -> str:
 
 
 class Checkpointer:
-    """Resumable checkpoints ``<dir>/<run key>/step-<N>.pt``, keeping the newest ``keep``.
+    """Resumable checkpoints ``<root>/<run key>/step-<N>.pt``, keeping the newest ``keep``.
 
-    A checkpoint holds the trainable parameters, the optimiser state, the step, the loss history
-    and the RNG states; the run key is a fingerprint of the configuration, so a changed config
-    never resumes from a foreign checkpoint.
+    ``root`` is a local path or a URI (``file://``, ``s3a://``, …): every read and write goes through
+    :mod:`lgsid.fs`, so a checkpoint directory on an object store works like a local one. A
+    checkpoint holds the trainable parameters, the optimiser state, the step, the loss history and
+    the RNG states; the run key is a fingerprint of the configuration, so a changed config never
+    resumes from a foreign checkpoint.
     """
 
     def __init__(self, root: str, key: str, keep: int = 2):
-        self.dir = os.path.join(os.path.abspath(root), key)
+        self.dir = fs.join(fs.to_uri(root), key)
         self.keep = keep
 
     def save(self, step: int, state: dict) -> str:
-        os.makedirs(self.dir, exist_ok=True)
+        """Write the checkpoint of ``step`` (atomically: temp file + move) and drop all but the newest ``keep``."""
         state = dict(state, step=step, rng={
             "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
         })
-        path = os.path.join(self.dir, f"step-{step:08d}.pt")
-        tmp = path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        path = fs.join(self.dir, f"step-{step:08d}.pt")
+        fs.write_bytes(path, buf.getvalue())  # a crash never leaves a half-written checkpoint
         for old in self.list()[: -self.keep]:
-            os.remove(old)
+            fs.delete_file(old)
         return path
 
     def list(self) -> list[str]:
-        return sorted(glob.glob(os.path.join(self.dir, "step-*.pt")))
+        """Checkpoint locations, oldest first."""
+        return [p for p in fs.list_files(self.dir, ".pt") if p.rsplit("/", 1)[-1].startswith("step-")]
 
     def latest(self) -> dict | None:
         """The newest checkpoint's state (RNG states restored), or ``None``."""
         files = self.list()
         if not files:
             return None
-        state = torch.load(files[-1], map_location="cpu", weights_only=False)
+        state = torch.load(io.BytesIO(fs.read_bytes(files[-1])), map_location="cpu", weights_only=False)
         rng = state.get("rng", {})
         if rng:
             random.setstate(rng["python"])

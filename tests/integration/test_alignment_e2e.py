@@ -1,4 +1,5 @@
-"""End to end on a few hundred toy items: reward -> G-DPO (Petastorm, CPU, 2 steps) -> MLflow -> embeddings.
+"""End to end on a few hundred toy items: reward -> G-DPO (Petastorm, CPU, 2 steps) -> MLflow -> embeddings,
+and the rerun semantics of reward / gdpo / embed (unchanged inputs: nothing trained, registered or rewritten).
 
 The input tables are built by hand (DeltaStore.write, catalogue schemas): items in real US towns of
 a handful of states, reward lists sorted near -> far with Eq. 3 labels, co-click and
@@ -144,28 +145,130 @@ def test_reward_gdpo_mlflow_roundtrip(spark, store, tiny_cfg, toy_tables):
     aligned = table[table.model_version == "aligned-1"].set_index("item_id").loc[toy_tables["item_id"].head(3), "embedding"]
     np.testing.assert_allclose(out, np.stack(aligned.to_numpy()), atol=1e-4)
 
-    # the embed step finds the newest registered adapter; rerunning MERGEs (no duplicate rows)
+    # the embed step finds the newest registered adapter (from its model URI); rerunning writes nothing
     from lgsid import embed
 
+    before = _table(store)
+    v_before = store.version("item_embeddings")
     es = embed.run(spark, replace(tiny_cfg, encoder={"embed_version": "aligned"}))
     assert es.metrics["model_version"] == "aligned-1"
-    assert es.tables[0].rows == 360
+    assert es.tables[0].rows == 360 and es.tables[0].version == v_before
+
+    # gdpo read the reward model from the reward run's artifact, not from a local folder
+    reward_run = mlflow.search_runs(filter_string="tags.`lgsid.stage` = 'reward'", output_format="list")
+    assert len(reward_run) == 1
+    assert f"runs:/{reward_run[0].info.run_id}/reward_model" in gs.notes[1]
+    assert run.data.params["gdpo.reward_run_id"] == reward_run[0].info.run_id
+
+    # reruns on unchanged inputs: reward reuses its run, gdpo registers nothing, the table is identical
+    rs2 = reward.run(spark, tiny_cfg)
+    assert "reusing mlflow run " + reward_run[0].info.run_id in rs2.notes[0]
+    assert rs2.metrics["val_ndcg"] == pytest.approx(rs.metrics["val_ndcg"])
+    gs2 = gdpo.run(spark, tiny_cfg)
+    assert gs2.metrics == {"steps": 0, "aligned_version": "aligned-1"} and gs2.tables == []
+    assert "nothing trained or registered" in gs2.notes[0]
+    assert len(client.search_model_versions(f"name='{tiny_cfg.mlflow.encoder_model_name}'")) == 1
+    assert len(mlflow.search_runs(filter_string="tags.`lgsid.stage` = 'reward'", output_format="list")) == 1
+    assert store.version("item_embeddings") == v_before
+    pd.testing.assert_frame_equal(_table(store), before)
+
+    # what the fingerprint covers: a changed gdpo setting or a new table version is a new fingerprint;
+    # where checkpoints go is not
+    rid = reward_run[0].info.run_id
+    fp = gdpo.input_fingerprint(spark, tiny_cfg, rid)
+    assert client.get_model_version(tiny_cfg.mlflow.encoder_model_name, "1").tags["lgsid.input_fingerprint"] == fp
+    assert gdpo.input_fingerprint(spark, replace(tiny_cfg, gdpo={"lr": 1e-4}), rid) != fp
+    assert gdpo.input_fingerprint(spark, replace(tiny_cfg, train={"checkpoint_dir": "s3a://elsewhere/ck"}), rid) == fp
+    store.write(spark.createDataFrame(toy_tables), "geo_prompts")  # a re-ingest, even of the same rows
+    assert gdpo.input_fingerprint(spark, tiny_cfg, rid) != fp
+
+
+def _table(store) -> pd.DataFrame:
+    """item_embeddings, every column, in key order (embeddings as tuples so frames compare)."""
+    t = store.read("item_embeddings").toPandas().sort_values(["model_version", "item_id"]).reset_index(drop=True)
+    t["embedding"] = t["embedding"].map(tuple)
+    return t
+
+
+def test_embed_rerun_keeps_unchanged_rows_and_created_at(spark, store, tiny_cfg, toy_tables):
+    from lgsid import embed
+
+    small = toy_tables.head(12)
+    store.write(spark.createDataFrame(small), "geo_prompts")
+    first = embed.run(spark, tiny_cfg)
+    assert first.tables[0].rows == 12
+    before = _table(store)
+    v = store.version("item_embeddings")
+
+    again = embed.run(spark, tiny_cfg)  # unchanged inputs: no write, identical content (created_at included)
+    assert again.tables[0].version == v
+    pd.testing.assert_frame_equal(_table(store), before)
+
+    # one prompt changes and one item is added: only those two rows are written
+    changed = small.copy()
+    changed.loc[0, "prompt"] = "Corner Laundry; located in Buffalo, Erie County, New York"
+    changed = pd.concat([changed, toy_tables.iloc[[12]]], ignore_index=True)
+    store.write(spark.createDataFrame(changed), "geo_prompts")
+    third = embed.run(spark, tiny_cfg)
+    assert third.tables[0].version == v + 1 and third.tables[0].rows == 13
+    after = _table(store).set_index("item_id")
+    old = before.set_index("item_id")
+    same = [i for i in old.index if i != "i0000"]
+    pd.testing.assert_frame_equal(after.loc[same], old.loc[same])
+    assert after.loc["i0000", "embedding"] != old.loc["i0000", "embedding"]
+    assert after.loc["i0000", "created_at"] > old.loc["i0000", "created_at"]
+    assert "i0012" in after.index
+
+
+def test_geo_check_aligns_by_item_id_and_refreshes_a_stale_reference(spark, store, tiny_cfg, toy_tables):
+    """After a re-ingest the reference lacks new items and rows come in another order: the before/after
+    frames must still pair each item's embeddings with its own geography, and the reference is re-embedded."""
+    from lgsid.embed import REFERENCE
+    from lgsid.gdpo import coverage_frames, embed_missing
+
+    p = toy_tables.head(10)
+    store.write(spark.createDataFrame(p), "geo_prompts")
+
+    def rows(version: str, ids: list[str]) -> pd.DataFrame:  # embedding[0] = item number, so a row names its item
+        return pd.DataFrame({
+            "item_id": ids, "model_name": "toy", "model_version": version,
+            "embedding": [[float(int(i[1:])), 1.0] for i in ids], "dim": 2, "created_at": pd.Timestamp("2026-01-01"),
+            "embedding_f32": [np.asarray([int(i[1:]), 1.0], np.float32).tobytes() for i in ids],
+        })
+
+    ids = p["item_id"].tolist()
+    ref = rows(REFERENCE, ids[2:][::-1])  # stale: no row for the first two (re-ingested) items, reversed order
+    aligned = rows("aligned-1", ids[::-1])
+    store.write(spark.createDataFrame(pd.concat([ref, aligned], ignore_index=True)), "item_embeddings")
+
+    item_ids, before, after, st, co, tw = coverage_frames(spark, tiny_cfg, REFERENCE, "aligned-1")
+    assert item_ids.tolist() == ids[2:]
+    geo = p.set_index("item_id").loc[item_ids]
+    for arr in (before, after):
+        assert arr[:, 0].tolist() == [float(int(i[1:])) for i in item_ids]  # each row is its item's embedding
+    assert st.tolist() == geo["state"].tolist() and tw.tolist() == geo["town"].tolist() and co.tolist() == geo["county"].tolist()
+
+    wr = embed_missing(spark, tiny_cfg, store, REFERENCE)  # the stale reference is re-embedded (real encoder)
+    assert wr is not None
+    assert embed_missing(spark, tiny_cfg, store, REFERENCE) is None  # now complete: nothing to do
+    item_ids, before, after, *_ = coverage_frames(spark, tiny_cfg, REFERENCE, "aligned-1")
+    assert item_ids.tolist() == ids and before.shape == (10, 384)
 
 
 def test_same_seed_same_losses_and_resume(spark, store, tiny_cfg, toy_tables, tmp_path):
     from lgsid.gdpo import load_examples, train_in_process
-    from lgsid.reward import RewardMLP, reward_model_dir, save_reward_model
+    from lgsid.reward import RewardMLP
 
     import torch
 
     torch.manual_seed(0)
-    save_reward_model(RewardMLP(384, [32]), reward_model_dir(tiny_cfg))
+    reward = RewardMLP(384, [32]).requires_grad_(False)
     ex, n, counts = load_examples(spark, tiny_cfg)
     assert n == 360 and counts == {"co_click": 180, "geo_constrained": 180}
 
     def hist(ck: str, steps: int, resume: bool = False):
         c = replace(tiny_cfg, train={"checkpoint_dir": str(tmp_path / ck), "resume": resume}, gdpo={"max_steps": steps})
-        _, res = train_in_process(spark, ex, c, n)
+        _, res = train_in_process(ex, c, reward, n)
         return res
 
     a, b = hist("a", 2), hist("b", 2)

