@@ -655,7 +655,7 @@ def replace(cfg: LGSIDConfig, **sections: dict) -> LGSIDConfig:
 
 
 def explain() -> str:
-    """Every key with its default and help text (``lgsid config --explain``)."""
+    """Every key with its default, type and help text (``lgsid config --explain``), after a note on ``include:``."""
     lines = [
         f"# {INCLUDE_KEY}: [path, ...]  # top-level key of a config file: files (relative to it) read first;",
         "#   this file's values replace theirs key by key. conf/local.yaml and conf/cluster.example.yaml",
@@ -665,5 +665,6 @@ def explain() -> str:
         lines.append(f"{sec.name}:  # {sec.metadata.get('help', '')}")
         for f in dataclasses.fields(sec.default_factory):  # type: ignore[arg-type]
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  {f.name}: {default!r}  # {f.metadata.get('help', '')}")
+            tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            lines.append(f"  {f.name}: {default!r}  # ({tp}) {f.metadata.get('help', '')}")
     return "\n".join(lines)
