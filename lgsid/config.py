@@ -1,9 +1,17 @@
-"""Typed configuration: one frozen dataclass per component, loaded from ``conf/*.yaml``.
+"""Typed configuration: one frozen pydantic dataclass per component, loaded from ``conf/*.yaml``.
 
-Every field carries a help text (``field(metadata={"help": ...})``); ``lgsid config --explain``
-prints them. :func:`load_config` rejects unknown keys and wrongly typed values and names the
-file and the dotted key in its error. Command-line overrides use ``--set section.key=value``;
-the value is parsed as YAML and must match the type of the default (nanoGPT's rule).
+Every field carries a help text (``_f(default, help)``, kept in the dataclass field's metadata);
+``lgsid config --explain`` prints them. Each section is a pydantic v2 dataclass with
+``extra="forbid"`` and ``strict=True``: an unknown key, a value of the wrong type or a list element of
+the wrong type (``codebook_sizes: ["a", 4]`` or ``[8.7, 4]``) is a :class:`~lgsid.errors.ConfigError`
+naming the file and the dotted key. Nothing is coerced, except that an int is accepted for a float.
+Range checks live in each section's ``__post_init__``.
+
+:func:`load_config` reads one YAML file; its top-level ``include:`` (a path or a list of paths,
+relative to the file) names files whose values it extends, so the environment files
+(``conf/local.yaml``, ``conf/cluster.example.yaml``) hold only locations and names and share the
+model choices of ``conf/model.yaml``. Command-line overrides use ``--set section.key=value``; the
+value is parsed as YAML and checked like a value in the file.
 
 Components add fields to *their own* section class only; code does the wiring, config holds values.
 """
@@ -11,17 +19,20 @@ Components add fields to *their own* section class only; code does the wiring, c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
+import pydantic.dataclasses
 import yaml
 
 from lgsid.errors import ConfigError
+
+_SECTION_CONFIG = pydantic.ConfigDict(extra="forbid", strict=True)
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -31,9 +42,63 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kw)
 
 
+def _config_error(msg: str, key: str) -> ConfigError:
+    """A :class:`ConfigError` that also carries the dotted ``key`` (the loader names its file)."""
+    err = ConfigError(msg)
+    err.key = key  # type: ignore[attr-defined]
+    return err
+
+
 def _check(cond: bool, key: str, msg: str) -> None:
     if not cond:
-        raise ConfigError(f"invalid value for '{key}': {msg}")
+        raise _config_error(f"invalid value for '{key}': {msg}", key)
+
+
+def _describe(e: pydantic.ValidationError, cls: type) -> ConfigError:
+    """pydantic's first error on section ``cls`` as one line naming the dotted key."""
+    section = _SECTION_NAMES.get(cls.__name__, cls.__name__)
+    prefix = f"{section}." if section else ""
+    errs = e.errors(include_url=False)
+    err = errs[0]
+    name = str(err["loc"][0]) if err["loc"] else ""
+    key = f"{prefix}{name}"
+    more = f" (and {len(errs) - 1} more error(s))" if len(errs) > 1 else ""
+    if err["type"] == "unexpected_keyword_argument":
+        valid = ", ".join(f.name for f in dataclasses.fields(cls))
+        return _config_error(f"unknown key '{key}' (valid keys under '{section or '<root>'}': {valid}){more}", key)
+    if err["type"] == "dataclass_exact_type":
+        return _config_error(f"bad value for '{key}': {err['input']!r} (expected a mapping of '{key}.*' keys){more}", key)
+    # pydantic names the member of a union it tried (str, int, ...) in the location: not a key
+    where = "".join(f"[{p!r}]" for p in err["loc"][1:] if p not in ("str", "int", "float", "bool"))
+    what = f" element {where}" if where else ""
+    return _config_error(f"bad value for '{key}'{what}: {err['input']!r} ({err['msg']}){more}", key)
+
+
+def dataclass(cls: type | None = None, /, *, frozen: bool = True) -> Any:
+    """Declare a config section: a frozen pydantic dataclass with ``extra="forbid"`` and strict types.
+
+    Used as ``@dataclass(frozen=True)``, so each section keeps the standard dataclass interface
+    (``dataclasses.fields``, ``dataclasses.replace``, ``dataclasses.asdict``); constructing one with a
+    bad value raises :class:`ConfigError` (not pydantic's ``ValidationError``) naming the dotted key.
+    """
+    if not frozen:
+        raise TypeError("config sections are frozen")
+
+    def wrap(c: type) -> type:
+        c = pydantic.dataclasses.dataclass(c, frozen=True, config=_SECTION_CONFIG)
+        validate = c.__init__
+
+        @functools.wraps(validate)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                validate(self, *args, **kwargs)
+            except pydantic.ValidationError as e:
+                raise _describe(e, type(self)) from None
+
+        c.__init__ = __init__  # type: ignore[misc]
+        return c
+
+    return wrap if cls is None else wrap(cls)
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,7 +115,7 @@ class StorageConfig:
         "(deltalake) on the driver; 'auto' = spark when the session has Delta's jars, else deltars.",
     )
     staging_dir: str = _f("lgsid-work/staging", "Scratch directory for Parquet staging when the deltars backend writes a Spark DataFrame.")
-    storage_options: dict = _f({}, "Extra object-store options passed to delta-rs (e.g. AWS_REGION).")
+    storage_options: dict[str, str] = _f({}, "Extra object-store options passed to delta-rs (e.g. AWS_REGION).")
 
     def __post_init__(self) -> None:
         _check(bool(self.root), "storage.root", "must be a non-empty path or URI")
@@ -63,7 +128,7 @@ class SparkConfig:
     shuffle_partitions: int = _f(8, "spark.sql.shuffle.partitions for the embedded session.")
     driver_memory: str = _f("4g", "spark.driver.memory for the embedded session.")
     petastorm_cache_dir: str = _f("lgsid-work/petastorm", "Directory (or URI) for petastorm.spark.converter.parentCacheDirUrl.")
-    conf: dict = _f({}, "Extra Spark conf key/values applied to the embedded session.")
+    conf: dict[str, str | int | float | bool] = _f({}, "Extra Spark conf key/values applied to the embedded session.")
 
     def __post_init__(self) -> None:
         _check(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1")
@@ -76,7 +141,7 @@ class DemoConfig:
     n_users: int = _f(2000, "Number of demo users.")
     n_interactions: int = _f(30000, "Number of demo interactions (clicks).")
     n_towns: int = _f(300, "Number of US towns (from GeoNames cities1000) that host items and users.")
-    states: list = _f([], "Restrict to these US state names (empty = all states).")
+    states: list[str] = _f([], "Restrict to these US state names (empty = all states).")
     chain_share: float = _f(0.35, "Share of items belonging to multi-state brand chains (rest are independents).")
     distance_decay_km: float = _f(15.0, "Scale d0 of the distance decay exp(-d/d0) in the behavioural model.")
     travel_share: float = _f(0.05, "Share of interactions made while travelling (item chosen near a random town).")
@@ -153,8 +218,8 @@ class PromptsConfig:
 class NegativesConfig:
     k: int = _f(16, "K: candidate (mismatched) locations per anchor, sorted near -> far.")
     n_far: int = _f(3, "How many of the K are far negatives from other counties/states (the rest are near, hard negatives).")
-    h3_resolution: int = _f(8, "Base H3 resolution of the spatial buckets; dense anchors are served by rings 1, 2, 4.. of these cells.")
-    max_ring: int = _f(4, "Largest ring searched at each resolution; anchors not served by it widen to coarser resolutions with this ring.")
+    h3_resolution: int = _f(8, "Base H3 resolution of the spatial buckets; the search grows rings 1, 2, ..., max_ring of these cells (dense anchors are served by the first rings).")
+    max_ring: int = _f(4, "Largest ring searched at each resolution; anchors not served by it widen to coarser resolutions, searched with rings ceil(max_ring/2) .. max_ring.")
     min_resolution: int = _f(0, "Coarsest H3 resolution the search widens to (res 2 ring 4 certifies ~900 km, res 0 the globe); anchors still short after it keep what was found and get more far negatives.")
     min_near_distance_km: float = _f(0.0, "Near negatives closer than this (e.g. the same building) are skipped.")
     far_draws: int = _f(4, "Random draws per wanted far negative (oversampling; draws that hit the anchor's county are discarded).")
@@ -195,7 +260,7 @@ class EncoderConfig:
     lora_r: int = _f(8, "LoRA rank (paper: 8).")
     lora_alpha: int = _f(16, "LoRA alpha.")
     lora_dropout: float = _f(0.05, "LoRA dropout (paper: 0.05).")
-    lora_target_modules: list = _f(["query", "value"], "Module names LoRA adapts (BERT-style: query, key, value, dense).")
+    lora_target_modules: list[str] = _f(["query", "value"], "Module names LoRA adapts (BERT-style: query, key, value, dense).")
     torch_threads: int = _f(0, "torch.set_num_threads for encoding; 0 = leave the default.")
     embed_version: str = _f(
         "reference",
@@ -216,7 +281,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    hidden_sizes: list = _f([256, 64], "Hidden layer sizes of the reward MLP over frozen reference embeddings.")
+    hidden_sizes: list[int] = _f([256, 64], "Hidden layer sizes of the reward MLP over frozen reference embeddings.")
     mode: Literal["listwise", "pointwise"] = _f("listwise", "listwise (paper) or pointwise (true vs one far location; the DPO-PR ablation).")
     epochs: int = _f(20, "Training epochs over the reward lists.")
     lr: float = _f(1e-3, "Learning rate.")
@@ -226,7 +291,7 @@ class RewardConfig:
     seed: int = _f(17, "Seed.")
 
     def __post_init__(self) -> None:
-        _check(len(self.hidden_sizes) >= 1 and all(int(h) >= 1 for h in self.hidden_sizes), "reward.hidden_sizes", "need >= 1 layer, each >= 1")
+        _check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes), "reward.hidden_sizes", "need >= 1 layer, each >= 1")
         _check(0.0 < self.holdout_share < 1.0, "reward.holdout_share", "must be in (0, 1)")
         _check(self.epochs >= 1, "reward.epochs", "must be >= 1")
         _check(self.max_anchors >= 0, "reward.max_anchors", "must be >= 0")
@@ -284,7 +349,7 @@ class MlflowConfig:
 @dataclass(frozen=True)
 class TokenizerConfig:
     kind: Literal["hgit", "rqvae", "rqkmeans"] = _f("hgit", "Tokenizer: hgit (LGSID), rqvae (TIGER) or rqkmeans (Res-KMeans).")
-    codebook_sizes: list = _f([64, 64, 64], "Codebook size per level (level 1 first).")
+    codebook_sizes: list[int] = _f([64, 64, 64], "Codebook size per level (level 1 first).")
     w_admin: float = _f(1.0, "Weight of admin-region features in the level-1 clustering feature (Eq. 9).")
     w_geo: float = _f(2.0, "Weight of lat/lon (3-D unit vector) features (Eq. 9).")
     w_cat: float = _f(1.0, "Weight of category features (Eq. 9).")
@@ -297,7 +362,7 @@ class TokenizerConfig:
     batch_size: int = _f(1024, "Batch size.")
     embedding_model_version: str = _f("", "Which item_embeddings model_version to tokenize ('' = newest aligned, else reference).")
     seed: int = _f(23, "Seed.")
-    rqvae_hidden: list = _f([256, 128], "RQ-VAE baseline: hidden layer sizes of the encoder MLP (the decoder mirrors them).")
+    rqvae_hidden: list[int] = _f([256, 128], "RQ-VAE baseline: hidden layer sizes of the encoder MLP (the decoder mirrors them).")
     rqvae_latent_dim: int = _f(32, "RQ-VAE baseline: latent dimension that is residual-quantised.")
     rqvae_beta: float = _f(0.25, "RQ-VAE baseline: commitment loss weight beta.")
     rqvae_lr: float = _f(1e-3, "RQ-VAE baseline: learning rate (encoder, decoder and codebooks).")
@@ -306,7 +371,7 @@ class TokenizerConfig:
     bootstrap_champion: bool = _f(False, "When no version holds 'champion' yet, run the promotion gate on the new version right after registering it.")
 
     def __post_init__(self) -> None:
-        _check(len(self.codebook_sizes) >= 1 and all(int(s) >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
+        _check(len(self.codebook_sizes) >= 1 and all(s >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
         _check(len(self.codebook_sizes) <= 3, "tokenizer.codebook_sizes", "at most 3 levels (item_sid_features has sid_l1..sid_l3 + suffix)")
         _check(self.tau > 0, "tokenizer.tau", "must be > 0")
         _check(self.lambda_reg >= 0, "tokenizer.lambda_reg", "must be >= 0")
@@ -349,21 +414,21 @@ class PromoteConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     out_dir: str = _f("lgsid-work/report", "Directory of report.md, metrics.json and plots.")
-    sections: list = _f(
+    sections: list[str] = _f(
         ["geo", "codebook", "generative", "discriminative"],
         "Report sections to compute (geo-awareness, codebook health, TIGER-style generative, DIN-style discriminative); the others are reported as skipped.",
     )
-    variants: list = _f(
+    variants: list[str] = _f(
         ["rqvae", "rqkmeans", "hgit-ref", "lgsid"],
         "SID variants compared downstream: rqvae / rqkmeans / hgit-ref on reference embeddings, lgsid = HGIT on the newest aligned embeddings.",
     )
-    ks: list = _f([5, 10, 100], "K values of top-K retrieval metrics.")
-    seeds: list = _f([0, 1, 2], "Seeds of downstream models (mean +- std over them).")
+    ks: list[int] = _f([5, 10, 100], "K values of top-K retrieval metrics.")
+    seeds: list[int] = _f([0, 1, 2], "Seeds of downstream models (mean +- std over them).")
     data_seed: int = _f(0, "Seed of evaluation data choices shared by every variant (user sample, test negatives, geo sample).")
     reach_radius_km: float = _f(25.0, "Radius of the reachability share of recommended items.")
     reach_recent: int = _f(5, "The user's most recent N history items define their 'recent locations' for the reachability share.")
     max_geo_items: int = _f(20000, "Items sampled for the geo-awareness table and plots (0 = all).")
-    nmi_max_clusters: int = _f(500, "Cap on K-Means clusters for NMI (default = number of distinct labels).")
+    nmi_max_clusters: int = _f(500, "K-Means for NMI uses as many clusters as there are distinct labels, at most this many.")
     tokenizer_epochs: int = _f(-1, "Epochs of the tokenizers trained in-process for the comparison (-1 = tokenizer.epochs).")
     max_history: int = _f(8, "Most recent history items fed to the downstream models.")
     tiger_epochs: int = _f(5, "Epochs of the TIGER-style generative model.")
@@ -389,7 +454,7 @@ class EvaluateConfig:
         _check(set(self.sections) <= valid_sections, "evaluate.sections", f"unknown section(s) {sorted(set(self.sections) - valid_sections)}; valid: {sorted(valid_sections)}")
         valid_variants = {"rqvae", "rqkmeans", "hgit-ref", "lgsid"}
         _check(set(self.variants) <= valid_variants, "evaluate.variants", f"unknown variant(s) {sorted(set(self.variants) - valid_variants)}; valid: {sorted(valid_variants)}")
-        _check(len(self.ks) >= 1 and all(int(k) >= 1 for k in self.ks), "evaluate.ks", "need >= 1 value, each >= 1")
+        _check(len(self.ks) >= 1 and all(k >= 1 for k in self.ks), "evaluate.ks", "need >= 1 value, each >= 1")
         _check(len(self.seeds) >= 1, "evaluate.seeds", "need at least one seed")
         _check(self.reach_radius_km > 0, "evaluate.reach_radius_km", "must be > 0")
         _check(self.reach_recent >= 1, "evaluate.reach_recent", "must be >= 1")
@@ -403,7 +468,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    steps: list = _f(
+    steps: list[str] = _f(
         ["ingest", "prompts", "negatives", "pairs", "embed", "reward", "gdpo", "tokenize", "evaluate", "promote", "write-sids"],
         "Steps that `lgsid pipeline` runs, in order. evaluate runs before promote so the gate sees downstream metrics.",
     )
@@ -443,99 +508,138 @@ class LGSIDConfig:
         return out
 
 
+#: Section key -> its class.
+_SECTION_CLASSES: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(LGSIDConfig)}  # type: ignore[misc]
+#: Section class name -> its key in :class:`LGSIDConfig` (error messages name ``section.key``).
+_SECTION_NAMES: dict[str, str] = {"LGSIDConfig": ""} | {f.default_factory.__name__: f.name for f in dataclasses.fields(LGSIDConfig)}  # type: ignore[union-attr]
+
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
 
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp in (list, dict, str, bool):
-        return isinstance(value, tp)
-    if origin in (list, dict):
-        return isinstance(value, origin)
-    return isinstance(value, tp)
+INCLUDE_KEY = "include"
 
 
-def _build(cls: type, data: dict, where: str, prefix: str) -> Any:
+def _build(data: Any, origin: dict[str, str], where: str) -> LGSIDConfig:
+    """Validate the merged ``data`` into :class:`LGSIDConfig`; errors name the file a key came from.
+
+    Args:
+        data: ``{section: {key: value}}`` after includes and overrides.
+        origin: ``"section.key"`` (or ``"section"``) -> where the value was set (file or ``--set``).
+        where: what to name when a key has no origin (the top file, ``<defaults>``, ``<replace>``).
+    """
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key '{prefix}{unknown[0]}' (valid keys under '{prefix.rstrip('.') or '<root>'}': {', '.join(sorted(fields))})"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value or {}, where, key + ".")
-            continue
-        if tp is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not _type_ok(value, tp):
-            expected = typing.get_args(tp) if typing.get_origin(tp) is Literal else getattr(tp, "__name__", str(tp))
-            raise ConfigError(f"{where}: bad value for '{key}': {value!r} (expected {expected})")
-        kwargs[name] = value
+        raise ConfigError(f"{where}: the config must be a mapping of sections, got {type(data).__name__}")
     try:
-        return cls(**kwargs)
+        sections = {}
+        for name, vals in data.items():
+            cls = _SECTION_CLASSES.get(name)
+            if cls is None or not isinstance(vals, (dict, type(None))):
+                sections[name] = vals  # LGSIDConfig names the unknown section or the non-mapping
+                continue
+            sections[name] = cls(**(vals or {}))
+        return LGSIDConfig(**sections)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        key = getattr(e, "key", "")
+        src = origin.get(key) or origin.get(key.split(".")[0]) or where
+        raise _config_error(f"{src}: {e}", key) from None
 
 
 def _set_dotted(data: dict, dotted: str, value: Any, where: str) -> None:
     parts = dotted.split(".")
     node = data
     for p in parts[:-1]:
-        node = node.setdefault(p, {})
+        if node.get(p) is None:  # absent, or an empty section in the file
+            node[p] = {}
+        node = node[p]
         if not isinstance(node, dict):
             raise ConfigError(f"{where}: cannot set '{dotted}': '{p}' is not a section")
     node[parts[-1]] = value
 
 
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict[str, str]]:
+    """One config file with its includes resolved: (merged data, origin of each ``section.key``).
+
+    A top-level ``include:`` (path or list of paths, relative to the including file) is read first,
+    in order; the including file's values then replace them key by key within each section.
+    """
+    where = str(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (included from {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ConfigError(f"{where}: include cycle: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the config must be a mapping of sections, got {type(raw).__name__}")
+    includes = raw.pop(INCLUDE_KEY, None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(x, str) for x in includes):
+        raise ConfigError(f"{where}: bad value for '{INCLUDE_KEY}': {includes!r} (expected a path or a list of paths)")
+    data: dict = {}
+    origin: dict[str, str] = {}
+    for inc in includes:
+        sub, sub_origin = _read_yaml(path.parent / inc, (*chain, path.resolve()))
+        _merge(data, origin, sub, sub_origin)
+    _merge(data, origin, raw, {k: where for k in _keys(raw)})
+    return data, origin
+
+
+def _keys(data: dict) -> list[str]:
+    """``section`` and ``section.key`` of every value in ``data``."""
+    out = []
+    for sec, vals in data.items():
+        out.append(sec)
+        if isinstance(vals, dict):
+            out.extend(f"{sec}.{k}" for k in vals)
+    return out
+
+
+def _merge(data: dict, origin: dict[str, str], new: dict, new_origin: dict[str, str]) -> None:
+    """Merge ``new`` into ``data`` in place: sections are merged, values within a section replaced."""
+    for sec, vals in new.items():
+        if isinstance(vals, dict) and isinstance(data.get(sec), dict):
+            data[sec].update(vals)
+        else:
+            data[sec] = dict(vals) if isinstance(vals, dict) else vals
+    for k in _keys(new):
+        origin[k] = new_origin.get(k, origin.get(k, ""))
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> LGSIDConfig:
-    """Load ``path`` (YAML) into :class:`LGSIDConfig`, then apply ``overrides`` (``"a.b=value"``).
+    """Load ``path`` (YAML, with its ``include:`` files) into :class:`LGSIDConfig`, then apply ``overrides``.
+
+    Args:
+        path: a YAML file of ``section: {key: value}``; ``None`` = the defaults. A top-level
+            ``include:`` lists files (relative to this one) whose values this file extends.
+        overrides: ``"section.key=value"`` strings; each value is parsed as YAML.
 
     Raises:
-        ConfigError: the file is missing or unparsable, a key is unknown, or a value has the wrong
-            type or range. The message names the file (or ``--set``) and the dotted key.
+        ConfigError: a file is missing or unparsable, an include cycles, a key is unknown, or a
+            value has the wrong type (element types of lists included) or range. The message names
+            the file the key was set in (or ``--set``) and the dotted key.
     """
     data: dict = {}
+    origin: dict[str, str] = {}
     where = "<defaults>"
     if path is not None:
         where = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        data, origin = _read_yaml(Path(path))
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"--set {ov!r}: expected key=value, e.g. --set negatives.k=16")
         key, raw = ov.split("=", 1)
+        key = key.strip()
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {e}") from None
-        _set_dotted(data, key.strip(), value, f"--set {key}")
-    return _build(LGSIDConfig, data, where, "")
+        _set_dotted(data, key, value, f"--set {key}")
+        origin[key] = origin[key.split(".")[0]] = f"--set {key} (over {where})"
+    return _build(data, origin, where)
 
 
 def replace(cfg: LGSIDConfig, **sections: dict) -> LGSIDConfig:
@@ -548,17 +652,20 @@ def replace(cfg: LGSIDConfig, **sections: dict) -> LGSIDConfig:
         if sec not in data:
             raise ConfigError(f"unknown config section '{sec}'")
         data[sec].update(vals)
-    return _build(LGSIDConfig, data, "<replace>", "")
+    return _build(data, {}, "<replace>")
 
 
 def explain() -> str:
-    """Every key with its default and help text (``lgsid config --explain``)."""
-    lines = []
+    """Every key with its default, type and help text (``lgsid config --explain``), after a note on ``include:``."""
+    lines = [
+        f"# {INCLUDE_KEY}: [path, ...]  # top-level key of a config file: files (relative to it) read first;",
+        "#   this file's values replace theirs key by key. conf/local.yaml and conf/cluster.example.yaml",
+        "#   include conf/model.yaml and differ only in locations and names.",
+    ]
     for sec in dataclasses.fields(LGSIDConfig):
         lines.append(f"{sec.name}:  # {sec.metadata.get('help', '')}")
         for f in dataclasses.fields(sec.default_factory):  # type: ignore[arg-type]
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  {f.name}: {default!r}  # {f.metadata.get('help', '')}")
+            tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            lines.append(f"  {f.name}: {default!r}  # ({tp}) {f.metadata.get('help', '')}")
     return "\n".join(lines)
-
-

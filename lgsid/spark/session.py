@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,22 @@ def require_java() -> str:
     except (OSError, subprocess.SubprocessError) as e:
         raise EnvironmentSetupError(f"Java at {java} does not run: {e}") from None
     return java
+
+
+LOCAL_MASTER = re.compile(r"local(\[(\d+|\*)(,\s*\d+)?\])?")
+
+
+def worker_daemon_conf(master: str) -> dict[str, str]:
+    """Spark conf that runs Python workers through :mod:`lgsid.spark.worker_daemon`, for ``local`` masters only.
+
+    ``local``, ``local[N]``, ``local[*]`` and ``local[N, F]`` get it: their workers run on this
+    machine, beside the driver's installed pyspark. Any other master (``spark://``, ``yarn``,
+    ``k8s://``, ``local-cluster[...]``) gets ``{}``: executors there keep pyspark's own daemon and
+    their ``zipimport`` untouched.
+    """
+    if LOCAL_MASTER.fullmatch(master.strip()):
+        return {"spark.python.daemon.module": "lgsid.spark.worker_daemon"}
+    return {}
 
 
 def get_spark(cfg: LGSIDConfig):
@@ -66,8 +83,8 @@ def get_spark(cfg: LGSIDConfig):
         .config("spark.ui.showConsoleProgress", "false")
         .config("petastorm.spark.converter.parentCacheDirUrl", cache_url)
     )
-    if cfg.spark.master.startswith("local"):  # workers share the driver's installed pyspark
-        builder = builder.config("spark.python.daemon.module", "lgsid.spark.worker_daemon")
+    for k, v in worker_daemon_conf(cfg.spark.master).items():  # local masters only
+        builder = builder.config(k, v)
     for k, v in (cfg.spark.conf or {}).items():
         builder = builder.config(k, str(v))
     spark = builder.getOrCreate()

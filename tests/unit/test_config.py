@@ -1,7 +1,22 @@
-import pytest
+import dataclasses
 
-from lgsid.config import explain, load_config, replace
+import pytest
+import yaml
+
+from lgsid.config import EncoderConfig, NegativesConfig, TokenizerConfig, explain, load_config, replace
 from lgsid.errors import ConfigError
+
+# Keys in which environments may differ: where things are (tables, data, checkpoints, tracking),
+# what they are called, and where the embedded Spark session runs. Everything else is a model
+# choice and comes from conf/model.yaml.
+ENVIRONMENT_KEYS = {
+    "storage.root", "storage.backend", "storage.staging_dir", "storage.storage_options",
+    "spark.master", "spark.app_name", "spark.shuffle_partitions", "spark.driver_memory", "spark.petastorm_cache_dir", "spark.conf",
+    "ingest.source", "ingest.foursquare_path", "ingest.items_path", "ingest.interactions_path",
+    "train.checkpoint_dir",
+    "mlflow.tracking_uri", "mlflow.artifact_root", "mlflow.experiment", "mlflow.encoder_model_name", "mlflow.sid_model_name",
+    "evaluate.out_dir", "pipeline.work_dir",
+}
 
 
 def test_defaults_load_and_overrides_apply():
@@ -16,26 +31,51 @@ def test_shipped_configs_load():
     assert load_config("conf/cluster.example.yaml").storage.backend == "spark"
 
 
+def test_environments_differ_only_in_locations_and_names():
+    local, cluster = load_config("conf/local.yaml").flat(), load_config("conf/cluster.example.yaml").flat()
+    differ = {k for k in local if local[k] != cluster[k]}
+    assert differ - ENVIRONMENT_KEYS == set(), {k: (local[k], cluster[k]) for k in differ - ENVIRONMENT_KEYS}
+    assert {"storage.root", "mlflow.tracking_uri"} <= differ  # the check compares two real environments
+    for env in ("conf/local.yaml", "conf/cluster.example.yaml"):
+        model_keys = {f"{s}.{k}" for s, v in yaml.safe_load(open(env)).items() if isinstance(v, dict) for k in v}
+        assert model_keys - ENVIRONMENT_KEYS == set(), f"{env} sets model choices; move them to conf/model.yaml"
+
+
 @pytest.mark.parametrize(
     "override, match",
     [
         ("negatives.kk=1", r"unknown key 'negatives.kk'"),
         ("nosuch.k=1", r"unknown key 'nosuch'"),
-        ("negatives.k=abc", r"bad value for 'negatives.k'"),
+        ("negatives.k=abc", r"bad value for 'negatives.k': 'abc'"),
         ("negatives.k=1", r"'negatives.k': must be >= 2"),
         ("encoder.pooling=max", r"bad value for 'encoder.pooling'"),
         ("negatives.k", r"expected key=value"),
+        ('tokenizer.codebook_sizes=["a",4]', r"bad value for 'tokenizer.codebook_sizes' element \[0\]: 'a' \(Input should be a valid integer\)"),
+        ("tokenizer.codebook_sizes=[8.7, 4]", r"bad value for 'tokenizer.codebook_sizes' element \[0\]: 8.7"),
+        ("tokenizer.codebook_sizes=8", r"bad value for 'tokenizer.codebook_sizes': 8 \(Input should be a valid list\)"),
+        ("demo.seed=true", r"bad value for 'demo.seed': True"),
+        ("negatives=3", r"bad value for 'negatives': 3 \(expected a mapping"),
     ],
 )
 def test_bad_override_names_the_key(override, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as e:
         load_config(None, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_bad_list_element_names_file_and_key(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("tokenizer:\n  codebook_sizes: [8.7, 4]\n")
+    with pytest.raises(ConfigError, match=r"^.*x.yaml: bad value for 'tokenizer.codebook_sizes' element \[0\]: 8.7 .*$"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"^--set tokenizer.codebook_sizes \(over .*x.yaml\): bad value for 'tokenizer.codebook_sizes' element \[0\]: 'a'"):
+        load_config(p, ['tokenizer.codebook_sizes=["a",4]'])
 
 
 def test_unknown_key_in_file_names_file_and_key(tmp_path):
     p = tmp_path / "x.yaml"
     p.write_text("pairs:\n  s_th: 1\n  bogus: 2\n")
-    with pytest.raises(ConfigError, match=r"x.yaml: unknown key 'pairs.bogus'"):
+    with pytest.raises(ConfigError, match=r"x.yaml: unknown key 'pairs.bogus' \(valid keys under 'pairs': s_th, "):
         load_config(p)
 
 
@@ -44,10 +84,56 @@ def test_missing_file():
         load_config("nope.yaml")
 
 
+def test_include_is_relative_and_the_including_file_wins(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "model.yaml").write_text("negatives:\n  k: 8\n  n_far: 2\npairs:\n  s_th: 4\n")
+    env = tmp_path / "env.yaml"
+    env.write_text("include: shared/model.yaml\nnegatives:\n  k: 12\nstorage:\n  root: /data/t\n")
+    cfg = load_config(env, ["pairs.s_th=5"])
+    assert (cfg.negatives.k, cfg.negatives.n_far, cfg.pairs.s_th, cfg.storage.root) == (12, 2, 5, "/data/t")
+
+
+def test_include_errors_name_the_file_that_set_the_key(tmp_path):
+    (tmp_path / "model.yaml").write_text("negatives:\n  k: many\n")
+    env = tmp_path / "env.yaml"
+    env.write_text("include: [model.yaml]\nstorage:\n  root: /data/t\n")
+    with pytest.raises(ConfigError, match=r"model.yaml: bad value for 'negatives.k': 'many'"):
+        load_config(env)
+    env.write_text("include: other.yaml\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*other.yaml \(included from .*env.yaml\)"):
+        load_config(env)
+    env.write_text("include: env.yaml\n")
+    with pytest.raises(ConfigError, match=r"include cycle"):
+        load_config(env)
+    env.write_text("include: {a: 1}\n")
+    with pytest.raises(ConfigError, match=r"env.yaml: bad value for 'include'"):
+        load_config(env)
+
+
+def test_sections_reject_bad_values_when_built_directly():
+    with pytest.raises(ConfigError, match=r"bad value for 'negatives.k': 'x'"):
+        NegativesConfig(k="x")
+    with pytest.raises(ConfigError, match=r"unknown key 'encoder.nope'"):
+        EncoderConfig(nope=1)
+    with pytest.raises(ConfigError, match=r"'tokenizer.codebook_sizes' element \[1\]: 2.5"):
+        dataclasses.replace(TokenizerConfig(), codebook_sizes=[4, 2.5])
+    assert dataclasses.replace(TokenizerConfig(), epochs=2).epochs == 2
+    assert set(EncoderConfig.__dataclass_fields__) >= {"checkpoint", "lora_r"}
+
+
+def test_to_dict_round_trips_through_yaml(tmp_path):
+    cfg = load_config("conf/local.yaml")
+    p = tmp_path / "resolved.yaml"
+    p.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert load_config(p) == cfg
+    assert cfg.flat()["tokenizer.codebook_sizes"] == cfg.tokenizer.codebook_sizes
+
+
 def test_replace_validates_and_explain_lists_help():
     cfg = replace(load_config(None), pairs={"s_th": 3})
     assert cfg.pairs.s_th == 3
-    with pytest.raises(ConfigError, match="pairs.history_cap"):
+    with pytest.raises(ConfigError, match="<replace>: invalid value for 'pairs.history_cap'"):
         replace(cfg, pairs={"history_cap": 1})
     text = explain()
     assert "negatives:" in text and "h3_resolution" in text and "#" in text
+    assert "include:" in text

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from lgsid.spark.session import worker_daemon_conf
 from lgsid.spark.worker_daemon import is_spark_archive
 
 
@@ -17,6 +18,35 @@ def test_spark_archives_are_recognised():
     assert not is_spark_archive("/usr/lib/python311.zip")
     assert not is_spark_archive("/work/app/deps.zip")
     assert not is_spark_archive("/site-packages")
+
+
+@pytest.mark.parametrize("master", ["local", "local[1]", "local[2]", "local[*]", "local[4, 2]"])
+def test_local_masters_run_the_lgsid_daemon(master):
+    assert worker_daemon_conf(master) == {"spark.python.daemon.module": "lgsid.spark.worker_daemon"}
+
+
+@pytest.mark.parametrize("master", ["spark://master:7077", "yarn", "k8s://https://api:6443", "local-cluster[2,1,1024]", "mesos://m:5050"])
+def test_cluster_masters_keep_pysparks_daemon(master):
+    assert worker_daemon_conf(master) == {}
+
+
+def test_cluster_master_config_does_not_enable_it():
+    """The shipped cluster config and a spark:// override both leave the daemon (and zipimport) alone."""
+    from lgsid.config import load_config
+
+    assert worker_daemon_conf(load_config("conf/cluster.example.yaml").spark.master) == {}
+    assert worker_daemon_conf(load_config("conf/local.yaml", ["spark.master=spark://host:7077"]).spark.master) == {}
+    assert worker_daemon_conf(load_config("conf/local.yaml").spark.master) != {}
+
+
+def test_zipimport_patch_only_skips_spark_archives():
+    out = _run(
+        "import zipimport; orig = zipimport.zipimporter.invalidate_caches; "
+        "from lgsid.spark.worker_daemon import keep_archive_directories; "
+        "print(zipimport.zipimporter.invalidate_caches is orig, end=' '); keep_archive_directories(); "
+        "print(zipimport.zipimporter.invalidate_caches is orig)"
+    )
+    assert out == "True False"  # importing the module patches nothing; only the daemon's __main__ calls it
 
 
 def _run(code: str) -> str:
