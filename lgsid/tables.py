@@ -2,8 +2,9 @@
 description, schema and CHECK constraints. ``sql/*.sql`` holds the equivalent DDL.
 
 The schema strings are Spark DDL; the storage layer turns them into Arrow schemas for delta-rs.
-A step writes a table through :func:`lgsid.storage.write_table`, which enforces this schema
-(column names, order and types), so both backends produce the same table.
+A step writes a table through :meth:`lgsid.storage.DeltaStore.write` or ``.merge``, which conform the
+DataFrame to this schema (column names, order and types) and check NOT NULL and CHECK before
+anything is committed, so both backends produce the same table.
 """
 
 from __future__ import annotations

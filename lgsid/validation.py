@@ -72,6 +72,35 @@ def _range_rule(c: str, lo: float, hi: float):
     )
 
 
+MAX_TEXT_CHARS = 10_000
+"""Longest accepted text field (name, brand, category, address): a longer one is a broken record
+(e.g. a file whose line ends were lost), not a venue name, and would flood the prompt."""
+
+
+def _location_rules(lat: str = "lat", lon: str = "lon") -> list:
+    """lat/lon rules: missing, NaN/inf or out of range (with a hint when the two look swapped), and (0, 0)."""
+    from pyspark.sql import functions as F
+
+    swapped = (F.abs(F.col(lat)) > 90) & (F.abs(F.col(lat)) <= 180) & (F.abs(F.col(lon)) <= 90)
+    return [
+        F.when(swapped, F.concat(F.lit(f"{lat} out of range [-90, 90]: "), F.col(lat).cast("string"),
+                                 F.lit(f" ({lat} and {lon} swapped? {lon} = "), F.col(lon).cast("string"), F.lit(")"))),
+        _range_rule(lat, -90.0, 90.0),
+        _range_rule(lon, -180.0, 180.0),
+        F.when((F.col(lat) == 0) & (F.col(lon) == 0), F.lit(f"{lat}/{lon} is (0, 0), a placeholder for a missing location")),
+    ]
+
+
+def _length_rules(cols: Sequence[str]) -> list:
+    from pyspark.sql import functions as F
+
+    return [
+        F.when(F.length(F.col(c)) > MAX_TEXT_CHARS, F.concat(F.lit(f"{c} is "), F.length(F.col(c)).cast("string"),
+                                                              F.lit(f" characters long (limit {MAX_TEXT_CHARS:,})")))
+        for c in cols
+    ]
+
+
 def _apply(df, rules: Sequence, unique: Sequence[str] | None = None, unique_name: str = "", known=None, known_col: str = ""):
     """Core splitter: first failing rule wins; then duplicates of ``unique`` and unknown ``known_col`` among the rest."""
     from pyspark.sql import functions as F
@@ -118,7 +147,8 @@ def split_rejects(df):
 
 
 def validate_items(df):
-    """Items rules: parse errors, missing item_id/name/category_l2, null or out-of-range lat/lon, duplicate item_id.
+    """Items rules: parse errors, missing item_id/name/category_l2, null, NaN/inf, out-of-range (or swapped) or
+    (0, 0) lat/lon, text fields over :data:`MAX_TEXT_CHARS`, duplicate item_id.
 
     Args:
         df: Items with at least ``item_id, name, category_l2, lat, lon`` and the provenance columns.
@@ -130,10 +160,10 @@ def validate_items(df):
 
     rules = [
         F.when(_blank("item_id"), F.lit("missing item_id")),
-        _range_rule("lat", -90.0, 90.0),
-        _range_rule("lon", -180.0, 180.0),
+        *_location_rules(),
         F.when(_blank("category_l2"), F.lit("missing category")),
         F.when(_blank("name"), F.lit("missing name")),
+        *_length_rules([c for c in ("item_id", "name", "brand", "category_l1", "category_l2", "address") if c in df.columns]),
     ]
     return _apply(df, rules, unique=["item_id"], unique_name="item_id")
 
@@ -151,6 +181,7 @@ def validate_interactions(df, items):
         F.when(_blank("user_id"), F.lit("missing user_id")),
         F.when(_blank("item_id"), F.lit("missing item_id")),
         F.when(F.col("ts").isNull(), F.lit("missing ts")),
+        *_length_rules(["user_id", "item_id"]),
     ]
     return _apply(df, rules, unique=["user_id", "item_id", "ts"], unique_name="interaction", known=items, known_col="item_id")
 
@@ -158,17 +189,17 @@ def validate_interactions(df, items):
 def validate_checkins(df):
     """Check-in rules (Foursquare: each row is both a venue sighting and an interaction).
 
-    Parse errors, missing user_id/item_id/ts/category, null or out-of-range lat/lon, duplicate
-    (user_id, item_id, ts).
+    Parse errors, missing user_id/item_id/ts/category, null, NaN/inf, out-of-range (or swapped) or (0, 0)
+    lat/lon, ids or category over :data:`MAX_TEXT_CHARS`, duplicate (user_id, item_id, ts).
     """
     from pyspark.sql import functions as F
 
     rules = [
         F.when(_blank("user_id"), F.lit("missing user_id")),
         F.when(_blank("item_id"), F.lit("missing item_id (venue id)")),
-        _range_rule("lat", -90.0, 90.0),
-        _range_rule("lon", -180.0, 180.0),
+        *_location_rules(),
         F.when(_blank("category_l2"), F.lit("missing category")),
+        *_length_rules(["user_id", "item_id", "category_l2"]),
         F.when(F.col("ts").isNull(), F.lit("missing ts")),
     ]
     return _apply(df, rules, unique=["user_id", "item_id", "ts"], unique_name="check-in")

@@ -279,7 +279,8 @@ def _read_any(spark, path: str, delimiter: str, what: str, encoding: str = "utf-
         enc = CSV_ENCODINGS.get(encoding.lower())
         if enc is None:
             raise ValidationError(f"ingest.csv_encoding: unsupported encoding {encoding!r}; valid: {', '.join(sorted(CSV_ENCODINGS))}")
-        reader = spark.read.option("header", True).option("sep", delimiter).option("encoding", enc).option("multiLine", True)
+        reader = (spark.read.option("header", True).option("sep", delimiter).option("encoding", enc).option("multiLine", True)
+                  .option("quote", '"').option("escape", '"'))  # RFC 4180: "" inside quotes is one quote
         cols = reader.option("inferSchema", False).csv(path).columns
         if not cols:
             raise ValidationError(f"{what} file {name}: empty file (no header line); expected a CSV header naming the columns")
@@ -292,12 +293,11 @@ def _read_any(spark, path: str, delimiter: str, what: str, encoding: str = "utf-
         field_count = F.when(F.col(corrupt).isNotNull(), F.concat(
             F.lit(f"record does not have the header's {len(cols)} fields ({delimiter!r}-separated): '"),
             F.substring(F.col(corrupt), 1, 80), F.lit("'")))
-        any_fffd = None
-        for c in cols:
-            cond = F.coalesce(F.col(c).contains("\ufffd"), F.lit(False))
-            any_fffd = cond if any_fffd is None else (any_fffd | cond)
-        bad_bytes = F.when(any_fffd, F.lit(
-            f"bytes that are not valid {encoding} (shown as U+FFFD); set ingest.csv_encoding to the file's encoding, e.g. latin-1"))
+        bad_bytes = F.coalesce(*[
+            F.when(F.coalesce(F.col(c).contains("\ufffd"), F.lit(False)), F.lit(
+                f"column {c}: bytes that are not valid {encoding} (shown as U+FFFD); set ingest.csv_encoding to the file's encoding, e.g. latin-1"))
+            for c in cols
+        ])
         df = df.withColumn("_file_error", F.coalesce(field_count, bad_bytes)).drop(corrupt)
     if "_file_error" not in df.columns:
         df = df.withColumn("_file_error", F.lit(None).cast("string"))

@@ -155,3 +155,30 @@ def test_to_pandas_after_merge_unifies_file_schemas(spark, store):
     assert [np.frombuffer(b, "<f4").tolist() for b in pdf["embedding_f32"]] == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
     sub = store.to_pandas("item_embeddings", columns=["item_id", "dim"])
     assert list(sub.columns) == ["item_id", "dim"] and sub["dim"].tolist() == [2, 2, 2]
+
+
+def test_factory_picks_the_backend_class(spark, cfg):
+    from lgsid.config import replace
+    from lgsid.storage import DeltaRsStore, DeltaStore
+
+    s = DeltaStore(spark, cfg.storage)
+    assert type(s) is DeltaRsStore and isinstance(s, DeltaStore) and s.backend == "deltars"
+    with pytest.raises(LGSIDError, match="storage.backend=spark but the Spark session has no Delta jars"):
+        DeltaStore(spark, replace(cfg, storage={"backend": "spark"}).storage)
+
+
+def test_merge_files_are_readable_by_pyarrow_and_deltalake(spark, store):
+    # delta-rs' own MERGE writes Utf8View in the files' Arrow schema ("Unrecognized type: 24" in pyarrow 14)
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    store.write(_items(spark, ITEM_ROWS[:2]), "items")
+    store.merge(_items(spark, [(*ITEM_ROWS[1][:5], 99.0, *ITEM_ROWS[1][6:]), ITEM_ROWS[2]]), "items")
+    dt_ = DeltaTable(store.path("items"))
+    assert sorted(dt_.to_pandas()["item_id"]) == ["a", "b", "c"]
+    assert dt_.to_pyarrow_table().num_rows == 3 and store.count("items") == 3
+    for f in dt_.file_uris():
+        sch = pq.read_schema(f.replace("file://", ""))
+        assert "view" not in str(sch).lower()
+    hist = store.history("items", limit=1)[0]
+    assert hist["lgsid.operation"] == "MERGE" and hist["lgsid.files_rewritten"] == 1
