@@ -310,7 +310,6 @@ def test_config_unknown_key(case):
         load_config(None, ["tokenizer.no_such_key=1"])
 
 
-@pytest.mark.xfail(reason="known bug, fixed by the pydantic config of issue 11 (another branch): bare ValueError / 8.7 accepted", strict=False)
 @pytest.mark.parametrize("value", ['["a",4]', "[8.7, 4]"])
 def test_config_wrong_element_type(case, value):
     case.expect("--set tokenizer.codebook_sizes with a non-integer element: ConfigError naming the key")
