@@ -268,7 +268,7 @@ def plot_projection(before: np.ndarray, after: np.ndarray, states: np.ndarray, p
 
 
 def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: bool = True):
-    """Log the pyfunc "aligned encoder" (``mlflow/encoder_model.py``) in the active run and register it.
+    """Log the pyfunc "aligned encoder" (``lgsid/serving/encoder_model.py``) in the active run and register it.
 
     Returns the registered ``ModelVersion`` (or the ``ModelInfo`` when ``register`` is False).
     """
@@ -279,9 +279,7 @@ def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: 
     from mlflow.models import infer_signature
 
     pkg_dir = os.path.dirname(os.path.abspath(__file__))  # lgsid/ (lgsid.__file__ is None when imported as a namespace)
-    code_file = os.path.join(os.path.dirname(pkg_dir), "mlflow", "encoder_model.py")
-    if not os.path.isfile(code_file):
-        raise FileNotFoundError(f"pyfunc definition {code_file} not found (the repo's mlflow/ folder must sit next to lgsid/)")
+    code_file = os.path.join(pkg_dir, "serving", "encoder_model.py")
     with tempfile.TemporaryDirectory() as tmp:
         conf_p = os.path.join(tmp, "encoder_config.json")
         with open(conf_p, "w") as f:

@@ -32,19 +32,24 @@ def reg(tmp_path_factory):
 
 
 def _log(cfg, root, items, emb, tag):
-    """Fit + health metrics + log/register, as the tokenize step does (without Spark)."""
+    """Fit + health metrics + artifacts + log/register, as the tokenize step does (without Spark)."""
     import mlflow
 
     from lgsid.registry import log_sid_model
+    from lgsid.serving.sid_model import save_artifacts, signature
     from lgsid.tokenizer import build_tokenizer, codebook_health
     from lgsid.tokenizer.hgit import level1_paths
+    from lgsid.tokenizer.job import model_tags
     from lgsid.tracking import stage_run
 
     tok = build_tokenizer(cfg.tokenizer).fit(emb, items)
     codes = tok.encode(emb, items)
     with stage_run(cfg, "tokenize", log_config=False):
         mlflow.log_metrics({**codebook_health(codes, tok.codebook_sizes, items["category_l1"].to_numpy()), "geo_C_at_10": 0.5})
-        version = log_sid_model(cfg, tok, level1_paths(items, codes[:, 0], 6), str(root / tag), "reference")
+        sections = cfg.to_dict()
+        art = save_artifacts(str(root / tag), tok, level1_paths(items, codes[:, 0], tok.codebook_sizes[0]), "reference",
+                             sections["encoder"], sections["prompts"])
+        version = log_sid_model(cfg, art, signature(int(tok.dim)), model_tags(tok, "reference"))
     return tok, codes, version
 
 
