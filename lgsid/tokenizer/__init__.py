@@ -18,9 +18,10 @@ from lgsid.tokenizer.base import TOKENIZERS, SIDTokenizer, build_tokenizer, load
 from lgsid.tokenizer.dedup import dedup_suffix, format_sid, incremental_suffix
 from lgsid.tokenizer.features import FEATURE_COLUMNS
 from lgsid.tokenizer.health import codebook_health, collision_rate, health_plots
-from lgsid.tokenizer.hgit import HGITTokenizer
-from lgsid.tokenizer.rqkmeans import RQKMeansTokenizer
-from lgsid.tokenizer.rqvae import RQVAETokenizer
+# import order = registration order in TOKENIZERS = the order errors list the kinds (HGIT, then the baselines)
+from lgsid.tokenizer.hgit import HGITTokenizer  # isort: skip
+from lgsid.tokenizer.rqvae import RQVAETokenizer  # isort: skip
+from lgsid.tokenizer.rqkmeans import RQKMeansTokenizer  # isort: skip
 
 __all__ = [
     "TOKENIZERS", "FEATURE_COLUMNS", "SIDTokenizer", "HGITTokenizer", "RQVAETokenizer", "RQKMeansTokenizer", "build_tokenizer",
