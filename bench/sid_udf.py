@@ -90,11 +90,13 @@ def main() -> None:
     from lgsid.config import load_config, replace
     from lgsid.embedding_f32 import decode_f32, encode_f32
     from lgsid.registry import log_sid_model
+    from lgsid.serving.sid_model import save_artifacts, signature
     from lgsid.sid_store import SPARK_RESULT_TYPE, apply_sid_udf, apply_udf, check_udf_input, udf_input
     from lgsid.spark import get_spark
     from lgsid.storage import DeltaStore
     from lgsid.tokenizer import build_tokenizer
     from lgsid.tokenizer.features import FEATURE_COLUMNS
+    from lgsid.tokenizer.job import model_tags
     from lgsid.tokenizer.toy import toy_catalogue
     from lgsid.tracking import stage_run
 
@@ -111,7 +113,8 @@ def main() -> None:
     items, emb = toy_catalogue(args.n, args.dim, seed=1, counties_per_state=12, towns_per_county=6)
     tok = build_tokenizer(cfg.tokenizer).fit(emb[: args.fit_n], items.iloc[: args.fit_n].reset_index(drop=True))
     with stage_run(cfg, "bench-sid-udf", log_config=False), tempfile.TemporaryDirectory() as tmp:
-        version = log_sid_model(cfg, tok, list(tok.l1_paths), tmp, "reference")
+        art = save_artifacts(f"{tmp}/sid_model", tok, list(tok.l1_paths), "reference", cfg.to_dict()["encoder"], cfg.to_dict()["prompts"])
+        version = log_sid_model(cfg, art, signature(int(tok.dim)), model_tags(tok, "reference"))
     uri = f"models:/{cfg.mlflow.sid_model_name}/{version}"
 
     spark = get_spark(cfg)
@@ -127,8 +130,9 @@ def main() -> None:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch))
     items_t, emb_t = store.read("items"), store.read("item_embeddings")
     bcast = 0 < cfg.sid_store.broadcast_items_rows and args.n <= cfg.sid_store.broadcast_items_rows
-    joined = udf_input(items_t, emb_t, "reference", "embedding_f32", broadcast_items=bcast)  # what write-sids feeds the UDF
-    joined_arr = udf_input(items_t, emb_t, "reference", "embedding", broadcast_items=bcast)  # for the ARRAY transfer bound
+    joined = udf_input(items_t, emb_t, "reference", broadcast_items=bcast)  # what write-sids feeds the UDF
+    attrs = items_t.select("item_id", *FEATURE_COLUMNS)
+    joined_arr = emb_t.select("item_id", "embedding").join(F.broadcast(attrs) if bcast else attrs, "item_id")  # for the ARRAY transfer bound
     cached = joined.cache()
     assert cached.count() == args.n
     t = time.perf_counter()
@@ -136,7 +140,7 @@ def main() -> None:
     udf_setup = time.perf_counter() - t
     scored_cached = apply_sid_udf(spark, cached, uri)
     trivial = trivial_udf(SPARK_RESULT_TYPE)
-    scored_trivial = apply_udf(spark, joined, trivial, model_input_schema(uri), "embedding_f32")
+    scored_trivial = apply_udf(spark, joined, trivial, model_input_schema(uri))
 
     def consume(df):  # aggregate over the UDF output, so Spark must run it for every row
         r = df.agg(F.count("sid_l1").alias("n"), F.sum("sid_l1").alias("s1"), F.sum("sid_l3").alias("s3"),

@@ -22,117 +22,49 @@ naming the metric, its value and the threshold.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import ModelError, PromotionRefused
 from lgsid.steps import StepSummary
 
-if TYPE_CHECKING:  # pragma: no cover
-    from lgsid.tokenizer import SIDTokenizer
-
 CANDIDATE, CHAMPION = "candidate", "champion"
-MODEL_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mlflow", "sid_model.py")
 DOWNSTREAM = {"downstream.hit_at_10": "min_downstream_hit_at_10", "downstream.auc": "min_downstream_auc"}
 
 
-def sid_model_module():
-    """Import ``mlflow/sid_model.py`` as module ``sid_model`` (the name it has inside the logged model)."""
-    mod = sys.modules.get("sid_model")
-    if mod is not None and getattr(mod, "__file__", None) == MODEL_FILE:
-        return mod
-    if not os.path.isfile(MODEL_FILE):
-        raise ModelError(f"pyfunc model code not found at {MODEL_FILE} (the repository's mlflow/ directory)")
-    spec = importlib.util.spec_from_file_location("sid_model", MODEL_FILE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["sid_model"] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+def log_sid_model(cfg: LGSIDConfig, artifact_dir: str, signature, tags: dict[str, str]) -> str:
+    """Log the SID pyfunc from ``artifact_dir`` in the active run, register it and give the new version ``candidate``.
 
-
-def model_signature(dim: int):
-    """Input: item attributes + ``embedding_f32`` (or, in mode ``cold_start``, raw item fields); output: SID columns.
-
-    Column order matters to the Spark write-back, which passes the columns by position (see
-    :func:`lgsid.sid_store.udf_arguments`): the required attributes, then ``item_id``,
-    ``category_l1``, ``brand`` and ``embedding_f32``, then the raw fields only cold start reads.
-
-    ``embedding_f32`` (BINARY, ``4 · dim`` little-endian float32 bytes, :mod:`lgsid.embedding_f32`)
-    is the only embedding input: MLflow passes a binary column through untouched and the model checks
-    each row's length. An ARRAY<FLOAT> column could only be declared ``Any``/``Array``, which MLflow
-    enforces row by row in Python on every batch even when the column is absent (``spark_udf``
-    materialises every declared column): 0.17 s per 100k rows, a third of the model's own time.
-
-    Params: ``mode`` = ``"embedding"`` (default: codes from ``embedding_f32``) or ``"cold_start"``
-    (raw item rows are embedded by the packaged encoder). Explicit, so a caller who forgot
-    ``embedding_f32`` gets an error rather than silently re-encoded embeddings.
-    """
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
-    req = [ColSpec("double", "lat"), ColSpec("double", "lon")] + [ColSpec("string", c) for c in ("state", "county", "town", "category_l2")]
-    opt = [ColSpec("string", c, required=False) for c in ("item_id", "category_l1", "brand")]
-    opt += [ColSpec("binary", "embedding_f32", required=False)]
-    opt += [ColSpec("string", c, required=False) for c in ("name", "address")] + [ColSpec("double", "price", required=False)]
-    out = [ColSpec("integer", c) for c in ("sid_l1", "sid_l2", "sid_l3")] + [ColSpec("string", "sid_codes"), ColSpec("string", "sid_path")]
-    params = ParamSchema([ParamSpec("mode", "string", "embedding")])
-    return ModelSignature(inputs=Schema(req + opt), outputs=Schema(out), params=params)
-
-
-def log_sid_model(cfg: LGSIDConfig, tok: "SIDTokenizer", l1_paths: list[str], workdir: str,
-                  embedding_model_version: str, adapter_dir: str | None = None) -> str:
-    """Log ``tok`` as a pyfunc in the active run, register it and give the new version ``candidate``.
+    The model is :class:`lgsid.serving.sid_model.SIDModel` with the ``lgsid`` package as
+    ``code_paths`` and :func:`lgsid.serving.requirements` as its pinned pip requirements, so it
+    loads where this repository is absent.
 
     Args:
-        cfg: Resolved config (tokenizer, encoder and prompts sections are saved with the model).
-        tok: Fitted tokenizer. l1_paths: readable path per level-1 code.
-        workdir: Scratch directory for the artifacts.
-        embedding_model_version: ``item_embeddings.model_version`` the tokenizer was fitted on.
-        adapter_dir: LoRA adapter of that encoder (aligned embeddings), packaged for cold start.
+        cfg: Resolved config (``mlflow.sid_model_name``).
+        artifact_dir: Written by :func:`lgsid.serving.sid_model.save_artifacts` (tokenizer, info, adapter).
+        signature: The model's ``ModelSignature`` (:func:`lgsid.serving.sid_model.signature`).
+        tags: Model-version tags to set (``lgsid.embedding_model_version`` and ``lgsid.embedding_dim``
+            are what ``write-sids`` reads; ``lgsid.input_fingerprint`` makes a rerun reuse the version).
 
     Returns:
         The registered version (string).
     """
-    import json
-
     import mlflow
     from mlflow import MlflowClient
 
-    from lgsid.tokenizer import save_tokenizer
+    from lgsid.serving import PACKAGE_DIR, requirements
+    from lgsid.serving.sid_model import SIDModel, artifacts_of
 
-    mod = sid_model_module()
-    tok_dir = save_tokenizer(tok, os.path.join(workdir, "tokenizer"))
-    info_path = os.path.join(workdir, "sid_model_info.json")
-    with open(info_path, "w") as f:
-        json.dump({
-            "l1_paths": l1_paths, "kind": tok.kind, "dim": tok.dim,
-            "embedding_model_version": embedding_model_version,
-            "encoder": cfg.to_dict()["encoder"], "prompts": cfg.to_dict()["prompts"],
-        }, f, indent=1)
-    artifacts = {"tokenizer": tok_dir, "sid_model_info": info_path}
-    if adapter_dir:
-        artifacts["adapter"] = adapter_dir
-    import numpy as np
-    import pandas as pd
-    import sklearn
-
-    reqs = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
-            f"scikit-learn=={sklearn.__version__}", "lgsid"]
+    name = cfg.mlflow.sid_model_name
     info = mlflow.pyfunc.log_model(
-        name="sid_model", python_model=mod.SIDModel(), artifacts=artifacts, code_paths=[MODEL_FILE],
-        signature=model_signature(int(tok.dim)), registered_model_name=cfg.mlflow.sid_model_name,
-        pip_requirements=reqs,
+        name="sid_model", python_model=SIDModel(), artifacts=artifacts_of(artifact_dir), code_paths=[PACKAGE_DIR],
+        signature=signature, registered_model_name=name, pip_requirements=requirements(),
     )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    name = cfg.mlflow.sid_model_name
     client.set_registered_model_alias(name, CANDIDATE, version)
-    for k, v in {"lgsid.tokenizer_kind": tok.kind, "lgsid.embedding_model_version": embedding_model_version,
-                 "lgsid.embedding_dim": str(tok.dim), "lgsid.codebook_sizes": json.dumps(tok.codebook_sizes)}.items():
-        client.set_model_version_tag(name, version, k, v)
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, str(v))
     return version
 
 
@@ -213,6 +145,21 @@ def promote(cfg: LGSIDConfig, version: str | None = None) -> tuple[str, list[str
     notes = gate(cfg, metrics, dict(mv.tags or {}))
     client.set_registered_model_alias(name, CHAMPION, str(version))
     return str(version), notes
+
+
+def bootstrap_champion(cfg: LGSIDConfig, version: str) -> str | None:
+    """When no version holds ``champion``, run the gate on ``version`` and promote it if it passes.
+
+    Returns:
+        A note on what happened, or None when a champion already exists (nothing checked).
+    """
+    if version_by_alias(cfg, CHAMPION) is not None:
+        return None
+    try:
+        promote(cfg, version)
+    except PromotionRefused as e:
+        return f"no champion yet and version {version} was refused: {e}"
+    return f"no champion existed: version {version} passed the gate and is now champion"
 
 
 def run(spark, cfg: LGSIDConfig) -> StepSummary:

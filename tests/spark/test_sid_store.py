@@ -83,7 +83,7 @@ def test_udf_output_equals_in_process_assignment(spark, world):
     np.testing.assert_array_equal(si[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64), want)
 
 
-def test_assign_suffixes_never_renumbers(spark):
+def test_assign_suffixes_never_renumbers_and_paths_follow_the_kept_codes(spark):
     from lgsid.sid_store import assign_suffixes
 
     existing = spark.createDataFrame(
@@ -91,16 +91,19 @@ def test_assign_suffixes_never_renumbers(spark):
         "sid_model_version STRING, sid STRING, item_id STRING, sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_suffix INT",
     )
     assigned = spark.createDataFrame(
-        [("a", 9, 9, 9, "p"), ("b", 1, 2, 3, "p"), ("d", 1, 2, 3, "p"), ("c", 1, 2, 3, "p"), ("e", 4, 4, 4, "q")],
-        "item_id STRING, sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_path STRING",
+        [("a", 9, 9, 9), ("b", 1, 2, 3), ("d", 1, 2, 3), ("c", 1, 2, 3), ("e", 4, 4, 4)],
+        "item_id STRING, sid_l1 INT, sid_l2 INT, sid_l3 INT",
     )
-    out = {r["item_id"]: (r["sid"], r["is_new"]) for r in assign_suffixes(assigned, existing).collect()}
+    paths = spark.createDataFrame([(k, f"path-{k}") for k in range(10)], "sid_l1 INT, sid_path STRING")
+    out = {r["item_id"]: (r["sid"], r["sid_path"], r["is_new"]) for r in assign_suffixes(assigned, existing, paths).collect()}
     assert out == {
-        "a": ("1-2-3-0", False),  # existing item keeps its stored SID even if the UDF now says 9-9-9
-        "b": ("1-2-3-3", False),
-        "c": ("1-2-3-4", True),  # new colliders continue after the existing maximum (3), by item_id
-        "d": ("1-2-3-5", True),
-        "e": ("4-4-4-0", True),
+        # existing item keeps its stored SID even if the UDF now says 9-9-9, and the path of its stored level-1 code
+        # (before the fix it kept 1-2-3-0 but took the path of 9)
+        "a": ("1-2-3-0", "path-1", False),
+        "b": ("1-2-3-3", "path-1", False),
+        "c": ("1-2-3-4", "path-1", True),  # new colliders continue after the existing maximum (3), by item_id
+        "d": ("1-2-3-5", "path-1", True),
+        "e": ("4-4-4-0", "path-4", True),
     }
 
 
@@ -203,8 +206,6 @@ def test_bad_dimension_and_null_coordinates_are_named(spark):
     check_udf_input(items.where("item_id = 'x1'"), embs, "reference", 5)  # passes
     with pytest.raises(ValidationError, match=r"\['x2'\] has an embedding whose dimension differs from the model's 5 \(column 'embedding_f32' must hold 20 bytes"):
         check_udf_input(items, embs, "reference", 5)
-    with pytest.raises(ValidationError, match=r"\['x2'\] has an embedding whose dimension differs from the model's 5 \(column 'embedding'\)"):
-        check_udf_input(items, embs, "reference", 5, column="embedding")
     # an embedding of another model version does not count
     items, embs = _check_frames(spark, [row, {**row, "item_id": "x2"}], [emb("x1", 5), emb("x2", 5, "aligned-1")])
     with pytest.raises(ValidationError, match=r"\['x2'\] has no embedding \(no item_embeddings row of model_version 'reference'"):
@@ -212,84 +213,113 @@ def test_bad_dimension_and_null_coordinates_are_named(spark):
     items, embs = _check_frames(spark, [row, {**row, "item_id": "x3", "lon": None}], [emb("x1", 5), emb("x3", 5)])
     with pytest.raises(ValidationError, match=r"\['x3'\] has a null coordinate \(column 'lon'\)"):
         check_udf_input(items, embs, "reference", 5)
-    # a row written before embedding_f32 existed (null there): rerun the embed step of that version
-    items, embs = _check_frames(spark, [row], [("x1", "aligned-2", [0.1] * 5, None)])
-    with pytest.raises(ValidationError, match=r"\['x1'\] has no embedding \(column 'embedding_f32' is null: .*rerun "
-                                               r"`lgsid embed --set encoder.embed_version=aligned-2`"):
+    # an aligned version's missing row names the embed command of that version
+    items, embs = _check_frames(spark, [row, {**row, "item_id": "x2"}], [emb("x1", 5, "aligned-2")])
+    with pytest.raises(ValidationError, match=r"\['x2'\] has no embedding .*run `lgsid embed --set encoder.embed_version=aligned-2`"):
         check_udf_input(items, embs, "aligned-2", 5)
-    with pytest.raises(ValidationError, match=r"item_embeddings has no column 'embedding_f32' .*rerun `lgsid embed` to add it"):
-        check_udf_input(items, embs.drop("embedding_f32"), "reference", 5)
 
 
-def _legacy_signature_inputs():
-    """The input schema of a model logged before embedding_f32 existed (ARRAY ``embedding`` last, declared Any)."""
-    from mlflow.types.schema import AnyType, ColSpec, Schema
-
-    req = [ColSpec("double", "lat"), ColSpec("double", "lon")] + [ColSpec("string", c) for c in ("state", "county", "town", "category_l2")]
-    opt = [ColSpec("string", c, required=False) for c in ("item_id", "category_l1", "brand", "name", "address")]
-    return Schema(req + opt + [ColSpec("double", "price", required=False), ColSpec(AnyType(), "embedding", required=False)])
-
-
-def test_udf_input_column_follows_the_model_signature(spark):
-    from lgsid.registry import model_signature
-    from lgsid.sid_store import embedding_column, udf_arguments
-
-    assert embedding_column(model_signature(16).inputs.input_names()) == "embedding_f32"
-    assert embedding_column(_legacy_signature_inputs().input_names()) == "embedding"
-    assert embedding_column(None) == "embedding"
+def test_udf_arguments_follow_the_model_signature(spark):
+    from lgsid.serving.sid_model import signature
+    from lgsid.sid_store import udf_arguments
 
     # positional arguments in signature order, up to the embedding column
     cols = ["item_id", "lat", "lon", "state", "county", "town", "category_l1", "category_l2", "brand", "embedding_f32"]
-    args = udf_arguments(model_signature(16).inputs, cols, "embedding_f32")
+    args = udf_arguments(signature(16).inputs, cols)
     assert [str(a) for a in args] == [f"Column<'{c}'>" for c in
                                       ("lat", "lon", "state", "county", "town", "category_l2", "item_id", "category_l1", "brand", "embedding_f32")]
-    # a legacy model: the cold-start fields before `embedding` are passed as typed nulls
-    legacy = udf_arguments(_legacy_signature_inputs(), [*cols[:-1], "embedding"], "embedding")
-    nulls = spark.range(1).select(*[a.alias(f"a{i}") for i, a in enumerate(legacy[9:12])])  # name, address, price
-    assert [f.dataType.simpleString() for f in nulls.schema.fields] == ["string", "string", "double"]
-    assert nulls.first().asDict() == {"a0": None, "a1": None, "a2": None}
-    assert [str(a) for a in legacy][-1] == "Column<'embedding'>" and len(legacy) == 13
+    # an optional input the frame lacks is a typed null literal in its place
+    no_brand = udf_arguments(signature(16).inputs, [c for c in cols if c != "brand"])
+    nulls = spark.range(1).select(no_brand[8].alias("brand"))
+    assert nulls.schema.fields[0].dataType.simpleString() == "string" and nulls.first()["brand"] is None
+    assert [str(a) for a in no_brand][-1] == "Column<'embedding_f32'>" and len(no_brand) == 10
     with pytest.raises(ValidationError, match=r"requires input column 'town', which the UDF input lacks"):
-        udf_arguments(model_signature(16).inputs, [c for c in cols if c != "town"], "embedding_f32")
-    with pytest.raises(ValidationError, match=r"signature has no input 'embedding'"):
-        udf_arguments(model_signature(16).inputs, cols, "embedding")
+        udf_arguments(signature(16).inputs, [c for c in cols if c != "town"])
+    from mlflow.types.schema import ColSpec, Schema
+
+    with pytest.raises(ValidationError, match=r"signature has no input 'embedding_f32'"):
+        udf_arguments(Schema([ColSpec("double", "lat")]), cols)
 
 
-def test_table_written_before_embedding_f32_errors_then_embed_merge_adds_it(spark, tmp_path):
-    """An item_embeddings table without embedding_f32 (older lgsid): write-sids' check says to rerun embed; the embed
-    MERGE adds the column (nullable) and fills it for the rows it writes; reads of the old files give null there."""
-    import pyarrow as pa
-    from deltalake import write_deltalake
+def _versions(cfg):
+    from mlflow import MlflowClient
 
-    from lgsid.config import StorageConfig
-    from lgsid.embedding_f32 import decode_f32, encode_f32
-    from lgsid.sid_store import check_udf_input
+    return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name = '{cfg.mlflow.sid_model_name}'"))
+
+
+@pytest.fixture()
+def two_versions(spark, tmp_path):
+    """Version 1 (champion, bootstrapped) and version 2 (candidate; another codebook, so other codes) of one world.
+
+    On the way it checks the tokenize rerun: same config + same input table versions -> no fit, no
+    new model version, no sid_items commit.
+    """
+    from mlflow import MlflowClient
+
+    from lgsid.config import replace
+    from lgsid.fingerprint import TAG
+    from lgsid.steps import run_step
     from lgsid.storage import DeltaStore
+    from lgsid.tokenizer.toy import toy_catalogue
 
-    store = DeltaStore(spark, StorageConfig(root=str(tmp_path / "tables"), staging_dir=str(tmp_path / "staging")))
-    if store.backend != "deltars":
-        pytest.skip("writes the old table with delta-rs")
-    emb = np.arange(12, dtype=np.float32).reshape(3, 4)
-    ids = ["a", "b", "c"]
-    old = pa.table({"item_id": ids, "model_name": ["m"] * 3, "model_version": ["reference"] * 3,
-                    "embedding": pa.array([list(r) for r in emb], pa.list_(pa.float32())), "dim": pa.array([4] * 3, pa.int32()),
-                    "created_at": pa.array([None] * 3, pa.timestamp("us", tz="UTC"))})
-    write_deltalake(store.path("item_embeddings"), old)
-    assert "embedding_f32" not in store.stored_columns("item_embeddings")
-    row = {"lat": 30.0, "lon": -97.0, "state": "Texas", "county": "Travis", "town": "Austin", "category_l1": "Food", "category_l2": "BBQ", "brand": None}
-    items = spark.createDataFrame([{"item_id": i, **row} for i in ids],
-                                  "item_id STRING, lat DOUBLE, lon DOUBLE, state STRING, county STRING, town STRING, category_l1 STRING, category_l2 STRING, brand STRING")
-    with pytest.raises(ValidationError, match=r"has no embedding \(column 'embedding_f32' is null: the row was written before lgsid stored it; rerun `lgsid embed`\)"):
-        check_udf_input(items, store.read("item_embeddings"), "reference", 4)
+    cfg = _cfg(tmp_path)
+    store = DeltaStore(spark, cfg.storage)
+    all_items, all_emb = toy_catalogue(N + 40, DIM, seed=12)
+    items, emb = all_items.iloc[:N].reset_index(drop=True), all_emb[:N]
+    store.write(spark.createDataFrame(items), "items")
+    store.write(spark.createDataFrame(_embeddings_frame(items, emb)), "item_embeddings")
+    assert run_step("tokenize", spark, cfg).metrics["sid_model_version"] == "1"
+    fp = MlflowClient().get_model_version(cfg.mlflow.sid_model_name, "1").tags[TAG]
+    si_version = store.version("sid_items")
+    rerun = run_step("tokenize", spark, cfg)
+    assert rerun.metrics["sid_model_version"] == "1" and rerun.tables == [] and "usage_l1" in rerun.metrics
+    assert rerun.notes[0].startswith(f"inputs and config unchanged (fingerprint {fp}): reused {cfg.mlflow.sid_model_name} version 1")
+    assert _versions(cfg) == [1] and store.version("sid_items") == si_version
+    other = replace(cfg, tokenizer={"codebook_sizes": [5, 3, 2]})  # a config change: new fingerprint -> new version
+    s2 = run_step("tokenize", spark, other)
+    assert s2.metrics["sid_model_version"] == "2" and _versions(cfg) == [1, 2]
+    return cfg, store, all_items.iloc[N:].reset_index(drop=True), all_emb[N:]
 
-    # re-embedding (the embed step MERGEs on item_id, model_version) adds the column and fills it for its rows
-    new = pd.DataFrame({"item_id": ids[:2], "model_name": "m", "model_version": "reference", "embedding": list(emb[:2]), "dim": 4,
-                        "created_at": pd.Timestamp("2026-01-01", tz="UTC"), "embedding_f32": encode_f32(emb[:2])})
-    store.merge(spark.createDataFrame(new), "item_embeddings", keys=["item_id", "model_version"])
-    assert store.stored_columns("item_embeddings")[-1] == "embedding_f32"
-    pdf = store.to_pandas("item_embeddings").sort_values("item_id").reset_index(drop=True)
-    np.testing.assert_array_equal(decode_f32(pdf["embedding_f32"][:2], 4), emb[:2])
-    assert pdf["embedding_f32"][2] is None  # not re-embedded yet
-    with pytest.raises(ValidationError, match=r"\['c'\] has no embedding \(column 'embedding_f32' is null"):
-        check_udf_input(items, store.read("item_embeddings"), "reference", 4)
-    check_udf_input(items.where("item_id != 'c'"), store.read("item_embeddings"), "reference", 4)
+
+def test_promotion_during_write_sids_cannot_split_version_and_codes(spark, two_versions, monkeypatch):
+    """The alias is resolved once: champion moving to v2 after resolution still applies v1 and labels the rows v1.
+
+    New items (not in sid_items of v1) get their codes from the applied model, so applying v2 while
+    writing "v1" would show in their codes and paths.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from pyspark.sql import functions as F
+
+    import lgsid.sid_store as sid_store
+    from lgsid.registry import version_by_alias
+    from lgsid.steps import run_step
+
+    cfg, store, new_items, new_emb = two_versions
+    name = cfg.mlflow.sid_model_name
+    store.write(spark.createDataFrame(new_items), "items", mode="append")
+    store.write(spark.createDataFrame(_embeddings_frame(new_items, new_emb)), "item_embeddings", mode="append")
+    models = {v: mlflow.pyfunc.load_model(f"models:/{name}/{v}").unwrap_python_model() for v in ("1", "2")}
+    want = {v: m.tokenizer.encode(new_emb, new_items) for v, m in models.items()}  # in-process codes of the new items
+    assert (want["1"][:, :2] != want["2"][:, :2]).any()  # the two versions really disagree, so a mix-up would show
+    resolve = sid_store.resolve_model_version
+
+    def resolve_then_promote(c):
+        mv = resolve(c)
+        MlflowClient().set_registered_model_alias(name, "champion", "2")  # a promotion lands right after resolution
+        return mv
+
+    monkeypatch.setattr(sid_store, "resolve_model_version", resolve_then_promote)
+    s = run_step("write-sids", spark, cfg)
+    assert f"applied models:/{name}/1 (models:/{name}@champion resolved once" in s.notes[0]
+    assert str(version_by_alias(cfg, "champion").version) == "2"
+    assert s.metrics["new_items"] == len(new_items)
+    for v in ("1", "2"):
+        feats = store.read("item_sid_features").toPandas().set_index("item_id")
+        assert (feats["sid_model_version"] == v).all()
+        got = feats.loc[new_items["item_id"]]
+        np.testing.assert_array_equal(got[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64), want[v])  # codes of the version the rows name
+        assert got["sid_path"].tolist() == [models[v].l1_paths[c] for c in want[v][:, 0]]
+        if v == "1":
+            monkeypatch.undo()
+            assert run_step("write-sids", spark, cfg).metrics["rows_merged"] == N + len(new_items)  # next run: the new champion

@@ -1,7 +1,8 @@
 """MLflow pyfunc "aligned encoder": prompt text -> embeddings (base checkpoint + G-DPO LoRA adapter).
 
 Logged by :func:`lgsid.gdpo.log_aligned_encoder` as models-from-code (this file is the model
-definition), with the ``lgsid`` package in ``code_paths`` and these artifacts:
+definition), with the ``lgsid`` package in ``code_paths`` (:data:`lgsid.serving.PACKAGE_DIR`) and
+these artifacts:
 
 * ``adapter``: the LoRA adapter directory (``adapter_config.json``, weights, tokenizer files);
 * ``encoder_config``: ``encoder_config.json``, the :class:`lgsid.config.EncoderConfig` it was trained with;
@@ -41,14 +42,14 @@ class AlignedEncoderModel(PythonModel):
 
         from lgsid.config import EncoderConfig
         from lgsid.encoder import load_encoder
+        from lgsid.serving import config_from_dict
 
         with open(context.artifacts["encoder_config"]) as f:
             conf = json.load(f)
         base = context.artifacts.get("base")
         if base:
             conf["checkpoint"] = base
-        known = set(EncoderConfig.__dataclass_fields__)
-        enc_cfg = EncoderConfig(**{k: v for k, v in conf.items() if k in known})
+        enc_cfg = config_from_dict(EncoderConfig, conf)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.encoder = load_encoder(enc_cfg, adapter_dir=context.artifacts["adapter"], device=device)
 

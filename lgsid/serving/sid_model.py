@@ -1,4 +1,8 @@
-"""The SID model as an MLflow pyfunc (logged with ``code_paths=[this file]``).
+"""The SID model as an MLflow pyfunc: tokenizer + level-1 paths (+ the encoder for cold start).
+
+Logged by :func:`lgsid.registry.log_sid_model` from an artifact directory written by
+:func:`save_artifacts`, with the ``lgsid`` package as ``code_paths`` and
+:func:`lgsid.serving.requirements` as its pinned requirements, so it loads without this repository.
 
 Two entry modes, chosen by the ``mode`` param (``predict(df, params={"mode": ...})``):
 
@@ -25,6 +29,9 @@ and ``sid_path`` (the readable "state / county / category" of the level-1 code's
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -33,11 +40,88 @@ import pandas as pd
 from lgsid.embedding_f32 import COLUMN as EMBEDDING_F32
 from lgsid.embedding_f32 import decode_f32
 from lgsid.errors import ValidationError
+from lgsid.serving import config_from_dict
 
 OUTPUT_COLUMNS = ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")
 SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
 MODES = ("embedding", "cold_start")
 RAW_COLUMNS = ("name", "brand", "category_l1", "category_l2", "price", "town", "county", "state", "lat", "lon")
+TOKENIZER, INFO, ADAPTER = "tokenizer", "sid_model_info.json", "adapter"
+"""The artifact directory's entries: the saved tokenizer, the JSON info file, the optional LoRA adapter."""
+
+
+def signature(dim: int):
+    """Input: item attributes + ``embedding_f32`` (or, in mode ``cold_start``, raw item fields); output: SID columns.
+
+    Column order matters to the Spark write-back, which passes the columns by position (see
+    :func:`lgsid.sid_store.udf_arguments`): the required attributes, then ``item_id``,
+    ``category_l1``, ``brand`` and ``embedding_f32``, then the raw fields only cold start reads.
+
+    ``embedding_f32`` (BINARY, ``4 · dim`` little-endian float32 bytes, :mod:`lgsid.embedding_f32`)
+    is the only embedding input: MLflow passes a binary column through untouched and the model checks
+    each row's length. An ARRAY<FLOAT> column could only be declared ``Any``/``Array``, which MLflow
+    enforces row by row in Python on every batch even when the column is absent (``spark_udf``
+    materialises every declared column): 0.17 s per 100k rows, a third of the model's own time.
+
+    Params: ``mode`` = ``"embedding"`` (default: codes from ``embedding_f32``) or ``"cold_start"``
+    (raw item rows are embedded by the packaged encoder). Explicit, so a caller who forgot
+    ``embedding_f32`` gets an error rather than silently re-encoded embeddings.
+
+    Args:
+        dim: The embedding dimension D the tokenizer was fitted on (checked per row at predict).
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    req = [ColSpec("double", "lat"), ColSpec("double", "lon")] + [ColSpec("string", c) for c in ("state", "county", "town", "category_l2")]
+    opt = [ColSpec("string", c, required=False) for c in ("item_id", "category_l1", "brand")]
+    opt += [ColSpec("binary", EMBEDDING_F32, required=False)]
+    opt += [ColSpec("string", c, required=False) for c in ("name", "address")] + [ColSpec("double", "price", required=False)]
+    out = [ColSpec("integer", c) for c in ("sid_l1", "sid_l2", "sid_l3")] + [ColSpec("string", "sid_codes"), ColSpec("string", "sid_path")]
+    params = ParamSchema([ParamSpec("mode", "string", "embedding")])
+    return ModelSignature(inputs=Schema(req + opt), outputs=Schema(out), params=params)
+
+
+def save_artifacts(out_dir: str, tok, l1_paths: list[str], embedding_model_version: str,
+                   encoder: dict[str, Any], prompts: dict[str, Any], adapter_dir: str | None = None) -> str:
+    """Write the SID model's artifact directory (what :class:`SIDModel` loads) and return it.
+
+    Layout: ``tokenizer/`` (:func:`lgsid.tokenizer.save_tokenizer`), ``sid_model_info.json``
+    (level-1 paths, tokenizer kind and dimension, the embedding version, the resolved ``encoder``
+    and ``prompts`` config sections) and, for aligned embeddings, a copy of the LoRA ``adapter/``.
+
+    Args:
+        out_dir: Directory to create (must not hold an earlier model's files).
+        tok: Fitted tokenizer. l1_paths: Readable path per level-1 code (K_1 strings).
+        embedding_model_version: ``item_embeddings.model_version`` the tokenizer was fitted on.
+        encoder: The ``encoder`` config section (dict). prompts: The ``prompts`` config section (dict).
+        adapter_dir: LoRA adapter of that encoder (aligned embeddings), packaged for cold start.
+    """
+    from lgsid.tokenizer import save_tokenizer
+
+    os.makedirs(out_dir, exist_ok=True)
+    save_tokenizer(tok, os.path.join(out_dir, TOKENIZER))
+    with open(os.path.join(out_dir, INFO), "w") as f:
+        json.dump({"l1_paths": list(l1_paths), "kind": tok.kind, "dim": tok.dim, "embedding_model_version": embedding_model_version,
+                   "encoder": encoder, "prompts": prompts}, f, indent=1)
+    if adapter_dir:
+        shutil.copytree(adapter_dir, os.path.join(out_dir, ADAPTER), dirs_exist_ok=True)
+    return out_dir
+
+
+def artifacts_of(artifact_dir: str) -> dict[str, str]:
+    """The ``artifacts`` mapping of ``mlflow.pyfunc.log_model`` for a directory written by :func:`save_artifacts`.
+
+    Raises:
+        ValidationError: the tokenizer or the info file is missing.
+    """
+    arts = {"tokenizer": os.path.join(artifact_dir, TOKENIZER), "sid_model_info": os.path.join(artifact_dir, INFO)}
+    missing = [p for p in arts.values() if not os.path.exists(p)]
+    if missing:
+        raise ValidationError(f"SID model artifact directory {artifact_dir} lacks {missing}; write it with lgsid.serving.sid_model.save_artifacts")
+    if os.path.isdir(os.path.join(artifact_dir, ADAPTER)):
+        arts["adapter"] = os.path.join(artifact_dir, ADAPTER)
+    return arts
 
 
 class SIDModel(mlflow.pyfunc.PythonModel):
@@ -59,10 +143,8 @@ class SIDModel(mlflow.pyfunc.PythonModel):
         from lgsid.encoder import load_encoder
 
         if self._encoder is None:
-            enc_fields = set(EncoderConfig.__dataclass_fields__)
-            pr_fields = set(PromptsConfig.__dataclass_fields__)
-            enc_cfg = EncoderConfig(**{k: v for k, v in self.info["encoder"].items() if k in enc_fields})
-            self._prompts_cfg = PromptsConfig(**{k: v for k, v in self.info["prompts"].items() if k in pr_fields})
+            enc_cfg = config_from_dict(EncoderConfig, self.info["encoder"])
+            self._prompts_cfg = config_from_dict(PromptsConfig, self.info["prompts"])
             self._encoder = load_encoder(enc_cfg, adapter_dir=self.adapter_dir)
         return self._encoder, self._prompts_cfg
 
