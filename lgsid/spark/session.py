@@ -49,7 +49,10 @@ def worker_daemon_conf(master: str) -> dict[str, str]:
 
 
 def get_spark(cfg: LGSIDConfig):
-    """The active SparkSession if there is one (spark-submit, a notebook), else an embedded one.
+    """The active SparkSession if there is one (a notebook), else a new one.
+
+    Under spark-submit the new session keeps the submit's master and driver settings and only adds
+    the SQL settings below.
 
     The embedded session uses ``cfg.spark``: master, shuffle partitions, driver memory, the Petastorm
     cache directory conf that ``make_spark_converter`` needs, UTC timestamps written as
@@ -66,24 +69,34 @@ def get_spark(cfg: LGSIDConfig):
         if not active.conf.get("petastorm.spark.converter.parentCacheDirUrl", None):
             active.conf.set("petastorm.spark.converter.parentCacheDirUrl", cache_url)
         return active
-    require_java()
-    # Python workers must run the driver's interpreter (the venv with pandas, torch, lgsid), not
-    # whatever `python3` is first on PATH.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Under spark-submit the JVM already runs with the submit's --master / --driver-memory / --conf;
+    # the builder must not override them with the embedded session's settings.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if submitted:
+        from pyspark import SparkConf
+
+        master = SparkConf().get("spark.master", "local[*]")
+        builder = SparkSession.builder
+    else:
+        require_java()
+        # Python workers must run the driver's interpreter (the venv with pandas, torch, lgsid), not
+        # whatever `python3` is first on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        master = cfg.spark.master
+        builder = SparkSession.builder.master(master).config("spark.driver.memory", cfg.spark.driver_memory)
     builder = (
-        SparkSession.builder.master(cfg.spark.master)
-        .appName(cfg.spark.app_name)
+        builder.appName(cfg.spark.app_name)
         .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
-        .config("spark.driver.memory", cfg.spark.driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.log.level", "ERROR")  # from SparkContext start on (spark-submit's JVM logs INFO before)
         .config("petastorm.spark.converter.parentCacheDirUrl", cache_url)
     )
-    for k, v in worker_daemon_conf(cfg.spark.master).items():  # local masters only
+    for k, v in worker_daemon_conf(master).items():  # local masters only
         builder = builder.config(k, v)
     for k, v in (cfg.spark.conf or {}).items():
         builder = builder.config(k, str(v))

@@ -1,6 +1,6 @@
 """spark-submit entry point: ``lgsid tokenize``.
 
-    spark-submit jobs/tokenize.py --conf conf/cluster.example.yaml [--set key=value ...]
+    spark-submit jobs/tokenize_sids.py --conf conf/cluster.example.yaml [--set key=value ...]
 """
 
 from lgsid.cli import job_main
