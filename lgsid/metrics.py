@@ -59,3 +59,52 @@ def geo_coverage(emb: np.ndarray, state: np.ndarray, county: np.ndarray, town: n
     co = np.char.add(np.char.add(st.astype(str), "|"), np.asarray(county, dtype=str))
     tw = np.char.add(np.char.add(co, "|"), np.asarray(town, dtype=str))
     return {f"P@{k}": neighbour_share(idx, st), f"C@{k}": neighbour_share(idx, co), f"T@{k}": neighbour_share(idx, tw)}
+
+
+def nearest_by_distance(lat: np.ndarray, lon: np.ndarray, k: int) -> np.ndarray:
+    """The geographic oracle's retrieval: each item's ``k`` nearest other items by haversine distance.
+
+    Uses scikit-learn's ``BallTree(metric="haversine")``; ties are broken by the tree.
+
+    Args:
+        lat, lon: (N,) degrees.
+        k: neighbours per item, < N.
+
+    Returns:
+        (N, k) item indices, nearest first (the item itself excluded).
+    """
+    from sklearn.neighbors import BallTree
+
+    n = len(lat)
+    if not 0 < k < n:
+        raise ValueError(f"k must be in [1, N-1] for N={n} items, got k={k}")
+    x = np.radians(np.column_stack([np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)]))
+    _, idx = BallTree(x, metric="haversine").query(x, k=k + 1)  # (N, k+1), usually self first
+    own = idx == np.arange(n)[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)  # the self column (or the farthest when duplicates hid it)
+    keep = np.ones_like(idx, dtype=bool)
+    keep[np.arange(n), drop] = False
+    return idx[keep].reshape(n, k)
+
+
+def neighbour_distances(lat: np.ndarray, lon: np.ndarray, neighbours: np.ndarray, radii_km=(1.0, 5.0)) -> dict[str, float]:
+    """Distance of retrieved neighbours: median haversine km and the share within each radius.
+
+    ``km_median = median_{i, j ∈ topK(i)} d(i, j)``, ``within_r = mean_{i, j ∈ topK(i)} 1[d(i, j) <= r]``.
+
+    Args:
+        lat, lon: (N,) degrees of every item.
+        neighbours: (N, K) retrieved item indices per item.
+        radii_km: radii r of the within-r shares.
+
+    Returns:
+        ``{"km_median": .., "within_<r>km": .. for each r}`` (r printed with ``:g``).
+    """
+    from lgsid.geo import haversine_km
+
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    d = haversine_km(lat[:, None], lon[:, None], lat[neighbours], lon[neighbours])  # (N, K)
+    out = {"km_median": float(np.median(d))}
+    for r in radii_km:
+        out[f"within_{float(r):g}km"] = float((d <= float(r)).mean())
+    return out

@@ -90,7 +90,45 @@ def ctr_examples(hist: np.ndarray, pos: np.ndarray, n_items: int, n_neg: int, rn
     Returns:
         hist (M*(1+n_neg), H), target (M*(1+n_neg),), label (M*(1+n_neg),) float32.
     """
-    neg = sample_negatives(pos, n_items, n_neg, rng)  # (M, n_neg)
+    return ctr_examples_with(hist, pos, sample_negatives(pos, n_items, n_neg, rng))
+
+
+def exposure_negatives(pos: np.ndarray, near: np.ndarray, histories: list[np.ndarray], n_neg: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Exposure-like negatives: items near the user's recent locations that they never visited.
+
+    For row u, negatives are drawn without replacement from ``near[u]`` minus the user's training
+    items and the positive; rows with fewer than ``n_neg`` such items are topped up uniformly
+    (:func:`sample_negatives`).
+
+    Args:
+        pos: (U,) positives.
+        near: (U, N) bool, items within the exposure radius of the user's recent visits.
+        histories: U training sequences (item indices).
+        n_neg: negatives per row.
+
+    Returns:
+        ((U, n_neg) negatives, share of negatives that had to come from the uniform top-up).
+    """
+    out = sample_negatives(pos, near.shape[1], n_neg, rng)  # uniform top-up, overwritten where possible
+    topped = 0
+    for u in range(len(pos)):
+        ok = near[u].copy()
+        ok[np.asarray(histories[u], dtype=np.int64)] = False
+        ok[pos[u]] = False
+        cand = np.flatnonzero(ok)
+        m = min(n_neg, len(cand))
+        if m:
+            out[u, :m] = rng.choice(cand, size=m, replace=False)
+        if m < n_neg:  # the uniform top-up must not repeat the chosen ones
+            rest = np.setdiff1d(np.arange(near.shape[1]), np.r_[out[u, :m], pos[u]])
+            out[u, m:] = rng.choice(rest, size=n_neg - m, replace=False)
+            topped += n_neg - m
+    return out, topped / max(1, out.size)
+
+
+def ctr_examples_with(hist: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`ctr_examples` with given negatives (M, n_neg)."""
+    n_neg = neg.shape[1]
     tgt = np.concatenate([pos[:, None], neg], axis=1).reshape(-1)
     lab = np.tile(np.r_[1.0, np.zeros(n_neg)], len(pos)).astype(np.float32)
     return np.repeat(hist, 1 + n_neg, axis=0), tgt, lab

@@ -1,15 +1,5 @@
-"""Ranking metrics for the downstream models: Hit@K, NDCG@K (one relevant item per user), AUC.
-
-Ties. A score-based ranking can tie the target with other items (a constant model ties
-everything). We report the *expected* metric under uniformly random tie-breaking: if ``g`` other
-items score strictly higher than the target and ``e`` score equal, the target's rank is uniform on
-``{g+1, …, g+e+1}``, so
-
-    Hit@K  = |{r in that range : r <= K}| / (e + 1)
-    NDCG@K = Σ_{r in that range, r <= K} 1/log2(r + 1) / (e + 1)
-
-A constant scorer over N items therefore gets Hit@K = K/N, not 1 (optimistic) or 0 (pessimistic).
-Generated lists (beam search) hold distinct items, so they have no ties.
+"""Ranking metrics for the downstream models: Hit@K, NDCG@K (one relevant item per user), split
+into revisit and new targets, and AUC. Ranked lists hold distinct items, so they have no ties.
 """
 
 from __future__ import annotations
@@ -39,32 +29,6 @@ def hit_ndcg_from_ranked(ranked: np.ndarray, target: np.ndarray, k: int) -> tupl
     return float(hit.mean()), float(ndcg.mean())
 
 
-def hit_ndcg_from_scores(scores: np.ndarray, target: np.ndarray, k: int) -> tuple[float, float]:
-    """Hit@K and NDCG@K from full score matrices, ties broken uniformly at random in expectation.
-
-    Args:
-        scores: (U, N) score of every candidate item per user (higher = better).
-        target: (U,) column index of each user's relevant item.
-        k: cut-off.
-
-    Returns:
-        (mean expected Hit@K, mean expected NDCG@K), see the module docstring.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    target = np.asarray(target)
-    u = np.arange(scores.shape[0])
-    s_t = scores[u, target][:, None]  # (U, 1)
-    g = (scores > s_t).sum(axis=1)  # (U,) strictly better
-    e = (scores == s_t).sum(axis=1) - 1  # (U,) ties besides the target
-    hit = np.zeros(len(u))
-    ndcg = np.zeros(len(u))
-    for r in range(1, k + 1):
-        inside = (r >= g + 1) & (r <= g + e + 1)
-        hit += inside
-        ndcg += inside / np.log2(r + 1.0)
-    return float((hit / (e + 1)).mean()), float((ndcg / (e + 1)).mean())
-
-
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC (scikit-learn; tied scores count one half). NaN when only one class is present.
 
@@ -78,3 +42,24 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     if labels.size == 0 or np.unique(labels).size < 2:
         return float("nan")
     return float(roc_auc_score(labels, np.asarray(scores)))
+
+
+def ranked_metrics(ranked: np.ndarray, target: np.ndarray, revisit: np.ndarray, ks=(5, 10)) -> dict[str, float]:
+    """Hit@K / NDCG@K over all users and split into revisit and new targets.
+
+    A target is a *revisit* when the user visited that item in training. Keys: ``Hit@K``,
+    ``NDCG@K``, ``revisit.Hit@K``, ``revisit.NDCG@K``, ``new.Hit@K``, ``new.NDCG@K`` for each K,
+    plus ``revisit_share`` (NaN metrics for an empty half).
+
+    Args:
+        ranked: (U, R) item indices, best first (-1 = padding).
+        target: (U,) held-out item per user.
+        revisit: (U,) bool, target in the user's training history.
+    """
+    revisit = np.asarray(revisit, dtype=bool)
+    out: dict[str, float] = {"revisit_share": float(revisit.mean()) if revisit.size else float("nan")}
+    for k in ks:
+        out[f"Hit@{k}"], out[f"NDCG@{k}"] = hit_ndcg_from_ranked(ranked, target, k)
+        for name, m in (("revisit", revisit), ("new", ~revisit)):
+            out[f"{name}.Hit@{k}"], out[f"{name}.NDCG@{k}"] = hit_ndcg_from_ranked(np.asarray(ranked)[m], np.asarray(target)[m], k)
+    return out

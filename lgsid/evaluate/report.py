@@ -53,26 +53,53 @@ def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "  ".join("-" * wi for wi in w)] + [line(r) for r in rows]
 
 
+def _geo_cols(geo: dict, k: int = 10) -> list[str]:
+    radii = geo.get("radii_km", [])
+    want = [f"Similarity@{k}", f"P@{k}", f"C@{k}", f"T@{k}", f"km_median@{k}"] + [f"within_{float(r):g}km@{k}" for r in radii]
+    return [c for c in want if any(c in r for r in geo["rows"].values())]
+
+
+GEN_HEADLINE = ["Hit@5", "Hit@10", "NDCG@10", "revisit.Hit@10", "new.Hit@10", "revisit.NDCG@10", "new.NDCG@10"]
+
+
+def _gen_rows(gen: dict, cols: list[str]) -> list[list[str]]:
+    """Baselines first, then SID rows, each with its display name."""
+    vs = gen["variants"]
+    order = [n for n, v in vs.items() if v.get("kind") == "baseline"] + [n for n, v in vs.items() if v.get("kind") != "baseline"]
+    return [[vs[n].get("display", n)] + [_pm(vs[n]["summary"].get(c)) for c in cols] for n in order]
+
+
+def _gen_sources(gen: dict) -> list[str]:
+    vs = gen["variants"]
+    order = [n for n, v in vs.items() if v.get("kind") == "baseline"] + [n for n, v in vs.items() if v.get("kind") != "baseline"]
+    return [("baseline" if vs[n].get("kind") == "baseline" else f"{vs[n].get('source', '')} on {vs[n].get('embedding_version', '')}") for n in order]
+
+
 def headline_table(metrics: dict) -> str:
-    """The headline numbers as plain text: geo C@10 per embedding version, generative Hit@10/NDCG@10/
-    reachability and discriminative AUC per SID variant (mean ± std over seeds), plus skipped sections."""
+    """The headline numbers as plain text: geo P/C/T@10, Similarity@10 and neighbour distances per embedding
+    version and the geographic oracle; next-item Hit/NDCG (all, revisit, new targets) for the baselines
+    then each SID variant and decoding lever; DIN AUC on uniform and exposure-like negatives; skipped sections."""
     lines = ["LGSID evaluation — headline"]
     geo = metrics.get("geo", {})
     if "rows" in geo:
-        cols = [c for c in ("Similarity@10", "P@10", "C@10", "T@10", "NMI_county") if any(c in r for r in geo["rows"].values())]
+        cols = _geo_cols(geo)
         rows = [[v] + [_fmt(r.get(c)) for c in cols] for v, r in geo["rows"].items()]
-        lines += ["", "Geo-awareness (Table 3):"] + _text_table(["embeddings"] + cols, rows)
+        lines += ["", "Geo-awareness (Table 3; km_median / within_r: haversine distance to the top-10 embedding neighbours; "
+                      "geo-oracle = the 10 nearest items):"] + _text_table(["embeddings"] + cols, rows)
     gen = metrics.get("generative", {})
     if "variants" in gen:
         reach = next((k for v in gen["variants"].values() for k in v["summary"] if k.startswith("Reach@")), "Reach@10")
-        cols = ["Hit@5", "Hit@10", "NDCG@5", "NDCG@10", reach]
-        rows = [[v.get("display", n)] + [_pm(v["summary"].get(c)) for c in cols] for n, v in gen["variants"].items()]
-        lines += ["", f"Generative, TIGER-style (Table 2; {gen['n_test_users']} test users, reach within {gen['reach_radius_km']:g} km; "
-                      f"held-out items themselves: {_fmt(gen.get('reach_target_share'))}):"] + _text_table(["SIDs"] + cols, rows)
+        cols = GEN_HEADLINE + [reach]
+        lines += ["", f"Next item (Table 2; {gen['n_test_users']} test users; revisit targets {_fmt(gen.get('revisit_share'), 3)}, "
+                      f"new {_fmt(1 - gen['revisit_share'], 3) if gen.get('revisit_share') is not None else 'n/a'}; reach within "
+                      f"{gen['reach_radius_km']:g} km, held-out items themselves: {_fmt(gen.get('reach_target_share'))}):"]
+        lines += _text_table(["model"] + [c.replace("revisit.", "rev ").replace("new.", "new ") for c in cols], _gen_rows(gen, cols))
     dis = metrics.get("discriminative", {})
     if "variants" in dis:
-        rows = [[v.get("display", n), _pm(v["summary"]["AUC"])] for n, v in dis["variants"].items()]
-        lines += ["", "Discriminative, DIN-style (Table 1):"] + _text_table(["features", "test AUC"], rows)
+        cols = ["AUC"] + (["AUC_exposure"] if any("AUC_exposure" in v["summary"] for v in dis["variants"].values()) else [])
+        rows = [[v.get("display", n)] + [_pm(v["summary"].get(c)) for c in cols] for n, v in dis["variants"].items()]
+        hdr = ["features", "AUC (uniform neg.)"] + (["AUC (exposure neg.)"] if len(cols) > 1 else [])
+        lines += ["", "Discriminative, DIN-style (Table 1):"] + _text_table(hdr, rows)
     skipped = metrics.get("skipped", {})
     if skipped:
         lines += ["", "Skipped:"] + [f"  {k}: {v}" for k, v in skipped.items()]
@@ -91,7 +118,7 @@ def flat_metrics(metrics: dict, headline_only: bool = False) -> dict[str, float]
     geo = metrics.get("geo", {})
     for ver, row in geo.get("rows", {}).items():
         for k, v in row.items():
-            if not headline_only or k in ("C@10", "P@10", "T@10", "Similarity@10"):
+            if not headline_only or k in ("C@10", "P@10", "T@10", "Similarity@10", "km_median@10") or (k.startswith("within_") and k.endswith("@10")):
                 put(f"geo.{ver}.{k}", v)
     if not headline_only:
         for name, e in metrics.get("codebook", {}).items():
@@ -101,7 +128,7 @@ def flat_metrics(metrics: dict, headline_only: bool = False) -> dict[str, float]
     for sec in ("generative", "discriminative"):
         for name, v in metrics.get(sec, {}).get("variants", {}).items():
             for k, s in v["summary"].items():
-                if headline_only and k not in ("Hit@10", "NDCG@10", "AUC") and not k.startswith("Reach@"):
+                if headline_only and k not in ("Hit@10", "NDCG@10", "AUC", "AUC_exposure", "revisit.Hit@10", "new.Hit@10") and not k.startswith("Reach@"):
                     continue
                 put(f"{sec}.{name}.{k}", s["mean"])
                 if not headline_only:
@@ -127,9 +154,11 @@ def render_markdown(metrics: dict, out_dir: str) -> str:
     if "skipped" in geo:
         L.append(f"Skipped: {geo['skipped']}")
     else:
-        cols = list(next(iter(geo["rows"].values())).keys())
+        cols = list(dict.fromkeys(c for r in geo["rows"].values() for c in r))
         L += [f"Top-K cosine retrieval over {geo['n_items']} items. Similarity@K: mean cosine between an item and its retrieved items in the "
-              "reference space. P/C/T@K: share of retrieved items in the same state / county / town. NMI: K-Means clusters vs true labels.", ""]
+              "reference space. P/C/T@K: share of retrieved items in the same state / county / town. NMI: K-Means clusters vs true labels. "
+              "km_median@K / within_r km@K: haversine distance from an item to its retrieved items. geo-oracle: the K nearest items by "
+              "distance (the best any space can do on distance; its Similarity@K is what that costs semantically).", ""]
         L += _table(["embeddings"] + cols, [[v] + [_fmt(r.get(c)) for c in cols] for v, r in geo["rows"].items()])
         if geo.get("note"):
             L += ["", geo["note"]]
@@ -161,8 +190,11 @@ def render_markdown(metrics: dict, out_dir: str) -> str:
         L += [f"Leave-last-out split; {gen['n_train_examples']} training examples, {gen['n_test_users']} test users; trie-constrained beam search. "
               f"Reach@K: share of recommended items within {gen['reach_radius_km']:g} km of the user's recent locations "
               f"(held-out items themselves: {_fmt(gen.get('reach_target_share'))}). Mean ± std over seeds.", ""]
-        cols = [k for k in next(iter(gen["variants"].values()))["summary"] if k != "valid_share"]
-        L += _table(["SIDs", "embeddings"] + cols, [[v["display"], v["embedding_version"]] + [_pm(v["summary"][c]) for c in cols] for v in gen["variants"].values()])
+        cols = [k for k in next(iter(gen["variants"].values()))["summary"] if k not in ("valid_share", "revisit_share")]
+        L += [f"Revisit targets (in the user's training history): {_fmt(gen.get('revisit_share'), 3)} of test users; the last training "
+              f"item repeated: {_fmt(gen.get('last_item_repeat_share'), 3)}. Baselines first (nearby popularity decays over "
+              f"{gen.get('nearby_decay_km', 0):g} km); best baseline by Hit@10: {gen.get('best_baseline')}.", ""]
+        L += _table(["model", "source"] + cols, [[r[0], vs_src] + r[1:] for r, vs_src in zip(_gen_rows(gen, cols), _gen_sources(gen))])
 
     L += ["", "## Discriminative recommendation, DIN-style (Table 1)", ""]
     dis = metrics.get("discriminative", {})
@@ -171,7 +203,11 @@ def render_markdown(metrics: dict, out_dir: str) -> str:
     else:
         L += [f"{dis['n_train_rows']} train rows, {dis['n_test_rows']} test rows ({dis['negatives_per_positive']} sampled negatives per positive), "
               f"SID level embeddings combined by {dis['sid_mode']}. Mean ± std over seeds.", ""]
-        L += _table(["features", "test AUC"], [[v["display"], _pm(v["summary"]["AUC"])] for v in dis["variants"].values()])
+        cols = ["AUC"] + (["AUC_exposure"] if any("AUC_exposure" in v["summary"] for v in dis["variants"].values()) else [])
+        if len(cols) > 1:
+            L += [f"AUC_exposure: the same positives against unvisited items within {dis.get('exposure_radius_km', 0):g} km of the user's recent "
+                  f"visits ({_fmt(dis.get('exposure_uniform_fallback_share'), 3)} of them topped up uniformly where too few exist).", ""]
+        L += _table(["features"] + cols, [[v["display"]] + [_pm(v["summary"].get(c)) for c in cols] for v in dis["variants"].values()])
     return "\n".join(L) + "\n"
 
 

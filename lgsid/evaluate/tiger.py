@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lgsid.evaluate.training import train_minibatches
+from lgsid.geo import haversine_km
 
 PAD, BOS, N_SPECIAL = 0, 1, 2
 
@@ -73,30 +74,47 @@ class PrefixTrie:
 
     ``children[node, c]`` is the child of ``node`` for code ``c`` at that node's depth (-1 = none);
     ``leaf_item[node]`` is the item a depth-T node names (-1 for inner nodes). Node 0 is the root.
+    Items sorted by SID (``order``) put every node's items in one contiguous range
+    ``order[lo[node]:hi[node]]``, so per-query item sets can be tested per node in O(1).
     """
 
     def __init__(self, sids: np.ndarray):
         sids = np.asarray(sids, dtype=np.int64)
         width = int(sids.max()) + 1 if sids.size else 1
+        self.order = np.lexsort(sids.T[::-1]) if sids.size else np.zeros(0, np.int64)  # (N,) items in SID order
         table: list[dict[int, int]] = [{}]
+        lo, hi = [0], [len(sids)]
         leaf: dict[int, int] = {}
-        for i, sid in enumerate(sids):
+        for p, i in enumerate(self.order):
             node = 0
-            for c in sid:
+            for c in sids[i]:
                 nxt = table[node].get(int(c))
                 if nxt is None:
                     nxt = len(table)
                     table[node][int(c)] = nxt
                     table.append({})
+                    lo.append(p)
+                    hi.append(p + 1)
+                hi[nxt] = p + 1
                 node = nxt
-            leaf[node] = i
+            leaf[node] = int(i)
         self.children = np.full((len(table), width), -1, dtype=np.int32 if len(table) < 2**31 else np.int64)
         for node, ch in enumerate(table):
             if ch:
                 self.children[node, list(ch.keys())] = list(ch.values())
         self.leaf_item = np.full(len(table), -1, dtype=np.int64)
         self.leaf_item[list(leaf.keys())] = list(leaf.values())
+        self.lo = np.asarray(lo, dtype=np.int64)  # node's items are order[lo[node]:hi[node]]
+        self.hi = np.asarray(hi, dtype=np.int64)
         self.depth = sids.shape[1]
+
+    def subtree_counts(self, item_mask: np.ndarray) -> np.ndarray:
+        """(Q, N) bool per-query item mask -> (Q, N + 1) cumulative counts in SID order.
+
+        ``cum[q, hi[n]] - cum[q, lo[n]]`` is the number of masked items below node ``n``.
+        """
+        m = np.asarray(item_mask, dtype=bool)[:, self.order]
+        return np.concatenate([np.zeros((len(m), 1), np.int32), np.cumsum(m, axis=1, dtype=np.int32)], axis=1)
 
     def allowed(self, nodes: np.ndarray, size: int) -> np.ndarray:
         """(M,) nodes (-1 = dead beam) -> (M, size) bool mask of codes that extend a valid prefix."""
@@ -112,8 +130,12 @@ def constrained_beam_search(
     trie: PrefixTrie,
     sizes: np.ndarray,
     beam: int,
+    allowed_counts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Beam search whose every step is masked to the trie's valid continuations.
+
+    With ``allowed_counts`` (reachability-constrained decoding) a prefix is only expanded when at
+    least one item below it is allowed for that query, so every finished beam is an allowed item.
 
     Args:
         step_logprobs: ``f(t, prefixes)`` with prefixes (n_queries * beam, t) codes of the beams,
@@ -122,10 +144,12 @@ def constrained_beam_search(
         trie: prefix trie of valid SIDs.
         sizes: (T,) code count per position.
         beam: beam width.
+        allowed_counts: optional (n_queries, N + 1) :meth:`PrefixTrie.subtree_counts` of each
+            query's allowed items.
 
     Returns:
         (items, scores): (n_queries, beam) item indices best first (-1 where fewer than ``beam``
-        valid SIDs exist) and their summed log-probabilities.
+        valid (allowed) SIDs exist) and their summed log-probabilities.
     """
     q, b = n_queries, beam
     nodes = np.full((q, b), -1, dtype=np.int64)
@@ -137,6 +161,12 @@ def constrained_beam_search(
         s = int(sizes[t])
         lp = np.asarray(step_logprobs(t, prefixes.reshape(q * b, t)), dtype=np.float64)  # (q*b, s)
         ok = trie.allowed(nodes.reshape(-1), s)  # (q*b, s)
+        if allowed_counts is not None:
+            ch = trie.children[np.clip(nodes.reshape(-1), 0, None), : min(s, trie.children.shape[1])]  # (q*b, s')
+            ch = np.pad(ch, ((0, 0), (0, s - ch.shape[1])), constant_values=-1) if ch.shape[1] < s else ch
+            chc = np.clip(ch, 0, None)
+            qi = np.repeat(np.arange(q), b)[:, None]  # (q*b, 1)
+            ok &= (allowed_counts[qi, trie.hi[chc]] - allowed_counts[qi, trie.lo[chc]]) > 0
         cand = np.where(ok, scores.reshape(-1, 1) + lp, -np.inf).reshape(q, b * s)  # (q, b*s)
         top = np.argsort(-cand, axis=1, kind="stable")[:, :b]  # (q, b)
         new_scores = np.take_along_axis(cand, top, axis=1)
@@ -163,24 +193,34 @@ class TigerModel(nn.Module):
         vocab_size: tokens incl. PAD/BOS.
         sid_len: T, tokens per SID.
         max_history: H, items in the encoder input (src length H*T).
+        n_context: number of context values (e.g. H3 cells of the user's last visit); > 0 adds one
+            context token in front of the history (its own embedding table and position).
     """
 
-    def __init__(self, vocab_size: int, sid_len: int, max_history: int, d_model: int = 64, nhead: int = 4, layers: int = 2, dropout: float = 0.1):
+    def __init__(self, vocab_size: int, sid_len: int, max_history: int, d_model: int = 64, nhead: int = 4, layers: int = 2, dropout: float = 0.1,
+                 n_context: int = 0):
         super().__init__()
         self.sid_len = sid_len
         self.tok = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
-        self.src_pos = nn.Embedding(max_history * sid_len, d_model)
+        self.src_pos = nn.Embedding(max_history * sid_len + 1, d_model)
         self.tgt_pos = nn.Embedding(sid_len + 1, d_model)
+        self.ctx = nn.Embedding(n_context, d_model) if n_context > 0 else None
         self.transformer = nn.Transformer(
             d_model, nhead, layers, layers, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
         )
         self.head = nn.Linear(d_model, vocab_size)
 
-    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """src (B, S) tokens -> memory (B, S, d), padding mask (B, S)."""
+    def encode(self, src: torch.Tensor, ctx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """src (B, S) tokens, ctx (B,) context ids or None -> memory (B, S[+1], d), padding mask (B, S[+1])."""
         pad = src == PAD
         pos = torch.arange(src.shape[1], device=src.device)
         x = self.tok(src) + self.src_pos(pos)[None]
+        if self.ctx is not None:
+            if ctx is None:
+                raise ValueError("this TigerModel was built with a context token: pass ctx")
+            c = self.ctx(ctx) + self.src_pos.weight[-1]  # (B, d)
+            x = torch.cat([c[:, None], x], dim=1)
+            pad = torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1)
         return self.transformer.encoder(x, src_key_padding_mask=pad), pad
 
     def decode(self, memory: torch.Tensor, pad: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -192,9 +232,9 @@ class TigerModel(nn.Module):
         h = self.transformer.decoder(y, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=pad)
         return self.head(h)
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: src (B, S), tgt (B, T) -> logits (B, T, V)."""
-        memory, pad = self.encode(src)
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: src (B, S), tgt (B, T), ctx (B,) or None -> logits (B, T, V)."""
+        memory, pad = self.encode(src, ctx)
         tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
         return self.decode(memory, pad, tgt_in)
 
@@ -229,7 +269,7 @@ def training_examples(seqs: list[np.ndarray], max_history: int) -> tuple[np.ndar
 
 
 def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
-                batch_size: int, lr: float, progress: bool = False) -> TigerModel:
+                batch_size: int, lr: float, progress: bool = False, context: np.ndarray | None = None, n_context: int = 0) -> TigerModel:
     """Train a :class:`TigerModel` with teacher forcing (cross-entropy over the SID tokens).
 
     Args:
@@ -237,42 +277,56 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
         hist: (M, H) history item indices (-1 = pad).
         target: (M,) next item indices.
         seed: seeds torch and the shuffling.
+        context: optional (M,) context ids in [0, n_context) (one extra encoder token per example).
+        n_context: size of the context vocabulary (0 = no context token).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     h = hist.shape[1]
-    model = TigerModel(vocab.vocab_size, vocab.length, h, d_model=d_model, nhead=nhead, layers=layers)
+    model = TigerModel(vocab.vocab_size, vocab.length, h, d_model=d_model, nhead=nhead, layers=layers, n_context=n_context if context is not None else 0)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     src_all = torch.from_numpy(vocab.tokens(hist).reshape(len(hist), -1))  # (M, H*T)
     tgt_all = torch.from_numpy(vocab.tokens(target))  # (M, T)
+    ctx_all = None if context is None else torch.from_numpy(np.asarray(context, dtype=np.int64))
     loss_fn = nn.CrossEntropyLoss()
 
     def batch_loss(bi: torch.Tensor) -> torch.Tensor:
-        logits = model(src_all[bi], tgt_all[bi])  # (B, T, V)
+        logits = model(src_all[bi], tgt_all[bi], None if ctx_all is None else ctx_all[bi])  # (B, T, V)
         return loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_all[bi].reshape(-1))
 
     return train_minibatches(model, opt, len(hist), batch_loss, epochs=epochs, batch_size=batch_size, rng=rng,
                              progress=progress, desc="tiger epochs")
 
 
+def _encode_batch(model: TigerModel, vocab: SIDVocab, hb: np.ndarray, cb: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    src = torch.from_numpy(vocab.tokens(hb).reshape(len(hb), -1))
+    return model.encode(src, None if cb is None else torch.from_numpy(np.asarray(cb, dtype=np.int64)))
+
+
 @torch.no_grad()
-def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.ndarray, beam: int, batch_size: int = 256) -> np.ndarray:
+def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.ndarray, beam: int, batch_size: int = 256,
+              context: np.ndarray | None = None, allowed: np.ndarray | None = None, return_scores: bool = False):
     """Top-``beam`` items per user by trie-constrained beam search.
 
     Args:
         hist: (U, H) history item indices (-1 = pad).
+        context: (U,) context ids when the model has a context token.
+        allowed: optional (U, N) bool items each user may be recommended (reachability-constrained
+            decoding: a prefix is expanded only if an allowed item lies below it).
+        return_scores: also return the (U, beam) summed log-probabilities.
 
     Returns:
-        (U, beam) item indices best first (-1 where the catalogue has fewer SIDs than ``beam``).
+        (U, beam) item indices best first (-1 where fewer than ``beam`` valid SIDs exist), and the
+        scores when ``return_scores``.
     """
     import warnings
 
     warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors")  # eval fast path, harmless
     out = np.full((len(hist), beam), -1, dtype=np.int64)
+    out_s = np.full((len(hist), beam), -np.inf)
     for s in range(0, len(hist), batch_size):
         hb = hist[s:s + batch_size]
-        src = torch.from_numpy(vocab.tokens(hb).reshape(len(hb), -1))
-        memory, pad = model.encode(src)
+        memory, pad = _encode_batch(model, vocab, hb, None if context is None else context[s:s + batch_size])
         memory = memory.repeat_interleave(beam, dim=0)  # (q*b, S, d), query-major like the beams
         pad = pad.repeat_interleave(beam, dim=0)
 
@@ -283,19 +337,86 @@ def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.nda
             lo = int(vocab.offsets[t])
             return torch.log_softmax(logits[:, lo:lo + int(vocab.sizes[t])], dim=-1).numpy()
 
-        items, _ = constrained_beam_search(step, len(hb), trie, vocab.sizes, beam)
-        out[s:s + len(hb)] = items
+        counts = None if allowed is None else trie.subtree_counts(allowed[s:s + batch_size])
+        items, scores = constrained_beam_search(step, len(hb), trie, vocab.sizes, beam, allowed_counts=counts)
+        out[s:s + len(hb)], out_s[s:s + len(hb)] = items, scores
+    return (out, out_s) if return_scores else out
+
+
+@torch.no_grad()
+def score_items(model: TigerModel, vocab: SIDVocab, hist: np.ndarray, candidates: np.ndarray, context: np.ndarray | None = None,
+                batch_size: int = 128) -> np.ndarray:
+    """Exact log-probability of given candidate items under the model (teacher forcing).
+
+    ``log p(item | history) = Σ_t log softmax_t(code_t | code_<t, history)`` over the SID's
+    positions, each softmax restricted to that position's token range (as in :func:`recommend`).
+
+    Args:
+        hist: (U, H) history item indices.
+        candidates: (U, C) item indices to score (-1 = none).
+
+    Returns:
+        (U, C) log-probabilities (-inf where the candidate is -1).
+    """
+    u, c = candidates.shape
+    out = np.full((u, c), -np.inf)
+    if c == 0:
+        return out
+    T = vocab.length
+    for s in range(0, u, batch_size):
+        hb, cand = hist[s:s + batch_size], candidates[s:s + batch_size]
+        memory, pad = _encode_batch(model, vocab, hb, None if context is None else context[s:s + batch_size])
+        memory, pad = memory.repeat_interleave(c, dim=0), pad.repeat_interleave(c, dim=0)  # (q*C, S, d)
+        tgt = torch.from_numpy(vocab.tokens(cand.reshape(-1)))  # (q*C, T)
+        tgt_in = torch.cat([torch.full((len(tgt), 1), BOS, dtype=torch.long), tgt[:, :-1]], dim=1)
+        logits = model.decode(memory, pad, tgt_in)  # (q*C, T, V)
+        lp = torch.zeros(len(tgt), dtype=torch.float64)
+        for t in range(T):
+            lo = int(vocab.offsets[t])
+            lsm = torch.log_softmax(logits[:, t, lo:lo + int(vocab.sizes[t])], dim=-1)
+            lp += lsm.gather(1, (tgt[:, t] - lo).clamp(min=0)[:, None]).squeeze(1).double()
+        out[s:s + len(hb)] = np.where(cand >= 0, lp.numpy().reshape(len(hb), c), -np.inf)
     return out
 
 
-def _haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
-    try:
-        from lgsid.geo import haversine_km  # the project's shared implementation, when present
-    except ImportError:  # pragma: no cover - fallback until lgsid.geo lands
-        p1, p2 = np.radians(lat1), np.radians(lat2)
-        a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
-        return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
-    return np.asarray(haversine_km(lat1, lon1, lat2, lon2))
+def merge_ranked(items_a: np.ndarray, scores_a: np.ndarray, items_b: np.ndarray, scores_b: np.ndarray, k: int) -> np.ndarray:
+    """Union of two scored candidate lists per row, top-``k`` distinct items by score.
+
+    Args:
+        items_a, scores_a: (U, A) items (-1 = none) and scores.
+        items_b, scores_b: (U, B) the same for a second candidate source.
+
+    Returns:
+        (U, k) item indices, best first (-1 padded).
+    """
+    items = np.concatenate([items_a, items_b], axis=1)
+    scores = np.where(items >= 0, np.concatenate([scores_a, scores_b], axis=1), -np.inf)
+    out = np.full((len(items), k), -1, dtype=np.int64)
+    for r in range(len(items)):
+        order = np.argsort(-scores[r], kind="stable")
+        seen: list[int] = []
+        for j in order:
+            it = int(items[r, j])
+            if not np.isfinite(scores[r, j]) or it < 0:
+                break
+            if it not in seen:
+                seen.append(it)
+                if len(seen) == k:
+                    break
+        out[r, :len(seen)] = seen
+    return out
+
+
+def reachable_mask(recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float, chunk: int = 256) -> np.ndarray:
+    """(U, N) bool: item within ``radius_km`` of any of the user's recent items ((U, R), -1 = pad)."""
+    out = np.zeros((len(recent), len(lat)), dtype=bool)
+    for s in range(0, len(recent), chunk):
+        r = recent[s:s + chunk]
+        ok = r >= 0
+        rc = np.clip(r, 0, None)
+        d = haversine_km(lat[rc][:, :, None], lon[rc][:, :, None], lat[None, None, :], lon[None, None, :])  # (b, R, N)
+        out[s:s + chunk] = ((d <= radius_km) & ok[:, :, None]).any(axis=1)
+    return out
 
 
 def reach_share(recommended: np.ndarray, recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> float:
@@ -311,7 +432,7 @@ def reach_share(recommended: np.ndarray, recent: np.ndarray, lat: np.ndarray, lo
     """
     rec_ok, rc_ok = recommended >= 0, recent >= 0
     ri, ci = np.clip(recommended, 0, None), np.clip(recent, 0, None)
-    d = _haversine_km(lat[ri][:, :, None], lon[ri][:, :, None], lat[ci][:, None, :], lon[ci][:, None, :])  # (U, K, R)
+    d = haversine_km(lat[ri][:, :, None], lon[ri][:, :, None], lat[ci][:, None, :], lon[ci][:, None, :])  # (U, K, R)
     d = np.where(rc_ok[:, None, :], d, np.inf).min(axis=2)  # (U, K)
     n = rec_ok.sum()
     return float(((d <= radius_km) & rec_ok).sum() / n) if n else float("nan")

@@ -70,24 +70,47 @@ def _write(spark, store, items, inter, emb=None):
         store.write(spark.createDataFrame(emb), "item_embeddings")
 
 
-def test_evaluate_cli_end_to_end(spark, store, cfg, tmp_path, capsys):
+def _register_candidate(cfg, store, spark, items, tmp_path, codes, suffix):
+    """A registered SID model version (HGIT on aligned-1) holding 'candidate', from a run with its
+    tokenizer metrics, and its sid_items rows (the codes tokenize would have written)."""
     import mlflow
 
-    from lgsid.cli import main
-
-    cfg = _tiny(cfg)
-    _write(spark, store, *_frames())
-    conf = tmp_path / "conf.yaml"
-    conf.write_text(yaml.safe_dump(cfg.to_dict()))
-    # a registered candidate SID model version (HGIT on aligned-1): evaluate tags it for the promotion gate
+    from lgsid.tokenizer.job import sid_items_frame
     from lgsid.tracking import setup_mlflow
 
     exp = setup_mlflow(cfg)
     client = mlflow.MlflowClient()
     name = cfg.mlflow.sid_model_name
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_metrics({"usage_l1": 1.0, "collision_rate": 0.0, "geo_C_at_10": 1.0})
     client.create_registered_model(name)
-    mv = client.create_model_version(name, source=str(tmp_path / "no-model"), tags={"lgsid.tokenizer_kind": "hgit", "lgsid.embedding_model_version": "aligned-1"})
+    mv = client.create_model_version(name, source=str(tmp_path / "no-model"), run_id=run.info.run_id,
+                                     tags={"lgsid.tokenizer_kind": "hgit", "lgsid.embedding_model_version": "aligned-1"})
     client.set_registered_model_alias(name, "candidate", mv.version)
+    store.write(sid_items_frame(spark, str(mv.version), items["item_id"], codes, suffix), "sid_items")
+    return exp, client, name, mv
+
+
+def test_evaluate_cli_end_to_end(spark, store, cfg, tmp_path, capsys):
+    import mlflow
+
+    from lgsid.cli import main
+    from lgsid.config import replace
+    from lgsid.errors import PromotionRefused
+    from lgsid.registry import promote
+
+    cfg = replace(_tiny(cfg), promote={"min_downstream_hit_at_10": 0.99})
+    items, inter, emb = _frames()
+    _write(spark, store, items, inter, emb)
+    # the candidate's own codes: one level-1 code per town (what a refit of HGIT would not produce exactly)
+    town = items["town"].str.removeprefix("Town").astype(int).to_numpy()
+    codes = np.stack([town % 8, town // 8, np.arange(N_ITEMS) % 4], axis=1).astype(np.int64)
+    from lgsid.tokenizer import dedup_suffix
+
+    suffix = np.asarray(dedup_suffix(codes), dtype=np.int64)
+    exp, client, name, mv = _register_candidate(cfg, store, spark, items, tmp_path, codes, suffix)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(cfg.to_dict()))
     out = tmp_path / "report-out"
     assert main(["evaluate", "--conf", str(conf), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -96,22 +119,34 @@ def test_evaluate_cli_end_to_end(spark, store, cfg, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     for sec in SECTIONS:
         assert sec in m and ("skipped" not in m[sec]), (sec, m[sec])
-    assert list(m["geo"]["rows"]) == ["reference", "aligned-1"]
-    ref, al = m["geo"]["rows"]["reference"], m["geo"]["rows"]["aligned-1"]
+    assert list(m["geo"]["rows"]) == ["reference", "aligned-1", "geo-oracle"]
+    ref, al, oracle = (m["geo"]["rows"][k] for k in ("reference", "aligned-1", "geo-oracle"))
     assert al["T@5"] > ref["T@5"]  # the aligned space encodes the town
     assert ref["Similarity@5"] > al["Similarity@5"]  # retrieved in its own space, reference similarity is highest
-    assert set(m["codebook"]) == {"rqvae", "rqkmeans", "hgit-ref", "lgsid"}
-    assert 0 <= m["codebook"]["lgsid"]["metrics"]["collision_rate"] <= 1
+    assert oracle["km_median@5"] < al["km_median@5"] < ref["km_median@5"]  # towns lie 100+ km apart, items ~2 km around them
+    assert oracle["within_5km@5"] > 0.9 and ref["within_5km@5"] < 0.3
+    # the candidate variant is scored from its sid_items, not refitted; the other three are refits
+    assert m["meta"]["sid_sources"]["lgsid"] == f"registered {name} v{mv.version}"
+    assert {m["meta"]["sid_sources"][v] for v in ("rqvae", "rqkmeans", "hgit-ref")} == {"refit"}
+    assert m["codebook"]["lgsid"]["metrics"]["usage_l1"] == pytest.approx(8 / 8)  # codes 0..7 at level 1, as registered
+    assert (out / "plots" / "map_lgsid.png").stat().st_size > 0
     gen = m["generative"]["variants"]
-    assert set(gen) == {"rqvae", "rqkmeans", "hgit-ref", "lgsid"}
+    sid_rows = {n for n, v in gen.items() if v["kind"] == "sid"}
+    assert sid_rows == {"rqvae", "rqkmeans", "hgit-ref", "lgsid", "lgsid+repeat", "lgsid+reach"}
+    assert [n for n, v in gen.items() if v["kind"] == "baseline"] == ["popularity", "history", "history_nearby", "sasrec"]
+    hist = gen["history"]["summary"]
+    assert hist["revisit.Hit@10"]["mean"] == 1.0  # a revisit target is always among <= 8 own items
+    share = m["generative"]["revisit_share"]
+    assert hist["Hit@10"]["mean"] == pytest.approx(share * hist["revisit.Hit@10"]["mean"] + (1 - share) * hist["new.Hit@10"]["mean"])
+    assert gen["lgsid+reach"]["summary"]["Reach@10"]["mean"] == 1.0  # constrained beams only reach nearby items
     for v in gen.values():
-        assert v["summary"]["valid_share"]["mean"] == 1.0  # every beam maps to an item
-        assert 0 <= v["summary"]["Hit@10"]["mean"] <= 1 and 0 <= v["summary"]["Reach@10"]["mean"] <= 1
-    assert set(m["discriminative"]["variants"]) == {"origin", "rqvae", "rqkmeans", "hgit-ref", "lgsid"}
+        assert v["summary"]["valid_share"]["mean"] == 1.0  # every list is full
+    dis = m["discriminative"]["variants"]
+    assert set(dis) == {"popularity", "history_nearby", "origin", "rqvae", "rqkmeans", "hgit-ref", "lgsid"}
+    assert all("AUC_exposure" in v["summary"] for v in dis.values())
     assert m["meta"]["n_test_users"] == N_USERS
     report = (out / "report.md").read_text()
-    assert "## Generative recommendation" in report and "LGSID (HGIT + aligned emb.)" in report
-    assert (out / "plots" / "projection_aligned-1.png").stat().st_size > 0
+    assert "## Generative recommendation" in report and "User history + nearby popularity" in report and f"[v{mv.version}]" in report
 
     runs = mlflow.search_runs([exp], filter_string="tags.`lgsid.stage` = 'evaluate'")
     assert len(runs) == 1
@@ -121,8 +156,11 @@ def test_evaluate_cli_end_to_end(spark, store, cfg, tmp_path, capsys):
     assert runs["metrics.generative.lgsid.Hit_at_10"][0] == pytest.approx(gen["lgsid"]["summary"]["Hit@10"]["mean"])
     tags = client.get_model_version(name, mv.version).tags
     assert float(tags["downstream.hit_at_10"]) == pytest.approx(gen["lgsid"]["summary"]["Hit@10"]["mean"], abs=1e-5)
-    assert float(tags["downstream.auc"]) == pytest.approx(m["discriminative"]["variants"]["lgsid"]["summary"]["AUC"]["mean"], abs=1e-5)
-    assert tags["lgsid.evaluate_run_id"] == run_id
+    assert float(tags["downstream.auc"]) == pytest.approx(dis["lgsid"]["summary"]["AUC"]["mean"], abs=1e-5)
+    assert tags["lgsid.evaluate_run_id"] == run_id and tags["downstream.variant"] == "lgsid"
+    # the gate decides on the model it promotes: its own Hit@10 is far below 0.99 -> refused, naming the metric
+    with pytest.raises(PromotionRefused, match=r"downstream.hit_at_10' = .* fails the gate promote.min_downstream_hit_at_10"):
+        promote(cfg)
 
 
 def test_evaluate_without_embeddings_skips_with_reasons(spark, store, cfg):
@@ -135,7 +173,8 @@ def test_evaluate_without_embeddings_skips_with_reasons(spark, store, cfg):
     summary = run(spark, cfg)
     m = json.loads(open(os.path.join(cfg.evaluate.out_dir, "metrics.json")).read())
     assert m["geo"] == {"skipped": "no item_embeddings (run `lgsid embed`)"}
-    assert "skipped" in m["codebook"] and "skipped" in m["generative"]
+    assert "skipped" in m["codebook"]
+    assert {v["kind"] for v in m["generative"]["variants"].values()} == {"baseline"}  # baselines need no SIDs
     assert "no 'reference' item embeddings" in m["skipped"]["variant:rqvae"]
-    assert list(m["discriminative"]["variants"]) == ["origin"]  # ID-only still runs
+    assert list(m["discriminative"]["variants"]) == ["popularity", "history_nearby", "origin"]  # baselines and ID-only still run
     assert any(n.startswith("skipped geo:") for n in summary.notes)

@@ -92,3 +92,72 @@ def test_tiger_recommendations_map_to_items():
     rec = recommend(model, vocab, PrefixTrie(vocab.sids), history_matrix(seqs, 3), beam=5, batch_size=7)
     assert rec.shape == (20, 5) and (rec >= 0).all() and (rec < 30).all()
     assert all(len(set(r)) == 5 for r in rec)
+
+
+def test_trie_node_ranges_count_items_below_each_node():
+    vocab = _catalogue(n=30, sizes=(4, 3))
+    trie = PrefixTrie(vocab.sids)
+    rng = np.random.default_rng(2)
+    mask = rng.random((3, 30)) < 0.3
+    cum = trie.subtree_counts(mask)
+    for node in range(len(trie.lo)):
+        below = trie.order[trie.lo[node]:trie.hi[node]]
+        if trie.leaf_item[node] >= 0:
+            assert below.tolist() == [trie.leaf_item[node]]
+        for q in range(3):
+            assert cum[q, trie.hi[node]] - cum[q, trie.lo[node]] == mask[q, below].sum()
+    assert trie.hi[0] - trie.lo[0] == 30
+
+
+def test_reach_constrained_beam_is_exact_over_the_allowed_items():
+    vocab = _catalogue(n=16, sizes=(3, 3))
+    trie = PrefixTrie(vocab.sids)
+    f = _hash_logprobs(vocab.sizes)
+    rng = np.random.default_rng(5)
+    allowed = rng.random((3, 16)) < 0.4
+    allowed[:, 0] = True  # at least one per query
+    beam = 16
+
+    def step(t, prefixes):
+        return np.stack([f(i // beam, prefixes[i], int(vocab.sizes[t])) for i in range(len(prefixes))])
+
+    items, scores = constrained_beam_search(step, 3, trie, vocab.sizes, beam, allowed_counts=trie.subtree_counts(allowed))
+    for q in range(3):
+        ok = np.flatnonzero(allowed[q])
+        full = {i: sum(f(q, list(vocab.sids[i][:t]), int(vocab.sizes[t]))[vocab.sids[i][t]] for t in range(vocab.length)) for i in ok}
+        order = sorted(ok, key=lambda i: -full[i])
+        assert items[q, :len(ok)].tolist() == order  # exactly the allowed items, best first
+        assert (items[q, len(ok):] == -1).all()
+
+
+def test_score_items_agrees_with_beam_scores_and_merge_keeps_the_best():
+    from lgsid.evaluate.tiger import merge_ranked, score_items
+
+    torch.set_num_threads(1)
+    vocab = _catalogue(n=20, sizes=(4, 3))
+    rng = np.random.default_rng(4)
+    seqs = [rng.integers(0, 20, 4) for _ in range(6)]
+    hist, tgt = training_examples(seqs, 3)
+    model = train_tiger(vocab, hist, tgt, seed=0, epochs=1, d_model=16, nhead=2, layers=1, batch_size=16, lr=1e-3)
+    h = history_matrix(seqs, 3)
+    items, sc = recommend(model, vocab, PrefixTrie(vocab.sids), h, beam=4, return_scores=True)
+    again = score_items(model, vocab, h, items)
+    assert np.allclose(again, sc, atol=1e-4)
+    assert np.isneginf(score_items(model, vocab, h, np.full((6, 2), -1))).all()
+    merged = merge_ranked(np.array([[1, 2, -1]]), np.array([[-1.0, -3.0, 0.0]]), np.array([[2, 5]]), np.array([[-0.5, -2.0]]), 3)
+    assert merged.tolist() == [[2, 1, 5]]  # item 2 keeps its better (history) score; -1 never enters
+
+
+def test_tiger_learns_a_deterministic_successor_with_and_without_context():
+    torch.set_num_threads(1)
+    n = 12
+    vocab = _catalogue(n=n, sizes=(4, 3))
+    trie = PrefixTrie(vocab.sids)
+    hist = np.array([[-1, i] for i in range(n)] * 40)
+    tgt = (hist[:, -1] + 1) % n
+    queries = np.array([[-1, i] for i in range(n)])
+    for ctx in (None, hist[:, -1] % 3):
+        model = train_tiger(vocab, hist, tgt, seed=0, epochs=25, d_model=32, nhead=2, layers=1, batch_size=64, lr=5e-3,
+                            context=ctx, n_context=3 if ctx is not None else 0)
+        rec = recommend(model, vocab, trie, queries, beam=3, context=None if ctx is None else np.arange(n) % 3)
+        assert (rec[:, 0] == (np.arange(n) + 1) % n).mean() >= 0.9

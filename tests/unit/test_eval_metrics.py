@@ -1,15 +1,17 @@
-"""Evaluation metrics on hand-computed cases: coverage@K, Similarity@K, NMI, Hit/NDCG (ties), AUC, reach share."""
+"""Evaluation metrics on hand-computed cases: coverage@K, Similarity@K, NMI, neighbour distances, the
+geographic oracle, Hit/NDCG (overall / revisit / new), AUC, reach share; the registered candidate's codes."""
 
 import math
 
 import numpy as np
 import pytest
 
-from lgsid.evaluate import _mean_std, newest_aligned
 from lgsid.evaluate.geo import geo_awareness, nmi_kmeans, qualified_labels, similarity_at_k
-from lgsid.evaluate.ranking import auc, hit_ndcg_from_ranked, hit_ndcg_from_scores
+from lgsid.evaluate.ranking import auc, hit_ndcg_from_ranked, ranked_metrics
+from lgsid.evaluate.sections import _mean_std, parse_decoding
 from lgsid.evaluate.tiger import reach_share
-from lgsid.metrics import neighbour_share
+from lgsid.evaluate.variants import newest_aligned, registered_codes, variant_for
+from lgsid.metrics import nearest_by_distance, neighbour_distances, neighbour_share
 
 
 def test_coverage_at_k_qualifies_repeated_county_names():
@@ -62,22 +64,69 @@ def test_hit_ndcg_from_ranked_lists():
     assert hit1 == pytest.approx(1 / 3)
 
 
-def test_hit_ndcg_ties_are_expected_under_random_tie_breaking():
-    # constant scorer over 4 items: rank uniform on 1..4
-    hit, ndcg = hit_ndcg_from_scores(np.ones((1, 4)), np.array([0]), k=2)
-    assert hit == pytest.approx(0.5)
-    assert ndcg == pytest.approx((1 + 1 / math.log2(3)) / 4)
-    # one item strictly better, one tie: rank uniform on {2, 3}
-    s = np.array([[0.9, 0.5, 0.5, 0.1]])
-    h2, n2 = hit_ndcg_from_scores(s, np.array([1]), k=2)
-    assert (h2, n2) == (pytest.approx(0.5), pytest.approx(0.5 / math.log2(3)))
-    h3, n3 = hit_ndcg_from_scores(s, np.array([1]), k=3)
-    assert (h3, n3) == (pytest.approx(1.0), pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 2))
-    # no ties: agrees with the ranked-list version
-    s = np.array([[0.1, 0.7, 0.3], [0.2, 0.1, 0.9]])
-    ranked = np.argsort(-s, axis=1)
-    for k in (1, 2, 3):
-        assert hit_ndcg_from_scores(s, np.array([2, 0]), k) == pytest.approx(hit_ndcg_from_ranked(ranked, np.array([2, 0]), k))
+def test_ranked_metrics_split_into_revisit_and_new_targets():
+    ranked = np.array([[3, 1, 2], [5, 6, 7], [9, -1, -1], [4, 0, 8]])
+    target = np.array([1, 4, 9, 8])
+    revisit = np.array([True, False, True, False])
+    m = ranked_metrics(ranked, target, revisit, ks=(1, 3))
+    assert m["revisit_share"] == 0.5
+    assert m["Hit@3"] == pytest.approx(3 / 4) and m["Hit@1"] == pytest.approx(1 / 4)
+    assert m["revisit.Hit@3"] == 1.0 and m["new.Hit@3"] == 0.5  # users 0, 2 hit; user 3 hits, user 1 misses
+    assert m["revisit.NDCG@3"] == pytest.approx((1 / math.log2(3) + 1.0) / 2)
+    assert m["new.NDCG@3"] == pytest.approx((0 + 1 / math.log2(4)) / 2)
+    assert m["new.Hit@1"] == 0.0 and m["revisit.Hit@1"] == 0.5
+
+
+def test_neighbour_distances_hand_computed():
+    # on the equator 0.01 deg lon = 1.1119 km (R = 6371.0088 km)
+    lat = np.zeros(4)
+    lon = np.array([0.0, 0.01, 0.05, 1.0])
+    km = 6371.0088 * np.radians(1.0)
+    nb = np.array([[1, 2], [0, 2], [1, 0], [2, 1]])
+    d = np.array([[0.01, 0.05], [0.01, 0.04], [0.04, 0.05], [0.95, 0.99]]) * km
+    out = neighbour_distances(lat, lon, nb, radii_km=(1.0, 5.0))
+    assert out["km_median"] == pytest.approx(np.median(d), rel=1e-9)
+    assert out["within_1km"] == 0.0  # 1.11 km is just outside 1 km
+    assert out["within_5km"] == pytest.approx(4 / 8)  # 1.11, 5.56 (out), 1.11, 4.45, 4.45, 5.56 (out), 105.6, 110.1
+
+
+def test_geographic_oracle_matches_brute_force():
+    from lgsid.geo import haversine_km
+
+    rng = np.random.default_rng(3)
+    lat, lon = rng.uniform(30, 40, 60), rng.uniform(-110, -90, 60)
+    idx = nearest_by_distance(lat, lon, 5)
+    d = haversine_km(lat[:, None], lon[:, None], lat[None], lon[None])
+    np.fill_diagonal(d, np.inf)
+    brute = np.argsort(d, axis=1)[:, :5]
+    assert (idx == brute).all()
+    with pytest.raises(ValueError, match="k must be in"):
+        nearest_by_distance(lat[:3], lon[:3], 3)
+
+
+def test_registered_codes_follow_item_order_and_refuse_gaps():
+    import pandas as pd
+
+    si = pd.DataFrame({"sid_model_version": ["3", "3", "3", "2"], "item_id": ["b", "a", "c", "a"],
+                       "sid_l1": [1, 0, 1, 9], "sid_l2": [2, 2, 0, 9], "sid_l3": [None, None, None, None], "sid_suffix": [0, 0, 1, 0]})
+    c = registered_codes(si, ["a", "b", "c"], "3", "aligned-1", "registered m v3")
+    assert c.codes.tolist() == [[0, 2], [1, 2], [1, 0]] and c.suffix.tolist() == [0, 0, 1]  # the null third level is dropped
+    assert c.source == "registered m v3" and c.embedding_version == "aligned-1"
+    with pytest.raises(ValueError, match="lacks 1 of 4 evaluated items"):
+        registered_codes(si, ["a", "b", "c", "d"], "3", "aligned-1", "x")
+    with pytest.raises(ValueError, match="no rows for sid_model_version '7'"):
+        registered_codes(si, ["a"], "7", "aligned-1", "x")
+    assert variant_for("hgit", "aligned-2", ["reference", "aligned-1", "aligned-2"]) == "lgsid"
+    assert variant_for("hgit", "aligned-1", ["reference", "aligned-1", "aligned-2"]) is None  # not the newest aligned
+    assert variant_for("rqkmeans", "reference", ["reference"]) == "rqkmeans"
+
+
+def test_parse_decoding_names_the_key():
+    from lgsid.errors import ConfigError
+
+    assert parse_decoding("beam") == frozenset() and parse_decoding("repeat+reach") == {"repeat", "reach"}
+    with pytest.raises(ConfigError, match="evaluate.tiger_decoding: unknown lever"):
+        parse_decoding("beam+teleport")
 
 
 def test_auc_hand_computed_with_ties():
@@ -103,17 +152,17 @@ def test_mean_std_and_newest_aligned():
     assert newest_aligned(["reference"]) is None
 
 
-def test_downstream_for_matches_kind_and_embedding_version():
-    from lgsid.evaluate import downstream_for
+def test_downstream_metrics_of_the_candidate_variant():
+    from lgsid.evaluate.step import downstream_metrics
 
     s = lambda x: {"mean": x, "std": 0.0, "runs": [x]}  # noqa: E731
     metrics = {
         "generative": {"variants": {
-            "hgit-ref": {"embedding_version": "reference", "summary": {"Hit@10": s(0.1)}},
-            "lgsid": {"embedding_version": "aligned-3", "summary": {"Hit@10": s(0.3)}},
+            "hgit-ref": {"summary": {"Hit@10": s(0.1), "NDCG@10": s(0.05)}},
+            "lgsid": {"summary": {"Hit@10": s(0.3), "NDCG@10": s(0.2)}},
         }},
-        "discriminative": {"variants": {"lgsid": {"summary": {"AUC": s(0.7)}}}},
+        "discriminative": {"variants": {"lgsid": {"summary": {"AUC": s(0.7), "AUC_exposure": s(float("nan"))}}}},
     }
-    assert downstream_for(metrics, "hgit", "aligned-3") == ("lgsid", {"downstream.hit_at_10": 0.3, "downstream.auc": 0.7})
-    assert downstream_for(metrics, "hgit", "reference") == ("hgit-ref", {"downstream.hit_at_10": 0.1})
-    assert downstream_for(metrics, "rqvae", "aligned-3") == (None, {})
+    assert downstream_metrics(metrics, "lgsid") == {"downstream.hit_at_10": 0.3, "downstream.ndcg_at_10": 0.2, "downstream.auc": 0.7}
+    assert downstream_metrics(metrics, "hgit-ref") == {"downstream.hit_at_10": 0.1, "downstream.ndcg_at_10": 0.05}
+    assert downstream_metrics(metrics, "rqvae") == {}

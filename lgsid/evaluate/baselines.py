@@ -1,0 +1,168 @@
+"""Next-item baselines scored on the same leave-last-out split as the SID models.
+
+* ``popularity``: the K most frequent training items, the same list for every user;
+* ``history``: the user's own training items by count (ties: most recent first), then popular items;
+* ``history_nearby``: the user's own items as in ``history``, then items ranked by distance-decayed
+  popularity around the user's last visit, :func:`nearby_popularity_score`;
+* ``sasrec``: an ID-only sequential Transformer (SASRec-style) trained on exactly the TIGER model's
+  training examples with the same width, depth, epochs, batch size and learning rate.
+
+Every function returns ranked lists (U, K) of item indices, best first, -1 where fewer than K
+items exist, so the same metric code scores baselines and SID models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from lgsid.evaluate.training import train_minibatches
+from lgsid.geo import haversine_km
+
+BASELINES: dict[str, str] = {
+    "popularity": "Popularity",
+    "history": "User-history frequency",
+    "history_nearby": "User history + nearby popularity",
+    "sasrec": "SASRec-style (item IDs only)",
+}
+
+
+def item_counts(seqs: list[np.ndarray], n_items: int) -> np.ndarray:
+    """(N,) training interaction count of every item over all users' training sequences."""
+    flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+    return np.bincount(flat, minlength=n_items)
+
+
+def history_ranking(seq: np.ndarray) -> np.ndarray:
+    """A user's distinct items ordered by count, ties broken by the most recent visit.
+
+    Args:
+        seq: (n,) item indices in time order.
+
+    Returns:
+        (d,) distinct item indices, most frequent first.
+    """
+    seq = np.asarray(seq, dtype=np.int64)
+    if seq.size == 0:
+        return seq
+    items, counts = np.unique(seq, return_counts=True)
+    last = np.zeros(len(items), dtype=np.int64)
+    np.maximum.at(last, np.searchsorted(items, seq), np.arange(len(seq)))  # latest position of each item
+    return items[np.lexsort((-last, -counts))]
+
+
+def _fill(first: np.ndarray, fallback: np.ndarray, k: int) -> np.ndarray:
+    """``first`` (truncated to k) then ``fallback`` items not already listed, as a (k,) row padded with -1."""
+    out = np.full(k, -1, dtype=np.int64)
+    head = first[:k]
+    rest = fallback[~np.isin(fallback, head)][: k - len(head)]
+    row = np.concatenate([head, rest])
+    out[: len(row)] = row
+    return out
+
+
+def popularity_lists(counts: np.ndarray, n_users: int, k: int) -> np.ndarray:
+    """(U, k): the k most frequent training items (ties by lower index) for every user."""
+    order = np.argsort(-counts, kind="stable")[:k]
+    return np.tile(_fill(order, order, k), (n_users, 1))
+
+
+def history_lists(histories: list[np.ndarray], counts: np.ndarray, k: int) -> np.ndarray:
+    """(U, k): each user's :func:`history_ranking`, then the most popular items they have not visited."""
+    pop = np.argsort(-counts, kind="stable")[: k + max((len(h) for h in histories), default=0)]
+    return np.stack([_fill(history_ranking(h), pop, k) for h in histories]) if histories else np.zeros((0, k), np.int64)
+
+
+def nearby_popularity_score(counts: np.ndarray, distance_km: np.ndarray, decay_km: float) -> np.ndarray:
+    """Distance-decayed popularity: ``score_i = log(1 + count_i) - d_i / decay_km``.
+
+    Equivalent to ranking by ``(1 + count_i) · exp(-d_i / decay_km)``: an item twice as popular
+    ranks level with one ``decay_km · ln 2`` km closer.
+
+    Args:
+        counts: (N,) training counts.
+        distance_km: (..., N) distance of every item to the user's reference point (last visit).
+        decay_km: decay scale (> 0).
+
+    Returns:
+        (..., N) scores, higher = better.
+    """
+    if decay_km <= 0:
+        raise ValueError(f"decay_km must be > 0, got {decay_km}")
+    return np.log1p(np.asarray(counts, dtype=np.float64)) - np.asarray(distance_km, dtype=np.float64) / decay_km
+
+
+def history_nearby_lists(histories: list[np.ndarray], counts: np.ndarray, lat: np.ndarray, lon: np.ndarray, decay_km: float, k: int,
+                         chunk: int = 512) -> np.ndarray:
+    """(U, k): the user's :func:`history_ranking`, then unvisited items by :func:`nearby_popularity_score`
+    around the user's last training visit (``histories[u][-1]``)."""
+    out = np.full((len(histories), k), -1, dtype=np.int64)
+    n = len(counts)
+    for s in range(0, len(histories), chunk):
+        hs = histories[s:s + chunk]
+        last = np.array([h[-1] for h in hs], dtype=np.int64)
+        d = haversine_km(lat[last][:, None], lon[last][:, None], lat[None, :], lon[None, :])  # (b, N)
+        score = nearby_popularity_score(counts, d, decay_km)
+        m = min(n, 2 * k + max(len(h) for h in hs))
+        top = np.argpartition(-score, m - 1, axis=1)[:, :m] if m < n else np.tile(np.arange(n), (len(hs), 1))
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable"), axis=1)
+        for j, h in enumerate(hs):
+            out[s + j] = _fill(history_ranking(h), top[j], k)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ SASRec
+
+
+class SASRec(nn.Module):
+    """ID-only self-attentive sequential recommender (SASRec-style).
+
+    The history's item embeddings plus learned positions go through a Transformer encoder; the
+    last position's output scores every item by a dot product with the (tied) item embeddings.
+
+    Departure from SASRec: trained only on the last position of each example, with a full
+    softmax over the catalogue (SASRec trains every position with sampled negatives), so it sees
+    exactly the TIGER model's (history, next item) examples.
+
+    Args:
+        n_items: catalogue size N (index -1 = padding).
+        max_history: H.
+    """
+
+    def __init__(self, n_items: int, max_history: int, d_model: int = 64, nhead: int = 4, layers: int = 1, dropout: float = 0.1):
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, d_model, padding_idx=0)  # row 0 = padding, item i -> i + 1
+        self.pos = nn.Embedding(max_history, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, 2 * d_model, dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """hist (B, H) right-aligned item indices (-1 = pad, last column always an item) -> logits (B, N)."""
+        pad = hist < 0
+        x = self.item(hist + 1) + self.pos(torch.arange(hist.shape[1], device=hist.device))[None]  # (B, H, d)
+        h = self.norm(self.encoder(x, src_key_padding_mask=pad)[:, -1])  # (B, d)
+        return h @ self.item.weight[1:].T  # (B, N)
+
+
+def train_sasrec(n_items: int, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
+                 batch_size: int, lr: float) -> SASRec:
+    """Train :class:`SASRec` by cross-entropy over all items on (hist (M, H), target (M,))."""
+    torch.manual_seed(seed)
+    model = SASRec(n_items, hist.shape[1], d_model=d_model, nhead=nhead, layers=layers)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    H, T = torch.from_numpy(hist), torch.from_numpy(target)
+    loss_fn = nn.CrossEntropyLoss()
+    return train_minibatches(model, opt, len(target), lambda bi: loss_fn(model(H[bi]), T[bi]), epochs=epochs, batch_size=batch_size,
+                             rng=np.random.default_rng(seed), desc="sasrec epochs")
+
+
+@torch.no_grad()
+def sasrec_lists(model: SASRec, hist: np.ndarray, k: int, batch_size: int = 1024) -> np.ndarray:
+    """(U, k) top-k items by the model's scores for (U, H) histories."""
+    kk = min(k, model.item.num_embeddings - 1)
+    out = np.full((len(hist), k), -1, dtype=np.int64)
+    for s in range(0, len(hist), batch_size):
+        out[s:s + batch_size, :kk] = torch.topk(model(torch.from_numpy(hist[s:s + batch_size])), kk, dim=1).indices.numpy()
+    return out

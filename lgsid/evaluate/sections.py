@@ -1,0 +1,492 @@
+"""The report's sections over in-memory inputs (no I/O besides PNG plots):
+
+* :func:`geo_section` — geo-awareness of every embedding version plus a geographic-oracle row (Table 3);
+* :func:`codebook_section` — codebook health and a map per compared tokenizer (Fig. 4, Fig. 5);
+* :func:`generative_section` — next-item baselines, then TIGER-style retrieval per SID variant and
+  decoding lever, Hit/NDCG@5/10 overall and split into revisit / new targets (Table 2);
+* :func:`discriminative_section` — DIN-style CTR AUC on uniform and exposure-like negatives (Table 1).
+
+:func:`evaluate_frames` runs them all and returns the ``metrics.json`` dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from lgsid.errors import ConfigError
+from lgsid.evaluate.ranking import auc, ranked_metrics
+from lgsid.evaluate.split import Split, assert_no_leak, leave_last_out
+from lgsid.evaluate.variants import REFERENCE, EvalInputs, SIDCodes, display_name, train_tokenizers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lgsid.config import LGSIDConfig
+
+log = logging.getLogger(__name__)
+
+GEN_KS = (5, 10)
+ORACLE = "geo-oracle"
+"""Geo-table row of the geographic oracle: each item's K nearest items by distance."""
+DECODING_LEVERS = ("repeat", "reach")
+
+
+def _mean_std(xs: list[float]) -> dict[str, Any]:
+    a = np.asarray(xs, dtype=float)
+    fin = a[np.isfinite(a)]
+    return {"mean": float(fin.mean()) if fin.size else float("nan"), "std": float(fin.std(ddof=1)) if fin.size > 1 else 0.0, "runs": [float(x) for x in a]}
+
+
+def _summarise(rows: dict[str, dict]) -> None:
+    for v in rows.values():
+        keys = [k for k in v["runs"][0] if k not in ("seed", "seconds")]
+        v["summary"] = {k: _mean_std([r[k] for r in v["runs"]]) for k in keys}
+
+
+def parse_decoding(mode: str) -> frozenset[str]:
+    """``"beam"`` -> {}, ``"repeat+reach"`` -> {"repeat", "reach"}; unknown parts raise ConfigError naming the key."""
+    parts = frozenset(p for p in str(mode).split("+") if p and p != "beam")
+    bad = sorted(parts - set(DECODING_LEVERS))
+    if bad:
+        raise ConfigError(f"evaluate.tiger_decoding: unknown lever(s) {bad} in {mode!r}; valid: beam, {', '.join(DECODING_LEVERS)} (joined by '+')")
+    return parts
+
+
+# --------------------------------------------------------------------------------------------
+# Geo-awareness
+# --------------------------------------------------------------------------------------------
+
+
+def geo_section(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None) -> dict:
+    """Table 3: one row per embedding model version (reference first), the geographic oracle last,
+    with P/C/T@K, Similarity@K, NMI and the neighbours' distances (median km, share within r km)."""
+    from lgsid.evaluate.geo import geo_awareness, projection_plot, qualified_labels
+    from lgsid.metrics import nearest_by_distance, neighbour_distances, neighbour_share, topk_neighbours
+
+    if not inp.embeddings:
+        return {"skipped": "no item_embeddings (run `lgsid embed`)"}
+    ec = cfg.evaluate
+    n = len(inp.items)
+    if n < 3:
+        return {"skipped": f"only {n} items with embeddings; need >= 3"}
+    rng = np.random.default_rng(ec.data_seed)
+    sel = np.sort(rng.choice(n, size=ec.max_geo_items, replace=False)) if 0 < ec.max_geo_items < n else np.arange(n)
+    it = inp.items.iloc[sel]
+    lat, lon = it["lat"].to_numpy(float), it["lon"].to_numpy(float)
+    labels = qualified_labels(it["state"], it["county"], it["town"])
+    ref = inp.embeddings.get(REFERENCE)
+    ks = sorted({min(int(k), len(sel) - 1) for k in ec.ks})
+    rows, plots = {}, []
+    order = sorted(inp.embeddings, key=lambda v: (v != REFERENCE, v))
+    for v in order:
+        emb = inp.embeddings[v][sel]
+        rows[v] = geo_awareness(emb, None if ref is None else ref[sel], labels, ec.ks, seed=ec.data_seed, max_clusters=ec.nmi_max_clusters)
+        idx, _ = topk_neighbours(emb, max(ks))
+        for k in ks:
+            rows[v].update({f"{m}@{k}": x for m, x in neighbour_distances(lat, lon, idx[:, :k], ec.geo_radii_km).items()})
+        if plot_dir:
+            os.makedirs(plot_dir, exist_ok=True)
+            plots.append(projection_plot(emb, labels["state"], os.path.join(plot_dir, f"projection_{v}.png"), f"{v}: PCA of item embeddings, coloured by state", seed=ec.data_seed))
+    geo_idx = nearest_by_distance(lat, lon, max(ks))
+    oracle: dict[str, float] = {}
+    for k in ks:
+        nb = geo_idx[:, :k]
+        if ref is not None:
+            from lgsid.evaluate.geo import similarity_at_k
+
+            oracle[f"Similarity@{k}"] = similarity_at_k(nb, ref[sel])
+        for lv, key in (("state", "P"), ("county", "C"), ("town", "T")):
+            oracle[f"{key}@{k}"] = neighbour_share(nb, labels[lv])
+        oracle.update({f"{m}@{k}": x for m, x in neighbour_distances(lat, lon, nb, ec.geo_radii_km).items()})
+    rows[ORACLE] = oracle
+    out = {"n_items": int(len(sel)), "radii_km": [float(r) for r in ec.geo_radii_km], "rows": rows, "plots": plots}
+    if ref is None:
+        out["note"] = "no 'reference' embeddings: Similarity@K left out"
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Codebook health
+# --------------------------------------------------------------------------------------------
+
+
+def top_l1_categories(codes: np.ndarray, categories: np.ndarray, top_codes: int = 5, top_cats: int = 3) -> list[dict]:
+    """Category distribution under the largest level-1 codes (Fig. 5 as a table).
+
+    Returns:
+        One dict per code, largest first: ``{"code", "items", "categories": [[name, share], ...]}``.
+    """
+    df = pd.DataFrame({"c": np.asarray(codes)[:, 0], "cat": pd.Series(categories).fillna("<none>").astype(str).to_numpy()})
+    out = []
+    for code, g in sorted(df.groupby("c"), key=lambda kv: -len(kv[1]))[:top_codes]:
+        vc = g["cat"].value_counts(normalize=True).head(top_cats)
+        out.append({"code": int(code), "items": int(len(g)), "categories": [[str(k), float(v)] for k, v in vc.items()]})
+    return out
+
+
+def codebook_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", plot_dir: str | None) -> dict:
+    """Per-tokenizer codebook health (:mod:`lgsid.tokenizer.health`) and a lat/lon map coloured by level-1 code."""
+    from lgsid.plots import sid_map_plot
+    from lgsid.tokenizer.health import codebook_health, health_plots
+
+    if not sids:
+        return {"skipped": "no tokenizer could be trained (see skipped variants)"}
+    cats = inp.items["category_l1"].fillna("<none>").astype(str).to_numpy()
+    out: dict[str, Any] = {}
+    for name, s in sids.items():
+        sizes = [max(int(k), int(s.codes[:, i].max()) + 1) for i, k in enumerate(cfg.tokenizer.codebook_sizes[: s.codes.shape[1]])]
+        entry: dict[str, Any] = {"embedding_version": s.embedding_version, "source": s.source, "fit_seconds": s.seconds,
+                                 "metrics": codebook_health(s.codes, sizes, cats)}
+        entry["top_l1_categories"] = top_l1_categories(s.codes, cats)
+        if plot_dir:
+            entry["plots"] = health_plots(s.codes, sizes, os.path.join(plot_dir, f"codebook_{name}"), cats)
+            os.makedirs(plot_dir, exist_ok=True)
+            entry["plots"].append(sid_map_plot(inp.items["lat"], inp.items["lon"], s.codes[:, 0], os.path.join(plot_dir, f"map_{name}.png"),
+                                               f"{display_name(name, s)}: items by level-1 code", seed=cfg.evaluate.data_seed))
+        out[name] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Downstream data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TestUsers:
+    """The leave-last-out split in item indices.
+
+    Attributes:
+        seqs: train sequence (item indices, time order) of every user with train rows.
+        test_seq: (U,) index into ``seqs`` of each test user.
+        target: (U,) held-out item of each test user.
+        user_id: (U,) their ids.
+        revisit: (U,) bool, target among the user's training items.
+    """
+
+    seqs: list[np.ndarray]
+    test_seq: np.ndarray
+    target: np.ndarray
+    user_id: np.ndarray
+    revisit: np.ndarray
+
+
+def index_split(inp: EvalInputs, split: Split) -> TestUsers:
+    """Train sequences per user (item indices, time order), plus test users' row, target and revisit flag."""
+    pos = pd.Series(np.arange(len(inp.items)), index=inp.items["item_id"].to_numpy())
+    tr = split.train.assign(ix=pos.reindex(split.train["item_id"]).to_numpy())
+    users = tr["user_id"].drop_duplicates().to_numpy()
+    seq_of = {u: i for i, u in enumerate(users)}
+    seqs = [g.to_numpy(dtype=np.int64) for _, g in tr.groupby("user_id", sort=False)["ix"]]
+    te = split.test[split.test["user_id"].isin(seq_of)]
+    test_seq = te["user_id"].map(seq_of).to_numpy(dtype=np.int64)
+    target = pos.reindex(te["item_id"]).to_numpy(dtype=np.int64)
+    revisit = np.array([t in set(seqs[i].tolist()) for i, t in zip(test_seq, target)], dtype=bool)
+    return TestUsers(seqs=seqs, test_seq=test_seq, target=target, user_id=te["user_id"].to_numpy(), revisit=revisit)
+
+
+def _train_examples(seqs: list[np.ndarray], cfg: "LGSIDConfig") -> tuple[np.ndarray, np.ndarray]:
+    """Next-item training examples (hist (M, H), target (M,)), capped at ``max_train_examples`` with ``data_seed``."""
+    from lgsid.evaluate.tiger import training_examples
+
+    ec = cfg.evaluate
+    hist, tgt = training_examples(seqs, ec.max_history)
+    if ec.max_train_examples and len(tgt) > ec.max_train_examples:
+        keep = np.sort(np.random.default_rng(ec.data_seed).choice(len(tgt), size=ec.max_train_examples, replace=False))
+        hist, tgt = hist[keep], tgt[keep]
+    return hist, tgt
+
+
+def _repeat_candidates(histories: list[np.ndarray], max_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(U, C) each user's most recent distinct training items (-1 padded) and (U, C) their visit counts."""
+    cand = np.full((len(histories), max_items), -1, dtype=np.int64)
+    cnt = np.zeros((len(histories), max_items))
+    for u, h in enumerate(histories):
+        items, counts = np.unique(h, return_counts=True)
+        last = np.zeros(len(items), dtype=np.int64)
+        np.maximum.at(last, np.searchsorted(items, h), np.arange(len(h)))
+        keep = np.argsort(-last, kind="stable")[:max_items]
+        cand[u, :len(keep)], cnt[u, :len(keep)] = items[keep], counts[keep]
+    return cand, cnt
+
+
+# --------------------------------------------------------------------------------------------
+# Generative
+# --------------------------------------------------------------------------------------------
+
+
+def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True) -> dict:
+    """Table 2: baselines, then TIGER-style retrieval per SID variant and decoding lever, mean ± std over seeds.
+
+    Rows (``variants`` in order): the baselines of ``evaluate.baselines`` (``kind: "baseline"``),
+    then per SID variant the plain beam row (named as the variant) and, for ``evaluate.lever_variants``,
+    one row per non-plain ``evaluate.tiger_decoding`` mode (``<variant>+<levers>``) and the
+    context-token row (``<variant>+context``). Every row has Hit/NDCG@5/10 over all test users and
+    split into revisit / new targets, and Reach@beam.
+    """
+    from tqdm.auto import tqdm
+
+    from lgsid.evaluate import baselines as bl
+    from lgsid.evaluate import tiger
+
+    ec = cfg.evaluate
+    modes = [(m, parse_decoding(m)) for m in ec.tiger_decoding]
+    bad = sorted(set(ec.baselines) - set(bl.BASELINES))
+    if bad:
+        raise ConfigError(f"evaluate.baselines: unknown baseline(s) {bad}; valid: {', '.join(bl.BASELINES)}")
+    seqs, test_seq, target = tu.seqs, tu.test_seq, tu.target
+    hist_tr, tgt_tr = _train_examples(seqs, cfg)
+    if len(tgt_tr) == 0 or len(test_seq) == 0:
+        return {"skipped": f"not enough interactions: {len(tgt_tr)} training examples, {len(test_seq)} test users"}
+    n_items = len(inp.items)
+    histories = [seqs[i] for i in test_seq]
+    hist_te = tiger.history_matrix(histories, ec.max_history)  # (U, H)
+    recent = hist_te[:, -ec.reach_recent:]
+    lat, lon = inp.items["lat"].to_numpy(float), inp.items["lon"].to_numpy(float)
+    k_list = max(ec.beam_size, max(GEN_KS))
+
+    def score(ranked: np.ndarray) -> dict[str, float]:
+        r = ranked_metrics(ranked, target, tu.revisit, GEN_KS)
+        r[f"Reach@{ec.beam_size}"] = tiger.reach_share(ranked[:, :ec.beam_size], recent, lat, lon, ec.reach_radius_km)
+        r["valid_share"] = float((ranked[:, :ec.beam_size] >= 0).mean())
+        return r
+
+    rows: dict[str, Any] = {}
+
+    def add(name: str, display: str, kind: str, r: dict, **extra) -> None:
+        rows.setdefault(name, {"runs": [], "display": display, "kind": kind, **extra})["runs"].append(r)
+
+    counts = bl.item_counts(seqs, n_items)
+    fixed = {"popularity": lambda: bl.popularity_lists(counts, len(histories), k_list),
+             "history": lambda: bl.history_lists(histories, counts, k_list),
+             "history_nearby": lambda: bl.history_nearby_lists(histories, counts, lat, lon, ec.nearby_decay_km, k_list)}
+    for name in ec.baselines:
+        if name in fixed:
+            t0 = time.perf_counter()
+            add(name, bl.BASELINES[name], "baseline", {"seed": -1, "seconds": 0.0, **score(fixed[name]())})
+            rows[name]["runs"][-1]["seconds"] = time.perf_counter() - t0
+
+    need_reach = any("reach" in lv for _, lv in modes)
+    allowed = tiger.reachable_mask(recent, lat, lon, ec.reach_radius_km) if need_reach else None
+    need_repeat = any("repeat" in lv for _, lv in modes)
+    rep_items, rep_counts = _repeat_candidates(histories, 2 * ec.max_history) if need_repeat else (None, None)
+    ctx_tr = ctx_te = None
+    n_ctx = 0
+    if ec.tiger_context_h3_res > 0:
+        from lgsid.geo import latlng_to_cells
+
+        cells = latlng_to_cells(lat, lon, int(ec.tiger_context_h3_res))
+        _, cell_id = np.unique(cells, return_inverse=True)
+        n_ctx = int(cell_id.max()) + 1
+        ctx_tr, ctx_te = cell_id[hist_tr[:, -1]], cell_id[hist_te[:, -1]]
+
+    jobs: list[tuple[str, int]] = [("sasrec", int(s)) for s in ec.seeds if "sasrec" in ec.baselines]
+    jobs += [(n, int(s)) for n in sids for s in ec.seeds]
+    if n_ctx:
+        jobs += [(f"{n}+context", int(s)) for n in sids if n in ec.lever_variants for s in ec.seeds]
+    for name, seed in tqdm(jobs, desc="evaluate: generative (model x seed)", disable=not progress):
+        t0 = time.perf_counter()
+        if name == "sasrec":
+            model = bl.train_sasrec(n_items, hist_tr, tgt_tr, seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
+                                    layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr)
+            add(name, bl.BASELINES[name], "baseline", {"seed": seed, "seconds": time.perf_counter() - t0, **score(bl.sasrec_lists(model, hist_te, k_list))})
+            continue
+        base = name.removesuffix("+context")
+        s = sids[base]
+        vocab = tiger.SIDVocab.from_codes(s.codes, s.suffix)
+        trie = tiger.PrefixTrie(vocab.sids)
+        with_ctx = name != base
+        model = tiger.train_tiger(vocab, hist_tr, tgt_tr, seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
+                                  layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr,
+                                  context=ctx_tr if with_ctx else None, n_context=n_ctx if with_ctx else 0)
+        t_train = time.perf_counter() - t0
+        ctx = ctx_te if with_ctx else None
+        extra = {"embedding_version": s.embedding_version, "source": s.source, "variant": base}
+        my_modes = [("beam", frozenset())] + ([(m, lv) for m, lv in modes if lv] if base in ec.lever_variants else [])
+        for mode, levers in my_modes:
+            t1 = time.perf_counter()
+            items, sc = tiger.recommend(model, vocab, trie, hist_te, ec.beam_size, context=ctx, allowed=allowed if "reach" in levers else None,
+                                        return_scores=True)
+            if "repeat" in levers:
+                rs = tiger.score_items(model, vocab, hist_te, rep_items, context=ctx) + ec.tiger_repeat_bonus * np.log1p(rep_counts)
+                items = tiger.merge_ranked(items, sc, rep_items, rs, ec.beam_size)
+            row = name if not levers else f"{name}+{'+'.join(sorted(levers))}"
+            disp = display_name(base, s) + ("" if not with_ctx else " +context") + "".join(f" +{lv}" for lv in sorted(levers))
+            add(row, disp, "sid", {"seed": seed, "seconds": t_train + time.perf_counter() - t1, **score(items)}, levers=sorted(levers) + (["context"] if with_ctx else []), **extra)
+    _summarise(rows)
+    target_reach = tiger.reach_share(target[:, None], recent, lat, lon, ec.reach_radius_km)
+    base_rows = [n for n, v in rows.items() if v["kind"] == "baseline"]
+    best = max(base_rows, key=lambda n: rows[n]["summary"]["Hit@10"]["mean"], default=None)
+    return {
+        "n_train_examples": int(len(tgt_tr)), "n_test_users": int(len(test_seq)), "reach_radius_km": ec.reach_radius_km,
+        "reach_target_share": target_reach, "revisit_share": float(tu.revisit.mean()),
+        "last_item_repeat_share": float(np.mean(hist_te[:, -1] == target)), "best_baseline": best,
+        "nearby_decay_km": ec.nearby_decay_km, "variants": rows,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Discriminative
+# --------------------------------------------------------------------------------------------
+
+
+def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True) -> dict:
+    """Table 1: DIN-style CTR test AUC for ID only ("Origin") and ID + each SID variant, mean ± std over
+    seeds, on uniform test negatives (``AUC``) and on exposure-like ones (``AUC_exposure``: unvisited
+    items within ``reach_radius_km`` of the user's recent visits), plus two non-learned scorers
+    (popularity; user history + nearby popularity) as baselines on the same rows."""
+    from tqdm.auto import tqdm
+
+    from lgsid.evaluate import baselines as bl
+    from lgsid.evaluate import din, tiger
+    from lgsid.geo import haversine_km
+
+    ec = cfg.evaluate
+    seqs, test_seq, test_target = tu.seqs, tu.test_seq, tu.target
+    n_items = len(inp.items)
+    if n_items < 2:
+        return {"skipped": f"only {n_items} items"}
+    hist_tr, pos_tr = _train_examples(seqs, cfg)
+    if len(pos_tr) == 0 or len(test_seq) == 0:
+        return {"skipped": f"not enough interactions: {len(pos_tr)} training examples, {len(test_seq)} test users"}
+    rng = np.random.default_rng(ec.data_seed)  # negatives shared by every variant and seed
+    H_tr, T_tr, Y_tr = din.ctr_examples(hist_tr, pos_tr, n_items, ec.din_negatives, rng)
+    histories = [seqs[i] for i in test_seq]
+    hist_te = tiger.history_matrix(histories, ec.max_history)
+    test_sets = {"AUC": din.ctr_examples(hist_te, test_target, n_items, ec.din_negatives, rng)}
+    lat, lon = inp.items["lat"].to_numpy(float), inp.items["lon"].to_numpy(float)
+    if ec.din_exposure_negatives:
+        near = tiger.reachable_mask(hist_te[:, -ec.reach_recent:], lat, lon, ec.reach_radius_km)
+        neg, fallback = din.exposure_negatives(test_target, near, histories, ec.din_negatives, rng)
+        test_sets["AUC_exposure"] = din.ctr_examples_with(hist_te, test_target, neg)
+        exposure_uniform_share = fallback
+    counts = bl.item_counts(seqs, n_items)
+    variants: dict[str, Any] = {}
+    # non-learned scorers on the same test rows (rank-equivalent to the list baselines)
+    last = hist_te[:, -1]
+    for name, disp in (("popularity", bl.BASELINES["popularity"]), ("history_nearby", bl.BASELINES["history_nearby"])):
+        if name not in ec.baselines:
+            continue
+        r: dict[str, Any] = {"seed": -1, "seconds": 0.0}
+        for key, (H, T, Y) in test_sets.items():
+            row_user = np.repeat(np.arange(len(test_seq)), 1 + ec.din_negatives)
+            if name == "popularity":
+                p = np.log1p(counts[T].astype(float))
+            else:
+                visits = np.array([np.count_nonzero(histories[u] == t) for u, t in zip(row_user, T)], dtype=float)
+                d = haversine_km(lat[last[row_user]], lon[last[row_user]], lat[T], lon[T])
+                p = 1e6 * visits + bl.nearby_popularity_score(counts[T], d, ec.nearby_decay_km)
+            r[key] = auc(Y, p)
+        variants[name] = {"runs": [r], "display": disp, "kind": "baseline"}
+    arms: dict[str, np.ndarray | None] = {"origin": None}
+    arms.update({name: s.codes for name, s in sids.items()})
+    jobs = [(a, s) for a in arms for s in ec.seeds]
+    for arm, seed in tqdm(jobs, desc="evaluate: discriminative (variant x seed)", disable=not progress):
+        import torch
+
+        torch_seed = int(seed)
+        torch.manual_seed(torch_seed)
+        model = din.DIN(n_items, arms[arm], dim=ec.din_dim, sid_mode=ec.din_sid_mode)
+        t0 = time.perf_counter()
+        din.train_din(model, H_tr, T_tr, Y_tr, seed=torch_seed, epochs=ec.din_epochs, batch_size=ec.din_batch_size, lr=ec.din_lr)
+        r = {"seed": torch_seed, "seconds": time.perf_counter() - t0}
+        for key, (H, T, Y) in test_sets.items():
+            r[key] = auc(Y, din.predict(model, H, T))
+        disp = "Origin (ID only)" if arm == "origin" else f"+ {display_name(arm, sids[arm])}"
+        variants.setdefault(arm, {"runs": [], "display": disp, "kind": "baseline" if arm == "origin" else "sid"})["runs"].append(r)
+    _summarise(variants)
+    out = {"n_train_rows": int(len(Y_tr)), "n_test_rows": int(len(test_sets["AUC"][2])), "negatives_per_positive": ec.din_negatives,
+           "sid_mode": ec.din_sid_mode, "variants": variants}
+    if ec.din_exposure_negatives:
+        out["exposure_radius_km"] = ec.reach_radius_km
+        out["exposure_uniform_fallback_share"] = exposure_uniform_share
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# All sections
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = None, sids: dict[str, SIDCodes] | None = None, progress: bool = True,
+                    fixed: dict[str, SIDCodes] | None = None) -> dict:
+    """The whole evaluation on in-memory inputs; returns the ``metrics.json`` dict.
+
+    Args:
+        inp: items (row order = item index), interactions, embeddings per model version (rows aligned with items).
+        cfg: resolved config (``cfg.evaluate`` sizes, ``cfg.tokenizer`` for the compared tokenizers).
+        plot_dir: where PNG plots go (None = no plots).
+        sids: precomputed codes per variant (tests); None = train the tokenizers in-process.
+        progress: show tqdm bars.
+        fixed: codes that replace a variant's refit (the registered candidate's own codes).
+
+    Returns:
+        ``{"meta", "geo", "codebook", "generative", "discriminative", "skipped"}``; every section is
+        either results or ``{"skipped": "<reason>"}``.
+    """
+    ec = cfg.evaluate
+    t_start = time.perf_counter()
+    skipped: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+
+    def off(section: str) -> dict | None:
+        if section not in ec.sections:
+            return {"skipped": f"not in evaluate.sections {ec.sections}"}
+        return None
+
+    t0 = time.perf_counter()
+    out["geo"] = off("geo") or geo_section(inp, cfg, plot_dir)
+    timings["geo"] = time.perf_counter() - t0
+
+    needs_sids = any(s in ec.sections for s in ("codebook", "generative", "discriminative"))
+    t0 = time.perf_counter()
+    if sids is None:
+        sids = train_tokenizers(inp, cfg, skipped, fixed) if needs_sids else {}
+    timings["tokenizers"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out["codebook"] = off("codebook") or codebook_section(inp, sids, cfg, plot_dir)
+    timings["codebook"] = time.perf_counter() - t0
+
+    split = None
+    tu = None
+    if inp.interactions is None or len(inp.interactions) == 0:
+        reason = "no interactions (run `lgsid ingest`)"
+    else:
+        known = inp.interactions[inp.interactions["item_id"].isin(inp.items["item_id"])]
+        split = leave_last_out(known)
+        assert_no_leak(split)
+        test = split.test
+        if ec.max_users and test["user_id"].nunique() > ec.max_users:
+            keep = np.random.default_rng(ec.data_seed).choice(test["user_id"].unique(), size=ec.max_users, replace=False)
+            split = Split(train=split.train, test=test[test["user_id"].isin(keep)].reset_index(drop=True))
+        tu = index_split(inp, split)
+        reason = "" if len(tu.test_seq) else "no user has >= 2 interactions with evaluated items"
+    t0 = time.perf_counter()
+    out["generative"] = off("generative") or ({"skipped": reason} if reason else generative_section(inp, sids, cfg, tu, progress))
+    timings["generative"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out["discriminative"] = off("discriminative") or ({"skipped": reason} if reason else discriminative_section(inp, sids, cfg, tu, progress))
+    timings["discriminative"] = time.perf_counter() - t0
+
+    for sec in ("geo", "codebook", "generative", "discriminative"):
+        if "skipped" in out[sec]:
+            skipped[sec] = out[sec]["skipped"]
+    out["skipped"] = skipped
+    out["meta"] = {
+        "n_items": int(len(inp.items)),
+        "n_interactions": 0 if inp.interactions is None else int(len(inp.interactions)),
+        "n_train_interactions": 0 if split is None else int(len(split.train)),
+        "n_test_users": 0 if tu is None else int(len(tu.test_seq)),
+        "embedding_versions": sorted(inp.embeddings),
+        "seeds": list(ec.seeds),
+        "sid_sources": {n: s.source for n, s in sids.items()},
+        "seconds": time.perf_counter() - t_start,
+        "section_seconds": timings,
+    }
+    return out

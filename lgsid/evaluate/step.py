@@ -1,0 +1,180 @@
+"""Step ``evaluate``'s I/O: read the Delta tables and the registered candidate's codes, run
+:func:`lgsid.evaluate.sections.evaluate_frames`, write the report, log it to MLflow, and tag the
+candidate model version with its own downstream metrics for the promotion gate."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lgsid.evaluate.variants import CANDIDATE, REFERENCE, VARIANTS, EvalInputs, SIDCodes, newest_aligned, registered_codes, variant_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lgsid.config import LGSIDConfig
+    from lgsid.steps import StepSummary
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_ALIAS = "candidate"
+
+
+def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
+    """Read items, interactions and item_embeddings (whatever exists) into :class:`EvalInputs`.
+
+    Items are restricted to those with an embedding in every model version the evaluation uses
+    (reference and the newest aligned), sorted by item_id.
+    """
+    from lgsid.errors import TableNotFoundError
+
+    if not store.exists("items"):
+        raise TableNotFoundError("evaluate needs the 'items' table; run `lgsid ingest` first")
+    items = store.to_pandas("items", ["item_id", "lat", "lon", "state", "county", "town", "category_l1", "category_l2", "brand"])
+    items = items.drop_duplicates("item_id").sort_values("item_id").reset_index(drop=True)
+    inter = store.to_pandas("interactions", ["user_id", "item_id", "ts"]) if store.exists("interactions") else None
+    if inter is None:
+        notes.append("interactions table missing: downstream sections skipped")
+    embs: dict[str, np.ndarray] = {}
+    if store.exists("item_embeddings"):
+        e = store.to_pandas("item_embeddings", ["item_id", "model_version", "embedding"])
+        versions = sorted(e["model_version"].unique())
+        common = set(items["item_id"])
+        for v in (REFERENCE, newest_aligned(versions)):
+            if v is not None and v in versions:
+                common &= set(e.loc[e["model_version"] == v, "item_id"])
+        dropped = len(items) - len(common)
+        if dropped:
+            notes.append(f"{dropped} items without embeddings in every evaluated version were left out")
+        items = items[items["item_id"].isin(common)].reset_index(drop=True)
+        for v in versions:
+            ev = e[e["model_version"] == v].drop_duplicates("item_id").set_index("item_id")
+            if not items["item_id"].isin(ev.index).all():
+                notes.append(f"embedding version {v!r} does not cover every evaluated item: left out of the geo table")
+                continue
+            embs[v] = np.stack(ev.loc[items["item_id"], "embedding"].to_numpy()).astype(np.float32)
+    else:
+        notes.append("item_embeddings table missing: geo and SID sections skipped")
+    return EvalInputs(items=items, interactions=inter, embeddings=embs)
+
+
+def candidate_codes(store, cfg: "LGSIDConfig", inp: EvalInputs, notes: list[str]) -> tuple[dict[str, SIDCodes], Any, str | None]:
+    """The registered ``candidate`` version's own codes (its ``sid_items`` rows), as the variant it is.
+
+    The alias is resolved once; the codes are those ``tokenize`` wrote for that version. The
+    variant is the matching row of :data:`VARIANTS` (same tokenizer kind on the same embedding
+    version), else :data:`CANDIDATE`.
+
+    Returns:
+        (``{variant: codes}`` or ``{}``, the ModelVersion or None, the variant name or None); what
+        happened is appended to ``notes``.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from lgsid.tracking import setup_mlflow
+
+    if not cfg.evaluate.score_candidate:
+        return {}, None, None
+    setup_mlflow(cfg)
+    name = cfg.mlflow.sid_model_name
+    try:
+        mv = MlflowClient().get_model_version_by_alias(name, CANDIDATE_ALIAS)
+    except MlflowException:
+        notes.append(f"no '{name}@{CANDIDATE_ALIAS}' registered: every variant is a refit, no gate tags set")
+        return {}, None, None
+    kind, emb = str(mv.tags.get("lgsid.tokenizer_kind")), str(mv.tags.get("lgsid.embedding_model_version"))
+    label = f"registered {name} v{mv.version}"
+    if not store.exists("sid_items"):
+        notes.append(f"{label} ({kind} on {emb}): no sid_items table, so its codes are unknown; not scored, no gate tags set")
+        return {}, mv, None
+    try:
+        sid_items = store.to_pandas("sid_items", ["sid_model_version", "item_id", "sid_l1", "sid_l2", "sid_l3", "sid_suffix"])
+        codes = registered_codes(sid_items, inp.items["item_id"], str(mv.version), emb, label)
+    except ValueError as e:
+        notes.append(f"{label}: {e}; not scored, no gate tags set")
+        return {}, mv, None
+    variant = variant_for(kind, emb, inp.embeddings) or CANDIDATE
+    base = VARIANTS[variant][2] if variant in VARIANTS else f"Candidate ({kind} on {emb})"
+    codes.display = f"{base} [v{mv.version}]"
+    notes.append(f"{label} ({kind} on {emb}) scored from its sid_items as variant '{variant}' (not refitted)")
+    return {variant: codes}, mv, variant
+
+
+def downstream_metrics(metrics: dict, variant: str) -> dict[str, float]:
+    """The gate's ``downstream.*`` values of one evaluated variant (plain beam decoding; DIN uniform-negative AUC).
+
+    Returns:
+        ``{"downstream.hit_at_10", "downstream.ndcg_at_10", "downstream.auc", "downstream.auc_exposure"}``
+        for whatever was measured and finite.
+    """
+    out: dict[str, Any] = {}
+    g = metrics.get("generative", {}).get("variants", {}).get(variant)
+    if g:
+        out["downstream.hit_at_10"] = g["summary"]["Hit@10"]["mean"]
+        out["downstream.ndcg_at_10"] = g["summary"]["NDCG@10"]["mean"]
+    d = metrics.get("discriminative", {}).get("variants", {}).get(variant)
+    if d:
+        out["downstream.auc"] = d["summary"]["AUC"]["mean"]
+        if "AUC_exposure" in d["summary"]:
+            out["downstream.auc_exposure"] = d["summary"]["AUC_exposure"]["mean"]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+def tag_candidate(cfg: "LGSIDConfig", metrics: dict, run_id: str | None, mv, variant: str | None) -> str:
+    """Set ``downstream.*`` tags on the candidate model version ``mv`` from the variant that scored its own codes.
+
+    Returns a note saying what was done.
+    """
+    from mlflow import MlflowClient
+
+    name = cfg.mlflow.sid_model_name
+    if mv is None or variant is None:
+        return "the candidate's own codes were not scored: downstream gate tags not set"
+    vals = downstream_metrics(metrics, variant)
+    if not vals:
+        return f"'{name}' v{mv.version}: no downstream metric was measured (sections off?): gate tags not set"
+    client = MlflowClient()
+    for k, v in vals.items():
+        client.set_model_version_tag(name, mv.version, k, f"{v:.6g}")
+    client.set_model_version_tag(name, mv.version, "downstream.variant", variant)
+    if run_id:
+        client.set_model_version_tag(name, mv.version, "lgsid.evaluate_run_id", run_id)
+    return f"tagged '{name}' v{mv.version} (candidate) with {', '.join(f'{k}={v:.4f}' for k, v in vals.items())} from its own codes"
+
+
+def run(spark, cfg: "LGSIDConfig") -> "StepSummary":
+    """Step ``evaluate``: compute every section with inputs, write report.md + metrics.json + plots to
+    ``cfg.evaluate.out_dir``, log them to MLflow and tag the candidate version."""
+    import torch
+
+    from lgsid.evaluate.report import flat_metrics, headline_table, log_to_mlflow, write_report
+    from lgsid.evaluate.sections import evaluate_frames
+    from lgsid.steps import StepSummary
+    from lgsid.storage import DeltaStore
+
+    ec = cfg.evaluate
+    if ec.torch_threads:
+        torch.set_num_threads(ec.torch_threads)
+    store = DeltaStore(spark, cfg.storage)
+    notes: list[str] = []
+    inp = load_inputs(store, cfg, notes)
+    fixed, mv, variant = candidate_codes(store, cfg, inp, notes)
+    os.makedirs(ec.out_dir, exist_ok=True)
+    plot_dir = os.path.join(ec.out_dir, "plots")
+    metrics = evaluate_frames(inp, cfg, plot_dir=plot_dir, fixed=fixed)
+    metrics["meta"]["notes"] = notes
+    if mv is not None:
+        metrics["meta"]["candidate"] = {"version": str(mv.version), "variant": variant}
+    paths = write_report(metrics, ec.out_dir)
+    if ec.log_mlflow:
+        run_id = log_to_mlflow(cfg, metrics, ec.out_dir)
+        notes.append(tag_candidate(cfg, metrics, run_id, mv, variant))
+        notes.append(f"MLflow run {run_id} in experiment '{cfg.mlflow.experiment}'; browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
+    notes.append(f"report: {paths['report']}  metrics: {paths['metrics']}")
+    for sec, why in metrics["skipped"].items():
+        notes.append(f"skipped {sec}: {why}")
+    notes.append("")
+    notes.extend(headline_table(metrics).splitlines())
+    return StepSummary(step="evaluate", metrics=dict(flat_metrics(metrics, headline_only=True)), notes=notes)
