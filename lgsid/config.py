@@ -448,18 +448,18 @@ class EvaluateConfig:
     max_train_examples: int = _f(100000, "Cap on next-item training examples of the downstream models, sampled with data_seed (0 = all).")
     torch_threads: int = _f(2, "torch.set_num_threads during evaluation (0 = leave the default).")
     log_mlflow: bool = _f(True, "Log report.md, metrics.json and plots to MLflow.")
-    baselines: list = _f(
+    baselines: list[str] = _f(
         ["popularity", "history", "history_nearby", "sasrec"],
         "Next-item baselines on the same split: popularity, user-history frequency, history + distance-decayed nearby popularity, SASRec-style ID-only model.",
     )
     nearby_decay_km: float = _f(5.0, "Decay scale (km) of the nearby-popularity baseline: score = log(1 + count) - distance / scale.")
-    geo_radii_km: list = _f([1.0, 5.0], "Radii r of the geo table's 'share of top-K embedding neighbours within r km'.")
+    geo_radii_km: list[float] = _f([1.0, 5.0], "Radii r of the geo table's 'share of top-K embedding neighbours within r km'.")
     score_candidate: bool = _f(True, "Score the registered 'candidate' SID model version's own codes (sid_items) instead of refitting its variant, and tag it for the gate.")
-    tiger_decoding: list = _f(
+    tiger_decoding: list[str] = _f(
         ["beam", "repeat", "reach"],
         "TIGER decoding rows: beam (plain), repeat (beam + the user's history items, all scored by the model), reach (reachability-constrained beam); '+' combines.",
     )
-    lever_variants: list = _f(["lgsid"], "SID variants that also get the non-plain decoding rows and the context-token row.")
+    lever_variants: list[str] = _f(["lgsid"], "SID variants that also get the non-plain decoding rows and the context-token row.")
     tiger_context_h3_res: int = _f(0, "H3 resolution of the user's last-visit cell fed to the TIGER model as a context token (0 = off); its own row.")
     tiger_repeat_bonus: float = _f(0.0, "Repeat decoding: add bonus * log(1 + visits) to the model's log-probability of a history item.")
     din_exposure_negatives: bool = _f(True, "Also score DIN on exposure-like test negatives (unvisited items within reach_radius_km of recent visits).")
