@@ -311,6 +311,8 @@ class TokenizerConfig:
     geo_coverage_sample: int = _f(5000, "Items sampled for the C@10 geo-coverage health metric of the quantised vectors (0 = skip).")
     log_model: bool = _f(True, "Log the fitted tokenizer as an MLflow pyfunc, register it and set the 'candidate' alias.")
     bootstrap_champion: bool = _f(False, "When no version holds 'champion' yet, run the promotion gate on the new version right after registering it.")
+    local_last_level: bool = _f(True, "HGIT with >= 3 levels: the deepest level is one k-means codebook per level-1 code (shape (K_L, K_1, D)) instead of one shared codebook, so the distinct items of a geographic cluster get distinct SIDs (collisions ~ identical prompts).")
+    reseed_dead_codes: bool = _f(True, "HGIT: after each training epoch, move learnable codes no item uses onto the residuals worst reconstructed (a dead code gets no gradient).")
 
     def __post_init__(self) -> None:
         _check(len(self.codebook_sizes) >= 1 and all(int(s) >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
