@@ -160,3 +160,15 @@ def test_city_near_set_equals_brute_force_over_districts(city):
         g = g.sort_values("distance_km", kind="stable")
         assert list(g.cand_item_id) == [c for c, _ in bf[a]], a
         np.testing.assert_allclose(g.distance_km, [d for _, d in bf[a]], rtol=1e-9)
+
+
+def test_city_district_text_is_the_pure_formatter_with_the_centroid_origin(city):
+    """Towns that are not GeoNames names are measured from the mean position of their items."""
+    from lgsid.prompts import district_names, format_location
+
+    items, prompts, cfg = city["items"], city["prompts"], city["cfg"]
+    cen = items.groupby("town")[["lat", "lon"]].transform("mean")
+    names = district_names(items.town, items.lat, items.lon, cen.lat, cen.lon, cfg.prompts.district_resolution)
+    want = [format_location({**r, "district": d}, cfg.prompts, "district") for r, d in zip(items.to_dict("records"), names)]
+    assert list(prompts.loc[items.item_id, "location_text"]) == want
+    assert want[0].startswith("located in Alphaville district ") and want[0].endswith(", Testcounty, Arizona")
