@@ -194,6 +194,12 @@ class PromptsConfig:
     prompt_template: str = _f("{content}; {location}", "How the two parts combine into the full prompt; fields: content, location.")
     missing_brand: str = _f("independent", "Text used for {brand} when an item has no brand (independents).")
     missing_value: str = _f("unknown", "Text used for any other template field that is null (e.g. a missing price or category_l1).")
+    location_level: Literal["auto", "town", "district"] = _f(
+        "auto", "What a 'location' is (prompt location part, negatives' candidates, 'outside the anchor' for far negatives and geo pairs): 'town' (paper: region = county) or 'district' (H3 cell within a town; region = town). 'auto': town when the data has >= 2 counties and >= prompts.auto_min_towns towns, else district."
+    )
+    district_resolution: int = _f(8, "H3 resolution of a district (8: ~0.74 km2 cells, diameter ~1 km, so venues >= ~1.1 km apart always get different location text).")
+    district_template: str = _f("located in {district}, {county}, {state}", "Location template at district level; fields: district, town, county, state.")
+    auto_min_towns: int = _f(64, "location_level=auto picks 'town' only when the data has at least this many towns (and >= 2 counties).")
 
     def __post_init__(self) -> None:
         import string
@@ -212,6 +218,8 @@ class PromptsConfig:
             bad = sorted(f for f in fields if f not in ok)
             _check(not bad, f"prompts.{key}", f"unknown field(s) {{{', '.join(bad)}}} in {tpl!r}; allowed: {', '.join(sorted(ok))}")
             _check(bool(fields), f"prompts.{key}", f"{tpl!r} uses no field; allowed: {', '.join(sorted(ok))}")
+        _check(0 <= self.district_resolution <= 15, "prompts.district_resolution", "must be in [0, 15]")
+        _check(self.auto_min_towns >= 2, "prompts.auto_min_towns", "must be >= 2")
 
 
 @dataclass(frozen=True)
@@ -240,7 +248,7 @@ class PairsConfig:
     s_th: int = _f(1, "Keep co-click pairs with s(a,b) > s_th (number of users who clicked both).")
     history_cap: int = _f(50, "Per-user history cap: only the most recent N distinct items form pairs.")
     max_pairs_per_anchor: int = _f(10, "Keep at most this many co-click partners per anchor (highest s first).")
-    geo_pairs_per_anchor: int = _f(2, "Geo-constrained pairs per anchor: random items outside the anchor's county.")
+    geo_pairs_per_anchor: int = _f(2, "Geo-constrained pairs per anchor: random items outside the anchor's region (county; town at prompts.location_level=district).")
     seed: int = _f(13, "Seed for geo-constrained sampling.")
 
     def __post_init__(self) -> None:
@@ -369,6 +377,8 @@ class TokenizerConfig:
     geo_coverage_sample: int = _f(5000, "Items sampled for the C@10 geo-coverage health metric of the quantised vectors (0 = skip).")
     log_model: bool = _f(True, "Log the fitted tokenizer as an MLflow pyfunc, register it and set the 'candidate' alias.")
     bootstrap_champion: bool = _f(False, "When no version holds 'champion' yet, run the promotion gate on the new version right after registering it.")
+    local_last_level: bool = _f(True, "HGIT with >= 3 levels: the deepest level is one k-means codebook per level-1 code (shape (K_L, K_1, D)) instead of one shared codebook, so the distinct items of a geographic cluster get distinct SIDs (collisions ~ identical prompts).")
+    reseed_dead_codes: bool = _f(True, "HGIT: after each training epoch, move learnable codes no item uses onto the residuals worst reconstructed (a dead code gets no gradient).")
 
     def __post_init__(self) -> None:
         _check(len(self.codebook_sizes) >= 1 and all(s >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")

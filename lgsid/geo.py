@@ -239,3 +239,55 @@ def ring_is_enough(n_found, kth_distance_km, covered_km, need: int):
     the same with a disk certified to 1.0 km -> False (a closer item may lie just outside).
     """
     return (np.asarray(n_found) >= need) & (np.asarray(kth_distance_km) <= covered_km)
+
+
+# ------------------------------------------------------------------------------- locations
+
+LOCATION_LEVELS = ("town", "district")
+"""What a "location" is: a GeoNames town (the paper's town), or a district (an H3 cell inside a town)."""
+
+
+def choose_location_level(n_towns: int, n_counties: int, min_towns: int) -> str:
+    """The automatic location level of a catalogue from its geographic extent.
+
+    ``"town"`` (the paper's province/city/town semantics: a location is a town, "far" means another
+    county) when the catalogue spans at least 2 counties and ``min_towns`` towns; otherwise
+    ``"district"`` (a location is an H3 cell inside a town, "far" means another town). A
+    one-county city (e.g. Phoenix: 1 county, ~10 GeoNames towns) has too few towns to fill a
+    reward list of K candidates and no other county to draw far negatives or geo-constrained
+    pairs from, and town names cannot carry the 1-5 km distances that matter there.
+
+    Example: ``choose_location_level(300, 250, 64) == "town"``; ``(10, 1, 64)`` and ``(40, 3, 64)``
+    give ``"district"``.
+    """
+    return "town" if n_counties >= 2 and n_towns >= min_towns else "district"
+
+
+def local_offsets_km(lat, lon, lat0, lon0) -> tuple[np.ndarray, np.ndarray]:
+    """(north, east) offsets in km of points from an origin on the local tangent plane (equirectangular).
+
+    ``north = R·(φ − φ0)``, ``east = R·(λ − λ0)·cos φ0`` (radians, R = :data:`EARTH_RADIUS_KM`);
+    within a town (tens of km) this differs from the great-circle distance by well under 1%.
+
+    Args:
+        lat, lon: Degrees, (N,).
+        lat0, lon0: Origin degrees, scalars or (N,).
+
+    Returns:
+        Two (N,) float64 arrays, km.
+    """
+    lat, lon, lat0, lon0 = (np.asarray(x, dtype=np.float64) for x in (lat, lon, lat0, lon0))
+    north = EARTH_RADIUS_KM * np.radians(lat - lat0)
+    dlon = (lon - lon0 + 180.0) % 360.0 - 180.0
+    east = EARTH_RADIUS_KM * np.radians(dlon) * np.cos(np.radians(lat0))
+    return north, east
+
+
+def cell_centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) degrees of the centres of H3 cells (one h3 call per distinct cell)."""
+    cells = np.asarray(cells, dtype=np.int64)
+    if cells.size == 0:
+        return np.empty(0), np.empty(0)
+    u, inv = np.unique(cells, return_inverse=True)
+    c = np.asarray([h3i.cell_to_latlng(int(x)) for x in u]).reshape(len(u), 2)
+    return c[inv, 0], c[inv, 1]

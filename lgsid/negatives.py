@@ -6,8 +6,11 @@ than a wrong town across the country (Eq. 1), with soft labels from the rank (Eq
 
 Definitions (the tests check the Spark job against a brute-force numpy version of exactly these):
 
-* A **location** is a qualified town ``state|county|town``; its text is the item's
-  ``location_text``. The anchor's own location is never a candidate, and each location appears at
+* A **location** is a qualified town ``state|county|town`` (``prompts.location_level`` town, the
+  paper) or, at district level (city-scale data), a district ``state|county|town|location_text``
+  (:func:`lgsid.prompts.location_keys`); its text is the item's ``location_text``. Its **region**
+  is the level above: the county (``state|county``) at town level, the town at district level.
+  Below, "town" reads "location" and "county" reads "region" at district level. The anchor's own location is never a candidate, and each location appears at
   most once per list (the list is not K copies of the same town).
 * A location's **representative** is its medoid item: the item nearest (haversine) to the mean
   position of the town's items (mean of 3-D unit vectors), ties broken by ``item_id``. The
@@ -105,19 +108,20 @@ def soft_labels_col(ranks: "Column", k: int) -> "Column":
 # ------------------------------------------------------------------------------ locations
 
 
-def _with_keys(prompts_df: "DataFrame") -> "DataFrame":
-    from pyspark.sql import functions as F
+def _with_keys(prompts_df: "DataFrame", level: str = "town") -> "DataFrame":
+    """``loc_key`` and ``county_key`` (the *region* of :func:`lgsid.prompts.location_keys`: the county at
+    town level, the town at district level) of geo_prompts rows."""
+    from lgsid.prompts import location_keys
 
-    return prompts_df.withColumn("loc_key", F.concat_ws("|", "state", "county", "town")).withColumn(
-        "county_key", F.concat_ws("|", "state", "county")
-    )
+    return location_keys(prompts_df, level).withColumnRenamed("region_key", "county_key")
 
 
-def town_representatives(prompts_df: "DataFrame") -> "DataFrame":
-    """One representative item per location (town medoid, see module docstring).
+def town_representatives(prompts_df: "DataFrame", level: str = "town") -> "DataFrame":
+    """One representative item per location (town or district medoid, see module docstring).
 
     Args:
         prompts_df: geo_prompts rows (item_id, location_text, state, county, town, lat, lon).
+        level: Location level (:func:`lgsid.prompts.location_level`).
 
     Returns:
         DataFrame ``loc_key, county_key, rep_id, rep_lat, rep_lon, location_text, state, county, town,
@@ -125,7 +129,7 @@ def town_representatives(prompts_df: "DataFrame") -> "DataFrame":
     """
     from pyspark.sql import functions as F
 
-    df = _with_keys(prompts_df)
+    df = _with_keys(prompts_df, level)
     phi, lmb = F.radians("lat"), F.radians("lon")
     cen = df.groupBy("loc_key").agg(
         F.avg(F.cos(phi) * F.cos(lmb)).alias("x"), F.avg(F.cos(phi) * F.sin(lmb)).alias("y"), F.avg(F.sin(phi)).alias("z")
@@ -516,7 +520,9 @@ def negatives_table(index: TownIndex, anchors: "pa.Table", cfg: "NegativesConfig
     })
 
 
-def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", rows_per_partition: int = 100_000) -> "DataFrame":
+def mine_negatives(
+    prompts_df: "DataFrame", cfg: "NegativesConfig", rows_per_partition: int = 100_000, level: str = "town"
+) -> "DataFrame":
     """Geo prompts -> negatives (Eq. 1): K mismatched locations per anchor, ranked near -> far (lazy).
 
     The town representatives (one per town) are indexed on the driver (:class:`TownIndex`) and
@@ -528,6 +534,8 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", rows_per_par
         prompts_df: geo_prompts rows.
         cfg: Negatives config (K, n_far, H3 search, seed).
         rows_per_partition: Anchors per Spark task (more tasks, finer progress and less memory).
+        level: Location level (:func:`lgsid.prompts.location_level`): ``"town"`` (far = another
+            county) or ``"district"`` (a location is a district, far = another town).
 
     Returns:
         DataFrame with :data:`NEGATIVES_SCHEMA`.
@@ -535,9 +543,9 @@ def mine_negatives(prompts_df: "DataFrame", cfg: "NegativesConfig", rows_per_par
     from pyspark.sql import functions as F
 
     spark = prompts_df.sparkSession
-    reps = town_representatives(prompts_df).toPandas()  # one row per town
+    reps = town_representatives(prompts_df, level).toPandas()  # one row per location
     bc = spark.sparkContext.broadcast(TownIndex(reps, cfg))
-    anchors = _with_keys(prompts_df).select(
+    anchors = _with_keys(prompts_df, level).select(
         "item_id", "lat", "lon", "loc_key", "county_key", F.xxhash64(F.col("item_id")).alias("a_hash")
     )
     n = int(reps["n_items"].sum())
@@ -590,19 +598,29 @@ def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
 
     from lgsid.spark.progress import spark_progress
 
+    from lgsid.prompts import location_level
+
     store = DeltaStore(spark, cfg.storage)
     prompts = store.read("geo_prompts")
+    level = location_level(prompts, cfg.prompts)
     with spark_progress(spark, "negatives: Spark tasks"):
-        neg = mine_negatives(prompts, cfg.negatives).localCheckpoint(eager=True)
+        neg = mine_negatives(prompts, cfg.negatives, level=level).localCheckpoint(eager=True)
     r1 = store.write(neg, "negatives", mode="overwrite")
     r2 = store.write(build_reward_lists(neg, prompts, cfg.negatives, cfg.prompts), "reward_lists", mode="overwrite")
     st = neg.agg(
         F.avg(F.when(F.col("neg_kind") == "near", F.col("distance_km"))).alias("near_km"),
         F.avg(F.when(F.col("neg_kind") == "far", F.col("distance_km"))).alias("far_km"),
         F.avg(F.col("search_ring")).alias("ring"),
+        F.sum((F.col("neg_kind") == "far").cast("long")).alias("n_far"),
     ).first()
+    per = neg.groupBy("item_id").count()
+    full = per.agg(F.avg((F.col("count") == cfg.negatives.k).cast("double")).alias("f"), F.avg("count").alias("m")).first()
     metrics = {
+        "location_level": level,
         "anchors": r2.rows,
+        "full_list_share": float(full["f"] or 0.0),
+        "mean_candidates": float(full["m"] or 0.0),
+        "far_negatives": int(st["n_far"] or 0),
         "mean_near_distance_km": float(st["near_km"] or 0.0),
         "mean_far_distance_km": float(st["far_km"] or 0.0),
         "mean_search_ring": float(st["ring"] or 0.0),

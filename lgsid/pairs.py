@@ -8,7 +8,8 @@
   ``(b, a)`` are written, and each anchor keeps its ``pairs.max_pairs_per_anchor`` partners with the
   highest ``s`` (ties: smaller ``other_item_id`` first), so the cap is applied per direction.
 * **Geo-constrained pairs.** Each item is paired with ``pairs.geo_pairs_per_anchor`` random items
-  outside its county (qualified ``state|county``), drawn by a hash-keyed bucket join (seeded,
+  outside its region: its county (qualified ``state|county``) at the paper's town level, its town
+  (``state|county|town``) at district level (:func:`lgsid.prompts.location_level`), drawn by a hash-keyed bucket join (seeded,
   independent of Spark partitioning, no cross join). ``cooccur_users`` is null for them.
 
 ``distance_km`` (haversine between the two items) is recorded for both kinds.
@@ -89,8 +90,11 @@ def coclick_pairs(interactions_df: "DataFrame", cfg: "PairsConfig") -> "DataFram
     return both.withColumn("_r", F.row_number().over(wa)).filter(F.col("_r") <= cfg.max_pairs_per_anchor).drop("_r")
 
 
-def geo_constrained_pairs(items_df: "DataFrame", cfg: "PairsConfig") -> "DataFrame":
-    """Items -> ``anchor_item_id, other_item_id`` with the other item outside the anchor's county.
+def geo_constrained_pairs(items_df: "DataFrame", cfg: "PairsConfig", level: str = "town") -> "DataFrame":
+    """Items -> ``anchor_item_id, other_item_id`` with the other item outside the anchor's region.
+
+    The region is the county at ``level="town"`` and the town at ``level="district"``
+    (:func:`lgsid.prompts.location_keys`); below, "county" reads "region".
 
     Sampling: items are hashed into ``max(1, N // 2)`` buckets by ``xxhash64(seed, item_id)``; each
     anchor draws ``4 · geo_pairs_per_anchor`` buckets by ``xxhash64(seed, anchor, draw)``, joins the
@@ -101,8 +105,11 @@ def geo_constrained_pairs(items_df: "DataFrame", cfg: "PairsConfig") -> "DataFra
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    from lgsid.prompts import location_keys
+
     n = cfg.geo_pairs_per_anchor
-    it = items_df.select("item_id", F.concat_ws("|", "state", "county").alias("county_key"))
+    keyed = location_keys(items_df.withColumn("location_text", F.lit("")), level)
+    it = keyed.select("item_id", F.col("region_key").alias("county_key"))
     n_buckets = max(1, it.count() // 2)
     seed = F.lit(cfg.seed)
     pool = it.select(
@@ -123,14 +130,14 @@ def geo_constrained_pairs(items_df: "DataFrame", cfg: "PairsConfig") -> "DataFra
     return cand.withColumn("_r", F.row_number().over(w)).filter(F.col("_r") <= n).select("anchor_item_id", "other_item_id")
 
 
-def build_pairs(items_df: "DataFrame", interactions_df: "DataFrame", cfg: "PairsConfig") -> "DataFrame":
-    """Items + interactions -> D_mix in the gdpo_pairs schema (pure transform)."""
+def build_pairs(items_df: "DataFrame", interactions_df: "DataFrame", cfg: "PairsConfig", level: str = "town") -> "DataFrame":
+    """Items + interactions -> D_mix in the gdpo_pairs schema (pure transform; ``level`` as in :func:`geo_constrained_pairs`)."""
     from pyspark.sql import functions as F
 
     cc = coclick_pairs(interactions_df, cfg).withColumn("pair_type", F.lit("co_click"))
     parts = cc
     if cfg.geo_pairs_per_anchor > 0:
-        geo = geo_constrained_pairs(items_df, cfg).withColumn("pair_type", F.lit("geo_constrained")).withColumn(
+        geo = geo_constrained_pairs(items_df, cfg, level).withColumn("pair_type", F.lit("geo_constrained")).withColumn(
             "cooccur_users", F.lit(None).cast("int")
         )
         parts = cc.unionByName(geo)
@@ -154,12 +161,16 @@ def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
     from lgsid.steps import StepSummary
     from lgsid.storage import DeltaStore
 
+    from lgsid.prompts import location_level
+
     store = DeltaStore(spark, cfg.storage)
-    df = build_pairs(store.read("items"), store.read("interactions"), cfg.pairs).localCheckpoint(eager=True)
+    items = store.read("items")
+    level = location_level(items, cfg.prompts)
+    df = build_pairs(items, store.read("interactions"), cfg.pairs, level).localCheckpoint(eager=True)
     res = store.write(df, "gdpo_pairs", mode="overwrite")
     counts = {r["pair_type"]: r["count"] for r in df.groupBy("pair_type").count().collect()}
     return StepSummary(
         "pairs",
         tables=[res],
-        metrics={"co_click_pairs": counts.get("co_click", 0), "geo_constrained_pairs": counts.get("geo_constrained", 0)},
+        metrics={"location_level": level, "co_click_pairs": counts.get("co_click", 0), "geo_constrained_pairs": counts.get("geo_constrained", 0)},
     )

@@ -7,6 +7,14 @@ the Spark job calls them inside a pandas UDF, the negative miner uses
 :func:`combine_prompt_col` (proven equal to :func:`combine_prompt` in the tests), and alignment
 and the cold-start SID model reuse them directly.
 
+Locations (:func:`location_level`): at the paper's scale a location is a town and its text names
+town, county and state. At city scale (one county, a handful of GeoNames towns) the location is a
+*district*: the item's H3 cell at ``prompts.district_resolution`` inside its town, named by the
+cell centre's offset from the town's GeoNames point, e.g. ``"Phoenix district 2.1 km N 0.8 km E"``
+(:func:`district_names`), and rendered with ``prompts.district_template``. Neighbouring districts
+get neighbouring numbers, so the text itself carries distance; the negatives and pairs steps use the
+same level (:func:`location_keys`).
+
 Null fields: a missing ``brand`` renders as ``prompts.missing_brand`` ("independent"), any other
 missing field as ``prompts.missing_value`` ("unknown"); a format spec such as ``{price:.0f}`` is
 not applied to the placeholder.
@@ -29,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CONTENT_FIELDS = ("name", "brand", "category_l1", "category_l2", "price")
 LOCATION_FIELDS = ("town", "county", "state")
+DISTRICT_FIELDS = ("district", "town", "county", "state")
 
 
 def _is_null(v: Any) -> bool:
@@ -73,10 +82,94 @@ def format_content(row: Mapping[str, Any], cfg: PromptsConfig) -> str:
     return _render(cfg.content_template, values, cfg.missing_value, "prompts.content_template")
 
 
-def format_location(row: Mapping[str, Any], cfg: PromptsConfig) -> str:
-    """The location part of an item's prompt (town, county, state), e.g. ``"located in Austin, Travis, Texas"``."""
+def format_location(row: Mapping[str, Any], cfg: PromptsConfig, level: str = "town") -> str:
+    """The location part of an item's prompt.
+
+    Args:
+        row: Mapping with ``town, county, state`` (and ``district`` at district level).
+        cfg: Prompt templates.
+        level: ``"town"`` (``cfg.location_template``, e.g. ``"located in Austin, Travis, Texas"``) or
+            ``"district"`` (``cfg.district_template``, e.g.
+            ``"located in Phoenix district 2.1 km N 0.8 km E, Maricopa County, Arizona"``).
+    """
+    if level == "district":
+        values = {f: row.get(f) for f in DISTRICT_FIELDS}
+        return _render(cfg.district_template, values, cfg.missing_value, "prompts.district_template")
     values = {f: row.get(f) for f in LOCATION_FIELDS}
     return _render(cfg.location_template, values, cfg.missing_value, "prompts.location_template")
+
+
+def district_name(town: str, north_km: float, east_km: float) -> str:
+    """Readable name of a district from its centre's offset to the town's origin (0.1 km steps).
+
+    Example: ``district_name("Phoenix", 2.14, -0.76) == "Phoenix district 2.1 km N 0.8 km W"``.
+    Distinct H3 cells at resolution >= 7 have centres >= 0.8 km apart, so their names differ.
+    """
+    ns = "S" if round(north_km, 1) < 0 else "N"
+    ew = "W" if round(east_km, 1) < 0 else "E"
+    return f"{town} district {abs(north_km):.1f} km {ns} {abs(east_km):.1f} km {ew}"
+
+
+def district_names(town, lat, lon, origin_lat, origin_lon, res: int) -> list[str]:
+    """District name of each item: its H3 cell at ``res``, named relative to its town's origin.
+
+    The cell centre (not the item's own point) is measured, so every item of a cell inside one town
+    gets the same name; items of one cell in two towns get two districts (the town is in the name).
+
+    Args:
+        town: (N,) town names.
+        lat, lon: (N,) item degrees.
+        origin_lat, origin_lon: (N,) degrees of each item's town origin (GeoNames point or centroid).
+        res: H3 resolution of a district.
+
+    Returns:
+        (N,) names (:func:`district_name`).
+    """
+    from lgsid.geo import cell_centres, latlng_to_cells, local_offsets_km
+
+    clat, clon = cell_centres(latlng_to_cells(lat, lon, res))
+    north, east = local_offsets_km(clat, clon, origin_lat, origin_lon)
+    return [district_name(t, n, e) for t, n, e in zip(town, north, east)]
+
+
+def location_level(df: "DataFrame", cfg: PromptsConfig) -> str:
+    """The location level in force for a catalogue: ``cfg.location_level``, or the automatic choice.
+
+    ``"auto"`` counts distinct qualified towns (``state|county|town``) and counties of ``df`` (items
+    or geo_prompts, which hold the same names) and applies :func:`lgsid.geo.choose_location_level`,
+    so the prompts, negatives and pairs steps agree on the same data.
+    """
+    if cfg.location_level != "auto":
+        return cfg.location_level
+    from pyspark.sql import functions as F
+
+    from lgsid.geo import choose_location_level
+
+    r = df.agg(
+        F.countDistinct("state", "county", "town").alias("t"), F.countDistinct("state", "county").alias("c")
+    ).first()
+    return choose_location_level(int(r["t"]), int(r["c"]), cfg.auto_min_towns)
+
+
+def location_keys(df: "DataFrame", level: str) -> "DataFrame":
+    """Add ``loc_key`` (a location) and ``region_key`` (the level above it, for "far" and "outside").
+
+    Town level (the paper): ``loc_key = state|county|town``, ``region_key = state|county``.
+    District level: ``loc_key = state|county|town|location_text`` (the district's name is in its
+    text), ``region_key = state|county|town``. ``df`` needs ``state, county, town`` (and
+    ``location_text`` at district level).
+    """
+    from pyspark.sql import functions as F
+
+    if level == "district":
+        return df.withColumn("loc_key", F.concat_ws("|", "state", "county", "town", "location_text")).withColumn(
+            "region_key", F.concat_ws("|", "state", "county", "town")
+        )
+    if level != "town":
+        raise ConfigError(f"invalid value for 'prompts.location_level': {level!r}; valid: auto, town, district")
+    return df.withColumn("loc_key", F.concat_ws("|", "state", "county", "town")).withColumn(
+        "region_key", F.concat_ws("|", "state", "county")
+    )
 
 
 def combine_prompt(content: str, location: str, cfg: PromptsConfig) -> str:
@@ -107,38 +200,60 @@ def combine_prompt_col(content: "Column", location: "Column", cfg: PromptsConfig
     return F.concat(*parts) if parts else F.lit("")
 
 
-def build_prompts(items_df: "DataFrame", cfg: PromptsConfig) -> "DataFrame":
+def build_prompts(items_df: "DataFrame", cfg: PromptsConfig, level: str | None = None) -> "DataFrame":
     """Items -> geo prompts (pure transform; geo_prompts schema).
 
     The text is produced by :func:`format_content`, :func:`format_location` and
-    :func:`combine_prompt` inside one pandas UDF, so Spark and Python agree by construction.
+    :func:`combine_prompt` inside one pandas UDF, so Spark and Python agree by construction. At
+    district level the UDF also names each item's district (:func:`district_names`); a town's
+    origin is its GeoNames point (:func:`lgsid.sources.geocode.place_coordinates`), or the mean
+    position of its items when the catalogue's names are not GeoNames'.
 
     Args:
         items_df: Rows of the ``items`` table.
         cfg: Prompt templates.
+        level: Location level; ``None`` = :func:`location_level` of ``items_df``.
 
     Returns:
         DataFrame ``item_id, content_text, location_text, prompt, state, county, town, lat, lon``.
     """
+    import numpy as np
     import pandas as pd
     from pyspark.sql import functions as F
 
     # Fail fast on the driver (a bad template would otherwise fail inside an executor).
+    level = location_level(items_df, cfg) if level is None else level
     probe = format_content({"name": "n", "brand": None, "category_l1": "a", "category_l2": "b", "price": 1.0}, cfg)
-    combine_prompt(probe, format_location({"town": "t", "county": "c", "state": "s"}, cfg), cfg)
+    combine_prompt(probe, format_location({"district": "d", "town": "t", "county": "c", "state": "s"}, cfg, level), cfg)
+    location_keys(items_df.limit(0).withColumn("location_text", F.lit("")), level)  # rejects an unknown level
+
+    if level == "district":  # town centroid: the origin fallback (mean lat/lon; towns are small)
+        cen = items_df.groupBy("state", "county", "town").agg(F.avg("lat").alias("_clat"), F.avg("lon").alias("_clon"))
+        items_df = items_df.join(F.broadcast(cen), ["state", "county", "town"], "left")
+    else:
+        items_df = items_df.withColumn("_clat", F.lit(None).cast("double")).withColumn("_clon", F.lit(None).cast("double"))
 
     @F.pandas_udf("content_text string, location_text string, prompt string")
-    def _texts(name, brand, c1, c2, price, town, county, state):  # each a pd.Series
+    def _texts(name, brand, c1, c2, price, town, county, state, lat, lon, clat, clon):  # each a pd.Series
+        if level == "district":
+            from lgsid.sources.geocode import place_coordinates
+
+            olat, olon = place_coordinates(state, county, town)
+            miss = np.isnan(olat)
+            olat[miss], olon[miss] = clat.to_numpy()[miss], clon.to_numpy()[miss]
+            district = district_names(town, lat.to_numpy(), lon.to_numpy(), olat, olon, cfg.district_resolution)
+        else:
+            district = [None] * len(town)
         content, location, prompt = [], [], []
-        for row in zip(name, brand, c1, c2, price, town, county, state):
-            r = dict(zip(CONTENT_FIELDS + LOCATION_FIELDS, row))
-            c, l = format_content(r, cfg), format_location(r, cfg)
+        for row in zip(name, brand, c1, c2, price, town, county, state, district):
+            r = dict(zip(CONTENT_FIELDS + LOCATION_FIELDS + ("district",), row))
+            c, l = format_content(r, cfg), format_location(r, cfg, level)
             content.append(c)
             location.append(l)
             prompt.append(combine_prompt(c, l, cfg))
         return pd.DataFrame({"content_text": content, "location_text": location, "prompt": prompt})
 
-    t = _texts(*[F.col(c) for c in CONTENT_FIELDS + LOCATION_FIELDS])
+    t = _texts(*[F.col(c) for c in CONTENT_FIELDS + LOCATION_FIELDS + ("lat", "lon", "_clat", "_clon")])
     return items_df.select(
         "item_id",
         t["content_text"].alias("content_text"),
@@ -158,5 +273,8 @@ def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
     from lgsid.storage import DeltaStore
 
     store = DeltaStore(spark, cfg.storage)
-    res = store.write(build_prompts(store.read("items"), cfg.prompts), "geo_prompts", mode="overwrite")
-    return StepSummary("prompts", tables=[res], metrics={"items": res.rows})
+    items = store.read("items")
+    level = location_level(items, cfg.prompts)
+    res = store.write(build_prompts(items, cfg.prompts, level), "geo_prompts", mode="overwrite")
+    n_loc = store.read("geo_prompts").select("state", "county", "town", "location_text").distinct().count()
+    return StepSummary("prompts", tables=[res], metrics={"items": res.rows, "location_level": level, "locations": n_loc})

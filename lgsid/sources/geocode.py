@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-__all__ = ["cities_path", "load_places", "reverse_geocode", "add_admin_columns"]
+__all__ = ["cities_path", "load_places", "reverse_geocode", "add_admin_columns", "place_coordinates"]
 
 
 def cities_path() -> str:
@@ -95,6 +95,37 @@ def reverse_geocode(lat, lon) -> pd.DataFrame:
     empty = county == ""
     county[empty] = name[idx][empty]
     return pd.DataFrame({"state": admin1[idx], "county": county, "town": name[idx], "country": cc[idx]})
+
+
+@lru_cache(maxsize=1)
+def _place_index() -> dict:
+    """(state, county, town) -> (lat, lon) of the GeoNames place with that qualified name (first in file order)."""
+    rg, name, admin1, admin2, _ = _geocoder()
+    county = np.where(admin2 == "", name, admin2)
+    out: dict = {}
+    for r, a1, c, n in zip(rg.locations, admin1, county, name):
+        out.setdefault((a1, c, n), (float(r["lat"]), float(r["lon"])))
+    return out
+
+
+def place_coordinates(state, county, town) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates of the GeoNames places named by qualified names, as :func:`reverse_geocode` writes them.
+
+    Used as the origin of a town's district names (:func:`lgsid.prompts.district_names`): the
+    place's point is fixed, so a district's name does not move when items are added.
+
+    Args:
+        state, county, town: (N,) names (``county`` as :func:`reverse_geocode` writes it, i.e. the
+            town name where GeoNames has no admin2).
+
+    Returns:
+        (lat, lon), two (N,) float64 arrays; NaN where no GeoNames place has that qualified name
+        (e.g. a catalogue that brings its own admin names).
+    """
+    idx = _place_index()
+    pts = [idx.get((s, c, t), (np.nan, np.nan)) for s, c, t in zip(state, county, town)]
+    arr = np.asarray(pts, dtype=np.float64).reshape(len(pts), 2)
+    return arr[:, 0], arr[:, 1]
 
 
 def add_admin_columns(df, lat_col: str = "lat", lon_col: str = "lon", prefix: str = ""):

@@ -6,9 +6,23 @@ embedding of its members and stays frozen. Levels ≥ 2 quantise the residual ``
 learnable codebooks (Eq. 10–12), trained on reconstruction (Eq. 13) plus a usage regulariser
 KL(p⁽ˡ⁾ ‖ uniform) (Eq. 14–16).
 
-Departure from the paper: the usage distribution p⁽ˡ⁾ of hard argmin codes has no gradient, so
-Eq. 14 uses the *soft* assignment ``softmax(−‖r − e_k‖² / τ)`` averaged over the batch. Hard codes
-are still used for quantisation, the residual and reconstruction.
+Departures from the paper:
+
+* The usage distribution p⁽ˡ⁾ of hard argmin codes has no gradient, so Eq. 14 uses the *soft*
+  assignment ``softmax(−‖r − e_k‖² / τ)`` averaged over the batch. Hard codes are still used for
+  quantisation, the residual and reconstruction.
+* Dead codes (``tokenizer.reseed_dead_codes``): a code no item selects gets no reconstruction
+  gradient, and with embedding-scale distances (‖r − e‖² ≪ τ) the soft KL term is nearly flat, so
+  after each epoch such codes move onto the worst-reconstructed residuals (:func:`reseed_dead`).
+* The deepest level is local (``tokenizer.local_last_level``, with ≥ 3 levels): one k-means
+  codebook per level-1 code, ``(K_L, K_1, D)``, fitted on that cluster's last residuals with
+  ``min(K_L, distinct residuals)`` centres (:func:`fit_local_level`). Lloyd's algorithm minimises
+  Eq. 13 for that level exactly. A shared deepest codebook cannot tell apart near-identical
+  prompts of one geographic cluster (same category, neighbouring districts): on real check-ins
+  that gave collision rates far above the share of identical prompts. With a local level two items
+  share a SID only when their residuals coincide or their cluster holds more than ``K_2·K_L``
+  distinct items. The ``K_1`` codebooks rotate their slots (:func:`local_slots`) so every code
+  index is used about equally over the catalogue.
 """
 
 from __future__ import annotations
@@ -179,6 +193,30 @@ def forward_levels(
     return torch.stack(codes, 1) if codes else x.new_zeros((x.shape[0], 0), dtype=torch.long), kls, x_hat
 
 
+def reseed_dead(r: np.ndarray, centres: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move unused codes onto the residuals that are worst reconstructed (one level).
+
+    The ``m`` codes no row selects are replaced, in index order, by the residuals of the ``m`` rows
+    with the largest ``‖r_i − e_{c_i}‖²`` (ties: lower row first); each such row is then nearest to
+    its own new code (distance 0), so the code is used again.
+
+    Args:
+        r: (N, D) residuals entering the level. centres: (K, D). codes: (N,) current codes.
+
+    Returns:
+        (new centres (K, D), indices of the reseeded codes).
+    """
+    counts = np.bincount(codes, minlength=len(centres))
+    dead = np.flatnonzero(counts == 0)
+    if dead.size == 0:
+        return centres, dead
+    err = ((r - centres[codes]) ** 2).sum(axis=1)
+    worst = np.lexsort((np.arange(len(r)), -err))[: dead.size]
+    out = centres.copy()
+    out[dead[: worst.size]] = r[worst]
+    return out, dead[: worst.size]
+
+
 def train_residual_codebooks(
     x: np.ndarray,
     base: np.ndarray,
@@ -191,6 +229,7 @@ def train_residual_codebooks(
     batch_size: int,
     seed: int,
     progress: bool = False,
+    reseed: bool = False,
 ) -> tuple[list[np.ndarray], dict[str, list[float]]]:
     """Adam on Eq. 16 for the learnable codebooks; ``base`` (μ⁽¹⁾ of each row) is never updated.
 
@@ -199,6 +238,8 @@ def train_residual_codebooks(
         init: L-1 initial codebooks (K_l, D). tau, lambda_reg, epochs, lr, batch_size, seed:
             from ``tokenizer.*``.
         progress: show a tqdm bar over epochs.
+        reseed: after each epoch, :func:`reseed_dead` every level (its Adam moments are reset);
+            the history then also has ``reseeded`` (codes moved per epoch).
 
     Returns:
         (trained codebooks, history with per-epoch ``loss``, ``rec``, ``kl``).
@@ -234,7 +275,90 @@ def train_residual_codebooks(
         hist["loss"].append(tot[0])
         hist["rec"].append(tot[1])
         hist["kl"].append(tot[2])
+        if reseed:
+            hist.setdefault("reseeded", []).append(float(_reseed_epoch(xt, bt, cbs, opt)))
     return [c.detach().numpy().astype(np.float32) for c in cbs], hist
+
+
+def _reseed_epoch(xt: "torch.Tensor", bt: "torch.Tensor", cbs: list, opt) -> int:
+    """:func:`reseed_dead` on every level over all rows (in place); returns the number of codes moved."""
+    import torch
+
+    moved = 0
+    with torch.no_grad():
+        r = (xt - bt).numpy()
+        for cb in cbs:
+            c_np = cb.detach().numpy()
+            codes = nearest_centre(r, c_np)
+            new, dead = reseed_dead(r, c_np, codes)
+            if dead.size:
+                cb.data.copy_(torch.as_tensor(new))
+                st = opt.state.get(cb, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        st[key][torch.as_tensor(dead)] = 0.0
+                moved += int(dead.size)
+                codes = nearest_centre(r, new)
+            r = r - new[codes]
+    return moved
+
+
+def local_slots(sizes: list[int], k: int) -> list[np.ndarray]:
+    """Code indices of each cluster's local centres: consecutive slots, rotating over clusters.
+
+    Cluster ``c`` with ``sizes[c]`` centres uses slots ``(o_c + j) mod k`` for ``j < sizes[c]``,
+    where ``o_c = Σ_{c' < c} sizes[c'] mod k``, so small clusters do not all crowd codes 0, 1, ...
+    Example: ``local_slots([3, 2, 0, 2], 4) == [[0, 1, 2], [3, 0], [], [1, 2]]``.
+    """
+    out, o = [], 0
+    for n in sizes:
+        out.append((o + np.arange(n)) % k)
+        o = (o + n) % k
+    return out
+
+
+_UNUSED = 1e3
+"""Coordinate value of a local slot with no centre: far from any unit-scale residual, never the argmin."""
+
+
+def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int) -> np.ndarray:
+    """The deepest level as one k-means codebook per level-1 code (see module docstring).
+
+    For each level-1 code c with members M_c: ``k_c = min(k, distinct rows of r[M_c])`` k-means
+    centres of those rows (Lloyd, k-means++, ``random_state=seed + c``), placed at the slots of
+    :func:`local_slots`; unused slots hold :data:`_UNUSED`. With ``k_c`` equal to the number of
+    distinct rows every distinct row is its own centre.
+
+    Args:
+        r: (N, D) residuals after the shared levels. c1: (N,) level-1 codes. k1: K_1. k: K_L.
+        seed: base seed.
+
+    Returns:
+        (K_L, K_1, D) float32 codebooks.
+    """
+    from sklearn.cluster import KMeans
+
+    out = np.full((k, k1, r.shape[1]), _UNUSED, dtype=np.float32)
+    cents = []
+    for c in range(k1):
+        rows = np.unique(r[c1 == c], axis=0)
+        kc = min(k, len(rows))
+        if kc == len(rows):  # every distinct row is its own centre (also an empty cluster)
+            cents.append(rows)
+        else:
+            cents.append(KMeans(n_clusters=kc, n_init=1, max_iter=100, random_state=seed + c).fit(rows).cluster_centers_)
+    for c, (cen, slots) in enumerate(zip(cents, local_slots([len(x) for x in cents], k))):
+        out[slots, c] = cen
+    return out
+
+
+def local_encode(r: np.ndarray, c1: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """Nearest centre of each row among its level-1 code's local codebook. (N, D), (N,), (K, K1, D) -> (N,)."""
+    out = np.zeros(len(r), dtype=np.int64)
+    for c in np.unique(c1):
+        m = c1 == c
+        out[m] = nearest_centre(r[m], local[:, int(c)])
+    return out
 
 
 def kmeans_init(r: np.ndarray, k: int, seed: int, max_rows: int = 20000) -> np.ndarray:
@@ -297,7 +421,8 @@ class HGITTokenizer(SIDTokenizer):
         )
         self.feature_centres: np.ndarray | None = None  # (K1, F) MiniBatchKMeans centres over F
         self.mu1: np.ndarray | None = None  # (K1, D) frozen level-1 centres in embedding space
-        self.codebooks: list[np.ndarray] = []  # L-1 learnable (K_l, D)
+        self.codebooks: list[np.ndarray] = []  # learnable shared (K_l, D), levels 2.. (L-1 or L-2 of them)
+        self.local: np.ndarray | None = None  # (K_L, K_1, D) local deepest level, or None
         self.l1_paths: list[str] = []
         self.l1_sizes: list[int] = []
 
@@ -325,8 +450,10 @@ class HGITTokenizer(SIDTokenizer):
         self.l1_sizes = np.bincount(c1, minlength=k1).tolist()
         base = self.mu1[c1]
         r = x - base
+        local = self.cfg.local_last_level and len(self.codebook_sizes) >= 3
+        shared = self.codebook_sizes[1:-1] if local else self.codebook_sizes[1:]
         init = []
-        for l, k in enumerate(self.codebook_sizes[1:]):
+        for l, k in enumerate(shared):
             cb = kmeans_init(r, k, self.cfg.seed + l + 1)
             init.append(cb)
             r = r - cb[nearest_centre(r, cb)]
@@ -334,7 +461,14 @@ class HGITTokenizer(SIDTokenizer):
         self.codebooks, self.history = train_residual_codebooks(
             x, base, init, tau=self.cfg.tau, lambda_reg=self.cfg.lambda_reg, epochs=self.cfg.epochs,
             lr=self.cfg.lr, batch_size=self.cfg.batch_size, seed=self.cfg.seed, progress=progress,
+            reseed=self.cfg.reseed_dead_codes,
         )
+        self.local = None
+        if local:
+            r = x - base
+            for cb in self.codebooks:
+                r = r - cb[nearest_centre(r, cb)]
+            self.local = fit_local_level(r, c1, k1, self.codebook_sizes[-1], self.cfg.seed + len(shared) + 1)
         self.fitted = True
         return self
 
@@ -346,6 +480,11 @@ class HGITTokenizer(SIDTokenizer):
         x = check_embeddings(embeddings, self.dim, ids=features.get("item_id"))
         c1 = self.level1_codes(features)
         rest = self.tables.encode(x, c1)  # == residual_encode(x - mu1[c1], codebooks), one matmul
+        if getattr(self, "local", None) is not None:
+            r = x - self.mu1[c1]
+            for l, cb in enumerate(self.codebooks):
+                r = r - cb[rest[:, l]]
+            rest = np.concatenate([rest, local_encode(r, c1, self.local)[:, None]], axis=1)
         return np.concatenate([c1[:, None], rest], axis=1)
 
     @property
@@ -360,20 +499,27 @@ class HGITTokenizer(SIDTokenizer):
         out = self.mu1[codes[:, 0]].copy()
         for l, cb in enumerate(self.codebooks):
             out += cb[codes[:, l + 1]]
+        if getattr(self, "local", None) is not None:
+            out += self.local[codes[:, -1], codes[:, 0]]
         return out
 
     def codebook_shapes(self) -> list[tuple[int, ...]]:
-        return [tuple(self.mu1.shape)] + [tuple(c.shape) for c in self.codebooks]
+        """(K_l, ...) per level; the local deepest level is (K_L, K_1, D)."""
+        local = [tuple(self.local.shape)] if getattr(self, "local", None) is not None else []
+        return [tuple(self.mu1.shape)] + [tuple(c.shape) for c in self.codebooks] + local
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"feature_centres": self.feature_centres, "mu1": self.mu1}
         arrays.update({f"codebook_{l + 2}": c for l, c in enumerate(self.codebooks)})
+        if getattr(self, "local", None) is not None:
+            arrays["local_codebook"] = self.local
         return arrays, {"l1_paths": self.l1_paths, "l1_sizes": self.l1_sizes, "history": self.history}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.feature_centres = arrays["feature_centres"]
         self.mu1 = arrays["mu1"]
         self.codebooks = [arrays[f"codebook_{l}"] for l in range(2, 2 + sum(1 for k in arrays if k.startswith("codebook_")))]
+        self.local = arrays.get("local_codebook")
         self._tables = None
         self.l1_paths = list(meta.get("l1_paths", []))
         self.l1_sizes = list(meta.get("l1_sizes", []))

@@ -37,9 +37,28 @@ def tiny_items(seed: int = 0, n_towns: int = 14, per_town: tuple[int, int] = (2,
     return pd.DataFrame(rows, columns=ITEM_COLS)
 
 
+def city_items(seed: int = 0, per_town: int = 30) -> pd.DataFrame:
+    """A one-county city: two towns ~8 km apart, items spread over ~6 km around each (Phoenix-like)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t, (town, clat, clon) in enumerate([("Alphaville", 33.45, -112.07), ("Betatown", 33.42, -111.99)]):
+        for j in range(per_town):
+            rows.append(
+                dict(
+                    item_id=f"c{t}_{j:02d}", name=f"Venue {t}-{j}", brand=None, category_l1="Food", category_l2="Cafe",
+                    price=None, lat=clat + rng.uniform(-0.027, 0.027), lon=clon + rng.uniform(-0.032, 0.032),
+                    state="Arizona", county="Testcounty", town=town, address=None, source="test",
+                )
+            )
+    return pd.DataFrame(rows, columns=ITEM_COLS)
+
+
 def representatives(items: pd.DataFrame) -> pd.DataFrame:
-    """Brute-force town medoids: item nearest the mean unit vector of its town, ties by item_id."""
-    df = items.assign(loc_key=items.state + "|" + items.county + "|" + items.town)
+    """Brute-force location medoids: item nearest the mean unit vector of its location, ties by item_id.
+
+    The location is ``state|county|town``, or ``items.loc_key`` when the frame has that column.
+    """
+    df = items if "loc_key" in items else items.assign(loc_key=items.state + "|" + items.county + "|" + items.town)
     out = []
     for key, g in df.groupby("loc_key"):
         phi, lmb = np.radians(g.lat.to_numpy()), np.radians(g.lon.to_numpy())
@@ -56,7 +75,7 @@ def brute_force_near(items: pd.DataFrame, need: int) -> dict[str, list[tuple[str
     reps = representatives(items)
     res = {}
     for r in items.itertuples():
-        key = f"{r.state}|{r.county}|{r.town}"
+        key = r.loc_key if "loc_key" in items else f"{r.state}|{r.county}|{r.town}"
         cand = reps[reps.loc_key != key]
         d = haversine_km(r.lat, r.lon, cand.lat.to_numpy(), cand.lon.to_numpy())
         order = sorted(zip(d, cand.item_id), key=lambda t: (t[0], t[1]))[:need]

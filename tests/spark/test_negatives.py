@@ -29,6 +29,7 @@ def mined(spark, tmp_path_factory):
         load_config(None),
         storage={"root": str(w / "tables"), "staging_dir": str(w / "staging")},
         negatives={"k": 6, "n_far": 2, "h3_resolution": 6, "max_ring": 2, "min_resolution": 0},
+        prompts={"location_level": "town"},  # the paper's semantics (auto picks district for 14 towns)
     )
     items = tiny_items(seed=3)
     store = DeltaStore(spark, cfg.storage)
@@ -107,3 +108,67 @@ def test_haversine_column_matches_numpy(spark):
     df = spark.createDataFrame(pts, "a double, b double, c double, d double")
     got = [r[0] for r in df.select(haversine_km_col(F.col("a"), F.col("b"), F.col("c"), F.col("d"))).collect()]
     np.testing.assert_allclose(got, [float(haversine_km(*p)) for p in pts], rtol=1e-12, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def city(spark, tmp_path_factory):
+    """prompts + negatives on a one-county, two-town city with the automatic location level."""
+    from lgsid.config import load_config
+    from lgsid.prompts import run as run_prompts
+    from lgsid.storage import DeltaStore
+
+    from geodata import city_items
+
+    w = tmp_path_factory.mktemp("city")
+    cfg = replace(
+        load_config(None),
+        storage={"root": str(w / "tables"), "staging_dir": str(w / "staging")},
+        negatives={"k": 6, "n_far": 2, "h3_resolution": 8, "max_ring": 2, "min_resolution": 0},
+    )
+    items = city_items(seed=5)
+    store = DeltaStore(spark, cfg.storage)
+    store.write(spark.createDataFrame(items[ITEM_COLS], ITEMS_DDL), "items")
+    sp = run_prompts(spark, cfg)
+    s = run(spark, cfg)
+    prompts = store.to_pandas("geo_prompts").set_index("item_id")
+    neg = store.to_pandas("negatives").sort_values(["item_id", "rank"]).reset_index(drop=True)
+    return dict(cfg=cfg, items=items, prompts=prompts, neg=neg, s=s, sp=sp)
+
+
+def test_city_uses_districts_and_fills_every_list(city):
+    """One county, 2 towns: at town level each list could hold 1 candidate and no far one."""
+    cfg, neg, prompts = city["cfg"], city["neg"], city["prompts"]
+    K = cfg.negatives.k
+    assert city["sp"].metrics["location_level"] == city["s"].metrics["location_level"] == "district"
+    assert city["sp"].metrics["locations"] > 2 * (K + 1)
+    assert city["s"].metrics["full_list_share"] == 1.0 and city["s"].metrics["far_negatives"] == len(city["items"]) * cfg.negatives.n_far
+    for a, g in neg.groupby("item_id"):
+        assert list(g["rank"]) == list(range(1, K + 1))
+        assert g.cand_location_text.is_unique and prompts.at[a, "location_text"] not in set(g.cand_location_text)
+        far = g[g.neg_kind == "far"]
+        assert len(far) == cfg.negatives.n_far and (far.cand_town != prompts.at[a, "town"]).all()  # far = another town
+
+
+def test_city_near_set_equals_brute_force_over_districts(city):
+    cfg, neg, prompts = city["cfg"], city["neg"], city["prompts"]
+    need = cfg.negatives.k - cfg.negatives.n_far
+    p = prompts.reset_index()
+    p = p.assign(loc_key=p.state + "|" + p.county + "|" + p.town + "|" + p.location_text)
+    bf = brute_force_near(p, need)
+    near = neg[neg.neg_kind == "near"]
+    for a, g in near.groupby("item_id"):
+        g = g.sort_values("distance_km", kind="stable")
+        assert list(g.cand_item_id) == [c for c, _ in bf[a]], a
+        np.testing.assert_allclose(g.distance_km, [d for _, d in bf[a]], rtol=1e-9)
+
+
+def test_city_district_text_is_the_pure_formatter_with_the_centroid_origin(city):
+    """Towns that are not GeoNames names are measured from the mean position of their items."""
+    from lgsid.prompts import district_names, format_location
+
+    items, prompts, cfg = city["items"], city["prompts"], city["cfg"]
+    cen = items.groupby("town")[["lat", "lon"]].transform("mean")
+    names = district_names(items.town, items.lat, items.lon, cen.lat, cen.lon, cfg.prompts.district_resolution)
+    want = [format_location({**r, "district": d}, cfg.prompts, "district") for r, d in zip(items.to_dict("records"), names)]
+    assert list(prompts.loc[items.item_id, "location_text"]) == want
+    assert want[0].startswith("located in Alphaville district ") and want[0].endswith(", Testcounty, Arizona")

@@ -8,7 +8,7 @@ import pytest
 
 from lgsid.config import load_config, replace
 from lgsid.geo import haversine_km
-from lgsid.pairs import coclick_pairs, coclick_scores, run
+from lgsid.pairs import coclick_pairs, coclick_scores, geo_constrained_pairs, run
 
 pytestmark = pytest.mark.spark
 
@@ -87,7 +87,7 @@ def test_build_pairs_geo_and_run_idempotent(spark, cfg, store):
     hist, rows = toy_rows()
     ids = sorted({i for _, i, _ in rows} | {f"x{j}" for j in range(12)})
     items = _items(ids)
-    cfg = replace(cfg, pairs={"s_th": 0, "history_cap": 3, "geo_pairs_per_anchor": 2})
+    cfg = replace(cfg, pairs={"s_th": 0, "history_cap": 3, "geo_pairs_per_anchor": 2}, prompts={"location_level": "town"})
     store.write(spark.createDataFrame(items, ITEMS_DDL), "items")
     store.write(spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp"), "interactions")
     s1 = run(spark, cfg)
@@ -112,3 +112,17 @@ def test_build_pairs_geo_and_run_idempotent(spark, cfg, store):
     cc = t1[t1.pair_type == "co_click"]
     assert {(a, b): int(s) for a, b, s in zip(cc.anchor_item_id, cc.other_item_id, cc.cooccur_users)} == _directed(coclick_scores(hist, 3), 0)
     assert s1.metrics["co_click_pairs"] == len(cc)
+
+
+def test_geo_pairs_in_a_one_county_city_lie_in_another_town(spark):
+    from geodata import ITEM_COLS, city_items
+
+    items = city_items(seed=1, per_town=8)
+    df = spark.createDataFrame(items[ITEM_COLS], ITEMS_DDL)
+    cfg = load_config(None).pairs
+    assert geo_constrained_pairs(df, cfg, "town").count() == 0  # the paper's rule: no other county
+    got = geo_constrained_pairs(df, cfg, "district").toPandas()
+    town = items.set_index("item_id").town
+    assert set(got.anchor_item_id) == set(items.item_id)
+    assert (got.groupby("anchor_item_id").size() == cfg.geo_pairs_per_anchor).all()
+    assert (town.loc[got.anchor_item_id].to_numpy() != town.loc[got.other_item_id].to_numpy()).all()

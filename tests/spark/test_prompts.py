@@ -21,7 +21,7 @@ ROWS = [
 
 
 def test_prompts_parts_match_pure_python(spark, cfg):
-    df = build_prompts(spark.createDataFrame(ROWS, ITEMS_DDL), cfg.prompts).toPandas().set_index("item_id")
+    df = build_prompts(spark.createDataFrame(ROWS, ITEMS_DDL), cfg.prompts, "town").toPandas().set_index("item_id")
     cols = ITEMS_DDL.replace(" string", "").replace(" double", "").split(", ")
     for r in ROWS:
         row = dict(zip(cols, r))

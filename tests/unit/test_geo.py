@@ -119,3 +119,25 @@ def test_covered_radius_is_a_true_lower_bound(res, k):
     for a in anchors:
         d = haversine_km(a[0], a[1], pts[outside, 0], pts[outside, 1])
         assert d.min() >= r
+
+
+def test_choose_location_level():
+    from lgsid.geo import choose_location_level
+
+    assert choose_location_level(300, 250, 64) == "town"  # the demo: towns all over the US
+    assert choose_location_level(10, 1, 64) == "district"  # Phoenix: one county, ~10 towns
+    assert choose_location_level(40, 3, 64) == "district"  # too few towns for full lists
+    assert choose_location_level(64, 2, 64) == "town"
+    assert choose_location_level(500, 1, 64) == "district"  # no other county for far negatives
+
+
+def test_local_offsets_km_by_hand():
+    from lgsid.geo import local_offsets_km
+
+    # 0.01 deg of latitude = 6371.0088 * 0.01 * pi / 180 = 1.1119508 km; at lat 60 a degree of
+    # longitude is half as long, so 0.02 deg east is the same 1.111950 km
+    n, e = local_offsets_km([60.01, 60.0, 59.99], [10.0, 10.02, 9.98], 60.0, 10.0)
+    np.testing.assert_allclose(n, [1.111950, 0.0, -1.111950], atol=1e-6)
+    np.testing.assert_allclose(e, [0.0, 1.111950, -1.111950], atol=1e-6)
+    n, e = local_offsets_km([0.0], [-179.99], 0.0, 179.99)  # across the antimeridian: 0.02 deg east
+    np.testing.assert_allclose(e, [2.223901], atol=1e-6)

@@ -35,3 +35,15 @@ def test_us_places_have_ambiguous_names():
     us = load_places("US")
     per = us.groupby("name")["admin1"].nunique()
     assert per["Springfield"] >= 5 and per["Portland"] >= 5
+
+
+def test_place_coordinates_are_the_geonames_points_of_reverse_geocoded_names():
+    from lgsid.sources.geocode import place_coordinates, reverse_geocode
+
+    g = reverse_geocode([33.494307, 30.27], [-112.059703, -97.74])
+    lat, lon = place_coordinates(g.state, g.county, g.town)
+    assert list(g.town) == ["Phoenix", "Austin"]
+    np.testing.assert_allclose(lat, [33.44838, 30.26715], atol=1e-5)  # the GeoNames cities1000 rows
+    np.testing.assert_allclose(lon, [-112.07404, -97.74306], atol=1e-5)
+    lat, _ = place_coordinates(["Nowhere"], ["No County"], ["Notown"])
+    assert np.isnan(lat).all()

@@ -227,3 +227,77 @@ def test_featurizer_over_distinct_combinations_matches_per_row_reference():
         w_admin=1.0, w_geo=2.0, w_cat=0.5, w_brand=0.25,
     )
     np.testing.assert_allclose(fz(items), ref)
+
+
+# ------------------------------------------------------------------ codebooks that separate items
+
+
+def test_reseed_dead_hand_computed():
+    from lgsid.tokenizer.hgit import reseed_dead
+
+    r = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0], [5.0, 0.0]])
+    centres = np.array([[0.0, 0.0], [9.0, 9.0], [8.0, 8.0]])
+    codes = np.array([0, 0, 0, 0])  # codes 1 and 2 dead; errors 0, 1, 25, 25
+    new, dead = reseed_dead(r, centres, codes)
+    np.testing.assert_array_equal(dead, [1, 2])
+    np.testing.assert_array_equal(new, [[0, 0], [5, 0], [5, 0]])  # rows 2 and 3 (tie: lower row first)
+    same, none = reseed_dead(r, centres, np.array([0, 1, 2, 2]))
+    assert none.size == 0 and same is centres
+
+
+def test_reseeding_revives_codes_that_reconstruction_never_moves():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (256, 4)).astype(np.float32)
+    init = np.concatenate([np.zeros((1, 4)), 6.0 + rng.normal(0, 0.1, (7, 4))]).astype(np.float32)
+    kw = dict(tau=20.0, lambda_reg=0.0, epochs=5, lr=0.1, batch_size=64, seed=0)
+    plain, _ = train_residual_codebooks(x, np.zeros_like(x), [init.copy()], **kw)
+    cbs, hist = train_residual_codebooks(x, np.zeros_like(x), [init.copy()], reseed=True, **kw)
+    assert level_stats(nearest_centre(x, plain[0]), 8)["usage"] == pytest.approx(1 / 8)
+    assert level_stats(nearest_centre(x, cbs[0]), 8)["usage"] == 1.0
+    assert hist["reseeded"][0] == 7
+
+
+def test_local_slots_example():
+    from lgsid.tokenizer.hgit import local_slots
+
+    assert [s.tolist() for s in local_slots([3, 2, 0, 2], 4)] == [[0, 1, 2], [3, 0], [], [1, 2]]
+
+
+def test_local_level_gives_each_distinct_row_its_own_code():
+    from lgsid.tokenizer.hgit import fit_local_level, local_encode
+
+    r = np.array([[0, 0], [1, 0], [1, 0], [0, 5], [3, 3], [3, 4]], dtype=np.float32)
+    c1 = np.array([0, 0, 0, 0, 1, 1])
+    local = fit_local_level(r, c1, k1=3, k=4, seed=0)
+    assert local.shape == (4, 3, 2)
+    codes = local_encode(r, c1, local)
+    assert codes[1] == codes[2] and len({codes[0], codes[1], codes[3]}) == 3  # identical rows share, distinct rows do not
+    # cluster 0's 3 distinct rows (in row order [0,0] < [0,5] < [1,0]) take slots 0..2; cluster 1
+    # continues at slot 3 ([3,3]) and wraps to slot 0 ([3,4])
+    assert codes.tolist() == [0, 2, 2, 1, 3, 0]
+    np.testing.assert_array_equal(local[codes, c1], r)  # each row is its own centre: exact reconstruction
+    # more distinct rows than codes: k-means with k centres, every slot used
+    many = fit_local_level(r[:4], np.zeros(4, int), k1=1, k=2, seed=0)
+    assert set(local_encode(r[:4], np.zeros(4, int), many).tolist()) == {0, 1}
+
+
+def test_hgit_local_level_collisions_only_from_identical_embeddings(tmp_path):
+    items, emb = toy_catalogue(240, 12, seed=4)
+    emb = emb.copy()
+    emb[200:220] = emb[0:20]  # 20 items repeat another item's embedding (same attributes too)
+    items = items.copy()
+    for c in ("lat", "lon", "state", "county", "town", "category_l1", "category_l2", "brand"):
+        items.loc[200:219, c] = items.loc[0:19, c].to_numpy()
+    cfg = TokenizerConfig(codebook_sizes=[4, 4, 64], epochs=2, batch_size=64)
+    tok = build_tokenizer(cfg).fit(emb, items)
+    codes = tok.encode(emb, items)
+    assert tok.codebook_shapes()[-1] == (64, 4, 12)
+    n_distinct_emb = len(np.unique(emb, axis=0))
+    assert len(np.unique(codes, axis=0)) == n_distinct_emb  # 240 items, 220 distinct: collision rate 20/240
+    shared = build_tokenizer(TokenizerConfig(codebook_sizes=[4, 4, 64], epochs=2, batch_size=64, local_last_level=False)).fit(emb, items)
+    assert len(np.unique(shared.encode(emb, items), axis=0)) < n_distinct_emb
+    np.testing.assert_allclose(tok.reconstruct(codes), tok.reconstruct(codes))  # well-defined
+    path = save_tokenizer(tok, str(tmp_path / "tok"))
+    back = load_tokenizer(path)
+    np.testing.assert_array_equal(back.encode(emb, items), codes)
+    np.testing.assert_allclose(back.reconstruct(codes), tok.reconstruct(codes))
