@@ -45,6 +45,23 @@ def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
     return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
+def unit_xyz(lat, lon) -> np.ndarray:
+    """Latitude/longitude (degrees) as points on the unit sphere: ``[cos φ cos λ, cos φ sin λ, sin φ]``.
+
+    Euclidean distance between two points is the chord length, monotone in great-circle distance
+    (no wrap-around at ±180°), so k-d trees and dot products over these vectors rank by distance.
+
+    Args:
+        lat, lon: (N,) degrees.
+
+    Returns:
+        (N, 3) float64 unit vectors.
+    """
+    phi = np.radians(np.asarray(lat, dtype=np.float64))
+    lam = np.radians(np.asarray(lon, dtype=np.float64))
+    return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=-1)
+
+
 def haversine_km_col(lat1: "Column", lon1: "Column", lat2: "Column", lon2: "Column") -> "Column":
     """The same formula as :func:`haversine_km`, as a Spark Column built from SQL functions (no UDF)."""
     from pyspark.sql import functions as F

@@ -58,6 +58,7 @@ from lgsid.geo import (
     next_pass,
     ring_is_enough,
     search_schedule,
+    unit_xyz,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,11 +206,6 @@ def start_pass(proxy_counts, need: int, fill=1.0):
     return np.where(ok.any(axis=-1), ok.argmax(axis=-1), ok.shape[-1] - 1)
 
 
-def _unit_xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    phi, lmb = np.radians(lat), np.radians(lon)
-    return np.stack([np.cos(phi) * np.cos(lmb), np.cos(phi) * np.sin(lmb), np.sin(phi)], axis=-1)
-
-
 class TownIndex:
     """Town representatives bucketed in H3 cells at every resolution the search uses.
 
@@ -231,7 +227,7 @@ class TownIndex:
         self.rep_id = reps["rep_id"].to_numpy(dtype=object)
         self.lat = reps["rep_lat"].to_numpy(dtype=np.float64)
         self.lon = reps["rep_lon"].to_numpy(dtype=np.float64)
-        self.xyz = _unit_xyz(self.lat, self.lon)
+        self.xyz = unit_xyz(self.lat, self.lon)
         codes, counties = pd.factorize(reps["county_key"])
         self.county = codes.astype(np.int64)  # county code of each town
         self.arrow = {  # output columns by position, and the lookups of anchors' own town / county
@@ -350,7 +346,7 @@ def search_near(index: TownIndex, lat: np.ndarray, lon: np.ndarray, own: np.ndar
     served = np.full(n, last, dtype=np.int64)
     if n == 0 or len(index) == 0:
         return pos, dist, served
-    axyz = _unit_xyz(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64))
+    axyz = unit_xyz(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64))
     cos_min = math.cos(min_km / EARTH_RADIUS_KM) if min_km > 0 else None
     ub, inv = np.unique(latlng_to_cells(lat, lon, index.base_res), return_inverse=True)
     parents: dict[int, np.ndarray] = {}

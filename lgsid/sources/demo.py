@@ -59,11 +59,11 @@ import pandas as pd
 
 from lgsid.config import DemoConfig
 from lgsid.errors import ConfigError
+from lgsid.geo import EARTH_RADIUS_KM, haversine_km, unit_xyz
 from lgsid.sources.geocode import load_places
 
 __all__ = ["TAXONOMY", "DemoData", "generate", "select_towns", "to_spark"]
 
-EARTH_RADIUS_KM = 6371.0088
 _MAX_STATES_PER_NAME = 5  # spread the ambiguous-name budget over several names
 
 # (category_l1, category_l2, typical price in USD, relative frequency)
@@ -154,18 +154,6 @@ class DemoData:
     towns: pd.DataFrame
 
 
-def _unit_xyz(lat, lon) -> np.ndarray:
-    """(N,) degrees -> (N, 3) points on the unit sphere (chord distance is monotone in great-circle distance)."""
-    la, lo = np.radians(lat), np.radians(lon)
-    return np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
-
-
-def _haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
-    la1, lo1, la2, lo2 = map(np.radians, (lat1, lon1, lat2, lon2))
-    a = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-
-
 def _jitter(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, sd_km: float) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian jitter of ``sd_km`` around (N,) points; returns (lat, lon) in range."""
     dlat = rng.normal(0.0, sd_km, len(lat)) / 111.195
@@ -177,7 +165,7 @@ def _sizes(places: pd.DataFrame) -> np.ndarray:
     """Population proxy: GeoNames places within 30 km of each place (metro areas hold many)."""
     from scipy.spatial import cKDTree
 
-    xyz = _unit_xyz(places["lat"].to_numpy(), places["lon"].to_numpy())
+    xyz = unit_xyz(places["lat"].to_numpy(), places["lon"].to_numpy())
     return cKDTree(xyz).query_ball_point(xyz, r=30.0 / EARTH_RADIUS_KM, return_length=True).astype(np.float64)
 
 
@@ -310,7 +298,7 @@ def _sample_interactions(
     T = len(towns)
     k_nb = min(cfg.neighbour_towns, T)
     t_lat, t_lon = towns["lat"].to_numpy(), towns["lon"].to_numpy()
-    _, nb = cKDTree(_unit_xyz(t_lat, t_lon)).query(_unit_xyz(t_lat, t_lon), k=k_nb)
+    _, nb = cKDTree(unit_xyz(t_lat, t_lon)).query(unit_xyz(t_lat, t_lon), k=k_nb)
     nb = np.asarray(nb).reshape(T, k_nb)  # (T, k_nb) nearest towns, self first
     counts = np.diff(offsets)  # (T,)
     nb_cnt = counts[nb]  # (T, k_nb)
@@ -340,7 +328,7 @@ def _sample_interactions(
         prev = np.where(j > 0, np.take_along_axis(cum, np.maximum(j - 1, 0), axis=1), 0)
         cand_town = np.take_along_axis(nb[ctx_town], j, axis=1)  # (B, C)
         cand = offsets[cand_town] + (r - prev)  # (B, C) item index
-        d = _haversine_km(x_lat[:, None], x_lon[:, None], i_lat[cand], i_lon[cand])  # (B, C)
+        d = haversine_km(x_lat[:, None], x_lon[:, None], i_lat[cand], i_lon[cand])  # (B, C)
         logw = -d / cfg.distance_decay_km + np.log(theta[uid[:, None], i_cat[cand]]) + np.log(pop[cand])
         g = logw - np.log(-np.log(rng.random((B, C))))  # Gumbel-max = one draw ∝ exp(logw)
         pick = cand[np.arange(B), np.argmax(g, axis=1)]  # (B,)

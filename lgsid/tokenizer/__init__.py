@@ -15,7 +15,7 @@ registers the tokenizer as the SID pyfunc (:mod:`lgsid.serving.sid_model`) and w
 from __future__ import annotations
 
 from lgsid.tokenizer.base import TOKENIZERS, SIDTokenizer, build_tokenizer, load_tokenizer, save_tokenizer
-from lgsid.tokenizer.dedup import dedup_suffix, format_sid, incremental_suffix
+from lgsid.tokenizer.dedup import dedup_suffix, format_sid
 from lgsid.tokenizer.features import FEATURE_COLUMNS
 from lgsid.tokenizer.health import codebook_health, collision_rate, health_plots
 # import order = registration order in TOKENIZERS = the order errors list the kinds (HGIT, then the baselines)
@@ -25,6 +25,6 @@ from lgsid.tokenizer.rqkmeans import RQKMeansTokenizer  # isort: skip
 
 __all__ = [
     "TOKENIZERS", "FEATURE_COLUMNS", "SIDTokenizer", "HGITTokenizer", "RQVAETokenizer", "RQKMeansTokenizer", "build_tokenizer",
-    "load_tokenizer", "save_tokenizer", "dedup_suffix", "incremental_suffix", "format_sid", "codebook_health", "collision_rate",
+    "load_tokenizer", "save_tokenizer", "dedup_suffix", "format_sid", "codebook_health", "collision_rate",
     "health_plots",
 ]

@@ -4,8 +4,8 @@ Two rules keep IDs stable:
 
 * a fresh assignment numbers the items of one code tuple 0, 1, 2, ... in the order given (the
   caller sorts by ``item_id`` so reruns agree);
-* an incremental assignment never renumbers: a new item colliding with existing ones gets the next
-  free suffix after the largest existing one of its tuple.
+* write-sids never renumbers (:func:`lgsid.sid_store.assign_suffixes`): a new item colliding with
+  existing ones gets the next free suffix after the largest existing one of its tuple.
 
 SID strings are ``"<l1>-<l2>-<l3>-<suffix>"`` (every level plus the suffix, always present, so
 ``"12-5-33-0"`` is the first item of tuple (12, 5, 33)).
@@ -38,32 +38,6 @@ def dedup_suffix(codes: np.ndarray) -> np.ndarray:
     if len(codes) == 0:
         return np.zeros(0, dtype=np.int64)
     return pd.Series(_tuple_ids(codes)).groupby(_tuple_ids(codes)).cumcount().to_numpy(dtype=np.int64)
-
-
-def incremental_suffix(existing_codes: np.ndarray, existing_suffix: np.ndarray, new_codes: np.ndarray) -> np.ndarray:
-    """Suffixes for new items that leave every existing (codes, suffix) untouched.
-
-    A new item's suffix is ``max(existing suffixes of its tuple) + 1 + (its rank among the new
-    items of that tuple)``; a tuple no existing item uses starts at 0.
-
-    Args:
-        existing_codes: (M, L). existing_suffix: (M,). new_codes: (N, L), rows in a stable order.
-
-    Returns:
-        (N,) int64.
-    """
-    new_codes = np.asarray(new_codes)
-    if len(new_codes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    existing_codes = np.asarray(existing_codes).reshape(-1, new_codes.shape[1])
-    allc = np.concatenate([existing_codes, new_codes])
-    tid = _tuple_ids(allc)
-    m = len(existing_codes)
-    start = pd.Series(np.asarray(existing_suffix, dtype=np.int64)).groupby(tid[:m]).max() + 1 if m else pd.Series(dtype=np.int64)
-    new_tid = tid[m:]
-    rank = pd.Series(new_tid).groupby(new_tid).cumcount().to_numpy()
-    base = pd.Series(new_tid).map(start).fillna(0).to_numpy(dtype=np.int64)
-    return base + rank
 
 
 def format_sid(codes: np.ndarray, suffix: np.ndarray | None = None) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lgsid.errors import ValidationError
+from lgsid.geo import unit_xyz
 
 FEATURE_COLUMNS = ("lat", "lon", "state", "county", "town", "category_l1", "category_l2", "brand")
 """Columns the tokenizer's ``features`` frame must hold (``brand``/``category_l1`` may be null)."""
@@ -66,10 +67,7 @@ class IdEmbedder:
 
 
 def geo_unit_vector(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """f_geo: latitude/longitude (degrees) as a point on the unit sphere.
-
-    ``f_geo = [cos φ cos λ, cos φ sin λ, sin φ]``, so Euclidean distance between features is the
-    chord length, monotone in great-circle distance (no wrap-around at ±180°).
+    """f_geo: latitude/longitude (degrees) as a point on the unit sphere (:func:`lgsid.geo.unit_xyz`).
 
     Args:
         lat: (N,) degrees. lon: (N,) degrees.
@@ -77,9 +75,7 @@ def geo_unit_vector(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     Returns:
         (N, 3) float64 unit vectors.
     """
-    phi = np.radians(np.asarray(lat, dtype=np.float64))
-    lam = np.radians(np.asarray(lon, dtype=np.float64))
-    return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=1)
+    return unit_xyz(lat, lon)
 
 
 def hierarchy_keys(frame: pd.DataFrame, columns: Sequence[str]) -> list[list[str]]:

@@ -8,7 +8,8 @@ import pytest
 
 from lgsid.config import load_config, replace
 from lgsid.errors import ConfigError
-from lgsid.sources.demo import TAXONOMY, _haversine_km, generate
+from lgsid.geo import haversine_km
+from lgsid.sources.demo import TAXONOMY, generate
 from lgsid.tables import INTERACTIONS, ITEMS, USERS
 
 def _columns(schema: str) -> list[str]:
@@ -86,11 +87,11 @@ def test_taxonomy_chains_and_prices(data):
 
 def test_interactions_are_much_closer_than_random(data):
     m = data.interactions.merge(data.users, on="user_id").merge(data.items, on="item_id")
-    d_click = _haversine_km(m.home_lat.to_numpy(), m.home_lon.to_numpy(), m.lat.to_numpy(), m.lon.to_numpy())
+    d_click = haversine_km(m.home_lat.to_numpy(), m.home_lon.to_numpy(), m.lat.to_numpy(), m.lon.to_numpy())
     rng = np.random.default_rng(0)
     u = rng.integers(0, len(data.users), 5000)
     i = rng.integers(0, len(data.items), 5000)
-    d_rand = _haversine_km(data.users.home_lat.to_numpy()[u], data.users.home_lon.to_numpy()[u], data.items.lat.to_numpy()[i], data.items.lon.to_numpy()[i])
+    d_rand = haversine_km(data.users.home_lat.to_numpy()[u], data.users.home_lon.to_numpy()[u], data.items.lat.to_numpy()[i], data.items.lon.to_numpy()[i])
     assert np.median(d_click) < 0.1 * np.median(d_rand)
     # the travel share shows up as a tail of long trips (default travel_share=0.05)
     assert 0.01 < np.mean(d_click > 300) < 0.15
@@ -99,7 +100,7 @@ def test_interactions_are_much_closer_than_random(data):
 def test_travel_share_zero_keeps_users_local(demo_cfg):
     d = generate(replace(load_config(None), demo={**SMALL, "n_interactions": 1500, "travel_share": 0.0}).demo)
     m = d.interactions.merge(d.users, on="user_id").merge(d.items, on="item_id")
-    dist = _haversine_km(m.home_lat.to_numpy(), m.home_lon.to_numpy(), m.lat.to_numpy(), m.lon.to_numpy())
+    dist = haversine_km(m.home_lat.to_numpy(), m.home_lon.to_numpy(), m.lat.to_numpy(), m.lon.to_numpy())
     assert np.quantile(dist, 0.95) < 400
 
 
