@@ -5,6 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """(N, D) rows scaled to unit L2 norm, as float32 (all-zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def qualified_labels(state, county, town) -> dict[str, np.ndarray]:
+    """``{"state": s, "county": "s|c", "town": "s|c|t"}`` as (N,) string arrays (names repeat across states)."""
+    st = np.asarray(state, dtype=str)
+    co = np.char.add(np.char.add(st, "|"), np.asarray(county, dtype=str))
+    tw = np.char.add(np.char.add(co, "|"), np.asarray(town, dtype=str))
+    return {"state": st, "county": co, "town": tw}
+
+
 def topk_neighbours(emb: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine neighbours of every row, excluding the row itself.
 
@@ -16,11 +30,10 @@ def topk_neighbours(emb: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndar
     Returns:
         (idx, sim): both (N, k); ``idx[i]`` sorted by decreasing cosine similarity ``sim[i]``.
     """
-    x = np.asarray(emb, dtype=np.float32)
+    x = unit_rows(emb)
     n = x.shape[0]
     if not 0 < k < n:
         raise ValueError(f"k must be in [1, N-1] for N={n} rows, got k={k}")
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     idx = np.empty((n, k), dtype=np.int64)
     sim = np.empty((n, k), dtype=np.float32)
     for s in range(0, n, chunk):
@@ -55,10 +68,8 @@ def geo_coverage(emb: np.ndarray, state: np.ndarray, county: np.ndarray, town: n
     their parents. Returns ``{"P@k": .., "C@k": .., "T@k": ..}``.
     """
     idx, _ = topk_neighbours(emb, k)
-    st = np.asarray(state, dtype=object)
-    co = np.char.add(np.char.add(st.astype(str), "|"), np.asarray(county, dtype=str))
-    tw = np.char.add(np.char.add(co, "|"), np.asarray(town, dtype=str))
-    return {f"P@{k}": neighbour_share(idx, st), f"C@{k}": neighbour_share(idx, co), f"T@{k}": neighbour_share(idx, tw)}
+    q = qualified_labels(state, county, town)
+    return {f"P@{k}": neighbour_share(idx, q["state"]), f"C@{k}": neighbour_share(idx, q["county"]), f"T@{k}": neighbour_share(idx, q["town"])}
 
 
 def nearest_by_distance(lat: np.ndarray, lon: np.ndarray, k: int) -> np.ndarray:

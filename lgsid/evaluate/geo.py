@@ -14,20 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lgsid.metrics import neighbour_share, topk_neighbours
-
-
-def qualified_labels(state, county, town) -> dict[str, np.ndarray]:
-    """``{"state": s, "county": "s|c", "town": "s|c|t"}`` as (N,) string arrays (names repeat across states)."""
-    st = np.asarray(state, dtype=str)
-    co = np.char.add(np.char.add(st, "|"), np.asarray(county, dtype=str))
-    tw = np.char.add(np.char.add(co, "|"), np.asarray(town, dtype=str))
-    return {"state": st, "county": co, "town": tw}
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from lgsid.metrics import neighbour_share, qualified_labels, topk_neighbours, unit_rows
 
 
 def similarity_at_k(neighbours: np.ndarray, ref_emb: np.ndarray) -> float:
@@ -40,7 +27,7 @@ def similarity_at_k(neighbours: np.ndarray, ref_emb: np.ndarray) -> float:
         neighbours: (N, K) indices retrieved for each item (in any embedding space).
         ref_emb: (N, D) reference embeddings of the same items, same order.
     """
-    r = _unit(ref_emb)  # (N, D)
+    r = unit_rows(ref_emb)  # (N, D)
     sims = np.einsum("nd,nkd->nk", r, r[neighbours])  # (N, K)
     return float(sims.mean())
 
@@ -65,7 +52,7 @@ def nmi_kmeans(emb: np.ndarray, labels: np.ndarray, n_clusters: int | None = Non
     if k == 1:
         clusters = np.zeros(n, dtype=np.int64)
     else:
-        clusters = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(_unit(emb))
+        clusters = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(unit_rows(emb))
     return float(normalized_mutual_info_score(labels, clusters))
 
 
@@ -112,7 +99,7 @@ def projection_plot(emb: np.ndarray, state: np.ndarray, path: str, title: str, t
     rng = np.random.default_rng(seed)
     state = np.asarray(state, dtype=str)
     sel = rng.choice(len(state), size=min(max_points, len(state)), replace=False)
-    xy = PCA(n_components=2, random_state=seed).fit_transform(_unit(emb[sel]))
+    xy = PCA(n_components=2, random_state=seed).fit_transform(unit_rows(emb[sel]))
     st = state[sel]
     names, counts = np.unique(st, return_counts=True)
     top = names[np.argsort(-counts)][:top_states]
