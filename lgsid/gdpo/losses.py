@@ -9,7 +9,6 @@ from lgsid.config import GDPOConfig
 from lgsid.train.runtime import autocast
 
 
-
 def gdpo_align_loss(r_pol_pos: torch.Tensor, r_pol_neg: torch.Tensor, r_ref_pos: torch.Tensor, r_ref_neg: torch.Tensor, beta: float) -> torch.Tensor:
     """The G-DPO alignment loss — Eq. 6, arXiv 2511.14221.
 
@@ -74,7 +73,7 @@ def gdpo_batch_loss(policy, encoder, reward: nn.Module, batch: dict, g: GDPOConf
         reward: Frozen reward MLP.
         batch: Output of :func:`lgsid.gdpo.examples.make_collate`: token tensors (3B, T) and ``n`` = B.
         g: G-DPO config (β, λ, use_sim).
-        device: ``cpu`` or ``cuda`` (bf16 autocast on CUDA).
+        device: ``cpu`` or ``cuda`` (bf16 autocast of the encoder on CUDA; the reward MLP and the losses in float32).
 
     Returns:
         (total loss, {"loss", "l_align", "l_sim", "reward_margin", "ref_margin"} as detached scalars).
@@ -82,13 +81,15 @@ def gdpo_batch_loss(policy, encoder, reward: nn.Module, batch: dict, g: GDPOConf
     B = int(batch["n"])
     rows = 3 * B if g.use_sim else 2 * B
     tok = {k: batch[k][:rows] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-    with autocast(device):
+    with autocast(device):  # the encoder in bf16 on CUDA; its pooled output is float32
         e = policy(**tok)  # (rows, D)
         with torch.no_grad(), encoder.reference():
             e_ref = encoder(**tok)  # (rows, D)
-        r = reward(e.float())  # (rows,)
-        with torch.no_grad():
-            r_ref = reward(e_ref.float())
+    # The reward MLP runs outside autocast, in float32: Eq. 6 takes a difference of reward margins,
+    # which bf16 (8 significant bits) would round away. The MLP is tiny, so this costs nothing.
+    r = reward(e.float())  # (rows,)
+    with torch.no_grad():
+        r_ref = reward(e_ref.float())
     l_align = gdpo_align_loss(r[:B], r[B : 2 * B], r_ref[:B], r_ref[B : 2 * B], g.beta)
     l_sim = similarity_loss(e[2 * B :], e_ref[2 * B :]) if g.use_sim else torch.zeros((), device=l_align.device)
     loss = gdpo_objective(l_align, l_sim, g.lambda_sim, g.use_sim)

@@ -273,10 +273,37 @@ def test_same_seed_same_losses_and_resume(spark, store, tiny_cfg, toy_tables, tm
 
     a, b = hist("a", 2), hist("b", 2)
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    _check_step0_loss(ex, tiny_cfg, a["history"][0])
     full = hist("c", 3)
     resumed = hist("a", 3, resume=True)  # continues the 2-step run in "a" from its checkpoint
     assert resumed["resumed_from"] == 2
     np.testing.assert_allclose([h["loss"] for h in resumed["history"]], [h["loss"] for h in full["history"]], rtol=1e-5)
+
+
+def _check_step0_loss(ex, cfg, rec: dict) -> None:
+    """docs/method.md: at step 0 the policy is the reference (LoRA's B starts at 0), so the DPO margin is 0,
+    L_align = ln 2, and the loss is ln 2 + λ·L_sim(ref) over the first batch's true prompts. The first
+    batch is read again with the loop's seed; L_sim is recomputed here in numpy from the base encoder."""
+    from lgsid.encoder import load_encoder
+    from lgsid.train.data import make_converter, petastorm_batches
+
+    g, t = cfg.gdpo, cfg.train
+    conv = make_converter(ex)
+    try:
+        with petastorm_batches(conv, g.batch_size, lambda rows: rows, seed=g.seed, num_epochs=1, shuffle_buffer=t.shuffle_buffer,
+                               workers=t.num_workers, cur_shard=0, shard_count=1) as loader:
+            first = next(rows for rows in loader if len(rows) >= 2)
+    finally:
+        conv.delete()
+    e = load_encoder(cfg.encoder).encode([str(r["true_prompt"]) for r in first]).astype(np.float64)  # (B, D) E_ref
+    B = len(e)
+    d2 = ((e[:, None, :] - e[None, :, :]) ** 2).sum(-1)  # ‖E_ref(i) − E_ref(j)‖², diagonal 0
+    l_sim_ref = float(np.mean(np.diag(d2) - (d2.sum(1) - np.diag(d2)) / (B - 1)))
+    assert l_sim_ref < 0  # distinct items: only the "away from the others" term is left
+    assert rec["l_align"] == pytest.approx(math.log(2), abs=1e-6)
+    assert rec["reward_margin"] == pytest.approx(rec["ref_margin"], abs=1e-6)
+    assert rec["l_sim"] == pytest.approx(l_sim_ref, abs=1e-4)
+    assert rec["loss"] == pytest.approx(math.log(2) + g.lambda_sim * l_sim_ref, abs=1e-4)
 
 
 def test_empty_pair_table_is_a_clear_error(spark, store, tiny_cfg):

@@ -65,6 +65,22 @@ def test_reward_mlp_eq2_shapes():
     assert m(torch.zeros(5, 7, 8)).shape == (5, 7)
 
 
+def test_reward_mlp_eq2_hand_computed():
+    # D = 2, one hidden layer of 2: h = ReLU(W1 x + b1), r = w2 . h + b2
+    # W1 = [[1, -1], [2, 0]], b1 = [0, -1], w2 = [1, 3], b2 = .5
+    # x = (1, 2): W1 x + b1 = (-1, 1) -> ReLU (0, 1) -> r = 0 + 3 + .5 = 3.5 (the ReLU zeroes unit 1)
+    # x = (3, 1): W1 x + b1 = (2, 5) -> (2, 5) -> r = 2 + 15 + .5 = 17.5
+    m = RewardMLP(2, [2])
+    first, last = m.net[0], m.net[2]
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 0.0]]))
+        first.bias.copy_(torch.tensor([0.0, -1.0]))
+        last.weight.copy_(torch.tensor([[1.0, 3.0]]))
+        last.bias.copy_(torch.tensor([0.5]))
+    out = m(torch.tensor([[[1.0, 2.0], [3.0, 1.0]]]))  # one list of two prompt embeddings
+    assert out.tolist() == [[3.5, 17.5]]
+
+
 def test_reward_metrics_perfect_and_reversed():
     labels = np.array([[1.0, 0.75, 0.5, 0.25]] * 2, dtype=np.float32)
     mask = np.ones_like(labels, dtype=bool)
