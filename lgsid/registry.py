@@ -32,12 +32,40 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 DOWNSTREAM = {"downstream.hit_at_10": "min_downstream_hit_at_10", "downstream.auc": "min_downstream_auc"}
 
 
+PAUSE_ENV = "LGSID_PAUSE_AT_REGISTER"
+"""Test hook: when set to a file path, :func:`log_sid_model` creates that file at the point named by
+:data:`PAUSE_POINT_ENV` (``register``, the default: artifacts uploaded, no version yet; ``alias``: the
+version is READY, ``candidate`` not yet moved) and waits (up to 10 min) until the file is removed, so a
+test can stop the tracking server there and let the step run on against it."""
+PAUSE_POINT_ENV = "LGSID_PAUSE_REGISTER_POINT"
+
+
+def _pause_at(point: str) -> None:
+    import os
+    import time
+
+    flag = os.environ.get(PAUSE_ENV)
+    if not flag or os.environ.get(PAUSE_POINT_ENV, "register") != point:
+        return
+    with open(flag, "w") as f:
+        f.write(f"{os.getpid()} {point}\n")
+    deadline = time.time() + 600
+    while os.path.exists(flag) and time.time() < deadline:
+        time.sleep(0.2)
+
+
 def log_sid_model(cfg: LGSIDConfig, artifact_dir: str, signature, tags: dict[str, str]) -> str:
     """Log the SID pyfunc from ``artifact_dir`` in the active run, register it and give the new version ``candidate``.
 
     The model is :class:`lgsid.serving.sid_model.SIDModel` with the ``lgsid`` package as
     ``code_paths`` and :func:`lgsid.serving.requirements` as its pinned pip requirements, so it
     loads where this repository is absent.
+
+    Order, so that a tracking server going away at any point leaves nothing half-registered: the
+    artifacts are uploaded first (the logged model is READY only once they all are); then the
+    version is created with its tags in one call; ``candidate`` moves only once the version is
+    READY. A failure before that leaves at most an untagged logged model or a complete version
+    without an alias, and the previous ``candidate`` where it was.
 
     Args:
         cfg: Resolved config (``mlflow.sid_model_name``).
@@ -48,6 +76,9 @@ def log_sid_model(cfg: LGSIDConfig, artifact_dir: str, signature, tags: dict[str
 
     Returns:
         The registered version (string).
+
+    Raises:
+        ModelError: the tracking server failed during logging or registration (names the point reached).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -56,15 +87,31 @@ def log_sid_model(cfg: LGSIDConfig, artifact_dir: str, signature, tags: dict[str
     from lgsid.serving.sid_model import SIDModel, artifacts_of
 
     name = cfg.mlflow.sid_model_name
-    info = mlflow.pyfunc.log_model(
-        name="sid_model", python_model=SIDModel(), artifacts=artifacts_of(artifact_dir), code_paths=[PACKAGE_DIR],
-        signature=signature, registered_model_name=name, pip_requirements=requirements(),
-    )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    client.set_registered_model_alias(name, CANDIDATE, version)
-    for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, str(v))
+    reached = "uploading the model artifacts"
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="sid_model", python_model=SIDModel(), artifacts=artifacts_of(artifact_dir), code_paths=[PACKAGE_DIR],
+            signature=signature, pip_requirements=requirements(),
+        )
+        reached = "creating the model version (artifacts uploaded)"
+        _pause_at("register")
+        client = MlflowClient()
+        logged = client.get_logged_model(info.model_id)
+        if logged.status != "READY":
+            raise ModelError(f"logged model {info.model_id} is {logged.status}, not READY; its artifacts are incomplete, not registering it")
+        mv = mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+        version = str(mv.version)
+        reached = f"moving alias '{CANDIDATE}' to version {version}"
+        _pause_at("alias")
+        if client.get_model_version(name, version).status != "READY":
+            raise ModelError(f"{name} version {version} is not READY; alias '{CANDIDATE}' not moved")
+        client.set_registered_model_alias(name, CANDIDATE, version)
+    except mlflow.exceptions.MlflowException as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"MLflow ({mlflow.get_tracking_uri()}) failed while {reached} for '{name}': {first}; "
+            f"alias '{CANDIDATE}' was not moved; rerun `lgsid tokenize` once the tracking server is back"
+        ) from None
     return version
 
 
