@@ -297,8 +297,10 @@ class RewardConfig:
     holdout_share: float = _f(0.2, "Share of anchors held out for NDCG/AUC.")
     max_anchors: int = _f(600, "Train on at most this many anchors' lists (each list is K+1 prompts to embed; 0 = all).")
     seed: int = _f(17, "Seed.")
+    patience: int = _f(3, "Stop once the held-out loss has not improved for this many epochs and keep the best epoch's weights (0 = run all epochs).")
 
     def __post_init__(self) -> None:
+        _check(self.patience >= 0, "reward.patience", "must be >= 0")
         _check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes), "reward.hidden_sizes", "need >= 1 layer, each >= 1")
         _check(0.0 < self.holdout_share < 1.0, "reward.holdout_share", "must be in (0, 1)")
         _check(self.epochs >= 1, "reward.epochs", "must be >= 1")
