@@ -320,8 +320,15 @@ class GDPOConfig:
     batch_size: int = _f(16, "Pairs per batch.")
     coverage_k: int = _f(10, "K of the before/after geo-coverage check (P@K, C@K, T@K of top-K embedding neighbours).")
     seed: int = _f(19, "Seed.")
+    max_seconds: float = _f(0.0, "Wall-clock budget of the training loop in seconds (0 = none); it stops after the step that crosses it.")
+    eval_every: int = _f(0, "Measure the held-out geo metrics (within-1 km share and T@K of top-K neighbours) every this many steps (0 = off).")
+    eval_items: int = _f(300, "Items held out of the G-DPO examples (as anchors) for the held-out geo metrics.")
+    eval_patience: int = _f(3, "Stop once the held-out within-1 km share has not improved for this many evaluations and keep the best adapter (0 = never).")
 
     def __post_init__(self) -> None:
+        _check(self.max_seconds >= 0, "gdpo.max_seconds", "must be >= 0")
+        _check(self.eval_every >= 0 and self.eval_patience >= 0, "gdpo.eval_every", "eval_every and eval_patience must be >= 0")
+        _check(self.eval_items >= 3, "gdpo.eval_items", "must be >= 3 (top-K neighbours among them)")
         _check(self.beta > 0, "gdpo.beta", "must be > 0")
         _check(self.lambda_sim >= 0, "gdpo.lambda_sim", "must be >= 0")
         _check(self.batch_size >= 2, "gdpo.batch_size", "must be >= 2 (L_sim is in-batch)")
