@@ -320,7 +320,7 @@ class GDPOConfig:
     batch_size: int = _f(16, "Pairs per batch.")
     coverage_k: int = _f(10, "K of the before/after geo-coverage check (P@K, C@K, T@K of top-K embedding neighbours).")
     seed: int = _f(19, "Seed.")
-    max_seconds: float = _f(0.0, "Wall-clock budget of the training loop in seconds (0 = none); it stops after the step that crosses it.")
+    max_seconds: float = _f(600.0, "Wall-clock budget of the training loop in seconds (0 = none); it stops after the step that crosses it. The default only binds on a loaded CPU (150 demo steps take ~3 min on 2 free cores).")
     eval_every: int = _f(0, "Measure the held-out geo metrics (within-1 km share and T@K of top-K neighbours) every this many steps (0 = off).")
     eval_items: int = _f(300, "Items held out of the G-DPO examples (as anchors) for the held-out geo metrics.")
     eval_patience: int = _f(3, "Stop once the held-out within-1 km share has not improved for this many evaluations and keep the best adapter (0 = never).")

@@ -34,9 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def run_key(cfg: LGSIDConfig, n_examples: int) -> str:
     """Fingerprint of everything that shapes the run (so a checkpoint is only resumed by the same run).
 
-    ``gdpo.max_steps`` is left out: raising it continues a finished shorter run.
+    ``gdpo.max_steps`` and ``gdpo.max_seconds`` are left out: raising them continues a finished shorter run.
     """
-    g = {k: v for k, v in cfg.gdpo.__dict__.items() if k != "max_steps"}  # a longer run may resume a shorter one
+    g = {k: v for k, v in cfg.gdpo.__dict__.items() if k not in ("max_steps", "max_seconds")}  # a longer run may resume a shorter one
     return "gdpo-" + fingerprint({"encoder": cfg.encoder.__dict__, "gdpo": g, "reward": cfg.reward.__dict__, "n": n_examples})
 
 
