@@ -32,11 +32,16 @@ def main() -> None:
     from lgsid.geo import haversine_km
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tables", required=True)
+    ap.add_argument("--tables", default="lgsid-work/phoenix/tables", help="a run's tables (default: the Phoenix run)")
     ap.add_argument("--bw", type=float, default=1.0)
     ap.add_argument("--n", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    import os
+
+    if not os.path.isdir(f"{a.tables}/reward_lists"):
+        print(json.dumps({"skipped": f"no reward_lists under {a.tables}"}))
+        return
     gp = DeltaTable(f"{a.tables}/geo_prompts").to_pandas()
     rl = DeltaTable(f"{a.tables}/reward_lists").to_pandas()
     loc = gp.groupby("location_text")[["lat", "lon"]].mean()
