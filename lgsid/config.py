@@ -297,8 +297,10 @@ class RewardConfig:
     holdout_share: float = _f(0.2, "Share of anchors held out for NDCG/AUC.")
     max_anchors: int = _f(600, "Train on at most this many anchors' lists (each list is K+1 prompts to embed; 0 = all).")
     seed: int = _f(17, "Seed.")
+    patience: int = _f(3, "Stop once the held-out loss has not improved for this many epochs and keep the best epoch's weights (0 = run all epochs).")
 
     def __post_init__(self) -> None:
+        _check(self.patience >= 0, "reward.patience", "must be >= 0")
         _check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes), "reward.hidden_sizes", "need >= 1 layer, each >= 1")
         _check(0.0 < self.holdout_share < 1.0, "reward.holdout_share", "must be in (0, 1)")
         _check(self.epochs >= 1, "reward.epochs", "must be >= 1")
@@ -318,8 +320,15 @@ class GDPOConfig:
     batch_size: int = _f(16, "Pairs per batch.")
     coverage_k: int = _f(10, "K of the before/after geo-coverage check (P@K, C@K, T@K of top-K embedding neighbours).")
     seed: int = _f(19, "Seed.")
+    max_seconds: float = _f(600.0, "Wall-clock budget of the training loop in seconds (0 = none); it stops after the step that crosses it. The default only binds on a loaded CPU (150 demo steps take ~3 min on 2 free cores).")
+    eval_every: int = _f(0, "Measure the held-out geo metrics (within-1 km share and T@K of top-K neighbours) every this many steps (0 = off).")
+    eval_items: int = _f(300, "Items held out of the G-DPO examples (as anchors) for the held-out geo metrics.")
+    eval_patience: int = _f(3, "Stop once the held-out within-1 km share has not improved for this many evaluations and keep the best adapter (0 = never).")
 
     def __post_init__(self) -> None:
+        _check(self.max_seconds >= 0, "gdpo.max_seconds", "must be >= 0")
+        _check(self.eval_every >= 0 and self.eval_patience >= 0, "gdpo.eval_every", "eval_every and eval_patience must be >= 0")
+        _check(self.eval_items >= 3, "gdpo.eval_items", "must be >= 3 (top-K neighbours among them)")
         _check(self.beta > 0, "gdpo.beta", "must be > 0")
         _check(self.lambda_sim >= 0, "gdpo.lambda_sim", "must be >= 0")
         _check(self.batch_size >= 2, "gdpo.batch_size", "must be >= 2 (L_sim is in-batch)")

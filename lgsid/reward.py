@@ -135,6 +135,8 @@ def reward_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, n_f
       against the distance rank (sklearn ``ndcg_score``, per list, averaged).
     * ``auc_true_vs_far``: ROC-AUC of the true location's score against the scores of the last
       ``n_far`` (farthest) candidates of the same lists.
+    * ``auc_true_vs_near``: the same against the first ``n_far`` (nearest) candidates: can the
+      reward tell the true location from one a few hundred metres away.
 
     Args:
         scores: (L, J) reward logits.
@@ -145,17 +147,21 @@ def reward_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, n_f
     from sklearn.metrics import ndcg_score, roc_auc_score
 
     ndcgs = []
-    pos, neg = [], []
+    pos, neg, near = [], [], []
+    k = max(1, n_far)
     for s, y, m in zip(scores, labels, mask):
         n = int(m.sum())
         if n < 2:
             continue
         ndcgs.append(ndcg_score(y[None, :n], s[None, :n]))
         pos.append(s[0])
-        neg.extend(s[max(1, n - max(1, n_far)) : n].tolist())
-    out = {"ndcg": float(np.mean(ndcgs)) if ndcgs else float("nan")}
-    out["auc_true_vs_far"] = float(roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg)) if pos and neg else float("nan")
-    return out
+        neg.extend(s[max(1, n - k) : n].tolist())
+        near.extend(s[1 : min(n, 1 + k)].tolist())
+
+    def auc(other: list) -> float:
+        return float(roc_auc_score([1] * len(pos) + [0] * len(other), pos + other)) if pos and other else float("nan")
+
+    return {"ndcg": float(np.mean(ndcgs)) if ndcgs else float("nan"), "auc_true_vs_far": auc(neg), "auc_true_vs_near": auc(near)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,11 +269,16 @@ def embed_lists(spark: "SparkSession", lists: "DataFrame", cfg: LGSIDConfig) -> 
 
 
 def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict, int], None] | None = None) -> tuple[RewardMLP, dict]:
-    """Fit the reward MLP on train anchors; evaluate NDCG / AUC on held-out anchors.
+    """Fit the reward MLP on train anchors; early-stop and evaluate NDCG / AUC on held-out anchors.
+
+    Training runs for at most ``reward.epochs`` epochs and stops once the held-out loss has not
+    improved for ``reward.patience`` epochs (0 = never stop early); the weights of the best
+    held-out epoch are restored.
 
     Returns:
-        (model, metrics) with train loss, held-out loss, ``val_ndcg``, ``val_auc_true_vs_far`` and
-        the same on the train split.
+        (model, metrics) with train loss, held-out loss (both at the best epoch), ``best_epoch``,
+        ``epochs_run``, ``val_ndcg``, ``val_auc_true_vs_far``, ``val_auc_true_vs_near`` and the
+        same on the train split.
     """
     from tqdm.auto import tqdm
 
@@ -287,6 +298,7 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
     history = []
     bar = tqdm(range(rc.epochs), desc=f"reward ({rc.mode})", unit="epoch")
     step = 0
+    best = (float("inf"), -1, None)  # (held-out loss, epoch, state dict)
     for ep in bar:
         model.train()
         order = tr[rng.permutation(len(tr))]
@@ -307,6 +319,12 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
         bar.set_postfix(loss=f"{rec['reward_train_loss']:.4f}", val=f"{vloss:.4f}")
         if log_fn:
             log_fn(rec, ep)
+        if vloss < best[0]:
+            best = (vloss, ep, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        elif rc.patience and ep - best[1] >= rc.patience:
+            break
+    bar.close()
+    model.load_state_dict(best[2])
     model.eval()
     with torch.no_grad():
         s_all = model(emb).numpy()
@@ -314,12 +332,16 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
     mv = reward_metrics(s_all[val], data.labels[val], data.mask[val], n_far)
     mt = reward_metrics(s_all[tr], data.labels[tr], data.mask[tr], n_far)
     metrics = {
-        "reward_train_loss": history[-1]["reward_train_loss"],
-        "reward_val_loss": history[-1]["reward_val_loss"],
+        "reward_train_loss": history[best[1]]["reward_train_loss"],
+        "reward_val_loss": best[0],
+        "best_epoch": int(best[1]),
+        "epochs_run": len(history),
         "val_ndcg": mv["ndcg"],
         "val_auc_true_vs_far": mv["auc_true_vs_far"],
+        "val_auc_true_vs_near": mv["auc_true_vs_near"],
         "train_ndcg": mt["ndcg"],
         "train_auc_true_vs_far": mt["auc_true_vs_far"],
+        "train_auc_true_vs_near": mt["auc_true_vs_near"],
         "n_train_lists": int(len(tr)),
         "n_val_lists": int(len(val)),
     }
@@ -448,7 +470,7 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
         m = done.data.metrics
         return StepSummary(
             "reward",
-            metrics={k: m[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "n_train_lists") if k in m},
+            metrics={k: m[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "val_auc_true_vs_near", "n_train_lists") if k in m},
             notes=[f"inputs and config unchanged (fingerprint {fp}): reusing mlflow run {done.info.run_id}; nothing trained"],
         )
     lists = load_lists(spark, cfg)
@@ -472,6 +494,6 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
             mlflow.log_artifact(png, "plots")
     return StepSummary(
         "reward",
-        metrics={k: metrics[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "n_train_lists")},
+        metrics={k: metrics[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "val_auc_true_vs_near", "best_epoch", "n_train_lists")},
         notes=[f"reward model: runs:/{run_.info.run_id}/{REWARD_ARTIFACT}", f"mlflow run: {run_.info.run_id}"],
     )

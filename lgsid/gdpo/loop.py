@@ -34,9 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def run_key(cfg: LGSIDConfig, n_examples: int) -> str:
     """Fingerprint of everything that shapes the run (so a checkpoint is only resumed by the same run).
 
-    ``gdpo.max_steps`` is left out: raising it continues a finished shorter run.
+    ``gdpo.max_steps`` and ``gdpo.max_seconds`` are left out: raising them continues a finished shorter run.
     """
-    g = {k: v for k, v in cfg.gdpo.__dict__.items() if k != "max_steps"}  # a longer run may resume a shorter one
+    g = {k: v for k, v in cfg.gdpo.__dict__.items() if k not in ("max_steps", "max_seconds")}  # a longer run may resume a shorter one
     return "gdpo-" + fingerprint({"encoder": cfg.encoder.__dict__, "gdpo": g, "reward": cfg.reward.__dict__, "n": n_examples})
 
 
@@ -53,6 +53,7 @@ def train_gdpo(
     model=None,
     log_fn: Callable[[dict, int], None] | None = None,
     progress: bool = True,
+    eval_fn: Callable[[], dict] | None = None,
 ) -> dict:
     """Optimise the encoder's LoRA parameters with L_align + λ·L_sim over the examples.
 
@@ -67,10 +68,17 @@ def train_gdpo(
         model: The module to call for the policy forward (a DDP wrapper of ``encoder``); default ``encoder``.
         log_fn: Called with ``(metrics, step)`` after every step (rank 0 only).
         progress: Show the tqdm bar (rank 0 only).
+        eval_fn: Held-out geo metrics of the current policy (``{"within_1km": .., ...}``), called
+            before the first step and every ``gdpo.eval_every`` steps (single process only).
+            Training stops once ``within_1km`` has not improved for ``gdpo.eval_patience``
+            evaluations, and the LoRA weights of the best evaluation are restored.
+
+    The loop also stops after the step that crosses ``gdpo.max_seconds`` of wall clock.
 
     Returns:
         ``{"history": [per-step dicts], "steps": int, "resumed_from": int, "seconds": float,
-        "prompts_per_s": float, "rows_read": set of (anchor, other, pair_type) trained on}``.
+        "prompts_per_s": float, "rows_read": set of (anchor, other, pair_type) trained on,
+        "evals": [{"step": int, **eval_fn()}], "best_step": int | None, "stopped": str}``.
     """
     from tqdm.auto import tqdm
 
@@ -110,6 +118,24 @@ def train_gdpo(
     rows_read: set = set()
     t0 = time.perf_counter()
     done = start >= total
+    evals: list[dict] = []
+    best: tuple[float, int, dict | None] = (-1.0, -1, None)  # (held-out within_1km, step, LoRA weights)
+    stopped = "steps"
+
+    def evaluate(at: int) -> bool:
+        """Held-out metrics at step ``at``; True when the patience is used up."""
+        nonlocal best
+        rec = {"step": at, **eval_fn()}
+        evals.append(rec)
+        if log_fn is not None:
+            log_fn({f"heldout.{k}": v for k, v in rec.items() if k != "step"}, at)
+        if rec["within_1km"] > best[0]:
+            best = (rec["within_1km"], at, {n: p.detach().clone() for n, p in encoder.named_parameters() if p.requires_grad})
+            return False
+        return bool(g.eval_patience) and len(evals) - 1 - next(i for i, e in enumerate(evals) if e["step"] == best[1]) >= g.eval_patience
+
+    if eval_fn is not None and world == 1 and not done:
+        evaluate(start)
     # Under DDP every rank must take the same number of steps (an idle rank would stall the
     # all-reduce): the ranks then read their shard in an endless loop and all stop at `total`.
     passes, reader_epochs = (range(g.epochs), 1) if world == 1 else ([0], None)
@@ -150,11 +176,25 @@ def train_gdpo(
                 if step >= total:
                     done = True
                     break
+                if eval_fn is not None and world == 1 and g.eval_every and step % g.eval_every == 0 and evaluate(step):
+                    done, stopped = True, "eval_patience"
+                    break
+                if g.max_seconds and time.perf_counter() - t0 >= g.max_seconds:
+                    done, stopped = True, "max_seconds"
+                    break
     bar.close()
+    if eval_fn is not None and world == 1 and evals and evals[-1]["step"] != step and step > start:
+        evaluate(step)
+    if best[2] is not None and best[1] != step:  # keep the adapter of the best held-out evaluation
+        named = dict(encoder.named_parameters())
+        with torch.no_grad():
+            for n, v in best[2].items():
+                named[n].copy_(v)
     secs = time.perf_counter() - t0
     return {
         "history": history, "steps": max(step, start), "resumed_from": start, "seconds": secs,
         "prompts_per_s": n_prompts / max(secs, 1e-9), "rows_read": rows_read,
+        "evals": evals, "best_step": best[1] if best[2] is not None else None, "stopped": stopped,
     }
 
 
@@ -169,7 +209,7 @@ def _policy(cfg: LGSIDConfig, reward: "RewardMLP", device: str):
     return encoder
 
 
-def train_in_process(examples: "DataFrame", cfg: LGSIDConfig, reward: "RewardMLP", n_examples: int, log_fn=None):
+def train_in_process(examples: "DataFrame", cfg: LGSIDConfig, reward: "RewardMLP", n_examples: int, log_fn=None, eval_fn_of=None):
     """Single-process training (CPU, or one GPU).
 
     Args:
@@ -178,6 +218,7 @@ def train_in_process(examples: "DataFrame", cfg: LGSIDConfig, reward: "RewardMLP
         reward: The frozen reward model.
         n_examples: Rows of ``examples``.
         log_fn: Called with ``(metrics, step)`` after every step.
+        eval_fn_of: ``encoder -> eval_fn`` (see :func:`train_gdpo`), or None.
 
     Returns:
         ``(encoder with LoRA, result dict of train_gdpo)``.
@@ -187,7 +228,8 @@ def train_in_process(examples: "DataFrame", cfg: LGSIDConfig, reward: "RewardMLP
     encoder = _policy(cfg, reward, device)
     converter = make_converter(examples)
     try:
-        result = train_gdpo(encoder, reward, converter, cfg, device, n_examples=n_examples, log_fn=log_fn)
+        eval_fn = eval_fn_of(encoder) if eval_fn_of is not None else None
+        result = train_gdpo(encoder, reward, converter, cfg, device, n_examples=n_examples, log_fn=log_fn, eval_fn=eval_fn)
     finally:
         converter.delete()
     return encoder, result

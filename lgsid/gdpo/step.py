@@ -21,6 +21,7 @@ import numpy as np
 
 from lgsid import fs
 from lgsid.config import LGSIDConfig
+from lgsid.errors import ValidationError
 from lgsid.gdpo.examples import load_examples
 from lgsid.gdpo.loop import train_distributed, train_in_process
 from lgsid.steps import StepSummary
@@ -86,6 +87,73 @@ def coverage_frames(spark: "SparkSession", cfg: LGSIDConfig, before_version: str
     pdf = geo.join(b, "item_id").join(a, "item_id").orderBy("item_id").toPandas()
     stack = lambda c: np.stack(pdf[c].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 0), np.float32)  # noqa: E731
     return pdf["item_id"].to_numpy(), stack("before"), stack("after"), pdf["state"].to_numpy(), pdf["county"].to_numpy(), pdf["town"].to_numpy()
+
+
+def heldout_geo_metrics(emb: np.ndarray, lat: np.ndarray, lon: np.ndarray, state, county, town, k: int = 10) -> dict[str, float]:
+    """Geo quality of top-``k`` embedding neighbours among a set of (held-out) items.
+
+    Returns ``{"within_1km": .., "within_5km": .., "km_median": .., "T@k": ..}``: the share of
+    neighbours within 1 / 5 km and their median haversine distance (:func:`lgsid.metrics.neighbour_distances`),
+    and the share in the same town (:func:`lgsid.metrics.geo_coverage`).
+
+    Args:
+        emb: (N, D) embeddings of the items' true prompts.
+        lat, lon: (N,) degrees.
+        state, county, town: (N,) geography labels.
+        k: neighbours per item (clipped to N-1).
+    """
+    from lgsid.metrics import geo_coverage, neighbour_distances, topk_neighbours
+
+    k = min(k, len(emb) - 1)
+    idx, _ = topk_neighbours(emb, k)
+    out = neighbour_distances(np.asarray(lat, float), np.asarray(lon, float), idx, radii_km=(1.0, 5.0))
+    out[f"T@{k}"] = geo_coverage(emb, state, county, town, k=k)[f"T@{k}"]
+    return out
+
+
+def heldout_oracle(held, k: int) -> dict[str, float]:
+    """The geographic oracle on the held-out items: their ``k`` nearest by distance (same keys as the evals)."""
+    from lgsid.metrics import nearest_by_distance, neighbour_distances
+
+    lat, lon = held["lat"].to_numpy(float), held["lon"].to_numpy(float)
+    return neighbour_distances(lat, lon, nearest_by_distance(lat, lon, k), radii_km=(1.0, 5.0))
+
+
+def heldout_split(spark: "SparkSession", cfg: LGSIDConfig, examples):
+    """Hold ``gdpo.eval_items`` items (a seeded hash sample of ``geo_prompts``) out of the examples as anchors.
+
+    Returns:
+        ``(examples without those anchors, pandas frame of the held-out items: prompt, lat, lon,
+        state, county, town)``.
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.storage import DeltaStore
+
+    gp = DeltaStore(spark, cfg.storage).read("geo_prompts").select("item_id", "prompt", "lat", "lon", "state", "county", "town")
+    held = gp.orderBy(F.xxhash64("item_id", F.lit(cfg.gdpo.seed)), "item_id").limit(cfg.gdpo.eval_items)
+    pdf = held.toPandas()
+    ids = held.select(F.col("item_id").alias("anchor_item_id"))
+    return examples.join(F.broadcast(ids), "anchor_item_id", "left_anti"), pdf
+
+
+def plot_heldout(evals: list[dict], k: int, path: str) -> None:
+    """PNG of the held-out within-1 km share and T@K (``evals`` keys ``step``, ``within_1km``, ``T``) against the G-DPO step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [e["step"] for e in evals]
+    for key, label in (("within_1km", f"within 1 km @{k}"), ("T", f"T@{k}")):
+        ax.plot(steps, [e[key] for e in evals], marker="o", label=f"held-out {label}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("share of top-K neighbours")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_losses(history: list[dict], path: str) -> None:
@@ -208,6 +276,22 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
         )
 
     examples, n_examples, counts = load_examples(spark, cfg)
+    held = None
+    if cfg.gdpo.eval_every and not cfg.train.distributed:
+        examples, held = heldout_split(spark, cfg, examples)
+        n_examples = examples.count()
+        if n_examples == 0:
+            raise ValidationError(f"gdpo: every example's anchor is among the gdpo.eval_items={cfg.gdpo.eval_items} held-out items; lower gdpo.eval_items")
+    k_eval = min(cfg.gdpo.coverage_k, len(held) - 1) if held is not None else 0
+
+    def eval_fn_of(encoder):
+        """encoder -> () -> held-out geo metrics of its current weights."""
+        texts = held["prompt"].tolist()
+        return lambda: {
+            k.replace(f"@{k_eval}", ""): v
+            for k, v in heldout_geo_metrics(encoder.encode(texts), held["lat"], held["lon"], held["state"], held["county"], held["town"], k_eval).items()
+        }
+
     tables = []
     with stage_run(cfg, "gdpo", tags={TAG: fp}) as run_, tempfile.TemporaryDirectory(prefix="lgsid-gdpo-") as scratch:
         run_id = run_.info.run_id
@@ -231,13 +315,21 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
             for i, rec in enumerate(result["history"], start=1):
                 log(rec, i)
         else:
-            encoder, result = train_in_process(examples, cfg, reward, n_examples, log_fn=log)
+            encoder, result = train_in_process(examples, cfg, reward, n_examples, log_fn=log, eval_fn_of=eval_fn_of if held is not None else None)
             for i, rec in enumerate(result["history"][: result["resumed_from"]], start=1):
                 log(rec, i)  # steps done before a resume belong to this run's curves too
             encoder.save_adapter(adapter_dir)
             dim = encoder.dim
         mlflow.log_artifacts(adapter_dir, "adapter")  # LoRA weights + adapter_config + tokenizer files
         mlflow.log_metrics({"train_seconds": result["seconds"], "train_prompts_per_s": result["prompts_per_s"], "train_steps": result["steps"]})
+        mlflow.set_tag("lgsid.gdpo_stopped", result.get("stopped", "steps"))
+        if result.get("evals"):
+            oracle = heldout_oracle(held, k_eval)
+            mlflow.log_metrics({f"heldout_oracle.{k}": v for k, v in oracle.items()} | {"heldout.best_step": result["best_step"]})
+            mlflow.log_dict({"evals": result["evals"], "oracle": oracle, "best_step": result["best_step"]}, "train/heldout_geo.json")
+            ph = os.path.join(scratch, "heldout_geo.png")
+            plot_heldout(result["evals"], k_eval, ph)
+            mlflow.log_artifact(ph, "plots")
         mv = log_aligned_encoder(cfg, adapter_dir, dim, fingerprint=fp)
         version = f"aligned-{mv.version}"
         ref = embed_missing(spark, cfg, store, REFERENCE)
