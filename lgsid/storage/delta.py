@@ -28,6 +28,7 @@ writer's rows.
 from __future__ import annotations
 
 import json
+import abc
 import logging
 import os
 import re
@@ -117,7 +118,7 @@ def _pause_at_commit(name: str) -> None:
         time.sleep(600)
 
 
-class DeltaStore:
+class DeltaStore(abc.ABC):
     """Reads, writes and merges the catalogue's Delta tables under ``cfg.root``.
 
     ``DeltaStore(spark, cfg)`` returns a :class:`SparkDeltaStore` or a :class:`DeltaRsStore`
@@ -171,38 +172,38 @@ class DeltaStore:
             hint = f" Run `lgsid {ts.written_by}` first." if ts and ts.written_by else ""
             raise TableNotFoundError(f"Delta table '{name}' not found at {self.path(name)}.{hint}")
 
+    @abc.abstractmethod
     def exists(self, name: str) -> bool:
         """Whether a Delta table exists at ``path(name)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def version(self, name: str) -> int | None:
         """Current version of ``name``, or ``None`` when it does not exist."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def history(self, name: str, limit: int | None = None) -> list[dict]:
         """Commit history, newest first: dicts with at least ``version``, ``timestamp``, ``operation``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def properties(self, name: str) -> dict:
         """Name, description (with primary key) and configuration recorded in the table's Delta metadata."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def stored_columns(self, name: str) -> list[str]:
         """Column names in the stored table's Delta schema (may lack catalogue columns added since it was written)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ reads
+    @abc.abstractmethod
     def read(self, name: str, version: int | None = None) -> "DataFrame":
         """Table ``name`` (optionally as of ``version``) as a Spark DataFrame."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def arrow_batches(self, name: str, columns: Sequence[str] | None = None, batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
         """Stream the current snapshot as Arrow record batches on the driver."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def count(self, name: str) -> int:
         """Rows in the current snapshot."""
-        raise NotImplementedError
 
     def to_pandas(self, name: str, columns: Sequence[str] | None = None):
         """The whole table as pandas. For small tables only (models, metrics, tests)."""
@@ -362,14 +363,17 @@ class DeltaStore:
         return added
 
     # ------------------------------------------------------------------ backend hooks
+    @abc.abstractmethod
     def _commit_write(self, df: "DataFrame", name: str, ts: TableSpec | None, mode: str) -> None:
-        raise NotImplementedError
+        """Commit ``df`` (already conformed and checked) to ``name`` in one Delta commit (``overwrite`` or ``append``)."""
 
+    @abc.abstractmethod
     def _commit_merge(self, df: "DataFrame", name: str, ts: TableSpec | None, keys: list[str]) -> None:
-        raise NotImplementedError
+        """Upsert ``df`` into ``name`` on ``keys`` in one Delta commit."""
 
+    @abc.abstractmethod
     def _add_columns(self, name: str, ts: TableSpec, fields: list[pa.Field]) -> None:
-        raise NotImplementedError
+        """Add the nullable columns ``fields`` to the stored schema of ``name``."""
 
 
 class SparkDeltaStore(DeltaStore):
@@ -420,11 +424,13 @@ class SparkDeltaStore(DeltaStore):
         return self.read(name).count()
 
     def _commit_write(self, df: "DataFrame", name: str, ts: TableSpec | None, mode: str) -> None:
+        """Commit ``df`` (already conformed and checked) to ``name`` in one Delta commit (``overwrite`` or ``append``)."""
         self._ensure_table(ts, name)
         _pause_at_commit(name)
         df.write.format("delta").mode(mode).option("overwriteSchema", "false").save(self.path(name))
 
     def _commit_merge(self, df: "DataFrame", name: str, ts: TableSpec | None, keys: list[str]) -> None:
+        """Upsert ``df`` into ``name`` on ``keys`` in one Delta commit."""
         from delta.tables import DeltaTable as SparkDeltaTable
 
         pred = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
@@ -438,6 +444,7 @@ class SparkDeltaStore(DeltaStore):
         )
 
     def _add_columns(self, name: str, ts: TableSpec, fields: list[pa.Field]) -> None:
+        """Add the nullable columns ``fields`` to the stored schema of ``name``."""
         types = {f.name: f.dataType.simpleString() for f in spark_schema(ts).fields}
         cols = ", ".join(f"`{f.name}` {types[f.name]}" for f in fields)
         self.spark.sql(f"ALTER TABLE delta.`{self.path(name)}` ADD COLUMNS ({cols})")
@@ -552,6 +559,7 @@ class DeltaRsStore(DeltaStore):
         return int(sum(nums))
 
     def _commit_write(self, df: "DataFrame", name: str, ts: TableSpec | None, mode: str) -> None:
+        """Commit ``df`` (already conformed and checked) to ``name`` in one Delta commit (``overwrite`` or ``append``)."""
         # Stage first (the step that evaluates the DataFrame and may fail), then create the table if
         # needed and commit once: a failure leaves no new version, not even an empty table.
         from deltalake import CommitProperties, write_deltalake
@@ -578,6 +586,7 @@ class DeltaRsStore(DeltaStore):
                 raise
 
     def _commit_merge(self, df: "DataFrame", name: str, ts: TableSpec | None, keys: list[str]) -> None:
+        """Upsert ``df`` into ``name`` on ``keys`` in one Delta commit."""
         """MERGE as copy-on-write in one commit: remove the files holding a source key, add their rewrite.
 
         The rewrite of a touched file keeps its rows whose key is not in the source; the new files
@@ -704,6 +713,7 @@ class DeltaRsStore(DeltaStore):
         return out
 
     def _add_columns(self, name: str, ts: TableSpec, fields: list[pa.Field]) -> None:
+        """Add the nullable columns ``fields`` to the stored schema of ``name``."""
         from deltalake import Schema
 
         self._dt(name).alter.add_columns(Schema.from_arrow(pa.schema([f.with_nullable(True) for f in fields])).fields)
