@@ -59,6 +59,19 @@ def resolve(location: str):
     return pafs.FileSystem.from_uri(_pyarrow_uri(to_uri(location)))
 
 
+def local_path(location: str) -> str | None:
+    """The absolute local path of ``location`` when it is on this machine's filesystem (a path or a
+    ``file:`` URI), else ``None`` (an object store: write to a local directory and :func:`copy_dir` it).
+
+    Examples:
+        ``"file:///tmp/r"`` -> ``"/tmp/r"``; ``"s3a://b/r"`` -> ``None``.
+    """
+    from pyarrow import fs as pafs
+
+    fs, path = resolve(location)
+    return path if isinstance(fs, pafs.LocalFileSystem) else None
+
+
 def join(location: str, *parts: str) -> str:
     """``location/part/…`` with ``/`` separators (a URI stays a URI, a path stays a path)."""
     out = location.rstrip("/")

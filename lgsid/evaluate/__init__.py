@@ -19,6 +19,8 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -466,17 +468,27 @@ def run(spark, cfg: "LGSIDConfig") -> "StepSummary":
     store = DeltaStore(spark, cfg.storage)
     notes: list[str] = []
     inp = load_inputs(store, cfg, notes)
-    os.makedirs(ec.out_dir, exist_ok=True)
-    plot_dir = os.path.join(ec.out_dir, "plots")
+    # out_dir may be a URI: write locally (a file: URI's own path, else a temp dir copied there at the end)
+    from lgsid import fs
+
+    local = fs.local_path(ec.out_dir)
+    out_dir = local or tempfile.mkdtemp(prefix="lgsid-report-")
+    os.makedirs(out_dir, exist_ok=True)
+    plot_dir = os.path.join(out_dir, "plots")
     metrics = evaluate_frames(inp, cfg, plot_dir=plot_dir)
     metrics["meta"]["notes"] = notes
-    paths = write_report(metrics, ec.out_dir)
+    paths = write_report(metrics, out_dir)
+    if local is None:
+        fs.copy_dir(out_dir, ec.out_dir)
+        paths = {k: fs.join(ec.out_dir, os.path.relpath(p, out_dir)) for k, p in paths.items()}
     if ec.log_mlflow:
         from lgsid.evaluate.report import log_to_mlflow
 
-        run_id = log_to_mlflow(cfg, metrics, ec.out_dir)
+        run_id = log_to_mlflow(cfg, metrics, out_dir)
         notes.append(tag_candidate(cfg, metrics, run_id))
         notes.append(f"MLflow run {run_id} in experiment '{cfg.mlflow.experiment}'; browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
+    if local is None:
+        shutil.rmtree(out_dir, ignore_errors=True)
     notes.append(f"report: {paths['report']}  metrics: {paths['metrics']}")
     for sec, why in metrics["skipped"].items():
         notes.append(f"skipped {sec}: {why}")

@@ -72,3 +72,10 @@ def test_experiment_artifact_root_on_the_tracking_server_scheme(tmp_path, monkey
     exp_id = setup_mlflow(cfg)
     assert mlflow.get_experiment(exp_id).artifact_location == "mlflow-artifacts:/lgsid"
     assert os.listdir(tmp_path / "cwd") == []
+
+
+def test_local_path_of_paths_and_file_uris_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert fs.local_path(f"file://{tmp_path}/r") == f"{tmp_path}/r"
+    assert fs.local_path("rel/r") == f"{tmp_path}/rel/r"
+    assert fs.local_path("mock:///r") is None  # pyarrow's in-memory filesystem stands in for an object store
