@@ -108,6 +108,7 @@ def _submit(platform, step: str, conf_path: Path, cwd: Path, timeout: float) -> 
     cmd = [str(VENV_BIN / "spark-submit"), "--master", platform["master"], "--driver-memory", "1g",
            "--executor-memory", "1g", "--total-executor-cores", "2",
            "--conf", f"spark.executorEnv.PYTHONPATH={platform['env']['PYTHONPATH']}",
+           "--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false",
            str(job), "--conf", str(conf_path)]
     for kv in BUDGET:
         cmd += ["--set", kv]
