@@ -13,15 +13,24 @@ credentials and endpoints come from pyarrow's usual environment (``AWS_*``).
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
 _HADOOP_S3 = ("s3a://", "s3n://")
+# RFC 3986 scheme; two characters at least, so a Windows drive (``C:\x``) stays a path.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 def is_uri(location: str) -> bool:
-    """Whether ``location`` has a scheme (``scheme://…``) rather than being a local path."""
-    return "://" in location
+    """Whether ``location`` starts with a scheme (``s3a://…``, ``file:/…``, MLflow's
+    ``mlflow-artifacts:/…``) rather than being a local path.
+
+    Examples:
+        ``"s3a://b/x"``, ``"file:///tmp/x"``, ``"mlflow-artifacts:/lgsid"`` -> True;
+        ``"lgsid-work/ck"``, ``"/tmp/x"`` -> False.
+    """
+    return bool(_SCHEME.match(location))
 
 
 def to_uri(location: str) -> str:
@@ -48,6 +57,19 @@ def resolve(location: str):
     from pyarrow import fs as pafs
 
     return pafs.FileSystem.from_uri(_pyarrow_uri(to_uri(location)))
+
+
+def local_path(location: str) -> str | None:
+    """The absolute local path of ``location`` when it is on this machine's filesystem (a path or a
+    ``file:`` URI), else ``None`` (an object store: write to a local directory and :func:`copy_dir` it).
+
+    Examples:
+        ``"file:///tmp/r"`` -> ``"/tmp/r"``; ``"s3a://b/r"`` -> ``None``.
+    """
+    from pyarrow import fs as pafs
+
+    fs, path = resolve(location)
+    return path if isinstance(fs, pafs.LocalFileSystem) else None
 
 
 def join(location: str, *parts: str) -> str:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lgsid import fs
 from lgsid.evaluate.variants import CANDIDATE, REFERENCE, VARIANTS, EvalInputs, SIDCodes, newest_aligned, registered_codes, variant_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,17 +164,25 @@ def run(spark, cfg: "LGSIDConfig") -> "StepSummary":
     notes: list[str] = []
     inp = load_inputs(store, cfg, notes)
     fixed, mv, variant = candidate_codes(store, cfg, inp, notes)
-    os.makedirs(ec.out_dir, exist_ok=True)
-    plot_dir = os.path.join(ec.out_dir, "plots")
+    # out_dir may be a URI: write locally (a file: URI's own path, else a temp dir copied there at the end)
+    local = fs.local_path(ec.out_dir)
+    out_dir = local or tempfile.mkdtemp(prefix="lgsid-report-")
+    os.makedirs(out_dir, exist_ok=True)
+    plot_dir = os.path.join(out_dir, "plots")
     metrics = evaluate_frames(inp, cfg, plot_dir=plot_dir, fixed=fixed)
     metrics["meta"]["notes"] = notes
     if mv is not None:
         metrics["meta"]["candidate"] = {"version": str(mv.version), "variant": variant}
-    paths = write_report(metrics, ec.out_dir)
+    paths = write_report(metrics, out_dir)
+    if local is None:
+        fs.copy_dir(out_dir, ec.out_dir)
+        paths = {k: fs.join(ec.out_dir, os.path.relpath(p, out_dir)) for k, p in paths.items()}
     if ec.log_mlflow:
-        run_id = log_to_mlflow(cfg, metrics, ec.out_dir)
+        run_id = log_to_mlflow(cfg, metrics, out_dir)
         notes.append(tag_candidate(cfg, metrics, run_id, mv, variant))
         notes.append(f"MLflow run {run_id} in experiment '{cfg.mlflow.experiment}'; browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
+    if local is None:
+        shutil.rmtree(out_dir, ignore_errors=True)
     notes.append(f"report: {paths['report']}  metrics: {paths['metrics']}")
     for sec, why in metrics["skipped"].items():
         notes.append(f"skipped {sec}: {why}")

@@ -69,16 +69,42 @@ class Procs:
         return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
     def stop(self) -> None:
+        """SIGTERM every process group (newest first), SIGKILL what is left after 30 s; a group counts
+        as gone only when no member is left (mlflow's server workers, a JVM's children)."""
         for _, p in reversed(self.procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+            _signal_group(p.pid, signal.SIGTERM)
         deadline = time.time() + 30
         for _, p in reversed(self.procs):
             try:
                 p.wait(timeout=max(1.0, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                pass
+            while _group_alive(p.pid) and time.time() < deadline:
+                time.sleep(0.5)
+            if _group_alive(p.pid):
+                _signal_group(p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
+
+    def alive(self) -> list[str]:
+        """Names of started processes whose group still has a member."""
+        return [name for name, p in self.procs if _group_alive(p.pid)]
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a reused id owned by someone else: not ours
+        return False
+    return True
 
 
 def _wait(what: str, ok, timeout: float, procs: Procs, name: str) -> None:
@@ -133,3 +159,5 @@ def platform(tmp_path_factory):
                "base": base, "env": env, "procs": procs}
     finally:
         procs.stop()
+        left = procs.alive()
+        assert not left, f"still running after teardown: {left}"

@@ -46,3 +46,36 @@ def test_checkpointer_on_a_file_uri_never_creates_a_scheme_folder(tmp_path, monk
     assert sorted(os.listdir(tmp_path)) == ["ckpts"]  # not a folder named 'file:'
     # the same directory given as a plain path is the same checkpoint
     assert Checkpointer(str(tmp_path / "ckpts"), "run-a").latest()["step"] == 3
+
+
+def test_scheme_uris_are_not_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for uri in ("s3a://b/x", "file:///tmp/x", "file:/tmp/x", "mlflow-artifacts:/lgsid", "dbfs:/lgsid"):
+        assert fs.is_uri(uri) and fs.to_uri(uri) == uri, uri
+    for path in ("lgsid-work/ck", "/tmp/x", "C:\\x", "./a:b"):
+        assert not fs.is_uri(path), path
+    assert os.listdir(tmp_path) == []
+
+
+def test_experiment_artifact_root_on_the_tracking_server_scheme(tmp_path, monkeypatch):
+    """``mlflow.artifact_root: mlflow-artifacts:/lgsid`` (a proxied artifact store) is passed to MLflow
+    as is: no ``./mlflow-artifacts:/lgsid`` folder in the working directory."""
+    import mlflow
+
+    from lgsid.config import load_config
+    from lgsid.tracking import setup_mlflow
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    cfg = load_config(None, [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "mlflow.artifact_root=mlflow-artifacts:/lgsid",
+                             "mlflow.experiment=artifact-root-scheme"])
+    exp_id = setup_mlflow(cfg)
+    assert mlflow.get_experiment(exp_id).artifact_location == "mlflow-artifacts:/lgsid"
+    assert os.listdir(tmp_path / "cwd") == []
+
+
+def test_local_path_of_paths_and_file_uris_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert fs.local_path(f"file://{tmp_path}/r") == f"{tmp_path}/r"
+    assert fs.local_path("rel/r") == f"{tmp_path}/rel/r"
+    assert fs.local_path("mock:///r") is None  # pyarrow's in-memory filesystem stands in for an object store
