@@ -495,8 +495,10 @@ class DeltaRsStore(DeltaStore):
         return int(self._dt(name).version())
 
     def history(self, name: str, limit: int | None = None) -> list[dict]:
+        """delta-rs history; a MERGE committed as remove + add files (see ``_commit_merge``) reports
+        ``operation`` ``MERGE`` (from its ``lgsid.operation`` commit info), as native Delta does."""
         self._require(name)
-        return list(self._dt(name).history(limit))
+        return [{**h, "operation": h.get("lgsid.operation", h.get("operation"))} for h in self._dt(name).history(limit)]
 
     def properties(self, name: str) -> dict:
         md = self._dt(name).metadata()
