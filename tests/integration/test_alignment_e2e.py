@@ -93,14 +93,19 @@ def tiny_cfg(cfg):
     )
 
 
-@pytest.fixture
-def toy_tables(spark, store):
-    p = toy_prompts()
+def write_toy_tables(spark, store, n: int = 180) -> pd.DataFrame:
+    """Write toy geo_prompts, reward_lists and gdpo_pairs of ``n`` items; returns the prompts."""
+    p = toy_prompts(n)
     lists, pairs = toy_lists_and_pairs(p)
     store.write(spark.createDataFrame(p), "geo_prompts")
     store.write(spark.createDataFrame(lists), "reward_lists")
     store.write(spark.createDataFrame(pairs), "gdpo_pairs")
     return p
+
+
+@pytest.fixture
+def toy_tables(spark, store):
+    return write_toy_tables(spark, store)
 
 
 def test_reward_gdpo_mlflow_roundtrip(spark, store, tiny_cfg, toy_tables):

@@ -8,7 +8,7 @@ import pytest
 
 from lgsid.config import replace
 
-from test_alignment_e2e import toy_lists_and_pairs, toy_prompts
+from test_alignment_e2e import write_toy_tables
 
 pytestmark = pytest.mark.spark
 
@@ -18,11 +18,7 @@ def test_gdpo_logs_heldout_geo_curve(spark, store, cfg):
 
     from lgsid import gdpo, reward
 
-    p = toy_prompts()
-    lists, pairs = toy_lists_and_pairs(p)
-    store.write(spark.createDataFrame(p), "geo_prompts")
-    store.write(spark.createDataFrame(lists), "reward_lists")
-    store.write(spark.createDataFrame(pairs), "gdpo_pairs")
+    write_toy_tables(spark, store)
     c = replace(
         cfg,
         encoder={"max_length": 32, "batch_size": 32},
