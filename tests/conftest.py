@@ -14,6 +14,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Each test starts without an inherited MLflow experiment.
+
+    MLflow 3's ``set_experiment`` exports ``MLFLOW_EXPERIMENT_ID`` into ``os.environ`` so that
+    subprocesses inherit it; a later test's ``mlflow run`` or spark-submit against a fresh tracking
+    store would then ask that store for an experiment it does not have ("No Experiment with id=1").
+    """
+    for k in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(k, None)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -46,7 +46,7 @@ def cluster_env() -> dict[str, str]:
     env["SPARK_LOCAL_IP"] = "127.0.0.1"
     env["PYSPARK_PYTHON"] = sys.executable
     env["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "SPARK_HOME"):
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "SPARK_HOME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(k, None)
     return env
 

@@ -29,7 +29,7 @@ def _env() -> dict[str, str]:
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["SPARK_LOCAL_IP"] = "127.0.0.1"
-    for k in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI"):
+    for k in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(k, None)
     return env
 
