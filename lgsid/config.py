@@ -298,6 +298,11 @@ class RewardConfig:
     max_anchors: int = _f(600, "Train on at most this many anchors' lists (each list is K+1 prompts to embed; 0 = all).")
     seed: int = _f(17, "Seed.")
     patience: int = _f(3, "Stop once the held-out loss has not improved for this many epochs and keep the best epoch's weights (0 = run all epochs).")
+    conditioning: Literal["none", "anchor"] = _f(
+        "none",
+        "What the reward sees: none = Eq. 2, r = MLP(E([content_i, location_j])) (the paper); anchor = r = MLP([E_j, E_true * E_j]), "
+        "also the reference embedding E_true of the anchor's true prompt (our departure: at city scale the content carries no location; docs/method.md).",
+    )
 
     def __post_init__(self) -> None:
         _check(self.patience >= 0, "reward.patience", "must be >= 0")

@@ -1,7 +1,9 @@
 """Step ``reward``: the list-wise geographic reward model (Eq. 2-4, arXiv 2511.14221).
 
 ``r_ij = MLP(E_j^i)`` scores the *frozen reference* embedding of the mismatched prompt
-``[content_i, location_j]``. Each training list is one anchor's true prompt followed by its K
+``[content_i, location_j]``. With ``reward.conditioning=anchor`` (our departure, docs/method.md) the
+MLP also sees the reference embedding of the anchor's true prompt:
+``r_ij = MLP([E_j^i, E_true^i ⊙ E_j^i])`` (:func:`anchor_features`). Each training list is one anchor's true prompt followed by its K
 candidate locations sorted near -> far (``reward_lists``); the soft labels of Eq. 3 give the true
 location 1 and decay with the distance rank. The loss is a soft-label weighted BCE (Eq. 4 as
 printed is unbounded, see :func:`listwise_bce`); ``reward.mode=pointwise`` trains true vs one far
@@ -38,20 +40,51 @@ if TYPE_CHECKING:  # pragma: no cover
 # --------------------------------------------------------------------------------------------
 
 
-class RewardMLP(nn.Module):
-    """The reward model ``r_ij = MLP(E_j^i)`` — Eq. 2, arXiv 2511.14221.
+REWARD_CONDITIONINGS = ("none", "anchor")
+"""Valid ``reward.conditioning`` values: Eq. 2 as printed, or conditioned on the anchor's true prompt."""
 
-    An MLP (ReLU between layers) from a D-dim prompt embedding to one scalar logit.
+
+def anchor_features(emb: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """Input of the anchor-conditioned reward: ``x_ij = [E_j^i, E_true^i ⊙ E_j^i]`` (our departure from Eq. 2).
+
+    Eq. 2 scores ``E_j^i`` alone, the embedding of ``[content_i, location_j]``; when the content says
+    nothing about where item i is (Phoenix: the category only), no function of ``E_j^i`` can tell
+    a location 1 km from i from one 15 km away. The element-wise product with the embedding of the
+    anchor's *true* prompt ``[content_i, location_i]`` lets a linear layer form any weighted
+    similarity ``Σ_d w_d E_true,d E_j,d`` (``w = 1``: the cosine for unit vectors), so the reward can
+    score "how close is location j to i's own location" (docs/method.md, Alignment).
+
+    Args:
+        emb: (..., D) embeddings E_j of the candidate prompts.
+        anchor: (..., D) embeddings E_true of the anchors' true prompts, broadcastable to ``emb``
+            (e.g. (L, 1, D) for lists of shape (L, J, D)).
+
+    Returns:
+        (..., 2D) features, ``emb`` first.
+    """
+    anchor = anchor.expand_as(emb)
+    return torch.cat([emb, anchor * emb], dim=-1)  # (..., 2D)
+
+
+class RewardMLP(nn.Module):
+    """The reward model ``r_ij = MLP(E_j^i)`` — Eq. 2, arXiv 2511.14221 — or its anchor-conditioned form.
+
+    An MLP (ReLU between layers) to one scalar logit. With ``conditioning="none"`` (Eq. 2) its
+    input is the D-dim prompt embedding; with ``"anchor"`` it is the 2D-dim
+    :func:`anchor_features` ``[E_j, E_true ⊙ E_j]``, and ``forward`` needs the anchor embedding.
 
     Args:
         dim: D, embedding dimension.
         hidden_sizes: hidden layer widths.
+        conditioning: ``"none"`` or ``"anchor"`` (:data:`REWARD_CONDITIONINGS`).
     """
 
-    def __init__(self, dim: int, hidden_sizes: list[int]):
+    def __init__(self, dim: int, hidden_sizes: list[int], conditioning: str = "none"):
         super().__init__()
+        if conditioning not in REWARD_CONDITIONINGS:
+            raise ValueError(f"unknown reward.conditioning {conditioning!r}; valid: {', '.join(REWARD_CONDITIONINGS)}")
         layers: list[nn.Module] = []
-        prev = dim
+        prev = dim if conditioning == "none" else 2 * dim
         for h in hidden_sizes:
             layers += [nn.Linear(prev, int(h)), nn.ReLU()]
             prev = int(h)
@@ -59,9 +92,25 @@ class RewardMLP(nn.Module):
         self.net = nn.Sequential(*layers)
         self.dim = dim
         self.hidden_sizes = [int(h) for h in hidden_sizes]
+        self.conditioning = conditioning
 
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        """(..., D) embeddings -> (...) reward logits r_ij."""
+    def forward(self, emb: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
+        """Reward logits r_ij.
+
+        Args:
+            emb: (..., D) prompt embeddings E_j.
+            anchor: (..., D) (broadcastable) true-prompt embeddings E_true; required with
+                ``conditioning="anchor"``, refused with ``"none"`` (Eq. 2 does not see the anchor).
+
+        Returns:
+            (...) logits.
+        """
+        if self.conditioning == "anchor":
+            if anchor is None:
+                raise ValueError("this reward model is anchor-conditioned (reward.conditioning=anchor): pass the anchors' true-prompt embeddings")
+            emb = anchor_features(emb, anchor)
+        elif anchor is not None:
+            raise ValueError("this reward model is Eq. 2 (reward.conditioning=none): it takes no anchor embedding")
         return self.net(emb).squeeze(-1)
 
 
@@ -137,6 +186,10 @@ def reward_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, n_f
       ``n_far`` (farthest) candidates of the same lists.
     * ``auc_true_vs_near``: the same against the first ``n_far`` (nearest) candidates: can the
       reward tell the true location from one a few hundred metres away.
+    * ``auc_near_vs_far``: ROC-AUC of the ``n_far`` nearest candidates' scores against the ``n_far``
+      farthest ones, the true entry left out. This is the figure that compares the two
+      ``reward.conditioning`` forms: an anchor-conditioned reward tells the true entry from the
+      others trivially (its input contains the true prompt), so its true-vs-* AUCs say little.
 
     Args:
         scores: (L, J) reward logits.
@@ -147,7 +200,7 @@ def reward_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, n_f
     from sklearn.metrics import ndcg_score, roc_auc_score
 
     ndcgs = []
-    pos, neg, near = [], [], []
+    pos, neg, near, near_c, far_c = [], [], [], [], []
     k = max(1, n_far)
     for s, y, m in zip(scores, labels, mask):
         n = int(m.sum())
@@ -157,11 +210,19 @@ def reward_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, n_f
         pos.append(s[0])
         neg.extend(s[max(1, n - k) : n].tolist())
         near.extend(s[1 : min(n, 1 + k)].tolist())
+        h = (n - 1) // 2  # candidates 1..n-1: at most half of them on each side, so near and far never overlap
+        near_c.extend(s[1 : 1 + min(k, h)].tolist())
+        far_c.extend(s[n - min(k, h) : n].tolist() if h else [])
 
-    def auc(other: list) -> float:
-        return float(roc_auc_score([1] * len(pos) + [0] * len(other), pos + other)) if pos and other else float("nan")
+    def auc(a: list, b: list) -> float:
+        return float(roc_auc_score([1] * len(a) + [0] * len(b), a + b)) if a and b else float("nan")
 
-    return {"ndcg": float(np.mean(ndcgs)) if ndcgs else float("nan"), "auc_true_vs_far": auc(neg), "auc_true_vs_near": auc(near)}
+    return {
+        "ndcg": float(np.mean(ndcgs)) if ndcgs else float("nan"),
+        "auc_true_vs_far": auc(pos, neg),
+        "auc_true_vs_near": auc(pos, near),
+        "auc_near_vs_far": auc(near_c, far_c),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,17 +268,18 @@ def random_lists(prompts: "pd.DataFrame", k: int, seed: int, prompts_cfg) -> "pd
     k = min(k, n - 1)
     if k < 1:
         raise ValidationError("reward lists: need at least 2 items in geo_prompts to draw random candidates")
+    from lgsid.geo import haversine_km
+
     rng = np.random.default_rng(seed)
-    lat = np.radians(prompts["lat"].to_numpy(float))
-    lon = np.radians(prompts["lon"].to_numpy(float))
+    lat = prompts["lat"].to_numpy(float)
+    lon = prompts["lon"].to_numpy(float)
     content = prompts["content_text"].tolist()
     loc = prompts["location_text"].tolist()
     rows = []
     for i in range(n):
         cand = rng.choice(n - 1, size=k, replace=False)
         cand = cand + (cand >= i)  # skip the anchor itself
-        a = np.sin((lat[cand] - lat[i]) / 2) ** 2 + np.cos(lat[i]) * np.cos(lat[cand]) * np.sin((lon[cand] - lon[i]) / 2) ** 2
-        d = 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+        d = haversine_km(lat[i], lon[i], lat[cand], lon[cand])  # (k,)
         order = np.argsort(d, kind="stable")
         cand, d = cand[order], d[order]
         ranks = np.arange(k + 1)
@@ -271,14 +333,18 @@ def embed_lists(spark: "SparkSession", lists: "DataFrame", cfg: LGSIDConfig) -> 
 def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict, int], None] | None = None) -> tuple[RewardMLP, dict]:
     """Fit the reward MLP on train anchors; early-stop and evaluate NDCG / AUC on held-out anchors.
 
+    With ``reward.conditioning=anchor`` every entry of a list is scored given the list's entry 0
+    (the anchor's true prompt, ``data.emb[:, :1]``) through :func:`anchor_features`; the lists,
+    labels and loss are the same as for Eq. 2 (the true entry included, label 1).
+
     Training runs for at most ``reward.epochs`` epochs and stops once the held-out loss has not
     improved for ``reward.patience`` epochs (0 = never stop early); the weights of the best
     held-out epoch are restored.
 
     Returns:
         (model, metrics) with train loss, held-out loss (both at the best epoch), ``best_epoch``,
-        ``epochs_run``, ``val_ndcg``, ``val_auc_true_vs_far``, ``val_auc_true_vs_near`` and the
-        same on the train split.
+        ``epochs_run``, ``val_ndcg``, ``val_auc_true_vs_far``, ``val_auc_true_vs_near``,
+        ``val_auc_near_vs_far`` (:func:`reward_metrics`) and the same on the train split.
     """
     from tqdm.auto import tqdm
 
@@ -292,11 +358,12 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
     n_val = min(L - 1, max(1, int(round(rc.holdout_share * L))))
     val, tr = perm[:n_val], perm[n_val:]
     emb, lab, msk = (torch.from_numpy(a) for a in (data.emb, data.labels, data.mask.astype(np.float32)))
-    model = RewardMLP(data.emb.shape[-1], rc.hidden_sizes)
+    model = RewardMLP(data.emb.shape[-1], rc.hidden_sizes, rc.conditioning)
+    score = (lambda e: model(e, e[:, :1])) if rc.conditioning == "anchor" else model  # (L, J, D) -> (L, J)
     opt = torch.optim.Adam(model.parameters(), lr=rc.lr)
     loss_fn = reward_loss(rc.mode)
     history = []
-    bar = tqdm(range(rc.epochs), desc=f"reward ({rc.mode})", unit="epoch")
+    bar = tqdm(range(rc.epochs), desc=f"reward ({rc.mode}, {rc.conditioning})", unit="epoch")
     step = 0
     best = (float("inf"), -1, None)  # (held-out loss, epoch, state dict)
     for ep in bar:
@@ -305,7 +372,7 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
         tot = 0.0
         for s in range(0, len(order), rc.batch_size):
             b = torch.from_numpy(order[s : s + rc.batch_size])
-            loss = loss_fn(model(emb[b]), lab[b], msk[b])
+            loss = loss_fn(score(emb[b]), lab[b], msk[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -313,7 +380,7 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
             step += 1
         model.eval()
         with torch.no_grad():
-            vloss = float(loss_fn(model(emb[val]), lab[val], msk[val]))
+            vloss = float(loss_fn(score(emb[val]), lab[val], msk[val]))
         rec = {"reward_train_loss": tot / len(tr), "reward_val_loss": vloss}
         history.append(rec)
         bar.set_postfix(loss=f"{rec['reward_train_loss']:.4f}", val=f"{vloss:.4f}")
@@ -327,7 +394,7 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
     model.load_state_dict(best[2])
     model.eval()
     with torch.no_grad():
-        s_all = model(emb).numpy()
+        s_all = score(emb).numpy()
     n_far = max(1, cfg.negatives.n_far)
     mv = reward_metrics(s_all[val], data.labels[val], data.mask[val], n_far)
     mt = reward_metrics(s_all[tr], data.labels[tr], data.mask[tr], n_far)
@@ -339,9 +406,11 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
         "val_ndcg": mv["ndcg"],
         "val_auc_true_vs_far": mv["auc_true_vs_far"],
         "val_auc_true_vs_near": mv["auc_true_vs_near"],
+        "val_auc_near_vs_far": mv["auc_near_vs_far"],
         "train_ndcg": mt["ndcg"],
         "train_auc_true_vs_far": mt["auc_true_vs_far"],
         "train_auc_true_vs_near": mt["auc_true_vs_near"],
+        "train_auc_near_vs_far": mt["auc_near_vs_far"],
         "n_train_lists": int(len(tr)),
         "n_val_lists": int(len(val)),
     }
@@ -349,25 +418,36 @@ def train_reward_model(data: ListBatch, cfg: LGSIDConfig, log_fn: Callable[[dict
 
 
 def save_reward_model(model: RewardMLP, path: str, meta: dict | None = None) -> None:
-    """Write ``reward_model.pt`` (state dict) and ``reward_model.json`` (dim, hidden sizes, meta) to ``path``."""
+    """Write ``reward_model.pt`` (state dict) and ``reward_model.json`` (dim, hidden sizes, conditioning, meta) to ``path``."""
     os.makedirs(path, exist_ok=True)
     torch.save(model.state_dict(), os.path.join(path, "reward_model.pt"))
     with open(os.path.join(path, "reward_model.json"), "w") as f:
-        json.dump({"dim": model.dim, "hidden_sizes": model.hidden_sizes, **(meta or {})}, f, indent=2)
+        json.dump({**(meta or {}), "dim": model.dim, "hidden_sizes": model.hidden_sizes, "conditioning": model.conditioning}, f, indent=2)
 
 
 def load_reward_model(path: str) -> RewardMLP:
-    """Load a frozen reward model saved by :func:`save_reward_model` (all parameters requires_grad=False)."""
+    """Load a frozen reward model saved by :func:`save_reward_model` (all parameters requires_grad=False).
+
+    The model's ``meta`` attribute holds ``reward_model.json``; a file without ``conditioning``
+    (written before the option existed) is Eq. 2 (``"none"``).
+    """
     meta_p, w_p = os.path.join(path, "reward_model.json"), os.path.join(path, "reward_model.pt")
     if not (os.path.isfile(meta_p) and os.path.isfile(w_p)):
         raise ModelError(f"no reward model at {path} (expected reward_model.json + reward_model.pt); run `lgsid reward` first")
     with open(meta_p) as f:
         meta = json.load(f)
-    model = RewardMLP(int(meta["dim"]), list(meta["hidden_sizes"]))
-    model.load_state_dict(torch.load(w_p, map_location="cpu", weights_only=True))
+    cond = meta.get("conditioning", "none")
+    if cond not in REWARD_CONDITIONINGS:
+        raise ModelError(f"{meta_p}: conditioning {cond!r} is not one of {', '.join(REWARD_CONDITIONINGS)}")
+    model = RewardMLP(int(meta["dim"]), list(meta["hidden_sizes"]), cond)
+    try:
+        model.load_state_dict(torch.load(w_p, map_location="cpu", weights_only=True))
+    except RuntimeError as e:
+        raise ModelError(f"{w_p}: weights do not fit the model described by {meta_p} (dim {meta['dim']}, hidden {meta['hidden_sizes']}, conditioning {cond}): {str(e).splitlines()[0]}") from None
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    model.meta = meta
     return model
 
 
@@ -410,7 +490,16 @@ def find_reward_run(spark: "SparkSession", cfg: LGSIDConfig):
 
 
 def load_logged_reward_model(run_id: str, dst: str | None = None) -> RewardMLP:
-    """The frozen reward model logged by run ``run_id`` (artifact ``runs:/<run_id>/reward_model``)."""
+    """The frozen reward model logged by run ``run_id`` (artifact ``runs:/<run_id>/reward_model``).
+
+    Args:
+        run_id: The ``reward`` run.
+        dst: Directory to download into; the files stay in ``<dst>/reward_model`` (e.g. to log
+            them again). ``None``: a temporary directory, removed after loading.
+
+    Returns:
+        The frozen model; its ``meta`` is the logged ``reward_model.json`` (incl. ``conditioning``).
+    """
     import tempfile
 
     import mlflow
@@ -470,7 +559,7 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
         m = done.data.metrics
         return StepSummary(
             "reward",
-            metrics={k: m[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "val_auc_true_vs_near", "n_train_lists") if k in m},
+            metrics={k: m[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "val_auc_true_vs_near", "val_auc_near_vs_far", "n_train_lists") if k in m},
             notes=[f"inputs and config unchanged (fingerprint {fp}): reusing mlflow run {done.info.run_id}; nothing trained"],
         )
     lists = load_lists(spark, cfg)
@@ -484,7 +573,7 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
 
         model, metrics = train_reward_model(data, cfg, log)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        meta = {"mode": cfg.reward.mode, "mlflow_run_id": run_.info.run_id, "encoder_checkpoint": cfg.encoder.checkpoint, **metrics}
+        meta = {"mode": cfg.reward.mode, "conditioning": cfg.reward.conditioning, "mlflow_run_id": run_.info.run_id, "encoder_checkpoint": cfg.encoder.checkpoint, **metrics}
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, REWARD_ARTIFACT)
             save_reward_model(model, out, meta)
@@ -494,6 +583,6 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
             mlflow.log_artifact(png, "plots")
     return StepSummary(
         "reward",
-        metrics={k: metrics[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "val_auc_true_vs_near", "best_epoch", "n_train_lists")},
+        metrics={k: metrics[k] for k in ("reward_val_loss", "val_ndcg", "val_auc_true_vs_far", "val_auc_true_vs_near", "val_auc_near_vs_far", "best_epoch", "n_train_lists")},
         notes=[f"reward model: runs:/{run_.info.run_id}/{REWARD_ARTIFACT}", f"mlflow run: {run_.info.run_id}"],
     )

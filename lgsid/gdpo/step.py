@@ -256,7 +256,7 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
     from lgsid.embed import REFERENCE, embed_items
     from lgsid.fingerprint import TAG, find_model_version
     from lgsid.metrics import geo_coverage
-    from lgsid.reward import REWARD_ARTIFACT, find_reward_run, load_reward_model
+    from lgsid.reward import REWARD_ARTIFACT, find_reward_run, load_logged_reward_model
     from lgsid.storage import DeltaStore
     from lgsid.tracking import setup_mlflow, stage_run
 
@@ -296,12 +296,11 @@ def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
     with stage_run(cfg, "gdpo", tags={TAG: fp}) as run_, tempfile.TemporaryDirectory(prefix="lgsid-gdpo-") as scratch:
         run_id = run_.info.run_id
         mlflow.log_params({"gdpo.n_examples": n_examples, "gdpo.reward_run_id": reward_run.info.run_id, **{f"gdpo.n_{k}": v for k, v in counts.items()}})
-        rdir = mlflow.artifacts.download_artifacts(f"runs:/{reward_run.info.run_id}/{REWARD_ARTIFACT}", dst_path=os.path.join(scratch, "reward"))
-        reward = load_reward_model(rdir)
-        with open(os.path.join(rdir, "reward_model.json")) as f:
-            rmeta = json.load(f)
+        reward = load_logged_reward_model(reward_run.info.run_id, dst=os.path.join(scratch, "reward"))
+        rmeta = reward.meta
         mlflow.log_metrics({f"reward.{k}": float(v) for k, v in rmeta.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        mlflow.log_artifacts(rdir, REWARD_ARTIFACT)
+        mlflow.log_params({"gdpo.reward_conditioning": reward.conditioning})
+        mlflow.log_artifacts(os.path.join(scratch, "reward", REWARD_ARTIFACT), REWARD_ARTIFACT)
 
         def log(rec: dict, step: int) -> None:
             mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=step)

@@ -21,7 +21,7 @@ from lgsid.config import GDPOConfig, NegativesConfig
 from lgsid.gdpo.losses import gdpo_batch_loss
 from lgsid.geo import EARTH_RADIUS_KM
 from lgsid.negatives import TownIndex, negatives_table
-from lgsid.reward import RewardMLP
+from lgsid.reward import RewardMLP, anchor_features
 
 torch.set_num_threads(1)
 
@@ -105,6 +105,34 @@ def test_eq2_reward_mlp_without_hidden_layers_is_linear():
     assert m(torch.tensor([3.0, 4.0])).item() == 10.0
 
 
+def test_anchor_features_hand_computed():
+    # x = [E_j, E_true ⊙ E_j]: E_j = (2, -1), E_true = (3, 4) -> (2, -1, 6, -4); the anchor broadcasts over a list
+    e = torch.tensor([[[2.0, -1.0], [0.5, 1.0]]])  # (L=1, J=2, D=2)
+    a = torch.tensor([[[3.0, 4.0]]])  # (L=1, 1, D)
+    assert anchor_features(e, a).tolist() == [[[2.0, -1.0, 6.0, -4.0], [0.5, 1.0, 1.5, 4.0]]]
+
+
+def test_anchor_conditioned_reward_hand_computed():
+    # Linear (hidden_sizes []), w = (1, 0, 2, 2), b = -1: r = e0 + 2·(a0·e0 + a1·e1) - 1
+    #   e = (1, 0), a = (1, 0): 1 + 2·1 - 1 = 2     (the true location itself)
+    #   e = (0, 1), a = (1, 0): 0 + 2·0 - 1 = -1    (orthogonal: a far location)
+    #   e = (0, 1), a = (0, 1): 0 + 2·1 - 1 = 1     (same e, other anchor: the score depends on it)
+    m = RewardMLP(2, [], conditioning="anchor")
+    assert m.net[0].in_features == 4
+    with torch.no_grad():
+        m.net[0].weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 2.0]]))
+        m.net[0].bias.fill_(-1.0)
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert m(e, a).tolist() == [2.0, -1.0, 1.0]
+    with pytest.raises(ValueError, match="anchor-conditioned"):
+        m(e)
+    with pytest.raises(ValueError, match="takes no anchor"):
+        RewardMLP(2, [])(e, a)
+    with pytest.raises(ValueError, match="valid: none, anchor"):
+        RewardMLP(2, [], conditioning="both")
+
+
 # ------------------------------------------------------------------ Eq. 6-8 on one batch
 class _ToyEncoder(nn.Module):
     """E_θ(x) = x + A x (A starts at 0, like LoRA's B); ``reference()`` disables A, so E_ref(x) = x."""
@@ -175,3 +203,49 @@ def test_eq6_8_batch_loss_hand_computed_after_the_adapter_moves():
     g_off = GDPOConfig(beta=1.0, lambda_sim=0.5, use_sim=False)
     loss_off, parts_off = gdpo_batch_loss(enc, enc, _linear_reward(), _toy_batch(), g_off, "cpu")
     assert float(loss_off.detach()) == pytest.approx(l_align, abs=1e-6) and float(parts_off["l_sim"]) == 0.0
+
+
+def _dot_reward():
+    r = RewardMLP(2, [], conditioning="anchor")  # R(e | a) = a0·e0 + a1·e1 (w = (0, 0, 1, 1), b = 0)
+    with torch.no_grad():
+        r.net[0].weight.copy_(torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+        r.net[0].bias.zero_()
+    return r
+
+
+def test_eq6_8_anchor_conditioned_batch_loss_at_step_zero_is_ln2_plus_lambda_lsim_ref():
+    # Condition a = E_ref(true) = [1,0],[0,1] (rows 4:6). R(e | a) = a·e.
+    #   R(chosen)   = [1,0]·[1,0], [0,1]·[0,1] = [1, 1];  R(rejected) = [1,0]·[0,0], [0,1]·[1,0] = [0, 0]
+    #   margins [1, 1] for policy and reference (A = 0) -> L_align = ln 2; L_sim = -2 as above.
+    enc = _ToyEncoder(torch.zeros(2, 2))
+    for use_sim, l_sim in ((True, -2.0), (False, 0.0)):
+        loss, parts = gdpo_batch_loss(enc, enc, _dot_reward(), _toy_batch(), GDPOConfig(beta=1.0, lambda_sim=0.5, use_sim=use_sim), "cpu")
+        assert float(parts["l_align"]) == pytest.approx(math.log(2), abs=1e-7)
+        assert float(parts["l_sim"]) == pytest.approx(l_sim, abs=1e-6)
+        assert float(loss.detach()) == pytest.approx(math.log(2) + 0.5 * l_sim, abs=1e-6)
+        assert float(parts["reward_margin"]) == pytest.approx(1.0) and float(parts["ref_margin"]) == pytest.approx(1.0)
+
+
+def test_eq6_8_anchor_conditioned_batch_loss_conditions_on_the_reference_true_prompt():
+    # A = diag(0, 1): E_θ(x) = (x0, 2·x1), E_ref(x) = x; R(e | a) = a·e with a = E_ref(true) = [1,0],[0,1].
+    #   chosen   policy [1,0],[0,2] -> R_θ = [1, 2];  reference [1,0],[0,1] -> R_ref = [1, 1]
+    #   rejected policy [0,0],[1,0] -> R_θ = [0, 0];  reference [0,0],[1,0] -> R_ref = [0, 0]
+    #   margins: policy [1, 2], reference [1, 1] -> difference [0, 1]
+    #   L_align = mean(log 2, log(1 + e^-1)) = (0.693147 + 0.313262) / 2 = 0.503204
+    # Conditioned on the *policy's* E_θ(true) = [1,0],[0,2] instead, R_θ(chosen) would be [1, 4]
+    # (difference [0, 3], L_align 0.371539): the value below shows the condition is the reference.
+    # L_sim = -3 as in the Eq. 2 case; λ = 0.5 -> L = 0.503204 - 1.5.
+    enc = _ToyEncoder(torch.diag(torch.tensor([0.0, 1.0])))
+    loss, parts = gdpo_batch_loss(enc, enc, _dot_reward(), _toy_batch(), GDPOConfig(beta=1.0, lambda_sim=0.5), "cpu")
+    l_align = (math.log(2) + math.log1p(math.exp(-1))) / 2
+    assert round(l_align, 6) == 0.503204
+    assert float(parts["l_align"]) == pytest.approx(l_align, abs=1e-6)
+    assert float(loss.detach()) == pytest.approx(l_align - 1.5, abs=1e-6)
+    assert float(parts["reward_margin"]) == pytest.approx(1.5) and float(parts["ref_margin"]) == pytest.approx(1.0)
+    # The gradient reaches the adapter only through the chosen / rejected rows (and L_sim), not the condition:
+    # d L_align / d A11 = -mean over examples of σ(-Δ)·dΔ/dA11; only example 2's chosen row [0,1] depends on A11,
+    #   with R_θ = a·(e + A e) = 1 + A11 -> dΔ/dA11 = 1, σ(-1) = 0.268941 -> grad = -0.268941 / 2 = -0.134471.
+    enc.a.grad = None
+    l, _ = gdpo_batch_loss(enc, enc, _dot_reward(), _toy_batch(), GDPOConfig(beta=1.0, lambda_sim=0.5, use_sim=False), "cpu")
+    l.backward()
+    assert float(enc.a.grad[1, 1]) == pytest.approx(-1 / (1 + math.e) / 2, abs=1e-6)

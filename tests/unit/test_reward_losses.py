@@ -108,3 +108,67 @@ def test_random_lists_ablation_sorted_near_to_far_with_eq3_labels():
     np.testing.assert_allclose(a["distance_km"], [0.0, 111.195, 222.39, 333.585], atol=0.01)
     np.testing.assert_allclose(a["soft_labels"], [1.0, 0.75, 0.5, 0.25])
     assert all(i not in [x.split()[-1] for x in row[1:]] for i, row in out["prompts"].items())  # never the anchor itself
+
+
+def test_reward_metrics_near_vs_far_leaves_the_true_entry_out():
+    # One list of 1 + 6 candidates, n_far = 2: nearest candidates (cols 1, 2) score 5, 1; farthest (cols 5, 6) 2, 0.
+    # Pairs near > far: 5 > 2, 5 > 0, 1 > 0 -> 3 of 4: AUC 0.75 whatever the true entry scores.
+    labels = np.linspace(1.0, 1 / 7, 7, dtype=np.float32)[None]
+    mask = np.ones_like(labels, dtype=bool)
+    for true_score in (-9.0, 9.0):
+        m = reward_metrics(np.array([[true_score, 5, 1, 3, 3, 2, 0]]), labels, mask, n_far=2)
+        assert m["auc_near_vs_far"] == pytest.approx(0.75)
+    # A list of 1 + 3 candidates with n_far = 2: one candidate on each side, the middle one left out: 4 > 3 -> 1.
+    m = reward_metrics(np.array([[0.0, 4, 9, 3]]), labels[:, :4], mask[:, :4], n_far=2)
+    assert m["auc_near_vs_far"] == pytest.approx(1.0)
+
+
+def test_save_load_keeps_conditioning_and_weights(tmp_path):
+    from lgsid.errors import ModelError
+    from lgsid.reward import load_reward_model, save_reward_model
+
+    torch.manual_seed(0)
+    m = RewardMLP(3, [4], conditioning="anchor")
+    save_reward_model(m, str(tmp_path / "r"), {"mode": "listwise", "val_ndcg": 0.5, "conditioning": "ignored: the model's own wins"})
+    back = load_reward_model(str(tmp_path / "r"))
+    assert back.conditioning == "anchor" and back.meta["conditioning"] == "anchor" and back.meta["val_ndcg"] == 0.5
+    e, a = torch.randn(5, 3), torch.randn(5, 3)
+    assert torch.equal(back(e, a), m(e, a).detach()) and not any(p.requires_grad for p in back.parameters())
+    # A file written before the option existed (no "conditioning") is Eq. 2.
+    import json
+
+    meta = json.loads((tmp_path / "r" / "reward_model.json").read_text())
+    save_reward_model(RewardMLP(3, [4]), str(tmp_path / "old"))
+    old = json.loads((tmp_path / "old" / "reward_model.json").read_text())
+    del old["conditioning"]
+    (tmp_path / "old" / "reward_model.json").write_text(json.dumps(old))
+    assert load_reward_model(str(tmp_path / "old")).conditioning == "none"
+    # Weights of an anchor model under a "none" description: a clear error naming both files.
+    meta["conditioning"] = "none"
+    (tmp_path / "r" / "reward_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"reward_model.pt: weights do not fit .*conditioning none"):
+        load_reward_model(str(tmp_path / "r"))
+    meta["conditioning"] = "both"
+    (tmp_path / "r" / "reward_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="conditioning 'both' is not one of none, anchor"):
+        load_reward_model(str(tmp_path / "r"))
+
+
+def test_random_lists_distances_are_geo_haversine():
+    import pandas as pd
+
+    from lgsid.config import PromptsConfig
+    from lgsid.geo import haversine_km
+    from lgsid.reward import random_lists
+
+    rng = np.random.default_rng(3)
+    n = 6
+    p = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "lat": rng.uniform(30, 40, n), "lon": rng.uniform(-120, -110, n),
+                      "content_text": "x", "location_text": [f"t{i}" for i in range(n)], "prompt": [f"x; t{i}" for i in range(n)]})
+    out = random_lists(p, k=5, seed=1, prompts_cfg=PromptsConfig())
+    for _, row in out.iterrows():
+        i = int(row["item_id"][1:])
+        cands = [int(t.split("t")[-1]) for t in row["prompts"][1:]]
+        want = haversine_km(p.lat[i], p.lon[i], p.lat.to_numpy()[cands], p.lon.to_numpy()[cands])
+        np.testing.assert_allclose(row["distance_km"][1:], want, rtol=1e-12)
+        assert list(row["distance_km"][1:]) == sorted(row["distance_km"][1:])
