@@ -1,9 +1,9 @@
 """Reward variants on a sample of a run's reward lists, embedded once with the frozen reference encoder.
 
 * Eq. 2 as trained by :func:`lgsid.reward.train_reward_model` (``r = MLP(E([content_i, location_j]))``);
-* an anchor-conditioned probe ``r = MLP([E_j, E_true * E_j])`` trained on the candidates only (not in
-  the pipeline; with the true prompt in the input, true vs candidate is trivial, so it is scored on
-  the 3 nearest vs the 3 farthest candidates);
+* the anchor-conditioned reward ``r = MLP([E_j, E_true * E_j])`` (``reward.conditioning=anchor``,
+  the same trainer; with the true prompt in the input, true vs candidate is trivial, so every row
+  is scored on the 3 nearest vs the 3 farthest candidates of held-out lists);
 * the frozen reference itself: ``cos(E_true, E_j)``.
 
 Run: ``python bench/reward_variants.py <tables> <lists> <out.npz> [conf.yaml]`` (e.g.
@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 from sklearn.metrics import roc_auc_score
 from lgsid.config import load_config, replace
 from lgsid.encoder import load_encoder
-from lgsid.reward import ListBatch, train_reward_model, listwise_bce
+from lgsid.reward import ListBatch, train_reward_model
 
 tables, n_lists, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 base = load_config(sys.argv[4] if len(sys.argv) > 4 else None)
@@ -42,23 +42,12 @@ for name, rc, fn in (("eq2 (config epochs, patience)", {}, train_reward_model), 
     perm=np.random.default_rng(cfg.reward.seed).permutation(L); val=perm[:int(round(0.2*L))]
     with torch.no_grad(): S=model(torch.from_numpy(E)).numpy()
     print(f"{name}: val_loss {m['reward_val_loss']:.4f} best_epoch {m['best_epoch']} val AUC true-vs-far {m['val_auc_true_vs_far']:.3f} true-vs-near {m['val_auc_true_vs_near']:.3f} near-vs-far cand {cand_auc(S,val):.3f} train AUC far {m['train_auc_true_vs_far']:.3f}")
-# anchor-conditioned probe: features [E_j, E_0*E_j], trained on candidates only (j>=1) with the Eq.3 labels
-torch.manual_seed(0)
-perm=np.random.default_rng(17).permutation(L); val, tr = perm[:int(round(0.2*L))], perm[int(round(0.2*L)):]
-Et=torch.from_numpy(E); F_=torch.cat([Et, Et[:, :1]*Et], -1)[:,1:]  # (L, J-1, 2D)
-y=torch.from_numpy(lab[:,1:])
-net=torch.nn.Sequential(torch.nn.Linear(2*D,64), torch.nn.ReLU(), torch.nn.Linear(64,1))
-opt=torch.optim.Adam(net.parameters(), lr=1e-3); best=(9,None,0)
-for ep in range(200):
-    for s in range(0,len(tr),32):
-        b=tr[np.random.default_rng(ep).permutation(len(tr))][s:s+32]
-        loss=listwise_bce(net(F_[b]).squeeze(-1), y[b]); opt.zero_grad(); loss.backward(); opt.step()
-    with torch.no_grad(): v=float(listwise_bce(net(F_[val]).squeeze(-1), y[val]))
-    if v<best[0]: best=(v,{k:t.clone() for k,t in net.state_dict().items()},ep)
-    elif ep-best[2]>=5: break
-net.load_state_dict(best[1])
-with torch.no_grad(): S=np.c_[np.full((L,1),np.nan), net(F_).squeeze(-1).numpy()]
-print(f"anchor-conditioned probe: val_loss {best[0]:.4f} best_epoch {best[2]} near-vs-far cand val {cand_auc(S,val):.3f} train {cand_auc(S,tr):.3f}")
+# anchor-conditioned reward, as the pipeline trains it (reward.conditioning=anchor): r = MLP([E_j, E_true * E_j])
+cfg = replace(base, reward={"conditioning": "anchor"})
+model, m = train_reward_model(data, cfg)
+perm = np.random.default_rng(cfg.reward.seed).permutation(L); val, tr = perm[:int(round(0.2 * L))], perm[int(round(0.2 * L)):]
+with torch.no_grad(): S = model(torch.from_numpy(E), torch.from_numpy(E[:, :1])).numpy()
+print(f"anchor-conditioned (reward.conditioning=anchor): val_loss {m['reward_val_loss']:.4f} best_epoch {m['best_epoch']} near-vs-far cand val {cand_auc(S,val):.3f} train {cand_auc(S,tr):.3f}")
 # the frozen reference itself: cosine(E_true, E_j) as the score
 C=np.einsum("ljd,ld->lj", E, E[:,0])
 print(f"reference cosine(E_true, E_j): near-vs-far cand val {cand_auc(C,val):.3f}")

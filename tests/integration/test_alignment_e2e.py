@@ -164,6 +164,7 @@ def test_reward_gdpo_mlflow_roundtrip(spark, store, tiny_cfg, toy_tables):
     assert len(reward_run) == 1
     assert f"runs:/{reward_run[0].info.run_id}/reward_model" in gs.notes[1]
     assert run.data.params["gdpo.reward_run_id"] == reward_run[0].info.run_id
+    assert run.data.params["gdpo.reward_conditioning"] == "none"  # Eq. 2, the code default
 
     # reruns on unchanged inputs: reward reuses its run, gdpo registers nothing, the table is identical
     rs2 = reward.run(spark, tiny_cfg)

@@ -106,31 +106,34 @@ def test_eq2_reward_mlp_without_hidden_layers_is_linear():
 
 
 def test_anchor_features_hand_computed():
-    # x = [E_j, E_true ⊙ E_j]: E_j = (2, -1), E_true = (3, 4) -> (2, -1, 6, -4); the anchor broadcasts over a list
-    e = torch.tensor([[[2.0, -1.0], [0.5, 1.0]]])  # (L=1, J=2, D=2)
-    a = torch.tensor([[[3.0, 4.0]]])  # (L=1, 1, D)
-    assert anchor_features(e, a).tolist() == [[[2.0, -1.0, 6.0, -4.0], [0.5, 1.0, 1.5, 4.0]]]
+    # x = [E_j, √D·(E_true ⊙ E_j)], D = 4 so √D = 2; the anchor broadcasts over a list:
+    #   E_j = (2, -1, 0, 1), E_true = (3, 4, 5, .5) -> (2, -1, 0, 1, 2·6, 2·-4, 0, 2·.5) = (.., 12, -8, 0, 1)
+    e = torch.tensor([[[2.0, -1.0, 0.0, 1.0], [0.5, 1.0, 1.0, 0.0]]])  # (L=1, J=2, D=4)
+    a = torch.tensor([[[3.0, 4.0, 5.0, 0.5]]])  # (L=1, 1, D)
+    assert anchor_features(e, a).tolist() == [[[2.0, -1.0, 0.0, 1.0, 12.0, -8.0, 0.0, 1.0], [0.5, 1.0, 1.0, 0.0, 3.0, 8.0, 10.0, 0.0]]]
 
 
 def test_anchor_conditioned_reward_hand_computed():
-    # Linear (hidden_sizes []), w = (1, 0, 2, 2), b = -1: r = e0 + 2·(a0·e0 + a1·e1) - 1
-    #   e = (1, 0), a = (1, 0): 1 + 2·1 - 1 = 2     (the true location itself)
-    #   e = (0, 1), a = (1, 0): 0 + 2·0 - 1 = -1    (orthogonal: a far location)
-    #   e = (0, 1), a = (0, 1): 0 + 2·1 - 1 = 1     (same e, other anchor: the score depends on it)
-    m = RewardMLP(2, [], conditioning="anchor")
-    assert m.net[0].in_features == 4
+    # Linear (hidden_sizes []), D = 4 (√D = 2), w = (1, 0, 0, 0, 1, 1, 1, 1), b = -1:
+    #   r = e0 + 2·(a·e) - 1
+    #   e = (1, 0, 0, 0), a = e:            1 + 2·1 - 1 = 2    (the true location itself)
+    #   e = (0, 1, 0, 0), a = (1, 0, 0, 0): 0 + 2·0 - 1 = -1   (orthogonal: a far location)
+    #   e = (0, 1, 0, 0), a = e:            0 + 2·1 - 1 = 1    (same e, other anchor: the score depends on it)
+    m = RewardMLP(4, [], conditioning="anchor")
+    assert m.net[0].in_features == 8
     with torch.no_grad():
-        m.net[0].weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 2.0]]))
+        m.net[0].weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]]))
         m.net[0].bias.fill_(-1.0)
-    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    i = torch.eye(4)
+    e = torch.stack([i[0], i[1], i[1]])
+    a = torch.stack([i[0], i[0], i[1]])
     assert m(e, a).tolist() == [2.0, -1.0, 1.0]
     with pytest.raises(ValueError, match="anchor-conditioned"):
         m(e)
     with pytest.raises(ValueError, match="takes no anchor"):
-        RewardMLP(2, [])(e, a)
+        RewardMLP(4, [])(e, a)
     with pytest.raises(ValueError, match="valid: none, anchor"):
-        RewardMLP(2, [], conditioning="both")
+        RewardMLP(4, [], conditioning="both")
 
 
 # ------------------------------------------------------------------ Eq. 6-8 on one batch
@@ -206,9 +209,9 @@ def test_eq6_8_batch_loss_hand_computed_after_the_adapter_moves():
 
 
 def _dot_reward():
-    r = RewardMLP(2, [], conditioning="anchor")  # R(e | a) = a0·e0 + a1·e1 (w = (0, 0, 1, 1), b = 0)
+    r = RewardMLP(2, [], conditioning="anchor")  # R(e | a) = √2·(a·e)·w = a0·e0 + a1·e1 (w = (0, 0, 1/√2, 1/√2), b = 0)
     with torch.no_grad():
-        r.net[0].weight.copy_(torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+        r.net[0].weight.copy_(torch.tensor([[0.0, 0.0, 2**-0.5, 2**-0.5]]))
         r.net[0].bias.zero_()
     return r
 
