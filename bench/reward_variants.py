@@ -35,7 +35,7 @@ data=ListBatch(z["ids"], E, lab, mask)
 def cand_auc(S, idx):  # nearest-3 vs farthest-3 candidates (true entry excluded)
     near=S[idx,1:4].ravel(); far=S[idx,-3:].ravel()
     return roc_auc_score(np.r_[np.ones(near.size),np.zeros(far.size)], np.r_[near,far])
-for name, rc, fn in (("eq2 (config epochs, patience)", {}, train_reward_model), ("eq2 100 epochs, patience 3", {"epochs":100,"patience":3}, train_reward_model)):
+for name, rc, fn in (("eq2 (config epochs, patience)", {"conditioning": "none"}, train_reward_model), ("eq2 100 epochs, patience 3", {"epochs":100,"patience":3,"conditioning": "none"}, train_reward_model)):
     cfg=replace(base, reward=rc)
     model, m = fn(data, cfg)
     m.setdefault("best_epoch", -1); m.setdefault("val_auc_true_vs_near", float("nan"))
