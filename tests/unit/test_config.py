@@ -134,5 +134,5 @@ def test_replace_validates_and_explain_lists_help():
     with pytest.raises(ConfigError, match="<replace>: invalid value for 'pairs.history_cap'"):
         replace(cfg, pairs={"history_cap": 1})
     text = explain()
-    assert "negatives:" in text and "h3_resolution" in text and "#" in text
+    assert "negatives:" in text and "min_near_distance_km" in text and "#" in text
     assert "include:" in text
