@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import BallTree, KDTree
 
-from lgsid.geo import haversine_km
+from lgsid.geo import haversine_km, unit_xyz
 
 CITIES = [
     (40.71, -74.01), (34.05, -118.24), (41.88, -87.63), (29.76, -95.37), (33.45, -112.07),
@@ -39,22 +39,17 @@ def _points(n: int, rng: np.random.Generator, bg_share: float) -> tuple[np.ndarr
     return np.concatenate([lat, blat]), np.concatenate([lon, blon])
 
 
-def _xyz(lat, lon) -> np.ndarray:
-    p, l = np.radians(lat), np.radians(lon)
-    return np.stack([np.cos(p) * np.cos(l), np.cos(p) * np.sin(l), np.sin(p)], axis=1)
-
-
 def synth_items(n: int, seed: int = 0, bg_share: float = 0.1, items_per_town: int = 20) -> pd.DataFrame:
     """``n`` items with lat/lon, state/county/town and location_text (geo_prompts-like columns)."""
     rng = np.random.default_rng(seed)
     lat, lon = _points(n, rng, bg_share)
     n_towns = max(8, n // items_per_town)
     tlat, tlon = _points(n_towns, rng, bg_share)
-    town = KDTree(_xyz(tlat, tlon)).query(_xyz(lat, lon), k=1)[1][:, 0]
+    town = KDTree(unit_xyz(tlat, tlon)).query(unit_xyz(lat, lon), k=1)[1][:, 0]
     n_cty = max(4, n_towns // 15)
-    cty_of_town = KDTree(_xyz(tlat[:n_cty], tlon[:n_cty])).query(_xyz(tlat, tlon), k=1)[1][:, 0]
+    cty_of_town = KDTree(unit_xyz(tlat[:n_cty], tlon[:n_cty])).query(unit_xyz(tlat, tlon), k=1)[1][:, 0]
     n_st = max(3, n_cty // 20)
-    st_of_cty = KDTree(_xyz(tlat[:n_st], tlon[:n_st])).query(_xyz(tlat[:n_cty], tlon[:n_cty]), k=1)[1][:, 0]
+    st_of_cty = KDTree(unit_xyz(tlat[:n_st], tlon[:n_st])).query(unit_xyz(tlat[:n_cty], tlon[:n_cty]), k=1)[1][:, 0]
     cty = cty_of_town[town]
     st = st_of_cty[cty]
     df = pd.DataFrame(
@@ -74,7 +69,7 @@ def representatives(df: pd.DataFrame) -> pd.DataFrame:
     """Town medoids (vectorised; same rule as lgsid.negatives.town_representatives)."""
     key = df.state + "|" + df.county + "|" + df.town
     codes, uniq = pd.factorize(key)
-    xyz = _xyz(df.lat.to_numpy(), df.lon.to_numpy())
+    xyz = unit_xyz(df.lat.to_numpy(), df.lon.to_numpy())
     s = np.zeros((len(uniq), 3))
     np.add.at(s, codes, xyz)
     cnt = np.bincount(codes, minlength=len(uniq))[:, None]

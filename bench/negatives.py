@@ -4,6 +4,9 @@ single-process sklearn BallTree, on synthetic clustered geography (bench/_synth.
     python bench/negatives.py                      # 10k, 100k, 1M
     python bench/negatives.py --quick              # 10k only (smoke run)
 
+The miner searches a k-d tree of town representatives inside a mapInArrow; docs/method.md has the
+run that chose it over the earlier H3 ring search.
+
 Measured side by side in one run, per size: seconds of each method, near-set recall of the
 Spark miner against the exact near sets (BallTree, itself checked against the cross join where
 that runs in full), speed ratios, and the scaling exponent of time vs items. Above
@@ -86,6 +89,7 @@ def main() -> None:
     if args.quick:
         args.sizes = "10000"
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="lgsid-bench-neg-")
+    os.makedirs(args.workdir, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
     from lgsid.config import replace
@@ -110,15 +114,15 @@ def main() -> None:
         exact = balltree_near(df, need)
         bt_s = time.perf_counter() - t0
 
+        ex = pd.DataFrame([(a, c) for a, cs in exact.items() for c in cs], columns=["item_id", "cand_item_id"])
         out = os.path.join(args.workdir, f"neg_{n}.parquet")
         items = spark.read.parquet(path)
         t0 = time.perf_counter()
         mine_negatives(items, ncfg).write.mode("overwrite").parquet(out)
         ours_s = time.perf_counter() - t0
 
-        got = pd.read_parquet(out, columns=["item_id", "cand_item_id", "neg_kind", "search_ring", "distance_km", "rank"])
+        got = pd.read_parquet(out, columns=["item_id", "cand_item_id", "neg_kind", "distance_km", "rank"])
         near = got[got.neg_kind == "near"]
-        ex = pd.DataFrame([(a, c) for a, cs in exact.items() for c in cs], columns=["item_id", "cand_item_id"])
         hit = ex.merge(near[["item_id", "cand_item_id"]], on=["item_id", "cand_item_id"], how="inner")
         recall = len(hit) / max(1, len(ex))
         sorted_ok = bool((got.sort_values(["item_id", "rank"]).groupby("item_id").distance_km.diff().dropna() >= 0).all())
@@ -132,10 +136,10 @@ def main() -> None:
         rows.append(
             dict(items=n, towns=n_towns, ours_s=ours_s, balltree_s=bt_s, cross_join_s=cj_s, cross_join_estimated=est,
                  recall=recall, sorted=sorted_ok, full_lists=full_lists, speedup_vs_cross=cj_s / ours_s,
-                 ours_vs_balltree=bt_s / ours_s, mean_search_ring=float(got.search_ring.mean()))
+                 ours_vs_balltree=bt_s / ours_s)
         )
         r = rows[-1]
-        print(f"[{n}] ours {ours_s:.1f}s  balltree {bt_s:.1f}s  cross {cj_s:.1f}s{' (est)' if est else ''}  recall {recall:.4f}", flush=True)
+        print(f"[{n}] ours {ours_s:.1f}s (recall {recall:.4f})  balltree {bt_s:.1f}s  cross {cj_s:.1f}s{' (est)' if est else ''}  load {os.getloadavg()[0]:.1f}", flush=True)
 
     def exponent(key):
         if len(rows) < 2:
@@ -145,11 +149,11 @@ def main() -> None:
         return float(np.polyfit(x, y, 1)[0])
 
     print()
-    print(f"{'items':>9} {'towns':>7} {'ours s':>8} {'balltree s':>10} {'crossjoin s':>12} {'x cross':>8} {'recall':>7} {'sorted':>6} {'full K':>6} {'ring':>5}")
+    print(f"{'items':>9} {'towns':>7} {'ours s':>8} {'balltree s':>10} {'crossjoin s':>12} {'x cross':>8} {'recall':>7} {'sorted':>6} {'full K':>6}")
     for r in rows:
         cj = f"{r['cross_join_s']:.1f}{'*' if r['cross_join_estimated'] else ''}"
         print(f"{r['items']:>9,} {r['towns']:>7,} {r['ours_s']:>8.1f} {r['balltree_s']:>10.1f} {cj:>12} {r['speedup_vs_cross']:>8.1f} "
-              f"{r['recall']:>7.4f} {str(r['sorted']):>6} {r['full_lists']:>6.3f} {r['mean_search_ring']:>5.1f}")
+              f"{r['recall']:>7.4f} {str(r['sorted']):>6} {r['full_lists']:>6.3f}")
     if any(r["cross_join_estimated"] for r in rows):
         print(f"* cross join ESTIMATED: timed on {args.cross_join_sample} sampled anchors, scaled linearly to all anchors")
     e_ours, e_bt = exponent("ours_s"), exponent("balltree_s")

@@ -226,9 +226,6 @@ class PromptsConfig:
 class NegativesConfig:
     k: int = _f(16, "K: candidate (mismatched) locations per anchor, sorted near -> far.")
     n_far: int = _f(3, "How many of the K are far negatives from other counties/states (the rest are near, hard negatives).")
-    h3_resolution: int = _f(8, "Base H3 resolution of the spatial buckets; the search grows rings 1, 2, ..., max_ring of these cells (dense anchors are served by the first rings).")
-    max_ring: int = _f(4, "Largest ring searched at each resolution; anchors not served by it widen to coarser resolutions, searched with rings ceil(max_ring/2) .. max_ring.")
-    min_resolution: int = _f(0, "Coarsest H3 resolution the search widens to (res 2 ring 4 certifies ~900 km, res 0 the globe); anchors still short after it keep what was found and get more far negatives.")
     min_near_distance_km: float = _f(0.0, "Near negatives closer than this (e.g. the same building) are skipped.")
     far_draws: int = _f(4, "Random draws per wanted far negative (oversampling; draws that hit the anchor's county are discarded).")
     seed: int = _f(11, "Seed for far-negative sampling (hash-based, so independent of Spark partitioning).")
@@ -236,9 +233,6 @@ class NegativesConfig:
     def __post_init__(self) -> None:
         _check(self.k >= 2, "negatives.k", "must be >= 2")
         _check(0 <= self.n_far < self.k, "negatives.n_far", "must be in [0, k)")
-        _check(0 <= self.h3_resolution <= 15, "negatives.h3_resolution", "must be in [0, 15]")
-        _check(self.max_ring >= 1, "negatives.max_ring", "must be >= 1")
-        _check(0 <= self.min_resolution <= self.h3_resolution, "negatives.min_resolution", "must be in [0, negatives.h3_resolution]")
         _check(self.min_near_distance_km >= 0, "negatives.min_near_distance_km", "must be >= 0")
         _check(self.far_draws >= 1, "negatives.far_draws", "must be >= 1")
 

@@ -45,44 +45,69 @@ def capped_history(clicks: Iterable[tuple[str, object]], cap: int) -> list[str]:
     return [i for i, _ in order[:cap]]
 
 
-def coclick_scores(histories: Mapping[str, Iterable[tuple[str, object]]], cap: int) -> dict[tuple[str, str], int]:
-    """Co-click score of every unordered item pair (Eq. 5, arXiv 2511.14221).
+def coclick_scores(histories: Mapping[str, Iterable[tuple[str, object]]], cap: int, s_th: int = 0) -> dict[tuple[str, str], int]:
+    """Co-click pairs and their scores (Eq. 5, arXiv 2511.14221): the pairs with ``s(a, b) > s_th``.
 
     ``s(a, b) = |{u : a in H_u and b in H_u}|`` where ``H_u`` is user u's capped history
-    (:func:`capped_history`). The paper does not cap histories; we cap them so the pair count per
-    user is at most ``cap·(cap-1)/2``.
+    (:func:`capped_history`); a pair enters D_gc when ``s(a, b) > s_th`` (``pairs.s_th``). The paper
+    does not cap histories; we cap them so the pair count per user is at most ``cap·(cap-1)/2``.
+    The Spark job computes the same (:func:`coclick_scores_df`).
+
+    Example (cap 3): users with histories {a, b, c}, {a, b, d}, {a, b, c} give s(a,b)=3,
+    s(a,c)=s(b,c)=2, s(a,d)=s(b,d)=1; ``s_th=1`` keeps (a,b), (a,c), (b,c).
 
     Args:
         histories: user_id -> iterable of (item_id, ts) clicks.
         cap: Most recent distinct items per user that form pairs.
+        s_th: Score threshold; a pair is kept when its score is strictly greater.
 
     Returns:
-        {(a, b): s} with ``a < b``, for pairs with s >= 1.
+        {(a, b): s} with ``a < b``, for the pairs with ``s > s_th``.
     """
     s: Counter = Counter()
     for clicks in histories.values():
         s.update(combinations(sorted(capped_history(clicks, cap)), 2))
-    return dict(s)
+    return {pair: n for pair, n in s.items() if n > s_th}
 
 
-def coclick_pairs(interactions_df: "DataFrame", cfg: "PairsConfig") -> "DataFrame":
-    """Interactions -> co-click pairs ``anchor_item_id, other_item_id, cooccur_users`` (both directions).
-
-    Spark version of :func:`coclick_scores`, then the ``s > s_th`` filter and the per-anchor top-N.
-    """
+def capped_histories_df(interactions_df: "DataFrame", cap: int) -> "DataFrame":
+    """Interactions -> ``user_id, item_id``: each user's ``cap`` most recent distinct items (:func:`capped_history` in Spark)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     latest = interactions_df.groupBy("user_id", "item_id").agg(F.max("ts").alias("ts"))
     wu = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col("item_id"))
-    hist = latest.withColumn("_r", F.row_number().over(wu)).filter(F.col("_r") <= cfg.history_cap).select("user_id", "item_id")
-    a, b = hist.alias("a"), hist.alias("b")
-    pairs = (
+    return latest.withColumn("_r", F.row_number().over(wu)).filter(F.col("_r") <= cap).select("user_id", "item_id")
+
+
+def coclick_scores_df(histories_df: "DataFrame", s_th: int) -> "DataFrame":
+    """Eq. 5 in Spark: capped histories ``user_id, item_id`` -> ``x, y, cooccur_users`` with ``x < y`` and ``s > s_th``.
+
+    The same pairs and scores as :func:`coclick_scores`: a self-join of the histories on
+    ``user_id`` (each unordered pair once), counted per pair, then the threshold.
+    """
+    from pyspark.sql import functions as F
+
+    a, b = histories_df.alias("a"), histories_df.alias("b")
+    return (
         a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.item_id") < F.col("b.item_id")))
         .groupBy(F.col("a.item_id").alias("x"), F.col("b.item_id").alias("y"))
         .agg(F.count(F.lit(1)).cast("int").alias("cooccur_users"))
-        .filter(F.col("cooccur_users") > cfg.s_th)
+        .filter(F.col("cooccur_users") > s_th)
     )
+
+
+def coclick_pairs(interactions_df: "DataFrame", cfg: "PairsConfig") -> "DataFrame":
+    """Interactions -> co-click pairs ``anchor_item_id, other_item_id, cooccur_users`` (both directions).
+
+    Eq. 5 (:func:`coclick_scores_df` over :func:`capped_histories_df`), written in both directions,
+    then each anchor's ``max_pairs_per_anchor`` partners with the highest ``s`` (ties: smaller
+    ``other_item_id``).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    pairs = coclick_scores_df(capped_histories_df(interactions_df, cfg.history_cap), cfg.s_th)
     both = pairs.select(F.col("x").alias("anchor_item_id"), F.col("y").alias("other_item_id"), "cooccur_users").unionByName(
         pairs.select(F.col("y").alias("anchor_item_id"), F.col("x").alias("other_item_id"), "cooccur_users")
     )

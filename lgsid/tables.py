@@ -91,7 +91,7 @@ NEGATIVES = TableSpec(
     description="K mismatched candidate locations per anchor item, sorted near -> far (Eq. 1)",
     schema=(
         "item_id STRING, rank INT, cand_item_id STRING, distance_km DOUBLE, cand_location_text STRING, "
-        "cand_state STRING, cand_county STRING, cand_town STRING, neg_kind STRING, search_ring INT"
+        "cand_state STRING, cand_county STRING, cand_town STRING, neg_kind STRING"
     ),
     not_null=("item_id", "rank", "cand_item_id", "distance_km"),
     checks={"rank_positive": "rank >= 1", "distance_nonneg": "distance_km >= 0"},

@@ -86,8 +86,7 @@ CREATE TABLE IF NOT EXISTS lgsid.negatives (
   cand_state STRING COMMENT 'Candidate state',
   cand_county STRING COMMENT 'Candidate county',
   cand_town STRING COMMENT 'Candidate town',
-  neg_kind STRING COMMENT 'near | far',
-  search_ring INT COMMENT 'H3 ring where the candidate was found'
+  neg_kind STRING COMMENT 'near | far'
 )
 USING DELTA
 LOCATION '${lgsid_root}/negatives'

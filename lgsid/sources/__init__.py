@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import ValidationError
+from lgsid.fs import is_uri
 
 __all__ = ["run", "prepare"]
 
@@ -122,7 +123,7 @@ def _prepare_files(spark, cfg: LGSIDConfig) -> Prepared:
 
     ic = cfg.ingest
     strict = ic.on_bad_rows == "fail"
-    staging = cfg.storage.staging_dir if "://" in cfg.storage.staging_dir else os.path.abspath(cfg.storage.staging_dir)
+    staging = cfg.storage.staging_dir if is_uri(cfg.storage.staging_dir) else os.path.abspath(cfg.storage.staging_dir)
     ci, cx = {}, {}
     items_raw = read_items_file(spark, ic.items_path, ic.csv_delimiter, ic.csv_encoding, staging, ci)
     n_items_in = require_not_empty(items_raw, f"ingest.items_path {ic.items_path}")

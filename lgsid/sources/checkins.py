@@ -28,6 +28,8 @@ import os
 import uuid
 
 from lgsid.errors import ValidationError
+from lgsid import fs
+from lgsid.fs import is_uri
 
 __all__ = [
     "FOURSQUARE_FIELDS",
@@ -174,7 +176,7 @@ def read_foursquare(spark, path: str):
 
 
 def _exists(path: str) -> bool:
-    return "://" in path or os.path.exists(path)
+    return is_uri(path) or os.path.exists(path)
 
 
 # Spark's CSV reader names: "latin-1" is the usual spelling, "iso-8859-1" Spark's.
@@ -210,9 +212,9 @@ def _parquet_for_spark(path: str, staging_dir: str | None) -> tuple[str, str | N
     target = pa.schema([pa.field(f.name, pa.timestamp("us", tz="UTC")) if f.name in fix else f for f in ds.schema])
     root = staging_dir or os.path.join(os.path.dirname(os.path.abspath(path)), ".lgsid-staging")
     staged = f"{root.rstrip('/')}/ingest-{uuid.uuid4().hex}.parquet"
-    fs, fpath = _filesystem(staged)
-    fs.create_dir(fpath.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(fpath) as out, pq.ParquetWriter(out, target) as w:
+    pfs, fpath = fs.resolve(staged)
+    pfs.create_dir(fpath.rsplit("/", 1)[0], recursive=True)
+    with pfs.open_output_stream(fpath) as out, pq.ParquetWriter(out, target) as w:
         for b in ds.to_batches():
             cols = []
             for f, col in zip(ds.schema, b.columns):
@@ -227,20 +229,10 @@ def _parquet_for_spark(path: str, staging_dir: str | None) -> tuple[str, str | N
     return staged, staged, counts
 
 
-def _filesystem(path: str):
-    """(pyarrow FileSystem, path in it) of a local path or URI."""
-    from pyarrow import fs
-
-    if "://" in path:
-        return fs.FileSystem.from_uri(path)
-    return fs.LocalFileSystem(), os.path.abspath(path)
-
-
 def _remove(path: str | None) -> None:
     if path:
-        fs, p = _filesystem(path)
         try:
-            fs.delete_file(p)
+            fs.delete_file(path)
         except OSError:
             pass
 

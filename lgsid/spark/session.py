@@ -10,6 +10,7 @@ import sys
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import EnvironmentSetupError
+from lgsid.fs import to_uri
 
 
 def require_java() -> str:
@@ -64,7 +65,7 @@ def get_spark(cfg: LGSIDConfig):
 
     active = SparkSession.getActiveSession()
     cache = cfg.spark.petastorm_cache_dir
-    cache_url = cache if "://" in cache else "file://" + os.path.abspath(cache)
+    cache_url = to_uri(cache)
     if active is not None:
         if not active.conf.get("petastorm.spark.converter.parentCacheDirUrl", None):
             active.conf.set("petastorm.spark.converter.parentCacheDirUrl", cache_url)

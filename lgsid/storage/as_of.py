@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from lgsid.errors import LGSIDError
+from lgsid.fs import is_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -102,7 +103,7 @@ _HISTORY = re.compile(r"^\s*DESCRIBE\s+HISTORY\s+delta\.`(?P<path>[^`]+)`\s*$", 
 def _table_name(store: "DeltaStore", path: str) -> str:
     """The store's table name of a ``delta.`<path>``` reference (a path under ``storage.root``)."""
     root = store.root.rstrip("/")
-    full = path if "://" in path or os.path.isabs(path) else os.path.abspath(path)
+    full = path if is_uri(path) or os.path.isabs(path) else os.path.abspath(path)
     if full.startswith("file://") and not root.startswith("file://"):
         full = full[len("file://"):]
     if not full.startswith(root + "/"):

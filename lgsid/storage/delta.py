@@ -44,6 +44,7 @@ import pyarrow.dataset as pads
 
 from lgsid.config import StorageConfig
 from lgsid.errors import ConfigError, LGSIDError, TableNotFoundError, ValidationError
+from lgsid.fs import is_uri
 from lgsid.tables import TableSpec, spec as table_spec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,10 +64,6 @@ DELTARS_SCHEMES = ("file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl
 
 class ConcurrentWriteError(LGSIDError):
     """Another writer committed to the table between this write's read and its commit; nothing was committed."""
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
 
 
 def spark_has_delta(spark: "SparkSession") -> bool:
@@ -149,8 +146,8 @@ class DeltaStore(abc.ABC):
     def __init__(self, spark: "SparkSession", cfg: StorageConfig):
         self.spark = spark
         self.cfg = cfg
-        self.root = cfg.root if _is_uri(cfg.root) else os.path.abspath(cfg.root)
-        self.staging = cfg.staging_dir if _is_uri(cfg.staging_dir) else os.path.abspath(cfg.staging_dir)
+        self.root = cfg.root if is_uri(cfg.root) else os.path.abspath(cfg.root)
+        self.staging = cfg.staging_dir if is_uri(cfg.staging_dir) else os.path.abspath(cfg.staging_dir)
 
     # ------------------------------------------------------------------ paths & metadata
     def path(self, name: str) -> str:
@@ -472,7 +469,7 @@ class DeltaRsStore(DeltaStore):
     def __init__(self, spark: "SparkSession", cfg: StorageConfig):
         super().__init__(spark, cfg)
         for key, loc in (("storage.root", cfg.root), ("storage.staging_dir", cfg.staging_dir)):
-            scheme = loc.split("://", 1)[0].lower() if _is_uri(loc) else "file"
+            scheme = loc.split(":", 1)[0].lower() if is_uri(loc) else "file"
             if scheme not in DELTARS_SCHEMES:
                 raise ConfigError(
                     f"invalid value for '{key}': {loc!r} uses URI scheme '{scheme}', which the deltars backend cannot open; "
@@ -758,7 +755,7 @@ class DeltaRsStore(DeltaStore):
             return self.dir
 
         def __exit__(self, *exc) -> None:
-            if not _is_uri(self.dir):
+            if not is_uri(self.dir):
                 shutil.rmtree(self.dir, ignore_errors=True)
 
     def _staged(self, df: "DataFrame") -> "DeltaRsStore._Staged":
@@ -796,13 +793,13 @@ def _filesystem(path: str, storage_options: dict | None = None):
     """(pyarrow FileSystem, path in it) for a table location."""
     from pyarrow import fs
 
-    if _is_uri(path) and not path.startswith("file:"):
+    if is_uri(path) and not path.startswith("file:"):
         return fs.FileSystem.from_uri(path)
     return fs.LocalFileSystem(), _norm_uri(path)
 
 
 def _fs_path(uri: str) -> str:
-    return _norm_uri(uri) if (not _is_uri(uri) or uri.startswith("file:")) else uri.split("://", 1)[1]
+    return _norm_uri(uri) if (not is_uri(uri) or uri.startswith("file:")) else uri.split(":", 1)[1].lstrip("/")
 
 
 def _delete(path: str, storage_options: dict | None = None) -> None:

@@ -17,6 +17,7 @@ import pytest
 from lgsid.config import replace
 from lgsid.embedding_f32 import decode_f32
 from lgsid.errors import ValidationError
+from lgsid.geo import haversine_km
 
 pytestmark = pytest.mark.spark
 
@@ -49,10 +50,9 @@ def toy_prompts(n: int = 180, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _km(a, b):
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(b.lon - a.lon) / 2) ** 2
-    return 2 * 6371.0088 * math.asin(math.sqrt(h))
+def _km(a, b) -> float:
+    """Haversine km between two rows with ``lat``/``lon``."""
+    return float(haversine_km(a.lat, a.lon, b.lat, b.lon))
 
 
 def toy_lists_and_pairs(p: pd.DataFrame, k: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

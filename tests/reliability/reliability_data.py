@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from lgsid.config import load_config, replace
 
 ITEMS_CSV = """item_id,lat,lon,name,category
@@ -42,3 +44,12 @@ def write_inputs(d, items: str | bytes = ITEMS_CSV, inter: str | bytes = INTER_C
 
 def versions(store, tables=INGEST_TABLES) -> dict:
     return {t: store.version(t) for t in tables}
+
+
+def wait_for_pause(proc, flag, what: str, timeout_s: float) -> None:
+    """Wait until the child ``proc`` writes ``flag`` (it paused at ``what``); fail if it exits first or ``timeout_s`` passes."""
+    deadline = time.time() + timeout_s
+    while not flag.exists():
+        assert proc.poll() is None, f"child exited before {what}: {proc.stdout.read().decode()[-3000:]}"
+        assert time.time() < deadline, f"child never reached {what}"
+        time.sleep(0.3)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pandas as pd
 import pytest
@@ -18,6 +17,7 @@ from lgsid.errors import LGSIDError
 from lgsid.storage import ConcurrentWriteError, DeltaStore, spark_schema
 from lgsid.storage import delta as delta_mod
 from lgsid.tables import ITEMS
+from reliability_data import wait_for_pause
 
 pytestmark = pytest.mark.spark
 
@@ -182,11 +182,7 @@ def test_sigkill_during_commit(spark, cfg, case, tmp_path, op):
     proc = subprocess.Popen([sys.executable, "-c", CHILD, store.root, store.staging, op, json.dumps(new_rows)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 240
-        while not flag.exists():
-            assert proc.poll() is None, f"child exited early: {proc.stdout.read().decode()[-2000:]}"
-            assert time.time() < deadline, "child never reached the commit point"
-            time.sleep(0.5)
+        wait_for_pause(proc, flag, "the commit point", 240)
         os.killpg(proc.pid, signal.SIGKILL)  # the child and its JVM
         proc.wait(timeout=60)
     finally:

@@ -23,6 +23,7 @@ import urllib.request
 import pytest
 
 from lgsid import registry
+from reliability_data import wait_for_pause
 
 pytestmark = pytest.mark.reliability_heavy
 
@@ -165,11 +166,7 @@ def test_mlflow_server_dies_during_tokenize_registration(case, tmp_path, servers
     flag = tmp_path / "at-register"
     proc = _child(server, tmp_path / "art1", {registry.PAUSE_ENV: str(flag), registry.PAUSE_POINT_ENV: point})
     try:
-        deadline = time.time() + 300
-        while not flag.exists():
-            assert proc.poll() is None, f"child exited before the registration point: {proc.stdout.read().decode()[-3000:]}"
-            assert time.time() < deadline, "child never reached the registration point"
-            time.sleep(0.3)
+        wait_for_pause(proc, flag, "the registration point", 300)
         server.stop()  # the tracking server goes away ...
         flag.unlink()  # ... and the step goes on against it
         out, _ = proc.communicate(timeout=240)

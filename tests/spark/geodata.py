@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lgsid.geo import haversine_km
+from lgsid.geo import haversine_km, unit_xyz
 
 ITEM_COLS = ["item_id", "name", "brand", "category_l1", "category_l2", "price", "lat", "lon", "state", "county", "town", "address", "source"]
 
@@ -61,8 +61,7 @@ def representatives(items: pd.DataFrame) -> pd.DataFrame:
     df = items if "loc_key" in items else items.assign(loc_key=items.state + "|" + items.county + "|" + items.town)
     out = []
     for key, g in df.groupby("loc_key"):
-        phi, lmb = np.radians(g.lat.to_numpy()), np.radians(g.lon.to_numpy())
-        x, y, z = (np.cos(phi) * np.cos(lmb)).mean(), (np.cos(phi) * np.sin(lmb)).mean(), np.sin(phi).mean()
+        x, y, z = unit_xyz(g.lat.to_numpy(), g.lon.to_numpy()).mean(axis=0)
         clat, clon = np.degrees(np.arctan2(z, np.hypot(x, y))), np.degrees(np.arctan2(y, x))
         d = haversine_km(g.lat.to_numpy(), g.lon.to_numpy(), clat, clon)
         g = g.assign(_d=np.round(d, 6)).sort_values(["_d", "item_id"])

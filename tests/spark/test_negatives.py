@@ -17,25 +17,35 @@ ITEMS_DDL = (
 )
 
 
-@pytest.fixture(scope="module")
-def mined(spark, tmp_path_factory):
-    """Run prompts + negatives twice on the same tiny catalogue; keep both results."""
+def _prompts_and_negatives(spark, w, items, **sections):
+    """Write ``items`` under ``w``, run the prompts and negatives steps; returns (cfg, store, prompts summary, negatives summary)."""
     from lgsid.config import load_config
     from lgsid.prompts import run as run_prompts
     from lgsid.storage import DeltaStore
 
-    w = tmp_path_factory.mktemp("neg")
-    cfg = replace(
-        load_config(None),
-        storage={"root": str(w / "tables"), "staging_dir": str(w / "staging")},
-        negatives={"k": 6, "n_far": 2, "h3_resolution": 6, "max_ring": 2, "min_resolution": 0},
-        prompts={"location_level": "town"},  # the paper's semantics (auto picks district for 14 towns)
-    )
-    items = tiny_items(seed=3)
+    cfg = replace(load_config(None), storage={"root": str(w / "tables"), "staging_dir": str(w / "staging")}, **sections)
     store = DeltaStore(spark, cfg.storage)
     store.write(spark.createDataFrame(items[ITEM_COLS], ITEMS_DDL), "items")
-    run_prompts(spark, cfg)
-    s1 = run(spark, cfg)
+    return cfg, store, run_prompts(spark, cfg), run(spark, cfg)
+
+
+def _assert_near_sets(neg, bf):
+    """Each anchor's near candidates are the brute-force ones (``bf``: anchor -> [(cand_item_id, km)]), nearest first."""
+    for a, g in neg[neg.neg_kind == "near"].groupby("item_id"):
+        g = g.sort_values("distance_km", kind="stable")
+        assert list(g.cand_item_id) == [c for c, _ in bf[a]], a
+        np.testing.assert_allclose(g.distance_km, [d for _, d in bf[a]], rtol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def mined(spark, tmp_path_factory):
+    """Run prompts + negatives twice on the same tiny catalogue; keep both results."""
+    items = tiny_items(seed=3)
+    cfg, store, _, s1 = _prompts_and_negatives(
+        spark, tmp_path_factory.mktemp("neg"), items,
+        negatives={"k": 6, "n_far": 2},
+        prompts={"location_level": "town"},  # the paper's semantics (auto picks district for 14 towns)
+    )
     neg1 = store.to_pandas("negatives").sort_values(["item_id", "rank"]).reset_index(drop=True)
     rl1 = store.to_pandas("reward_lists").sort_values("item_id").reset_index(drop=True)
     s2 = run(spark, cfg)
@@ -47,12 +57,8 @@ def test_near_set_equals_brute_force(mined):
     cfg, neg = mined["cfg"], mined["neg"]
     need = cfg.negatives.k - cfg.negatives.n_far
     bf = brute_force_near(mined["items"], need)
-    near = neg[neg.neg_kind == "near"]
-    assert set(near.item_id) == set(mined["items"].item_id)
-    for a, g in near.groupby("item_id"):
-        g = g.sort_values("distance_km", kind="stable")
-        assert list(g.cand_item_id) == [c for c, _ in bf[a]], a
-        np.testing.assert_allclose(g.distance_km, [d for _, d in bf[a]], rtol=1e-9)
+    assert set(neg[neg.neg_kind == "near"].item_id) == set(mined["items"].item_id)
+    _assert_near_sets(neg, bf)
 
 
 def test_lists_sorted_ranked_distinct_and_mismatched(mined):
@@ -72,10 +78,10 @@ def test_lists_sorted_ranked_distinct_and_mismatched(mined):
         # distance_km is the haversine distance to the candidate item
         c = loc.loc[g.cand_item_id]
         np.testing.assert_allclose(g.distance_km, haversine_km(loc.at[a, "lat"], loc.at[a, "lon"], c.lat.to_numpy(), c.lon.to_numpy()), rtol=1e-9)
-    # density-aware: the dense cluster is served by smaller disks than the sparse outliers
-    ring = neg.groupby("item_id").search_ring.first()
-    dense = ring[[i for i in ring.index if int(i[1:3]) < 11]]
-    sparse = ring[[i for i in ring.index if int(i[1:3]) >= 11]]
+    # density-aware: the dense cluster's near negatives come from its neighbourhood, the sparse outliers' from far away
+    near_km = neg[neg.neg_kind == "near"].groupby("item_id").distance_km.max()
+    dense = near_km[[i for i in near_km.index if int(i[1:3]) < 11]]
+    sparse = near_km[[i for i in near_km.index if int(i[1:3]) >= 11]]
     assert dense.median() < sparse.median()
 
 
@@ -113,23 +119,12 @@ def test_haversine_column_matches_numpy(spark):
 @pytest.fixture(scope="module")
 def city(spark, tmp_path_factory):
     """prompts + negatives on a one-county, two-town city with the automatic location level."""
-    from lgsid.config import load_config
-    from lgsid.prompts import run as run_prompts
-    from lgsid.storage import DeltaStore
-
     from geodata import city_items
 
-    w = tmp_path_factory.mktemp("city")
-    cfg = replace(
-        load_config(None),
-        storage={"root": str(w / "tables"), "staging_dir": str(w / "staging")},
-        negatives={"k": 6, "n_far": 2, "h3_resolution": 8, "max_ring": 2, "min_resolution": 0},
-    )
     items = city_items(seed=5)
-    store = DeltaStore(spark, cfg.storage)
-    store.write(spark.createDataFrame(items[ITEM_COLS], ITEMS_DDL), "items")
-    sp = run_prompts(spark, cfg)
-    s = run(spark, cfg)
+    cfg, store, sp, s = _prompts_and_negatives(
+        spark, tmp_path_factory.mktemp("city"), items, negatives={"k": 6, "n_far": 2}
+    )
     prompts = store.to_pandas("geo_prompts").set_index("item_id")
     neg = store.to_pandas("negatives").sort_values(["item_id", "rank"]).reset_index(drop=True)
     return dict(cfg=cfg, items=items, prompts=prompts, neg=neg, s=s, sp=sp)
@@ -155,11 +150,7 @@ def test_city_near_set_equals_brute_force_over_districts(city):
     p = prompts.reset_index()
     p = p.assign(loc_key=p.state + "|" + p.county + "|" + p.town + "|" + p.location_text)
     bf = brute_force_near(p, need)
-    near = neg[neg.neg_kind == "near"]
-    for a, g in near.groupby("item_id"):
-        g = g.sort_values("distance_km", kind="stable")
-        assert list(g.cand_item_id) == [c for c, _ in bf[a]], a
-        np.testing.assert_allclose(g.distance_km, [d for _, d in bf[a]], rtol=1e-9)
+    _assert_near_sets(neg, bf)
 
 
 def test_city_district_text_is_the_pure_formatter_with_the_centroid_origin(city):

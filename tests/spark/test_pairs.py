@@ -8,7 +8,7 @@ import pytest
 
 from lgsid.config import load_config, replace
 from lgsid.geo import haversine_km
-from lgsid.pairs import coclick_pairs, coclick_scores, geo_constrained_pairs, run
+from lgsid.pairs import capped_histories_df, coclick_pairs, coclick_scores, coclick_scores_df, geo_constrained_pairs, run
 
 pytestmark = pytest.mark.spark
 
@@ -45,13 +45,9 @@ def _items(ids, seed=0):
     )
 
 
-def _directed(s: dict, s_th: int) -> dict:
-    out = {}
-    for (a, b), v in s.items():
-        if v > s_th:
-            out[(a, b)] = v
-            out[(b, a)] = v
-    return out
+def _directed(s: dict) -> dict:
+    """{(a, b): s} with a < b -> both directions."""
+    return {**s, **{(b, a): v for (a, b), v in s.items()}}
 
 
 def test_coclick_toy_equals_brute_force(spark):
@@ -60,9 +56,12 @@ def test_coclick_toy_equals_brute_force(spark):
     for s_th in (0, 1):
         cfg = replace(load_config(None), pairs={"s_th": s_th, "history_cap": 3, "max_pairs_per_anchor": 100}).pairs
         got = {(r.anchor_item_id, r.other_item_id): r.cooccur_users for r in coclick_pairs(df, cfg).collect()}
-        assert got == _directed(coclick_scores(hist, 3), s_th)
+        assert got == _directed(coclick_scores(hist, 3, s_th))
     # hand-computed: s(a,b)=3, s(a,c)=s(b,c)=2 survive s_th=1
-    assert set(_directed(coclick_scores(hist, 3), 1)) == {("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("b", "c"), ("c", "b")}
+    assert set(_directed(coclick_scores(hist, 3, 1))) == {("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("b", "c"), ("c", "b")}
+    # the Spark Eq. 5 alone (one direction, x < y) equals coclick_scores
+    hist_df = capped_histories_df(df, 3)
+    assert {(r.x, r.y): r.cooccur_users for r in coclick_scores_df(hist_df, 1).collect()} == coclick_scores(hist, 3, 1)
     # top-1 partner per anchor: highest s, ties by other_item_id
     cfg = replace(load_config(None), pairs={"s_th": 0, "history_cap": 3, "max_pairs_per_anchor": 1}).pairs
     top = {r.anchor_item_id: r.other_item_id for r in coclick_pairs(df, cfg).collect()}
@@ -80,7 +79,7 @@ def test_coclick_random_histories_equal_brute_force(spark):
     df = spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp").dropDuplicates()
     cfg = replace(load_config(None), pairs={"s_th": 1, "history_cap": 4, "max_pairs_per_anchor": 1000}).pairs
     got = {(r.anchor_item_id, r.other_item_id): r.cooccur_users for r in coclick_pairs(df, cfg).collect()}
-    assert got and got == _directed(coclick_scores(hist, 4), 1)
+    assert got and got == _directed(coclick_scores(hist, 4, 1))
 
 
 def test_build_pairs_geo_and_run_idempotent(spark, cfg, store):
@@ -110,7 +109,7 @@ def test_build_pairs_geo_and_run_idempotent(spark, cfg, store):
     per = geo.groupby("anchor_item_id").size()
     assert set(per.index) == set(ids) and (per == 2).all()
     cc = t1[t1.pair_type == "co_click"]
-    assert {(a, b): int(s) for a, b, s in zip(cc.anchor_item_id, cc.other_item_id, cc.cooccur_users)} == _directed(coclick_scores(hist, 3), 0)
+    assert {(a, b): int(s) for a, b, s in zip(cc.anchor_item_id, cc.other_item_id, cc.cooccur_users)} == _directed(coclick_scores(hist, 3, 0))
     assert s1.metrics["co_click_pairs"] == len(cc)
 
 

@@ -52,8 +52,8 @@ def test_eq1_five_towns_near_set_far_set_and_ranking():
     # the only eligible town is T4, whatever the hash draws.
     # Ranked 1..K by distance over near and far together: T1 (1, near), T2 (2, near), T4 (3, far).
     reps = _five_towns()
-    cfg = NegativesConfig(k=3, n_far=1, h3_resolution=5, max_ring=2, min_resolution=0)
-    index = TownIndex(reps, cfg)
+    cfg = NegativesConfig(k=3, n_far=1)
+    index = TownIndex(reps)
     anchors = pa.table({"item_id": ["iT0"], "lat": [0.0], "lon": [0.0], "loc_key": ["S|C0|T0"],
                         "county_key": ["S|C0"], "a_hash": pa.array([12345], pa.int64())})
     out = negatives_table(index, anchors, cfg).to_pydict()
@@ -70,8 +70,8 @@ def test_eq1_min_near_distance_skips_close_towns():
     # near set is T2 (222 km), T3 (445 km) -- T3 may be near although it shares T0's county -- and
     # the far set is the only other-county town left, T4.
     reps = _five_towns()
-    cfg = NegativesConfig(k=3, n_far=1, h3_resolution=5, max_ring=2, min_resolution=0, min_near_distance_km=150.0)
-    index = TownIndex(reps, cfg)
+    cfg = NegativesConfig(k=3, n_far=1, min_near_distance_km=150.0)
+    index = TownIndex(reps)
     anchors = pa.table({"item_id": ["iT0"], "lat": [0.0], "lon": [0.0], "loc_key": ["S|C0|T0"],
                         "county_key": ["S|C0"], "a_hash": pa.array([1], pa.int64())})
     out = negatives_table(index, anchors, cfg).to_pydict()

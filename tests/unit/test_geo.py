@@ -1,21 +1,11 @@
-"""Hand-computed geography: haversine, H3 search schedule, certified radius, density rule."""
+"""Hand-computed geography: haversine, unit vectors, location level, local offsets."""
 
 import math
 
-import h3.api.basic_int as h3i
 import numpy as np
 import pytest
 
-from lgsid.geo import (
-    EARTH_RADIUS_KM,
-    covered_radii,
-    equivalent_ring,
-    haversine_km,
-    next_pass,
-    ring_is_enough,
-    search_schedule,
-)
-from lgsid.negatives import proxy_resolution, start_pass
+from lgsid.geo import EARTH_RADIUS_KM, haversine_km, unit_xyz
 
 
 def test_haversine_hand_computed():
@@ -42,83 +32,11 @@ def test_haversine_vectorised_and_symmetric():
     assert d[0, 1] == pytest.approx(float(haversine_km(0.0, 0.0, 10.0, 20.0)))
 
 
-def test_search_schedule_and_equivalent_ring():
-    assert search_schedule(8, 4, 7) == [(8, 1), (8, 2), (8, 3), (8, 4), (7, 2), (7, 3), (7, 4)]
-    assert search_schedule(7, 3, 7) == [(7, 1), (7, 2), (7, 3)]
-    assert search_schedule(5, 1, 4) == [(5, 1), (4, 1)]
-    assert search_schedule(6, 2, 5) == [(6, 1), (6, 2), (5, 1), (5, 2)]
-    with pytest.raises(ValueError, match="min_res"):
-        search_schedule(5, 2, 6)
-    assert equivalent_ring(8, 4, 8) == 4
-    assert equivalent_ring(7, 4, 8) == 11  # 4 * sqrt(7) = 10.58
-    assert equivalent_ring(6, 2, 8) == 14  # 2 * 7
-
-
-def test_next_pass_jumps_to_the_first_certified_disk():
-    cell = h3i.latlng_to_cell(40.0, -100.0, 8)
-    sched = search_schedule(8, 4, 6)
-    cells = [h3i.cell_to_parent(cell, r) for r, _ in sched]
-    cov = [float(covered_radii([c], k)[0]) for c, (_, k) in zip(cells, sched)]
-    assert all(np.diff(cov) > 0)
-    P = len(sched)
-    at = cov.__getitem__
-    nan = float("nan")
-    # need-th candidate found at a distance between the radii of passes 4 and 5 -> pass 5;
-    # exactly at pass 2's radius -> pass 2 (the boundary counts as covered); beyond all -> last
-    got = next_pass(at, P, 0, np.array([(cov[4] + cov[5]) / 2, cov[2], 1e9]), np.array([8, 8, 8]), need=8)
-    assert got.tolist() == [5, 2, P - 1]
-    # too few candidates: jump by the density estimate r_p * sqrt((need + 1) / found)
-    target = cov[1] * math.sqrt((8 + 1) / 2)
-    assert next_pass(at, P, 1, np.array([nan]), np.array([2]), need=8)[0] == next(q for q in range(2, P) if cov[q] >= target)
-    assert next_pass(at, P, 0, np.array([nan]), np.array([0]), need=0)[0] == 1  # sqrt(1/0.5) * r_0 < r_1
-    assert next_pass(at, P, P - 1, np.array([nan]), np.array([0]), need=8).tolist() == [P - 1]
-    # radii are read lazily, only as far as needed
-    asked = []
-    next_pass(lambda q: asked.append(q) or cov[q], P, 0, np.array([cov[1]]), np.array([8]), need=8)
-    assert asked == [1]
-
-
-def test_ring_is_enough_hand_cases():
-    assert ring_is_enough(5, 1.2, 1.5, need=3)
-    assert not ring_is_enough(5, 1.2, 1.0, need=3)  # a closer item may lie just outside the disk
-    assert not ring_is_enough(2, 0.5, 9.9, need=3)  # too few locations
-    assert ring_is_enough(3, 1.5, 1.5, need=3)  # boundary counts as covered
-    assert ring_is_enough(np.array([5, 5, 2]), np.array([1.2, 1.6, 0.5]), 1.5, need=3).tolist() == [True, False, False]
-
-
-def test_start_pass_density_rule():
-    # dense: the first (smallest) disk already holds need+1 representatives
-    assert start_pass([9, 40, 200], need=8) == 0
-    assert start_pass([3, 9, 40, 200], need=8) == 1
-    assert start_pass([3, 8, 40, 200], need=8) == 2  # 8 < need + 1 (own town is not a candidate)
-    assert start_pass([0, 1, 2], need=8) == 2  # sparse everywhere: last pass
-    # vectorised over anchors (rows)
-    assert start_pass(np.array([[9, 40, 200], [3, 9, 40], [0, 1, 2]]), need=8).tolist() == [0, 1, 2]
-    # proxy cell: the resolution whose average area (res 7: 5.16 km², res 8: 0.737 km²) is nearest, in log
-    assert proxy_resolution(4.0, 8) == 7 and proxy_resolution(1.0, 8) == 8 and proxy_resolution(0.01, 8) == 8
-    assert proxy_resolution(5.16 * 7, 8) == 6 and proxy_resolution(1e9, 8) == 0 and proxy_resolution(4.0, 6) == 6
-    # fill: the certified circle's share of the proxy cell scales the count
-    assert start_pass([3, 9, 40, 200], need=8, fill=[1, 0.5, 0.2, 0.2]) == 3
-
-
-@pytest.mark.parametrize("res,k", [(7, 1), (7, 2), (5, 3)])
-def test_covered_radius_is_a_true_lower_bound(res, k):
-    rng = np.random.default_rng(res * 10 + k)
-    cell = h3i.latlng_to_cell(40.0, -100.0, res)
-    r = float(covered_radii([cell], k)[0])
-    assert r > 0
-    inside = set(h3i.grid_disk(cell, k))
-    clat, clon = h3i.cell_to_latlng(cell)
-    edge = h3i.average_hexagon_edge_length(res, "km")
-    # anchors inside the cell, random points around: any point outside the disk is farther than r
-    span = (k + 3) * 2 * edge / 111.0
-    pts = np.column_stack([clat + rng.uniform(-span, span, 4000), clon + rng.uniform(-span, span, 4000) / math.cos(math.radians(clat))])
-    outside = np.array([h3i.latlng_to_cell(a, b, res) not in inside for a, b in pts])
-    anchors = [p for p in pts if h3i.latlng_to_cell(p[0], p[1], res) == cell][:20]
-    assert outside.any() and anchors
-    for a in anchors:
-        d = haversine_km(a[0], a[1], pts[outside, 0], pts[outside, 1])
-        assert d.min() >= r
+def test_unit_xyz_hand_computed():
+    # (0, 0) -> x axis, (0, 90) -> y axis, north pole -> z axis; chord between (0,0) and (0,90) is sqrt(2)
+    np.testing.assert_allclose(unit_xyz([0.0, 0.0, 90.0], [0.0, 90.0, 0.0]), np.eye(3), atol=1e-15)
+    a, b = unit_xyz([0.0], [0.0])[0], unit_xyz([0.0], [90.0])[0]
+    assert np.linalg.norm(a - b) == pytest.approx(math.sqrt(2.0))
 
 
 def test_choose_location_level():

@@ -45,3 +45,14 @@ def test_coclick_scores_toy_history():
     # without the cap u3 also pairs e with a, b, c and u4 pairs z
     s = coclick_scores(TOY, cap=10)
     assert s[("a", "e")] == 1 and s[("w", "z")] == 1 and s[("a", "b")] == 3
+
+
+def test_coclick_scores_threshold_eq5():
+    # Eq. 5 keeps s > s_th: by hand from TOY_S, s_th=1 keeps s(a,b)=3, s(a,c)=s(b,c)=2; s_th=2 keeps (a,b)
+    assert coclick_scores(TOY, cap=3, s_th=1) == {("a", "b"): 3, ("a", "c"): 2, ("b", "c"): 2}
+    assert coclick_scores(TOY, cap=3, s_th=2) == {("a", "b"): 3}
+    assert coclick_scores(TOY, cap=3, s_th=3) == {}
+    # the docstring's example
+    h = {"u1": [("a", t(1)), ("b", t(2)), ("c", t(3))], "u2": [("a", t(1)), ("b", t(2)), ("d", t(3))], "u3": [("c", t(1)), ("a", t(2)), ("b", t(3))]}
+    assert coclick_scores(h, cap=3) == {("a", "b"): 3, ("a", "c"): 2, ("b", "c"): 2, ("a", "d"): 1, ("b", "d"): 1}
+    assert coclick_scores(h, cap=3, s_th=1) == {("a", "b"): 3, ("a", "c"): 2, ("b", "c"): 2}
