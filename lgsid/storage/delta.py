@@ -424,7 +424,10 @@ class SparkDeltaStore(DeltaStore):
         """Commit ``df`` (already conformed and checked) to ``name`` in one Delta commit (``overwrite`` or ``append``)."""
         self._ensure_table(ts, name)
         _pause_at_commit(name)
-        df.write.format("delta").mode(mode).option("overwriteSchema", "false").save(self.path(name))
+        # An overwrite of a catalogue table takes the catalogue's schema (a store written by an older
+        # release may hold a column the catalogue has since dropped); appends keep the stored schema.
+        overwrite_schema = mode == "overwrite" and ts is not None
+        df.write.format("delta").mode(mode).option("overwriteSchema", str(overwrite_schema).lower()).save(self.path(name))
 
     def _commit_merge(self, df: "DataFrame", name: str, ts: TableSpec | None, keys: list[str]) -> None:
         """Upsert ``df`` into ``name`` on ``keys`` in one Delta commit."""
@@ -573,6 +576,8 @@ class DeltaRsStore(DeltaStore):
                     self.path(name),
                     reader,
                     mode=mode,
+                    # as the Spark backend: an overwrite of a catalogue table takes the catalogue's schema
+                    schema_mode="overwrite" if mode == "overwrite" and ts is not None else None,
                     storage_options=self.cfg.storage_options or None,
                     writer_properties=_writer_properties(ts),
                     commit_properties=CommitProperties(custom_metadata={"lgsid.table": name}),

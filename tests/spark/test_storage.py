@@ -182,3 +182,21 @@ def test_merge_files_are_readable_by_pyarrow_and_deltalake(spark, store):
         assert "view" not in str(sch).lower()
     hist = store.history("items", limit=1)[0]
     assert hist["lgsid.operation"] == "MERGE" and hist["lgsid.files_rewritten"] == 1
+
+
+def test_overwrite_takes_the_catalogue_schema_over_an_older_stored_one(spark, store):
+    # A store written by an older release: `negatives` once had a `search_ring` column. Rerunning the
+    # step overwrites the table with today's catalogue schema instead of failing on the cast.
+    from deltalake import DeltaTable, write_deltalake
+
+    from lgsid.tables import NEGATIVES
+
+    cols = [f.name for f in spark_schema(NEGATIVES).fields]
+    store.write(spark.createDataFrame([], spark_schema(NEGATIVES)), "negatives")
+    old = DeltaTable(store.path("negatives")).to_pyarrow_table().append_column("search_ring", pa.array([], pa.int32()))
+    write_deltalake(store.path("negatives"), old, mode="overwrite", schema_mode="overwrite")
+    assert "search_ring" in DeltaTable(store.path("negatives")).schema().to_arrow().names
+    v = store.version("negatives")
+    store.write(spark.createDataFrame([], spark_schema(NEGATIVES)), "negatives")
+    assert store.version("negatives") == v + 1
+    assert list(store.read("negatives").columns) == cols
