@@ -11,6 +11,9 @@ random 3-level SIDs (256 codes each, plus the dedup suffix), ``--examples`` next
 ``max_history`` 8, ``--users`` test users. Each kind trains ``--steps`` minibatches (default
 batch sizes), timed per step, both ways back to back (so load changes hit them alike):
 
+Each timing follows a 1-step warm-up of the same kind in the same process (first-step allocation
+and import costs are not per-step costs).
+
 * **old**: one job at a time in this process at 2 threads (the former default);
 * **new**: ``--workers`` identical jobs at once in spawned processes at 1 thread each
   (:func:`lgsid.evaluate.jobs.run_jobs`), so the throughput is workers / seconds per step.
@@ -50,7 +53,11 @@ def _data(items: int, examples: int, users: int, seed: int = 0) -> dict:
 
 
 def _job(job: tuple[str, int], sh: dict) -> float:
-    """Seconds per training step (or per decoded user for 'decode') of one job."""
+    """Seconds per training step (or per decoded user for 'decode') of one job, after a 1-step warm-up of the same kind."""
+    if not job[0].startswith("warm:"):
+        _job(("warm:" + job[0], 1), sh)
+    else:
+        job = (job[0][5:], job[1])
     import torch
 
     from lgsid.evaluate import baselines as bl
