@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ import pandas as pd
 
 from lgsid.errors import ConfigError
 from lgsid.evaluate.ranking import auc, ranked_metrics
+from lgsid.evaluate.jobs import run_jobs
 from lgsid.evaluate.split import Split, assert_no_leak, leave_last_out
 from lgsid.evaluate.variants import REFERENCE, EvalInputs, SIDCodes, display_name, train_tokenizers
 
@@ -174,6 +176,16 @@ class TestUsers:
     target: np.ndarray
     user_id: np.ndarray
     revisit: np.ndarray
+    _reach: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def reachable(self, recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:
+        """:func:`lgsid.evaluate.tiger.reachable_mask` of ``recent``, computed once per (recent, radius) and shared by the sections."""
+        from lgsid.evaluate.tiger import reachable_mask
+
+        key = (recent.tobytes(), recent.shape, float(radius_km))
+        if key not in self._reach:
+            self._reach[key] = reachable_mask(recent, lat, lon, radius_km)
+        return self._reach[key]
 
 
 def index_split(inp: EvalInputs, split: Split) -> TestUsers:
@@ -220,6 +232,48 @@ def _repeat_candidates(histories: list[np.ndarray], max_items: int) -> tuple[np.
 # --------------------------------------------------------------------------------------------
 
 
+def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str], np.ndarray, float]]:
+    """One generative (model, seed) job of :func:`generative_section`: train, then decode every row of it.
+
+    Returns:
+        ``[(levers, (U, K) ranked items, seconds)]``, the plain beam row first; seconds = training +
+        that row's decoding.
+    """
+    import time
+
+    from lgsid.evaluate import baselines as bl
+    from lgsid.evaluate import tiger
+
+    name, seed = job
+    ec = sh["ec"]
+    t0 = time.perf_counter()
+    if name == "sasrec":
+        model = bl.train_sasrec(sh["n_items"], sh["hist_tr"], sh["tgt_tr"], seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
+                                layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr)
+        return [(frozenset(), bl.sasrec_lists(model, sh["hist_te"], sh["k_list"]), time.perf_counter() - t0)]
+    base = name.removesuffix("+context")
+    vocab = tiger.SIDVocab.from_codes(*sh["sids"][base])
+    trie = tiger.PrefixTrie(vocab.sids)
+    with_ctx = name != base
+    model = tiger.train_tiger(vocab, sh["hist_tr"], sh["tgt_tr"], seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
+                              layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr,
+                              context=sh["ctx_tr"] if with_ctx else None, n_context=sh["n_ctx"] if with_ctx else 0)
+    t_train = time.perf_counter() - t0
+    ctx = sh["ctx_te"] if with_ctx else None
+    hist_te = sh["hist_te"]
+    my_modes = [("beam", frozenset())] + ([(m, lv) for m, lv in sh["modes"] if lv] if base in ec.lever_variants else [])
+    out = []
+    for _, levers in my_modes:
+        t1 = time.perf_counter()
+        items, sc = tiger.recommend(model, vocab, trie, hist_te, ec.beam_size, context=ctx, allowed=sh["allowed"] if "reach" in levers else None,
+                                    return_scores=True)
+        if "repeat" in levers:
+            rs = tiger.score_items(model, vocab, hist_te, sh["rep_items"], context=ctx) + ec.tiger_repeat_bonus * np.log1p(sh["rep_counts"])
+            items = tiger.merge_ranked(items, sc, sh["rep_items"], rs, ec.beam_size)
+        out.append((levers, items, t_train + time.perf_counter() - t1))
+    return out
+
+
 def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True) -> dict:
     """Table 2: baselines, then TIGER-style retrieval per SID variant and decoding lever, mean ± std over seeds.
 
@@ -229,8 +283,6 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
     context-token row (``<variant>+context``). Every row has Hit/NDCG@5/10 over all test users and
     split into revisit / new targets, and Reach@beam.
     """
-    from tqdm.auto import tqdm
-
     from lgsid.evaluate import baselines as bl
     from lgsid.evaluate import tiger
 
@@ -272,7 +324,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
             rows[name]["runs"][-1]["seconds"] = time.perf_counter() - t0
 
     need_reach = any("reach" in lv for _, lv in modes)
-    allowed = tiger.reachable_mask(recent, lat, lon, ec.reach_radius_km) if need_reach else None
+    allowed = tu.reachable(recent, lat, lon, ec.reach_radius_km) if need_reach else None
     need_repeat = any("repeat" in lv for _, lv in modes)
     rep_items, rep_counts = _repeat_candidates(histories, 2 * ec.max_history) if need_repeat else (None, None)
     ctx_tr = ctx_te = None
@@ -289,35 +341,29 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
     jobs += [(n, int(s)) for n in sids for s in ec.seeds]
     if n_ctx:
         jobs += [(f"{n}+context", int(s)) for n in sids if n in ec.lever_variants for s in ec.seeds]
-    for name, seed in tqdm(jobs, desc="evaluate: generative (model x seed)", disable=not progress):
-        t0 = time.perf_counter()
+    shared = {"ec": ec, "modes": modes, "n_items": n_items, "hist_tr": hist_tr, "tgt_tr": tgt_tr, "hist_te": hist_te, "k_list": k_list,
+              "allowed": allowed, "rep_items": rep_items, "rep_counts": rep_counts, "ctx_tr": ctx_tr, "ctx_te": ctx_te, "n_ctx": n_ctx,
+              "sids": {n: (s.codes, s.suffix) for n, s in sids.items()}}
+
+    def cost(job: tuple[str, int]) -> float:  # TIGER with decoding levers > TIGER > SASRec (submission order only)
+        base = job[0].removesuffix("+context")
+        return 0.5 if job[0] == "sasrec" else 1.0 + (base in ec.lever_variants)
+
+    results = run_jobs(_generative_job, jobs, shared, workers=ec.workers, threads=ec.torch_threads, cost=cost,
+                       desc="evaluate: generative (model x seed)", progress=progress)
+    for (name, seed), decoded in zip(jobs, results):
         if name == "sasrec":
-            model = bl.train_sasrec(n_items, hist_tr, tgt_tr, seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
-                                    layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr)
-            add(name, bl.BASELINES[name], "baseline", {"seed": seed, "seconds": time.perf_counter() - t0, **score(bl.sasrec_lists(model, hist_te, k_list))})
+            items, seconds = decoded[0][1], decoded[0][2]
+            add(name, bl.BASELINES[name], "baseline", {"seed": seed, "seconds": seconds, **score(items)})
             continue
         base = name.removesuffix("+context")
         s = sids[base]
-        vocab = tiger.SIDVocab.from_codes(s.codes, s.suffix)
-        trie = tiger.PrefixTrie(vocab.sids)
         with_ctx = name != base
-        model = tiger.train_tiger(vocab, hist_tr, tgt_tr, seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
-                                  layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr,
-                                  context=ctx_tr if with_ctx else None, n_context=n_ctx if with_ctx else 0)
-        t_train = time.perf_counter() - t0
-        ctx = ctx_te if with_ctx else None
         extra = {"embedding_version": s.embedding_version, "source": s.source, "variant": base}
-        my_modes = [("beam", frozenset())] + ([(m, lv) for m, lv in modes if lv] if base in ec.lever_variants else [])
-        for mode, levers in my_modes:
-            t1 = time.perf_counter()
-            items, sc = tiger.recommend(model, vocab, trie, hist_te, ec.beam_size, context=ctx, allowed=allowed if "reach" in levers else None,
-                                        return_scores=True)
-            if "repeat" in levers:
-                rs = tiger.score_items(model, vocab, hist_te, rep_items, context=ctx) + ec.tiger_repeat_bonus * np.log1p(rep_counts)
-                items = tiger.merge_ranked(items, sc, rep_items, rs, ec.beam_size)
+        for levers, items, seconds in decoded:
             row = name if not levers else f"{name}+{'+'.join(sorted(levers))}"
             disp = display_name(base, s) + ("" if not with_ctx else " +context") + "".join(f" +{lv}" for lv in sorted(levers))
-            add(row, disp, "sid", {"seed": seed, "seconds": t_train + time.perf_counter() - t1, **score(items)}, levers=sorted(levers) + (["context"] if with_ctx else []), **extra)
+            add(row, disp, "sid", {"seed": seed, "seconds": seconds, **score(items)}, levers=sorted(levers) + (["context"] if with_ctx else []), **extra)
     _summarise(rows)
     target_reach = tiger.reach_share(target[:, None], recent, lat, lon, ec.reach_radius_km)
     base_rows = [n for n, v in rows.items() if v["kind"] == "baseline"]
@@ -335,13 +381,31 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
 # --------------------------------------------------------------------------------------------
 
 
+def _discriminative_job(job: tuple[str, int], sh: dict) -> dict[str, float]:
+    """One DIN (arm, seed) job of :func:`discriminative_section`: ``{"seed", "seconds", <AUC key>: value, ...}``."""
+    import time
+
+    import torch
+
+    from lgsid.evaluate import din
+
+    arm, seed = job
+    ec = sh["ec"]
+    torch.manual_seed(seed)
+    model = din.DIN(sh["n_items"], sh["arms"][arm], dim=ec.din_dim, sid_mode=ec.din_sid_mode)
+    t0 = time.perf_counter()
+    din.train_din(model, *sh["train"], seed=seed, epochs=ec.din_epochs, batch_size=ec.din_batch_size, lr=ec.din_lr)
+    r: dict[str, float] = {"seed": seed, "seconds": time.perf_counter() - t0}
+    for key, (H, T, Y) in sh["test_sets"].items():
+        r[key] = auc(Y, din.predict(model, H, T))
+    return r
+
+
 def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True) -> dict:
     """Table 1: DIN-style CTR test AUC for ID only ("Origin") and ID + each SID variant, mean ± std over
     seeds, on uniform test negatives (``AUC``) and on exposure-like ones (``AUC_exposure``: unvisited
     items within ``reach_radius_km`` of the user's recent visits), plus two non-learned scorers
     (popularity; user history + nearby popularity) as baselines on the same rows."""
-    from tqdm.auto import tqdm
-
     from lgsid.evaluate import baselines as bl
     from lgsid.evaluate import din, tiger
     from lgsid.geo import haversine_km
@@ -361,7 +425,7 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
     test_sets = {"AUC": din.ctr_examples(hist_te, test_target, n_items, ec.din_negatives, rng)}
     lat, lon = inp.items["lat"].to_numpy(float), inp.items["lon"].to_numpy(float)
     if ec.din_exposure_negatives:
-        near = tiger.reachable_mask(hist_te[:, -ec.reach_recent:], lat, lon, ec.reach_radius_km)
+        near = tu.reachable(hist_te[:, -ec.reach_recent:], lat, lon, ec.reach_radius_km)
         neg, fallback = din.exposure_negatives(test_target, near, histories, ec.din_negatives, rng)
         test_sets["AUC_exposure"] = din.ctr_examples_with(hist_te, test_target, neg)
         exposure_uniform_share = fallback
@@ -385,18 +449,11 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
         variants[name] = {"runs": [r], "display": disp, "kind": "baseline"}
     arms: dict[str, np.ndarray | None] = {"origin": None}
     arms.update({name: s.codes for name, s in sids.items()})
-    jobs = [(a, s) for a in arms for s in ec.seeds]
-    for arm, seed in tqdm(jobs, desc="evaluate: discriminative (variant x seed)", disable=not progress):
-        import torch
-
-        torch_seed = int(seed)
-        torch.manual_seed(torch_seed)
-        model = din.DIN(n_items, arms[arm], dim=ec.din_dim, sid_mode=ec.din_sid_mode)
-        t0 = time.perf_counter()
-        din.train_din(model, H_tr, T_tr, Y_tr, seed=torch_seed, epochs=ec.din_epochs, batch_size=ec.din_batch_size, lr=ec.din_lr)
-        r = {"seed": torch_seed, "seconds": time.perf_counter() - t0}
-        for key, (H, T, Y) in test_sets.items():
-            r[key] = auc(Y, din.predict(model, H, T))
+    jobs = [(a, int(s)) for a in arms for s in ec.seeds]
+    shared = {"ec": ec, "n_items": n_items, "arms": arms, "train": (H_tr, T_tr, Y_tr), "test_sets": test_sets}
+    results = run_jobs(_discriminative_job, jobs, shared, workers=ec.workers, threads=ec.torch_threads,
+                       cost=lambda j: 1.0 + (j[0] != "origin"), desc="evaluate: discriminative (variant x seed)", progress=progress)
+    for (arm, _), r in zip(jobs, results):
         disp = "Origin (ID only)" if arm == "origin" else f"+ {display_name(arm, sids[arm])}"
         variants.setdefault(arm, {"runs": [], "display": disp, "kind": "baseline" if arm == "origin" else "sid"})["runs"].append(r)
     _summarise(variants)

@@ -114,14 +114,26 @@ def registered_codes(sid_items: pd.DataFrame, item_ids, version: str, embedding_
     return SIDCodes(codes=codes, suffix=rows["sid_suffix"].to_numpy(dtype=np.int64), embedding_version=embedding_version, source=label)
 
 
+def _fit_tokenizer(job: tuple[str, str, str], sh: dict) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fit + encode one comparison tokenizer: (codes (N, L), dedup suffix (N,), seconds)."""
+    from lgsid.tokenizer import build_tokenizer, dedup_suffix
+
+    _, kind, version = job
+    t0 = time.perf_counter()
+    emb = sh["embeddings"][version]
+    codes = np.asarray(build_tokenizer(sh["tcfg"], kind).fit(emb, sh["features"]).encode(emb, sh["features"]), dtype=np.int64)
+    return codes, np.asarray(dedup_suffix(codes), dtype=np.int64), time.perf_counter() - t0
+
+
 def train_tokenizers(inp: EvalInputs, cfg: "LGSIDConfig", skipped: dict[str, str], fixed: dict[str, SIDCodes] | None = None) -> dict[str, SIDCodes]:
-    """Fit each compared tokenizer in-process on its embedding space; reasons for the missing ones go to ``skipped``.
+    """Fit each compared tokenizer on its embedding space (in ``evaluate.workers`` processes, see :mod:`lgsid.evaluate.jobs`); reasons for the missing ones go to ``skipped``.
 
     Args:
         fixed: codes already known per variant (the registered candidate's); those variants are
             not refitted, and a name outside ``cfg.evaluate.variants`` is appended.
     """
-    from lgsid.tokenizer import FEATURE_COLUMNS, build_tokenizer, dedup_suffix
+    from lgsid.evaluate.jobs import run_jobs
+    from lgsid.tokenizer import FEATURE_COLUMNS
 
     fixed = dict(fixed or {})
     tcfg = cfg.tokenizer
@@ -130,6 +142,7 @@ def train_tokenizers(inp: EvalInputs, cfg: "LGSIDConfig", skipped: dict[str, str
     aligned = newest_aligned(inp.embeddings)
     features = inp.items[list(FEATURE_COLUMNS)].reset_index(drop=True)
     out: dict[str, SIDCodes] = {}
+    fits: list[tuple[str, str, str]] = []  # (variant, tokenizer kind, embedding version)
     for name in cfg.evaluate.variants:
         if name in fixed:
             out[name] = fixed.pop(name)
@@ -142,10 +155,12 @@ def train_tokenizers(inp: EvalInputs, cfg: "LGSIDConfig", skipped: dict[str, str
                 if space == "aligned" else "no 'reference' item embeddings (run `lgsid embed`)"
             )
             continue
-        t0 = time.perf_counter()
-        emb = inp.embeddings[version]
-        codes = np.asarray(build_tokenizer(tcfg, kind).fit(emb, features).encode(emb, features), dtype=np.int64)
-        out[name] = SIDCodes(codes=codes, suffix=np.asarray(dedup_suffix(codes), dtype=np.int64), embedding_version=version, seconds=time.perf_counter() - t0)
-        log.info("evaluate: tokenizer %s on %s fitted in %.1fs", name, version, out[name].seconds)
+        out[name] = None  # keeps cfg.evaluate.variants order
+        fits.append((name, kind, version))
+    shared = {"tcfg": tcfg, "features": features, "embeddings": {v: inp.embeddings[v] for _, _, v in fits}}
+    results = run_jobs(_fit_tokenizer, fits, shared, workers=cfg.evaluate.workers, threads=cfg.evaluate.torch_threads, desc="evaluate: tokenizer refits")
+    for (name, _, version), (codes, suffix, seconds) in zip(fits, results):
+        out[name] = SIDCodes(codes=codes, suffix=suffix, embedding_version=version, seconds=seconds)
+        log.info("evaluate: tokenizer %s on %s fitted in %.1fs", name, version, seconds)
     out.update(fixed)
     return out
