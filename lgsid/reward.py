@@ -19,13 +19,13 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, get_args, get_type_hints
 
 import numpy as np
 import torch
 from torch import nn
 
-from lgsid.config import LGSIDConfig
+from lgsid.config import LGSIDConfig, RewardConfig
 from lgsid.errors import ModelError, ValidationError
 from lgsid.negatives import soft_labels  # Eq. 3: one function, shared with the negatives step
 from lgsid.prompts import combine_prompt
@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # --------------------------------------------------------------------------------------------
 
 
-REWARD_CONDITIONINGS = ("none", "anchor")
-"""Valid ``reward.conditioning`` values: Eq. 2 as printed, or conditioned on the anchor's true prompt."""
+REWARD_CONDITIONINGS: tuple[str, ...] = get_args(get_type_hints(RewardConfig)["conditioning"])
+"""Valid ``reward.conditioning`` values, read from the config field's ``Literal`` (one list of them)."""
 
 
 def anchor_features(emb: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
