@@ -34,12 +34,9 @@ def _init(shared: Any, threads: int) -> None:
 
     if threads:
         torch.set_num_threads(int(threads))
-        try:  # scikit-learn's k-means (tokenizer refits) uses OpenMP too
-            from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-            threadpool_limits(int(threads))
-        except ImportError:  # pragma: no cover
-            pass
+        threadpool_limits(int(threads))  # scikit-learn's k-means (tokenizer refits) uses OpenMP too
     _SHARED = shared
 
 
