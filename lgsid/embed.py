@@ -1,4 +1,4 @@
-"""Step ``embed``: embed prompts with the encoder inside a Spark pandas UDF, into ``item_embeddings``.
+"""Embedding (step ``embed``, :mod:`lgsid.steps.embed`): embed prompts with the encoder inside a Spark pandas UDF, into ``item_embeddings``.
 
 The UDF is ``mapInPandas`` (Arrow batches in, Arrow batches out). Each Python worker loads the
 encoder once (a module-level cache keyed by checkpoint, adapter and config) and embeds its rows in
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Iterator
 from lgsid.config import EncoderConfig, LGSIDConfig
 from lgsid.embedding_f32 import COLUMN as EMBEDDING_F32
 from lgsid.errors import ConfigError, ModelError
-from lgsid.steps import StepSummary
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -259,17 +258,3 @@ def resolve_aligned(cfg: LGSIDConfig, which: str) -> tuple[str, str]:
     """
     version, uri = aligned_model_uri(cfg, which)
     return version, fetch_adapter(uri)
-
-
-def run(spark: "SparkSession", cfg: LGSIDConfig) -> StepSummary:
-    """Step ``embed``: embed items with the encoder chosen by ``encoder.embed_version``.
-
-    Only rows whose vector changed are written (see :func:`embed_items`).
-    """
-    which = cfg.encoder.embed_version
-    if which == REFERENCE:
-        version, adapter = REFERENCE, None
-    else:
-        version, adapter = aligned_model_uri(cfg, which)
-    wr = embed_items(spark, cfg, version, adapter)
-    return StepSummary("embed", tables=[wr], metrics={"model_version": version}, notes=[f"checkpoint: {cfg.encoder.checkpoint}"])

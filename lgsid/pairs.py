@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 from lgsid.geo import haversine_km_col
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
-    from lgsid.config import LGSIDConfig, PairsConfig
-    from lgsid.steps import StepSummary
+    from lgsid.config import PairsConfig
 
 
 def capped_history(clicks: Iterable[tuple[str, object]], cap: int) -> list[str]:
@@ -176,26 +175,4 @@ def build_pairs(items_df: "DataFrame", interactions_df: "DataFrame", cfg: "Pairs
             "anchor_item_id", "other_item_id", "pair_type", "cooccur_users",
             haversine_km_col(F.col("a_lat"), F.col("a_lon"), F.col("b_lat"), F.col("b_lon")).alias("distance_km"),
         )
-    )
-
-
-def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
-    """Step ``pairs``: read ``items`` and ``interactions``, write ``gdpo_pairs`` (one commit)."""
-    from pyspark.sql import functions as F
-
-    from lgsid.steps import StepSummary
-    from lgsid.storage import DeltaStore
-
-    from lgsid.prompts import location_level
-
-    store = DeltaStore(spark, cfg.storage)
-    items = store.read("items")
-    level = location_level(items, cfg.prompts)
-    df = build_pairs(items, store.read("interactions"), cfg.pairs, level).localCheckpoint(eager=True)
-    res = store.write(df, "gdpo_pairs", mode="overwrite")
-    counts = {r["pair_type"]: r["count"] for r in df.groupBy("pair_type").count().collect()}
-    return StepSummary(
-        "pairs",
-        tables=[res],
-        metrics={"location_level": level, "co_click_pairs": counts.get("co_click", 0), "geo_constrained_pairs": counts.get("geo_constrained", 0)},
     )

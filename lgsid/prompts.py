@@ -30,10 +30,8 @@ from lgsid.config import PromptsConfig
 from lgsid.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame
 
-    from lgsid.config import LGSIDConfig
-    from lgsid.steps import StepSummary
 
 CONTENT_FIELDS = ("name", "brand", "category_l1", "category_l2", "price")
 LOCATION_FIELDS = ("town", "county", "state")
@@ -265,16 +263,3 @@ def build_prompts(items_df: "DataFrame", cfg: PromptsConfig, level: str | None =
         "lat",
         "lon",
     )
-
-
-def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
-    """Step ``prompts``: read ``items``, write ``geo_prompts`` (one commit, overwrite = idempotent)."""
-    from lgsid.steps import StepSummary
-    from lgsid.storage import DeltaStore
-
-    store = DeltaStore(spark, cfg.storage)
-    items = store.read("items")
-    level = location_level(items, cfg.prompts)
-    res = store.write(build_prompts(items, cfg.prompts, level), "geo_prompts", mode="overwrite")
-    n_loc = store.read("geo_prompts").select("state", "county", "town", "location_text").distinct().count()
-    return StepSummary("prompts", tables=[res], metrics={"items": res.rows, "location_level": level, "locations": n_loc})

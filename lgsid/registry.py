@@ -1,7 +1,7 @@
 """The SID model in the MLflow registry: logging, the ``candidate`` alias and the promotion gate.
 
 Versions of ``mlflow.sid_model_name`` carry aliases, not the deprecated stages: ``lgsid tokenize``
-gives each new version ``candidate``; ``lgsid promote`` (:func:`run`) moves ``champion`` to it
+gives each new version ``candidate``; ``lgsid promote`` (:mod:`lgsid.steps.promote`) moves ``champion`` to it
 only if the metrics logged in the version's run pass ``promote.*``:
 
 =============================  ==============================================================
@@ -26,7 +26,6 @@ from typing import Any
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import ModelError, PromotionRefused
-from lgsid.steps import StepSummary
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 DOWNSTREAM = {"downstream.hit_at_10": "min_downstream_hit_at_10", "downstream.auc": "min_downstream_auc"}
@@ -207,17 +206,3 @@ def bootstrap_champion(cfg: LGSIDConfig, version: str) -> str | None:
     except PromotionRefused as e:
         return f"no champion yet and version {version} was refused: {e}"
     return f"no champion existed: version {version} passed the gate and is now champion"
-
-
-def run(spark, cfg: LGSIDConfig) -> StepSummary:
-    """Step ``promote``: move ``champion`` if the gate passes (raises PromotionRefused otherwise)."""
-    from lgsid.tracking import setup_mlflow
-
-    setup_mlflow(cfg)
-    prev = version_by_alias(cfg, CHAMPION)
-    version, notes = promote(cfg)
-    return StepSummary(
-        "promote",
-        metrics={"champion_version": version, "previous_champion": str(prev.version) if prev else "none"},
-        notes=notes,
-    )

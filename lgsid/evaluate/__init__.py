@@ -1,4 +1,4 @@
-"""Step ``evaluate``: reproduce the paper's tables, beside honest baselines, on whatever data the pipeline ran on.
+"""Evaluation (step ``evaluate``, :mod:`lgsid.steps.evaluate`): reproduce the paper's tables, beside honest baselines, on whatever data the pipeline ran on.
 
 Sections (each present in ``metrics.json`` or recorded as ``{"skipped": "<reason>"}``):
 
@@ -12,17 +12,11 @@ Sections (each present in ``metrics.json`` or recorded as ``{"skipped": "<reason
 
 Modules: :mod:`~lgsid.evaluate.variants` (the compared tokenizers: in-process refits, and the
 registered candidate's own codes), :mod:`~lgsid.evaluate.sections` (the I/O-free sections and
-:func:`~lgsid.evaluate.sections.evaluate_frames`), :mod:`~lgsid.evaluate.step` (Delta reads, the
-report, MLflow and the candidate's gate tags), the models (:mod:`~lgsid.evaluate.tiger`,
+:func:`~lgsid.evaluate.sections.evaluate_frames`), :mod:`~lgsid.evaluate.io` (Delta reads and the
+candidate's codes), the models (:mod:`~lgsid.evaluate.tiger`,
 :mod:`~lgsid.evaluate.din`, :mod:`~lgsid.evaluate.baselines`) and the metrics
 (:mod:`~lgsid.evaluate.ranking`, :mod:`~lgsid.evaluate.geo`). Importing this package imports none of them.
 """
 
 from __future__ import annotations
 
-
-def run(spark, cfg):
-    """Step ``evaluate`` (see :func:`lgsid.evaluate.step.run`)."""
-    from lgsid.evaluate.step import run as _run
-
-    return _run(spark, cfg)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lgsid.metrics import neighbour_share, qualified_labels, topk_neighbours, unit_rows
+from lgsid.metrics import neighbour_share, topk_neighbours, unit_rows
 
 
 def similarity_at_k(neighbours: np.ndarray, ref_emb: np.ndarray) -> float:

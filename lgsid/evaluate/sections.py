@@ -67,7 +67,8 @@ def parse_decoding(mode: str) -> frozenset[str]:
 def geo_section(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None) -> dict:
     """Table 3: one row per embedding model version (reference first), the geographic oracle last,
     with P/C/T@K, Similarity@K, NMI and the neighbours' distances (median km, share within r km)."""
-    from lgsid.evaluate.geo import geo_awareness, projection_plot, qualified_labels
+    from lgsid.evaluate.geo import geo_awareness, projection_plot
+    from lgsid.metrics import qualified_labels
     from lgsid.metrics import nearest_by_distance, neighbour_distances, neighbour_share, topk_neighbours
 
     if not inp.embeddings:

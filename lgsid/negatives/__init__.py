@@ -32,18 +32,17 @@ whatever the number of items) are indexed once on the driver in a k-d tree over 
 
 Modules: :mod:`~lgsid.negatives.towns` (location keys, representatives), :mod:`~lgsid.negatives.search`
 (near set), :mod:`~lgsid.negatives.far` (far set), :mod:`~lgsid.negatives.labels` (Eq. 3),
-:mod:`~lgsid.negatives.mine` (the Spark job: ranked lists, reward lists), :mod:`~lgsid.negatives.step`
-(the step).
+:mod:`~lgsid.negatives.mine` (the Spark job: ranked lists, reward lists). The step is
+:mod:`lgsid.steps.negatives`.
 """
 
 from lgsid.negatives.far import far_draws
 from lgsid.negatives.labels import soft_labels, soft_labels_col
 from lgsid.negatives.mine import NEGATIVES_SCHEMA, build_reward_lists, mine_negatives, negatives_table
 from lgsid.negatives.search import TownIndex, search_near
-from lgsid.negatives.step import run
 from lgsid.negatives.towns import town_representatives
 
 __all__ = [
     "NEGATIVES_SCHEMA", "TownIndex", "build_reward_lists", "far_draws", "mine_negatives", "negatives_table",
-    "run", "search_near", "soft_labels", "soft_labels_col", "town_representatives",
+    "search_near", "soft_labels", "soft_labels_col", "town_representatives",
 ]

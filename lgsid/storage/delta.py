@@ -44,8 +44,8 @@ import pyarrow.dataset as pads
 
 from lgsid.config import StorageConfig
 from lgsid.errors import ConfigError, LGSIDError, TableNotFoundError, ValidationError
-from lgsid.fs import is_uri
-from lgsid.tables import TableSpec, spec as table_spec
+from lgsid.fs import is_uri, resolve as resolve_fs
+from lgsid.tables import TableSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -541,7 +541,7 @@ class DeltaRsStore(DeltaStore):
         target = pa.schema([f.with_nullable(True) for f in self._arrow_schema_of(name, dt)])
         if columns:
             target = pa.schema([target.field(c) for c in columns])
-        fs, _ = _filesystem(files[0], self.cfg.storage_options)
+        fs, _ = resolve_fs(files[0])
         for f in files:
             ds = pads.dataset([_fs_path(f)], format="parquet", filesystem=fs)
             for b in ds.to_batches(columns=[c for c in target.names if c in ds.schema.names], batch_size=batch_size):
@@ -640,7 +640,7 @@ class DeltaRsStore(DeltaStore):
             )
         except BaseException as e:
             for rel, _, _ in written:
-                _delete(_join(self.path(name), rel), self.cfg.storage_options)
+                _delete(_join(self.path(name), rel))
             if isinstance(e, CommitFailedError):
                 now_v = self.version(name)
                 raise ConcurrentWriteError(
@@ -662,7 +662,7 @@ class DeltaRsStore(DeltaStore):
         import pyarrow.parquet as pq
 
         file_schema = pa.schema([f.with_nullable(True) for f in schema])
-        fs, table_dir = _filesystem(self.path(name), self.cfg.storage_options)
+        fs, table_dir = resolve_fs(self.path(name))
         ds = pads.dataset(staged_dir, format="parquet")
         out: list[tuple[str, int, str]] = []
         writer = sink = None
@@ -712,7 +712,7 @@ class DeltaRsStore(DeltaStore):
                 sink.close()
                 out.append((rel, 0, ""))
             for r, _, _ in out:
-                _delete(f"{self.path(name).rstrip('/')}/{r}", self.cfg.storage_options)
+                _delete(f"{self.path(name).rstrip('/')}/{r}")
             raise
         return out
 
@@ -794,21 +794,12 @@ def _norm_uri(u: str) -> str:
     return u
 
 
-def _filesystem(path: str, storage_options: dict | None = None):
-    """(pyarrow FileSystem, path in it) for a table location."""
-    from pyarrow import fs
-
-    if is_uri(path) and not path.startswith("file:"):
-        return fs.FileSystem.from_uri(path)
-    return fs.LocalFileSystem(), _norm_uri(path)
-
-
 def _fs_path(uri: str) -> str:
     return _norm_uri(uri) if (not is_uri(uri) or uri.startswith("file:")) else uri.split(":", 1)[1].lstrip("/")
 
 
-def _delete(path: str, storage_options: dict | None = None) -> None:
-    fs, p = _filesystem(path, storage_options)
+def _delete(path: str) -> None:
+    fs, p = resolve_fs(path)
     try:
         fs.delete_file(p)
     except OSError:

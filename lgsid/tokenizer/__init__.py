@@ -7,8 +7,8 @@
 
 ``features`` has columns lat, lon, state, county, town, category_l1, category_l2, brand (only
 HGIT uses them). Importing this package registers the three kinds in ``TOKENIZERS`` (kept in
-:mod:`.base`). The step ``lgsid tokenize`` (:func:`lgsid.tokenizer.job.run_tokenize`, wired by
-:func:`lgsid.lifecycle.tokenize`) trains on the item embeddings, logs health metrics and plots,
+:mod:`.base`). The step ``lgsid tokenize`` (:mod:`lgsid.steps.tokenize_sids`, with the fit in
+:mod:`lgsid.tokenizer.job`) trains on the item embeddings, logs health metrics and plots,
 registers the tokenizer as the SID pyfunc (:mod:`lgsid.serving.sid_model`) and writes ``sid_items``.
 """
 

@@ -1,4 +1,6 @@
-"""Step ``tokenize``: items + embeddings -> fitted tokenizer, health metrics, registered SID model, ``sid_items``.
+"""The tokenizer job: items + embeddings -> fitted tokenizer, health metrics, SID model artifacts, ``sid_items`` rows.
+
+The step that runs it, registers the model and writes ``sid_items`` is :mod:`lgsid.steps.tokenize_sids`.
 
 The training set is collected to the driver (the tokenizer is a small model; 100k × 384 floats is
 150 MB). The resulting SIDs are written keyed by the new registry version, beside earlier
@@ -10,13 +12,11 @@ embedding version it trains on, and tags the registered version with it. When a 
 same fingerprint exists and its ``sid_items`` rows are there, nothing is fitted, registered or
 written: that version is reused (and holds ``candidate``), and the summary says so.
 
-Promotion is not this step's business: :func:`lgsid.lifecycle.tokenize` runs the bootstrap gate.
+Registration and promotion are not this module's business: :mod:`lgsid.steps.tokenize_sids` calls the registry.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +24,6 @@ import pandas as pd
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import ValidationError
-from lgsid.steps import StepSummary
 from lgsid.tokenizer.base import stack_embeddings
 from lgsid.tokenizer.features import FEATURE_COLUMNS
 
@@ -42,7 +41,6 @@ def choose_embedding_version(store: "DeltaStore", requested: str = "") -> str:
     Raises:
         ValidationError: the requested version has no rows (lists the versions present).
     """
-    from pyspark.sql import functions as F
 
     versions = [r[0] for r in store.read("item_embeddings").select("model_version").distinct().collect()]
     if requested:
@@ -158,85 +156,7 @@ def reusable_version(cfg: LGSIDConfig, store: "DeltaStore", fp: str):
     return mv
 
 
-def reuse(cfg: LGSIDConfig, mv, fp: str) -> StepSummary:
-    """Summary of a rerun that reuses version ``mv``; moves ``candidate`` back to it if another version holds it."""
-    from mlflow import MlflowClient
-
-    from lgsid.registry import CANDIDATE, version_by_alias
-
-    client = MlflowClient()
-    name, version = cfg.mlflow.sid_model_name, str(mv.version)
-    notes = [f"inputs and config unchanged (fingerprint {fp}): reused {name} version {version} and its sid_items rows; "
-             "nothing fitted, registered or written"]
-    cand = version_by_alias(cfg, CANDIDATE)
-    if cand is None or str(cand.version) != version:
-        client.set_registered_model_alias(name, CANDIDATE, version)
-        notes.append(f"alias {CANDIDATE} moved to version {version} (was {cand.version if cand else 'unset'})")
-    metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
-    headline = {k: metrics[k] for k in HEADLINE if k in metrics}
-    headline["sid_model_version"] = version
-    return StepSummary("tokenize", metrics=headline, notes=notes)
-
-
 HEADLINE = ("usage_l1", "collision_rate", "category_purity_l1", "geo_C_at_10", "perplexity_l1")
-
-
-def run_tokenize(spark, cfg: LGSIDConfig) -> StepSummary:
-    """Fit the configured tokenizer, log its health, register it as ``candidate`` and write ``sid_items``.
-
-    A rerun with unchanged inputs and config reuses the registered version (module docstring).
-    """
-    import mlflow
-
-    from lgsid.fingerprint import TAG
-    from lgsid.registry import log_sid_model
-    from lgsid.serving.sid_model import save_artifacts, signature
-    from lgsid.storage import DeltaStore
-    from lgsid.tokenizer import health_plots
-    from lgsid.tracking import setup_mlflow, stage_run
-
-    store = DeltaStore(spark, cfg.storage)
-    version_in = choose_embedding_version(store, cfg.tokenizer.embedding_model_version)
-    fp = input_fingerprint(cfg, store, version_in)
-    if cfg.tokenizer.log_model:
-        setup_mlflow(cfg)
-        mv = reusable_version(cfg, store, fp)
-        if mv is not None:
-            return reuse(cfg, mv, fp)
-    pdf = items_with_embeddings(store.read("items"), store.read("item_embeddings"), version_in).toPandas()
-    if pdf.empty:
-        raise ValidationError("table 'items' is empty; run `lgsid ingest` first")
-    pdf = pdf.sort_values("item_id", kind="stable").reset_index(drop=True)
-    check_training_frame(pdf, version_in)
-    adapter = None
-    if version_in.startswith("aligned-"):
-        from lgsid.embed import resolve_aligned
-
-        _, adapter = resolve_aligned(cfg, version_in)
-
-    tok, emb, codes, suffix, l1_paths = fit_and_assign(cfg, pdf)
-    metrics = tokenizer_metrics(cfg, tok, emb, pdf, codes)
-    notes = [f"tokenizer {tok.kind} on item_embeddings model_version={version_in} ({len(pdf):,} items, dim {tok.dim})"]
-    tables = []
-    sid_version = "unregistered"
-    with stage_run(cfg, "tokenize") as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags({"lgsid.embedding_model_version": version_in, "lgsid.tokenizer_kind": tok.kind, TAG: fp})
-        for name, values in tok.history.items():
-            for step, v in enumerate(values):
-                mlflow.log_metric(f"train_{name}", float(v), step=step)
-        for p in health_plots(codes, tok.codebook_sizes, os.path.join(tmp, "plots"), pdf["category_l1"].fillna(pdf["category_l2"]).to_numpy()):
-            mlflow.log_artifact(p, "health")
-        if cfg.tokenizer.log_model:
-            sections = cfg.to_dict()
-            art = save_artifacts(os.path.join(tmp, "sid_model"), tok, list(l1_paths), version_in, sections["encoder"], sections["prompts"], adapter)
-            sid_version = log_sid_model(cfg, art, signature(int(tok.dim)), model_tags(tok, version_in, fp))
-            notes.append(f"registered {cfg.mlflow.sid_model_name} version {sid_version} (alias candidate), run {run.info.run_id}")
-    if cfg.tokenizer.log_model:
-        tables.append(store.merge(sid_items_frame(spark, sid_version, pdf["item_id"], codes, suffix), "sid_items"))
-    headline = {k: metrics[k] for k in HEADLINE if k in metrics}
-    headline["sid_model_version"] = sid_version
-    return StepSummary("tokenize", tables=tables, metrics=headline, notes=notes)
 
 
 def model_tags(tok, embedding_model_version: str, fp: str | None = None) -> dict[str, str]:

@@ -111,13 +111,14 @@ def toy_tables(spark, store):
 def test_reward_gdpo_mlflow_roundtrip(spark, store, tiny_cfg, toy_tables):
     import mlflow
 
-    from lgsid import gdpo, reward
+    from lgsid import gdpo
+    from lgsid.steps import gdpo as gdpo_step, reward as reward_step
 
-    rs = reward.run(spark, tiny_cfg)
+    rs = reward_step.run(spark, tiny_cfg)
     assert rs.metrics["n_train_lists"] == 32  # 40 anchors, 20 % held out
     assert 0.0 <= rs.metrics["val_ndcg"] <= 1.0
 
-    gs = gdpo.run(spark, tiny_cfg)
+    gs = gdpo_step.run(spark, tiny_cfg)
     assert gs.metrics["steps"] == 2
     assert gs.metrics["aligned_version"] == "aligned-1"
     for m in ("P@10", "C@10", "T@10"):
@@ -151,11 +152,11 @@ def test_reward_gdpo_mlflow_roundtrip(spark, store, tiny_cfg, toy_tables):
     np.testing.assert_allclose(out, np.stack(aligned.to_numpy()), atol=1e-4)
 
     # the embed step finds the newest registered adapter (from its model URI); rerunning writes nothing
-    from lgsid import embed
+    from lgsid.steps import embed as embed_step
 
     before = _table(store)
     v_before = store.version("item_embeddings")
-    es = embed.run(spark, replace(tiny_cfg, encoder={"embed_version": "aligned"}))
+    es = embed_step.run(spark, replace(tiny_cfg, encoder={"embed_version": "aligned"}))
     assert es.metrics["model_version"] == "aligned-1"
     assert es.tables[0].rows == 360 and es.tables[0].version == v_before
 
@@ -167,10 +168,10 @@ def test_reward_gdpo_mlflow_roundtrip(spark, store, tiny_cfg, toy_tables):
     assert run.data.params["gdpo.reward_conditioning"] == "none"  # Eq. 2, the code default
 
     # reruns on unchanged inputs: reward reuses its run, gdpo registers nothing, the table is identical
-    rs2 = reward.run(spark, tiny_cfg)
+    rs2 = reward_step.run(spark, tiny_cfg)
     assert "reusing mlflow run " + reward_run[0].info.run_id in rs2.notes[0]
     assert rs2.metrics["val_ndcg"] == pytest.approx(rs.metrics["val_ndcg"])
-    gs2 = gdpo.run(spark, tiny_cfg)
+    gs2 = gdpo_step.run(spark, tiny_cfg)
     assert gs2.metrics == {"steps": 0, "aligned_version": "aligned-1"} and gs2.tables == []
     assert "nothing trained or registered" in gs2.notes[0]
     assert len(client.search_model_versions(f"name='{tiny_cfg.mlflow.encoder_model_name}'")) == 1
@@ -197,16 +198,16 @@ def _table(store) -> pd.DataFrame:
 
 
 def test_embed_rerun_keeps_unchanged_rows_and_created_at(spark, store, tiny_cfg, toy_tables):
-    from lgsid import embed
+    from lgsid.steps import embed as embed_step
 
     small = toy_tables.head(12)
     store.write(spark.createDataFrame(small), "geo_prompts")
-    first = embed.run(spark, tiny_cfg)
+    first = embed_step.run(spark, tiny_cfg)
     assert first.tables[0].rows == 12
     before = _table(store)
     v = store.version("item_embeddings")
 
-    again = embed.run(spark, tiny_cfg)  # unchanged inputs: no write, identical content (created_at included)
+    again = embed_step.run(spark, tiny_cfg)  # unchanged inputs: no write, identical content (created_at included)
     assert again.tables[0].version == v
     pd.testing.assert_frame_equal(_table(store), before)
 
@@ -215,7 +216,7 @@ def test_embed_rerun_keeps_unchanged_rows_and_created_at(spark, store, tiny_cfg,
     changed.loc[0, "prompt"] = "Corner Laundry; located in Buffalo, Erie County, New York"
     changed = pd.concat([changed, toy_tables.iloc[[12]]], ignore_index=True)
     store.write(spark.createDataFrame(changed), "geo_prompts")
-    third = embed.run(spark, tiny_cfg)
+    third = embed_step.run(spark, tiny_cfg)
     assert third.tables[0].version == v + 1 and third.tables[0].rows == 13
     after = _table(store).set_index("item_id")
     old = before.set_index("item_id")

@@ -165,7 +165,7 @@ def test_evaluate_cli_end_to_end(spark, store, cfg, tmp_path, capsys):
 
 def test_evaluate_without_embeddings_skips_with_reasons(spark, store, cfg):
     from lgsid.config import replace
-    from lgsid.evaluate import run
+    from lgsid.steps.evaluate import run
 
     items, inter, _ = _frames(seed=1)
     _write(spark, store, items, inter)

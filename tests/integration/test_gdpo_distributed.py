@@ -41,7 +41,7 @@ def tiny_bert(tmp_path) -> str:
 def test_gdpo_through_torch_distributor_two_gloo_processes(spark, store, cfg, tiny_bert):
     import mlflow
 
-    from lgsid import gdpo, reward
+    from lgsid.steps import gdpo as gdpo_step, reward as reward_step
     from test_alignment_e2e import toy_lists_and_pairs, toy_prompts
 
     p = toy_prompts(24)
@@ -57,8 +57,8 @@ def test_gdpo_through_torch_distributor_two_gloo_processes(spark, store, cfg, ti
         gdpo={"max_steps": 2, "batch_size": 4, "coverage_k": 5},
         train={"distributed": True, "num_processes": 2, "device": "cpu", "checkpoint_every": 1, "shuffle_buffer": 8},
     )
-    reward.run(spark, c)
-    gs = gdpo.run(spark, c)
+    reward_step.run(spark, c)
+    gs = gdpo_step.run(spark, c)
     assert gs.metrics["steps"] == 2 and gs.metrics["aligned_version"] == "aligned-1"
 
     run = mlflow.search_runs(filter_string="tags.`lgsid.stage` = 'gdpo'", output_format="list")[0]

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.spark
 def test_gdpo_logs_heldout_geo_curve(spark, store, cfg):
     import mlflow
 
-    from lgsid import gdpo, reward
+    from lgsid import reward
+    from lgsid.steps import gdpo as gdpo_step, reward as reward_step
 
     write_toy_tables(spark, store)
     c = replace(
@@ -30,9 +31,9 @@ def test_gdpo_logs_heldout_geo_curve(spark, store, cfg):
         gdpo={"max_steps": 2, "batch_size": 4, "eval_every": 1, "eval_items": 30, "eval_patience": 0},
         train={"checkpoint_every": 1, "shuffle_buffer": 16},
     )
-    rs = reward.run(spark, c)
+    rs = reward_step.run(spark, c)
     assert 0.0 <= rs.metrics["val_auc_near_vs_far"] <= 1.0
-    gs = gdpo.run(spark, c)
+    gs = gdpo_step.run(spark, c)
     assert gs.metrics["steps"] == 2
     client = mlflow.MlflowClient()
     run_id = mlflow.search_runs(filter_string="tags.`lgsid.stage` = 'gdpo'", output_format="list")[0].info.run_id

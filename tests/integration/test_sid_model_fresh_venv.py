@@ -25,7 +25,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pytest
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 

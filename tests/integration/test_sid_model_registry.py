@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from lgsid.embedding_f32 import encode_f32
@@ -57,7 +56,8 @@ def test_register_candidate_promote_and_refuse_bad_model(reg):
     import mlflow
     from mlflow import MlflowClient
 
-    from lgsid.registry import promote, run, version_by_alias
+    from lgsid.registry import promote, version_by_alias
+    from lgsid.steps.promote import run
     from lgsid.tokenizer.toy import toy_catalogue
 
     cfg, root = reg

@@ -9,7 +9,7 @@ from reliability_data import INTER_CSV, ITEMS_CSV, config, versions, write_input
 
 from lgsid.config import load_config
 from lgsid.errors import ConfigError, LGSIDError, ValidationError
-from lgsid.sources import run
+from lgsid.steps.ingest import run
 from lgsid.sources.checkins import read_interactions_file, read_items_file
 from lgsid.storage import DeltaStore
 from lgsid.validation import validate_interactions, validate_items

@@ -10,7 +10,7 @@ import pytest
 
 from lgsid.config import load_config, replace
 from lgsid.errors import ValidationError
-from lgsid.sources import run
+from lgsid.steps.ingest import run
 from lgsid.storage import DeltaStore
 
 pytestmark = pytest.mark.spark

@@ -5,7 +5,8 @@ import pytest
 
 from lgsid.config import replace
 from lgsid.geo import haversine_km, haversine_km_col
-from lgsid.negatives import run, soft_labels
+from lgsid.negatives import soft_labels
+from lgsid.steps.negatives import run
 from lgsid.prompts import combine_prompt
 
 from geodata import ITEM_COLS, brute_force_near, tiny_items
@@ -20,7 +21,7 @@ ITEMS_DDL = (
 def _prompts_and_negatives(spark, w, items, **sections):
     """Write ``items`` under ``w``, run the prompts and negatives steps; returns (cfg, store, prompts summary, negatives summary)."""
     from lgsid.config import load_config
-    from lgsid.prompts import run as run_prompts
+    from lgsid.steps.prompts import run as run_prompts
     from lgsid.storage import DeltaStore
 
     cfg = replace(load_config(None), storage={"root": str(w / "tables"), "staging_dir": str(w / "staging")}, **sections)

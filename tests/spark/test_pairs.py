@@ -8,7 +8,8 @@ import pytest
 
 from lgsid.config import load_config, replace
 from lgsid.geo import haversine_km
-from lgsid.pairs import capped_histories_df, coclick_pairs, coclick_scores, coclick_scores_df, geo_constrained_pairs, run
+from lgsid.pairs import capped_histories_df, coclick_pairs, coclick_scores, coclick_scores_df, geo_constrained_pairs
+from lgsid.steps.pairs import run
 
 pytestmark = pytest.mark.spark
 

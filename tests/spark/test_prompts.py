@@ -5,7 +5,8 @@ import pytest
 
 from lgsid.config import replace
 from lgsid.errors import ConfigError
-from lgsid.prompts import build_prompts, combine_prompt, combine_prompt_col, format_content, format_location, run
+from lgsid.prompts import build_prompts, combine_prompt, combine_prompt_col, format_content, format_location
+from lgsid.steps.prompts import run
 
 pytestmark = pytest.mark.spark
 

@@ -289,9 +289,8 @@ def test_promotion_during_write_sids_cannot_split_version_and_codes(spark, two_v
     """
     import mlflow
     from mlflow import MlflowClient
-    from pyspark.sql import functions as F
 
-    import lgsid.sid_store as sid_store
+    import lgsid.steps.write_sids as write_sids
     from lgsid.registry import version_by_alias
     from lgsid.steps import run_step
 
@@ -302,14 +301,14 @@ def test_promotion_during_write_sids_cannot_split_version_and_codes(spark, two_v
     models = {v: mlflow.pyfunc.load_model(f"models:/{name}/{v}").unwrap_python_model() for v in ("1", "2")}
     want = {v: m.tokenizer.encode(new_emb, new_items) for v, m in models.items()}  # in-process codes of the new items
     assert (want["1"][:, :2] != want["2"][:, :2]).any()  # the two versions really disagree, so a mix-up would show
-    resolve = sid_store.resolve_model_version
+    resolve = write_sids.resolve_model_version
 
     def resolve_then_promote(c):
         mv = resolve(c)
         MlflowClient().set_registered_model_alias(name, "champion", "2")  # a promotion lands right after resolution
         return mv
 
-    monkeypatch.setattr(sid_store, "resolve_model_version", resolve_then_promote)
+    monkeypatch.setattr(write_sids, "resolve_model_version", resolve_then_promote)
     s = run_step("write-sids", spark, cfg)
     assert f"applied models:/{name}/1 (models:/{name}@champion resolved once" in s.notes[0]
     assert str(version_by_alias(cfg, "champion").version) == "2"

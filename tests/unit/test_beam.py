@@ -1,6 +1,5 @@
 """Constrained beam search never emits an invalid SID, and is exact when the beam covers the catalogue."""
 
-import itertools
 
 import numpy as np
 import pytest
@@ -41,7 +40,6 @@ def test_beam_search_emits_only_valid_sids(beam):
     wide = np.asarray(vocab.sizes) + 2  # the model scores codes that exist nowhere in the catalogue
 
     def step(t, prefixes):
-        n_q = len(prefixes) // beam
         return np.stack([f(i // beam, prefixes[i], int(wide[t])) for i in range(len(prefixes))])
 
     items, scores = constrained_beam_search(step, 5, trie, wide, beam)

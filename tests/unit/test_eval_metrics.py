@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from lgsid.evaluate.geo import geo_awareness, nmi_kmeans, qualified_labels, similarity_at_k
+from lgsid.evaluate.geo import geo_awareness, nmi_kmeans, similarity_at_k
+from lgsid.metrics import qualified_labels
 from lgsid.evaluate.ranking import auc, hit_ndcg_from_ranked, ranked_metrics
 from lgsid.evaluate.sections import _mean_std, parse_decoding
 from lgsid.evaluate.tiger import reach_share
@@ -153,7 +154,7 @@ def test_mean_std_and_newest_aligned():
 
 
 def test_downstream_metrics_of_the_candidate_variant():
-    from lgsid.evaluate.step import downstream_metrics
+    from lgsid.evaluate.io import downstream_metrics
 
     s = lambda x: {"mean": x, "std": 0.0, "runs": [x]}  # noqa: E731
     metrics = {

@@ -10,7 +10,7 @@ from torch import nn
 
 from lgsid.config import replace
 from lgsid.gdpo.loop import train_gdpo
-from lgsid.gdpo.step import heldout_geo_metrics
+from lgsid.gdpo.job import heldout_geo_metrics
 from lgsid.reward import RewardMLP
 
 

@@ -1,28 +1,21 @@
-"""Step ``negatives``: geo_prompts -> negatives and reward_lists."""
+"""Step ``negatives``: ``geo_prompts`` -> ``negatives`` and ``reward_lists`` (Eq. 1, 3; :mod:`lgsid.negatives`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from lgsid.negatives.mine import build_reward_lists, mine_negatives
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import SparkSession
-
-    from lgsid.config import LGSIDConfig
-    from lgsid.steps import StepSummary
+from lgsid.config import LGSIDConfig
+from lgsid.negatives import build_reward_lists, mine_negatives
+from lgsid.prompts import location_level
+from lgsid.steps.summary import StepSummary
 
 
-def run(spark: "SparkSession", cfg: "LGSIDConfig") -> "StepSummary":
+def run(spark, cfg: LGSIDConfig) -> StepSummary:
     """Step ``negatives``: read ``geo_prompts``, write ``negatives`` and ``reward_lists`` (one commit each)."""
     from pyspark.sql import functions as F
 
-    from lgsid.steps import StepSummary
     from lgsid.storage import DeltaStore
 
     from lgsid.spark.progress import spark_progress
 
-    from lgsid.prompts import location_level
 
     store = DeltaStore(spark, cfg.storage)
     prompts = store.read("geo_prompts")

@@ -1,23 +1,17 @@
-"""Step ``evaluate``'s I/O: read the Delta tables and the registered candidate's codes, run
-:func:`lgsid.evaluate.sections.evaluate_frames`, write the report, log it to MLflow, and tag the
-candidate model version with its own downstream metrics for the promotion gate."""
+"""The ``evaluate`` step's reads (:mod:`lgsid.steps.evaluate`): the Delta tables, the registered candidate's codes, and
+the downstream metrics of the variant that scored them (the values the step tags the candidate with)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lgsid import fs
 from lgsid.evaluate.variants import CANDIDATE, REFERENCE, VARIANTS, EvalInputs, SIDCodes, newest_aligned, registered_codes, variant_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from lgsid.config import LGSIDConfig
-    from lgsid.steps import StepSummary
 
 log = logging.getLogger(__name__)
 
@@ -123,69 +117,3 @@ def downstream_metrics(metrics: dict, variant: str) -> dict[str, float]:
         if "AUC_exposure" in d["summary"]:
             out["downstream.auc_exposure"] = d["summary"]["AUC_exposure"]["mean"]
     return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
-
-
-def tag_candidate(cfg: "LGSIDConfig", metrics: dict, run_id: str | None, mv, variant: str | None) -> str:
-    """Set ``downstream.*`` tags on the candidate model version ``mv`` from the variant that scored its own codes.
-
-    Returns a note saying what was done.
-    """
-    from mlflow import MlflowClient
-
-    name = cfg.mlflow.sid_model_name
-    if mv is None or variant is None:
-        return "the candidate's own codes were not scored: downstream gate tags not set"
-    vals = downstream_metrics(metrics, variant)
-    if not vals:
-        return f"'{name}' v{mv.version}: no downstream metric was measured (sections off?): gate tags not set"
-    client = MlflowClient()
-    for k, v in vals.items():
-        client.set_model_version_tag(name, mv.version, k, f"{v:.6g}")
-    client.set_model_version_tag(name, mv.version, "downstream.variant", variant)
-    if run_id:
-        client.set_model_version_tag(name, mv.version, "lgsid.evaluate_run_id", run_id)
-    return f"tagged '{name}' v{mv.version} (candidate) with {', '.join(f'{k}={v:.4f}' for k, v in vals.items())} from its own codes"
-
-
-def run(spark, cfg: "LGSIDConfig") -> "StepSummary":
-    """Step ``evaluate``: compute every section with inputs, write report.md + metrics.json + plots to
-    ``cfg.evaluate.out_dir``, log them to MLflow and tag the candidate version."""
-    import torch
-
-    from lgsid.evaluate.report import flat_metrics, headline_table, log_to_mlflow, write_report
-    from lgsid.evaluate.sections import evaluate_frames
-    from lgsid.steps import StepSummary
-    from lgsid.storage import DeltaStore
-
-    ec = cfg.evaluate
-    if ec.torch_threads:
-        torch.set_num_threads(ec.torch_threads)
-    store = DeltaStore(spark, cfg.storage)
-    notes: list[str] = []
-    inp = load_inputs(store, cfg, notes)
-    fixed, mv, variant = candidate_codes(store, cfg, inp, notes)
-    # out_dir may be a URI: write locally (a file: URI's own path, else a temp dir copied there at the end)
-    local = fs.local_path(ec.out_dir)
-    out_dir = local or tempfile.mkdtemp(prefix="lgsid-report-")
-    os.makedirs(out_dir, exist_ok=True)
-    plot_dir = os.path.join(out_dir, "plots")
-    metrics = evaluate_frames(inp, cfg, plot_dir=plot_dir, fixed=fixed)
-    metrics["meta"]["notes"] = notes
-    if mv is not None:
-        metrics["meta"]["candidate"] = {"version": str(mv.version), "variant": variant}
-    paths = write_report(metrics, out_dir)
-    if local is None:
-        fs.copy_dir(out_dir, ec.out_dir)
-        paths = {k: fs.join(ec.out_dir, os.path.relpath(p, out_dir)) for k, p in paths.items()}
-    if ec.log_mlflow:
-        run_id = log_to_mlflow(cfg, metrics, out_dir)
-        notes.append(tag_candidate(cfg, metrics, run_id, mv, variant))
-        notes.append(f"MLflow run {run_id} in experiment '{cfg.mlflow.experiment}'; browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
-    if local is None:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    notes.append(f"report: {paths['report']}  metrics: {paths['metrics']}")
-    for sec, why in metrics["skipped"].items():
-        notes.append(f"skipped {sec}: {why}")
-    notes.append("")
-    notes.extend(headline_table(metrics).splitlines())
-    return StepSummary(step="evaluate", metrics=dict(flat_metrics(metrics, headline_only=True)), notes=notes)

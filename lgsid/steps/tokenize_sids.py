@@ -1,0 +1,117 @@
+"""Step ``tokenize``: fit the SID tokenizer (:mod:`lgsid.tokenizer.job`), register it as ``candidate``, write ``sid_items``; bootstrap promotion.
+
+The tokenizer job fits and measures; the registry (:mod:`lgsid.registry`) owns logging, aliases and
+the gate. Only this step joins them, so neither imports the other. A rerun with unchanged inputs
+and config reuses the registered version (see :mod:`lgsid.tokenizer.job`). With
+``tokenizer.bootstrap_champion`` and no version holding ``champion`` yet, the new (or reused)
+version goes through the promotion gate at once; a refusal is a note, not an error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from lgsid.config import LGSIDConfig
+from lgsid.errors import ValidationError
+from lgsid.registry import CANDIDATE, bootstrap_champion, log_sid_model, version_by_alias
+from lgsid.steps.summary import StepSummary
+from lgsid.tokenizer.job import (
+    HEADLINE,
+    check_training_frame,
+    choose_embedding_version,
+    fit_and_assign,
+    input_fingerprint,
+    items_with_embeddings,
+    model_tags,
+    reusable_version,
+    sid_items_frame,
+    tokenizer_metrics,
+)
+
+
+def run(spark, cfg: LGSIDConfig) -> StepSummary:
+    """Step ``tokenize``: :func:`fit_and_register`, then the bootstrap promotion (module docstring)."""
+    summary = fit_and_register(spark, cfg)
+    version = str(summary.metrics.get("sid_model_version", "unregistered"))
+    if cfg.tokenizer.log_model and cfg.tokenizer.bootstrap_champion and version != "unregistered":
+        note = bootstrap_champion(cfg, version)
+        if note:
+            summary.notes.append(note)
+    return summary
+
+
+def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
+    """Fit the configured tokenizer, log its health, register it as ``candidate`` and write ``sid_items``.
+
+    A rerun with unchanged inputs and config reuses the registered version (module docstring).
+    """
+    import mlflow
+
+    from lgsid.fingerprint import TAG
+    from lgsid.serving.sid_model import save_artifacts, signature
+    from lgsid.storage import DeltaStore
+    from lgsid.tokenizer import health_plots
+    from lgsid.tracking import setup_mlflow, stage_run
+
+    store = DeltaStore(spark, cfg.storage)
+    version_in = choose_embedding_version(store, cfg.tokenizer.embedding_model_version)
+    fp = input_fingerprint(cfg, store, version_in)
+    if cfg.tokenizer.log_model:
+        setup_mlflow(cfg)
+        mv = reusable_version(cfg, store, fp)
+        if mv is not None:
+            return reuse(cfg, mv, fp)
+    pdf = items_with_embeddings(store.read("items"), store.read("item_embeddings"), version_in).toPandas()
+    if pdf.empty:
+        raise ValidationError("table 'items' is empty; run `lgsid ingest` first")
+    pdf = pdf.sort_values("item_id", kind="stable").reset_index(drop=True)
+    check_training_frame(pdf, version_in)
+    adapter = None
+    if version_in.startswith("aligned-"):
+        from lgsid.embed import resolve_aligned
+
+        _, adapter = resolve_aligned(cfg, version_in)
+
+    tok, emb, codes, suffix, l1_paths = fit_and_assign(cfg, pdf)
+    metrics = tokenizer_metrics(cfg, tok, emb, pdf, codes)
+    notes = [f"tokenizer {tok.kind} on item_embeddings model_version={version_in} ({len(pdf):,} items, dim {tok.dim})"]
+    tables = []
+    sid_version = "unregistered"
+    with stage_run(cfg, "tokenize") as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({"lgsid.embedding_model_version": version_in, "lgsid.tokenizer_kind": tok.kind, TAG: fp})
+        for name, values in tok.history.items():
+            for step, v in enumerate(values):
+                mlflow.log_metric(f"train_{name}", float(v), step=step)
+        for p in health_plots(codes, tok.codebook_sizes, os.path.join(tmp, "plots"), pdf["category_l1"].fillna(pdf["category_l2"]).to_numpy()):
+            mlflow.log_artifact(p, "health")
+        if cfg.tokenizer.log_model:
+            sections = cfg.to_dict()
+            art = save_artifacts(os.path.join(tmp, "sid_model"), tok, list(l1_paths), version_in, sections["encoder"], sections["prompts"], adapter)
+            sid_version = log_sid_model(cfg, art, signature(int(tok.dim)), model_tags(tok, version_in, fp))
+            notes.append(f"registered {cfg.mlflow.sid_model_name} version {sid_version} (alias candidate), run {run.info.run_id}")
+    if cfg.tokenizer.log_model:
+        tables.append(store.merge(sid_items_frame(spark, sid_version, pdf["item_id"], codes, suffix), "sid_items"))
+    headline = {k: metrics[k] for k in HEADLINE if k in metrics}
+    headline["sid_model_version"] = sid_version
+    return StepSummary("tokenize", tables=tables, metrics=headline, notes=notes)
+
+
+def reuse(cfg: LGSIDConfig, mv, fp: str) -> StepSummary:
+    """Summary of a rerun that reuses version ``mv``; moves ``candidate`` back to it if another version holds it."""
+    from mlflow import MlflowClient
+
+
+    client = MlflowClient()
+    name, version = cfg.mlflow.sid_model_name, str(mv.version)
+    notes = [f"inputs and config unchanged (fingerprint {fp}): reused {name} version {version} and its sid_items rows; "
+             "nothing fitted, registered or written"]
+    cand = version_by_alias(cfg, CANDIDATE)
+    if cand is None or str(cand.version) != version:
+        client.set_registered_model_alias(name, CANDIDATE, version)
+        notes.append(f"alias {CANDIDATE} moved to version {version} (was {cand.version if cand else 'unset'})")
+    metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+    headline = {k: metrics[k] for k in HEADLINE if k in metrics}
+    headline["sid_model_version"] = version
+    return StepSummary("tokenize", metrics=headline, notes=notes)
