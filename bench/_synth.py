@@ -98,3 +98,24 @@ def balltree_near(df: pd.DataFrame, need: int) -> dict[str, list[str]]:
     for a, row, ak in zip(df.item_id.to_numpy(), idx, key):
         out[a] = [rep_id[j] for j in row if rep_key[j] != ak][:need]
     return out
+
+
+def kdtree_near(df: pd.DataFrame, need: int) -> dict[str, list[str]]:
+    """The miner's own near search (:class:`lgsid.negatives.TownIndex` + :func:`lgsid.negatives.search_near`)
+    over the same town representatives, single process and without Spark: the search the Spark job
+    runs per partition, timed on the same footing as :func:`balltree_near`."""
+    from lgsid.negatives import TownIndex, search_near
+
+    reps = representatives(df)
+    parts = reps.loc_key.str.split("|", expand=True)
+    index = TownIndex(pd.DataFrame({
+        "rep_id": reps.item_id.to_numpy(), "rep_lat": reps.lat.to_numpy(), "rep_lon": reps.lon.to_numpy(),
+        "loc_key": reps.loc_key.to_numpy(), "county_key": (parts[0] + "|" + parts[1]).to_numpy(),
+        "state": parts[0].to_numpy(), "county": parts[1].to_numpy(), "town": parts[2].to_numpy(), "location_text": parts[2].to_numpy(),
+    }))
+    import pyarrow as pa
+
+    own = index.lookup(pa.array((df.state + "|" + df.county + "|" + df.town).to_numpy(dtype=object), pa.string()), "loc_key")
+    pos, _ = search_near(index, df.lat.to_numpy(), df.lon.to_numpy(), own, need)
+    rep_id = index.rep_id
+    return {a: [rep_id[j] for j in row if j >= 0] for a, row in zip(df.item_id.to_numpy(), pos)}
