@@ -475,12 +475,15 @@ class EvaluateConfig:
     geo_radii_km: list[float] = _f([1.0, 5.0], "Radii r of the geo table's 'share of top-K embedding neighbours within r km'.")
     score_candidate: bool = _f(True, "Score the registered 'candidate' SID model version's own codes (sid_items) instead of refitting its variant, and tag it for the gate.")
     tiger_decoding: list[str] = _f(
-        ["beam", "repeat", "reach"],
-        "TIGER decoding rows: beam (plain), repeat (beam + the user's history items, all scored by the model), reach (reachability-constrained beam); '+' combines.",
+        ["beam", "repeat", "reach", "mix", "mix+reach"],
+        "TIGER decoding rows: beam (plain), repeat (beam + the user's history items, all scored by the model), "
+        "mix (repeat-explore mixture: history items by visits, weighted by the user's revisit probability, and new beam items by model probability), "
+        "reach (reachability-constrained beam); '+' combines.",
     )
     lever_variants: list[str] = _f(["lgsid"], "SID variants that also get the non-plain decoding rows and the context-token row.")
     tiger_context_h3_res: int = _f(0, "H3 resolution of the user's last-visit cell fed to the TIGER model as a context token (0 = off); its own row.")
     tiger_repeat_bonus: float = _f(0.0, "Repeat decoding: add bonus * log(1 + visits) to the model's log-probability of a history item.")
+    repeat_prior_strength: float = _f(5.0, "Mix decoding: the user's revisit probability is shrunk to the global revisit rate with this many pseudo-transitions.")
     din_exposure_negatives: bool = _f(True, "Also score DIN on exposure-like test negatives (unvisited items within reach_radius_km of recent visits).")
 
     def __post_init__(self) -> None:
@@ -496,6 +499,7 @@ class EvaluateConfig:
         _check(self.beam_size >= 1, "evaluate.beam_size", "must be >= 1")
         _check(self.tiger_d_model % max(self.tiger_heads, 1) == 0, "evaluate.tiger_d_model", "must be divisible by evaluate.tiger_heads")
         _check(self.din_negatives >= 1, "evaluate.din_negatives", "must be >= 1")
+        _check(self.repeat_prior_strength >= 0, "evaluate.repeat_prior_strength", "must be >= 0")
         for k in ("tiger_epochs", "din_epochs", "max_users", "max_train_examples", "max_geo_items", "torch_threads", "workers"):
             _check(getattr(self, k) >= 0, f"evaluate.{k}", "must be >= 0")
 

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 GEN_KS = (5, 10)
 ORACLE = "geo-oracle"
 """Geo-table row of the geographic oracle: each item's K nearest items by distance."""
-DECODING_LEVERS = ("repeat", "reach")
+DECODING_LEVERS = ("repeat", "mix", "reach")
 
 
 def _mean_std(xs: list[float]) -> dict[str, Any]:
@@ -56,6 +56,8 @@ def parse_decoding(mode: str) -> frozenset[str]:
     bad = sorted(parts - set(DECODING_LEVERS))
     if bad:
         raise ConfigError(f"evaluate.tiger_decoding: unknown lever(s) {bad} in {mode!r}; valid: beam, {', '.join(DECODING_LEVERS)} (joined by '+')")
+    if {"repeat", "mix"} <= parts:
+        raise ConfigError(f"evaluate.tiger_decoding: {mode!r} combines 'repeat' and 'mix', two ways of adding the user's history items; use one")
     return parts
 
 
@@ -271,6 +273,9 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
         if "repeat" in levers:
             rs = tiger.score_items(model, vocab, hist_te, sh["rep_items"], context=ctx) + ec.tiger_repeat_bonus * np.log1p(sh["rep_counts"])
             items = tiger.merge_ranked(items, sc, sh["rep_items"], rs, ec.beam_size)
+        elif "mix" in levers:
+            rs = tiger.score_items(model, vocab, hist_te, sh["rep_items"], context=ctx)
+            items = tiger.repeat_explore_lists(items, sc, sh["rep_items"], sh["rep_counts"], rs, sh["repeat_prob"], ec.beam_size)
         out.append((levers, items, t_train + time.perf_counter() - t1))
     return out
 
@@ -326,8 +331,9 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
 
     need_reach = any("reach" in lv for _, lv in modes)
     allowed = tu.reachable(recent, lat, lon, ec.reach_radius_km) if need_reach else None
-    need_repeat = any("repeat" in lv for _, lv in modes)
+    need_repeat = any(lv & {"repeat", "mix"} for _, lv in modes)
     rep_items, rep_counts = _repeat_candidates(histories, 2 * ec.max_history) if need_repeat else (None, None)
+    repeat_prob = tiger.repeat_probability(histories, seqs, ec.repeat_prior_strength) if any("mix" in lv for _, lv in modes) else None
     ctx_tr = ctx_te = None
     n_ctx = 0
     if ec.tiger_context_h3_res > 0:
@@ -343,7 +349,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
     if n_ctx:
         jobs += [(f"{n}+context", int(s)) for n in sids if n in ec.lever_variants for s in ec.seeds]
     shared = {"ec": ec, "modes": modes, "n_items": n_items, "hist_tr": hist_tr, "tgt_tr": tgt_tr, "hist_te": hist_te, "k_list": k_list,
-              "allowed": allowed, "rep_items": rep_items, "rep_counts": rep_counts, "ctx_tr": ctx_tr, "ctx_te": ctx_te, "n_ctx": n_ctx,
+              "allowed": allowed, "rep_items": rep_items, "rep_counts": rep_counts, "repeat_prob": repeat_prob, "ctx_tr": ctx_tr, "ctx_te": ctx_te, "n_ctx": n_ctx,
               "sids": {n: (s.codes, s.suffix) for n, s in sids.items()}}
 
     def cost(job: tuple[str, int]) -> float:  # TIGER with decoding levers > TIGER > SASRec (submission order only)

@@ -407,6 +407,70 @@ def merge_ranked(items_a: np.ndarray, scores_a: np.ndarray, items_b: np.ndarray,
     return out
 
 
+def revisit_counts(seq: np.ndarray) -> tuple[int, int]:
+    """``(revisits, transitions)`` of one time-ordered sequence: positions t >= 1 whose item occurs in ``seq[:t]``."""
+    seen: set[int] = set()
+    rev = 0
+    for t, it in enumerate(np.asarray(seq, dtype=np.int64).tolist()):
+        rev += t > 0 and it in seen
+        seen.add(it)
+    return rev, max(len(seq) - 1, 0)
+
+
+def repeat_probability(histories: list[np.ndarray], train_seqs: list[np.ndarray], prior_strength: float) -> np.ndarray:
+    """P(the next visit is a revisit) per user: the user's own revisit rate, shrunk to the global one.
+
+    ``λ_u = (r_u + m·λ̄) / (n_u + m)`` with ``r_u`` / ``n_u`` the revisits / transitions of the user's
+    training sequence, ``λ̄ = Σ r / Σ n`` over every training sequence and ``m = prior_strength``
+    (a Beta prior of ``m`` pseudo-transitions at the global rate).
+
+    Args:
+        histories: (U,) each test user's training sequence.
+        train_seqs: every user's training sequence (the global rate).
+        prior_strength: ``m`` >= 0.
+
+    Returns:
+        (U,) probabilities in [0, 1].
+    """
+    tot = np.array([revisit_counts(s) for s in train_seqs], dtype=np.float64).reshape(-1, 2).sum(axis=0)
+    glob = tot[0] / tot[1] if tot[1] > 0 else 0.0
+    ru = np.array([revisit_counts(h) for h in histories], dtype=np.float64).reshape(-1, 2)
+    den = ru[:, 1] + prior_strength
+    return np.where(den > 0, (ru[:, 0] + prior_strength * glob) / np.maximum(den, 1e-12), glob)
+
+
+def repeat_explore_lists(beam_items: np.ndarray, beam_logp: np.ndarray, rep_items: np.ndarray, rep_counts: np.ndarray,
+                         rep_logp: np.ndarray, lam: np.ndarray, k: int) -> np.ndarray:
+    """Repeat-explore decoding: a mixture of the user's own places and the model's new places.
+
+    ``score(i) = λ_u · c_i / Σ_j c_j`` for a history item ``i`` (``c`` = its visits), and
+    ``score(i) = (1 − λ_u) · p(i) / (1 − Σ_{j ∈ history} p(j))`` for a new item from the beam, where
+    ``p`` is the model's probability (``exp`` of the summed SID log-probabilities) and the
+    denominator renormalises it over the items the user has not visited. ``λ_u`` is
+    :func:`repeat_probability`. The top ``k`` by score, history items first on ties (most recent first).
+
+    Args:
+        beam_items, beam_logp: (U, B) beam-search items (-1 = none) and log-probabilities.
+        rep_items, rep_counts: (U, C) the user's distinct history items, most recent first (-1 padded), and visits.
+        rep_logp: (U, C) the model's log-probability of each history item (:func:`score_items`).
+        lam: (U,) repeat probabilities.
+        k: list length.
+
+    Returns:
+        (U, k) item indices, best first (-1 padded).
+    """
+    rep_ok = rep_items >= 0
+    c = np.where(rep_ok, rep_counts, 0.0)
+    p_rep = c / np.maximum(c.sum(axis=1, keepdims=True), 1e-12)
+    p_hist = np.where(rep_ok, np.exp(rep_logp), 0.0).sum(axis=1, keepdims=True)
+    is_hist = (beam_items[:, :, None] == np.where(rep_ok, rep_items, -2)[:, None, :]).any(axis=2)
+    p_new = np.where((beam_items >= 0) & ~is_hist, np.exp(beam_logp), 0.0) / np.maximum(1.0 - p_hist, 1e-12)
+    lam = np.asarray(lam, dtype=np.float64)[:, None]
+    s_rep = np.where(rep_ok & (c > 0), lam * p_rep, -np.inf)
+    s_new = np.where((beam_items >= 0) & ~is_hist, (1.0 - lam) * p_new, -np.inf)
+    return merge_ranked(rep_items, s_rep, beam_items, s_new, k)
+
+
 def reachable_mask(recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float, chunk: int = 256) -> np.ndarray:
     """(U, N) bool: item within ``radius_km`` of any of the user's recent items ((U, R), -1 = pad)."""
     out = np.zeros((len(recent), len(lat)), dtype=bool)

@@ -159,3 +159,34 @@ def test_tiger_learns_a_deterministic_successor_with_and_without_context():
                             context=ctx, n_context=3 if ctx is not None else 0)
         rec = recommend(model, vocab, trie, queries, beam=3, context=None if ctx is None else np.arange(n) % 3)
         assert (rec[:, 0] == (np.arange(n) + 1) % n).mean() >= 0.9
+
+
+def test_revisit_counts_and_repeat_probability_by_hand():
+    from lgsid.evaluate.tiger import repeat_probability, revisit_counts
+
+    assert revisit_counts(np.array([1, 2, 1, 1, 3])) == (2, 4)  # t=2 and t=3 revisit item 1
+    assert revisit_counts(np.array([5])) == (0, 0)
+    # global rate (2 + 0) / (4 + 1) = 0.4; user: (2 + 5 * 0.4) / (4 + 5) = 4/9; a user with no transition gets the global rate
+    lam = repeat_probability([np.array([1, 2, 1, 1, 3]), np.array([9])], [np.array([1, 2, 1, 1, 3]), np.array([4, 5])], prior_strength=5.0)
+    np.testing.assert_allclose(lam, [4 / 9, 0.4])
+    np.testing.assert_allclose(repeat_probability([np.array([1, 2, 1, 1, 3])], [np.array([1, 2, 1, 1, 3])], 0.0), [0.5])
+
+
+def test_repeat_explore_lists_by_hand():
+    """History [3, 1, 2] (most recent first) visited [1, 3, 1] times: p_rep = [0.2, 0.6, 0.2]; the model
+    gives them p = [0.1, 0.2, 0.1] (mass 0.4). Beam [1, 7, 8] with p = [0.2, 0.3, 0.06]: item 1 is a
+    history item, so new items get 7: 0.3 / 0.6 = 0.5 and 8: 0.06 / 0.6 = 0.1."""
+    from lgsid.evaluate.tiger import repeat_explore_lists
+
+    rep_items, rep_counts = np.array([[3, 1, 2]]), np.array([[1.0, 3.0, 1.0]])
+    rep_logp = np.log([[0.1, 0.2, 0.1]])
+    beam_items, beam_logp = np.array([[1, 7, 8]]), np.log([[0.2, 0.3, 0.06]])
+    # λ = 0.5: history 3: 0.1, 1: 0.3, 2: 0.1; new 7: 0.25, 8: 0.05 -> 1, 7, then 3 before 2 (tie: more recent first)
+    got = repeat_explore_lists(beam_items, beam_logp, rep_items, rep_counts, rep_logp, np.array([0.5]), 4)
+    np.testing.assert_array_equal(got, [[1, 7, 3, 2]])
+    # λ = 0.2: history 0.04, 0.12, 0.04; new 7: 0.4, 8: 0.08 -> 7, 1, 8, 3
+    got = repeat_explore_lists(beam_items, beam_logp, rep_items, rep_counts, rep_logp, np.array([0.2]), 4)
+    np.testing.assert_array_equal(got, [[7, 1, 8, 3]])
+    # padding: no history at all -> the beam's new items only, then -1
+    got = repeat_explore_lists(np.array([[4, -1]]), np.log([[0.5, 1.0]]), np.array([[-1, -1]]), np.zeros((1, 2)), np.full((1, 2), -np.inf), np.array([0.9]), 3)
+    np.testing.assert_array_equal(got, [[4, -1, -1]])
