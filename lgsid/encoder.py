@@ -23,6 +23,7 @@ from torch import nn
 
 from lgsid.config import EncoderConfig
 from lgsid.errors import ConfigError, ModelError
+from lgsid.train.runtime import autocast
 
 POOLINGS = ("mean", "cls")
 
@@ -178,7 +179,7 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Embed ``texts`` in eval mode without gradients.
+        """Embed ``texts`` in eval mode without gradients (bf16 autocast on CUDA).
 
         Args:
             texts: N strings.
@@ -198,7 +199,8 @@ class Encoder(nn.Module):
 
             rng = tqdm(rng, desc="encode", unit="batch")
         for s in rng:
-            out[s : s + bs] = self.embed_texts(texts[s : s + bs]).cpu().numpy()
+            with autocast(self.device.type):  # bf16 on CUDA, fp32 on CPU
+                out[s : s + bs] = self.embed_texts(texts[s : s + bs]).float().cpu().numpy()
         self.train(was_training)
         return out
 

@@ -118,3 +118,15 @@ def test_bf16_autocast_training_step_on_cuda(enc_cfg):
         opt.step()
     assert torch.isfinite(loss) and parts["l_align"].dtype == torch.float32
     assert any(not torch.equal(p, lora[n]) for n, p in enc.named_parameters() if n in lora)
+
+
+@pytest.mark.gpu
+def test_encode_on_cuda_runs_under_bf16_autocast_and_returns_float32(enc_cfg):
+    from lgsid.train import resolve_device
+
+    assert resolve_device("auto") == "cuda"
+    gpu = load_encoder(enc_cfg, device="cuda").encode(TEXTS)
+    cpu = load_encoder(enc_cfg, device="cpu").encode(TEXTS)
+    assert gpu.dtype == np.float32 and gpu.shape == cpu.shape
+    cos = (gpu * cpu).sum(1) / (np.linalg.norm(gpu, axis=1) * np.linalg.norm(cpu, axis=1))
+    assert cos.min() > 0.99  # bf16 matmuls, same model
