@@ -64,10 +64,13 @@ def embed_missing(spark: "SparkSession", cfg: LGSIDConfig, store: "DeltaStore", 
     return embed_items(spark, cfg, version, adapter)
 
 
-def coverage_frames(spark: "SparkSession", cfg: LGSIDConfig, before_version: str, after_version: str):
+def coverage_frames(spark: "SparkSession", cfg: LGSIDConfig, before_version: str, after_version: str, sample: int = 0):
     """Embeddings of two model versions and the geography, aligned row by row on ``item_id``.
 
     Only items of ``geo_prompts`` with a row of both versions take part, ordered by ``item_id``.
+    With ``sample`` > 0, only the ``sample`` of them with the smallest ``xxhash64(item_id)``: a
+    fixed subset whatever the partitioning, chosen in Spark, so the driver never holds more than
+    ``sample`` rows (the coverage check is quadratic in the rows it gets).
 
     Returns:
         ``(item_ids (N,), before (N, D), after (N, D), state (N,), county (N,), town (N,))``.
@@ -81,7 +84,10 @@ def coverage_frames(spark: "SparkSession", cfg: LGSIDConfig, before_version: str
     b = emb.where(F.col("model_version") == before_version).select("item_id", F.col("embedding").alias("before"))
     a = emb.where(F.col("model_version") == after_version).select("item_id", F.col("embedding").alias("after"))
     geo = store.read("geo_prompts").select("item_id", "state", "county", "town")
-    pdf = geo.join(b, "item_id").join(a, "item_id").orderBy("item_id").toPandas()
+    joined = geo.join(b, "item_id").join(a, "item_id")
+    if sample > 0:
+        joined = joined.orderBy(F.xxhash64("item_id"), "item_id").limit(sample)
+    pdf = joined.orderBy("item_id").toPandas()
     stack = lambda c: np.stack(pdf[c].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 0), np.float32)  # noqa: E731
     return pdf["item_id"].to_numpy(), stack("before"), stack("after"), pdf["state"].to_numpy(), pdf["county"].to_numpy(), pdf["town"].to_numpy()
 

@@ -124,7 +124,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
         ref = embed_missing(spark, cfg, store, REFERENCE)
         tables += [ref] if ref else []
         tables.append(embed_items(spark, cfg, version, f"models:/{name}/{mv.version}"))
-        _, before, after, st, co, tw = coverage_frames(spark, cfg, REFERENCE, version)
+        _, before, after, st, co, tw = coverage_frames(spark, cfg, REFERENCE, version, sample=cfg.gdpo.coverage_sample)
         k = min(cfg.gdpo.coverage_k, len(before) - 1)
         cov_b = geo_coverage(before, st, co, tw, k=k)
         cov_a = geo_coverage(after, st, co, tw, k=k)

@@ -260,6 +260,11 @@ def test_geo_check_aligns_by_item_id_and_refreshes_a_stale_reference(spark, stor
     assert embed_missing(spark, tiny_cfg, store, REFERENCE) is None  # now complete: nothing to do
     item_ids, before, after, *_ = coverage_frames(spark, tiny_cfg, REFERENCE, "aligned-1")
     assert item_ids.tolist() == ids and before.shape == (10, 384)
+    # a hash sample: `sample` rows, in item_id order, the same subset every time, each row its item's
+    sub_ids, sub_before, sub_after, *_ = coverage_frames(spark, tiny_cfg, REFERENCE, "aligned-1", sample=4)
+    assert len(sub_ids) == 4 and set(sub_ids) <= set(ids) and sub_ids.tolist() == sorted(sub_ids)
+    assert coverage_frames(spark, tiny_cfg, REFERENCE, "aligned-1", sample=4)[0].tolist() == sub_ids.tolist()
+    np.testing.assert_array_equal(sub_after, after[[ids.index(i) for i in sub_ids]])
 
 
 def test_same_seed_same_losses_and_resume(spark, store, tiny_cfg, toy_tables, tmp_path):
