@@ -3,7 +3,6 @@ the downstream metrics of the variant that scored them (the values the step tags
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,11 +11,6 @@ from lgsid.evaluate.variants import CANDIDATE, REFERENCE, VARIANTS, EvalInputs, 
 
 if TYPE_CHECKING:  # pragma: no cover
     from lgsid.config import LGSIDConfig
-
-log = logging.getLogger(__name__)
-
-CANDIDATE_ALIAS = "candidate"
-
 
 def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
     """Read items, interactions and item_embeddings (whatever exists) into :class:`EvalInputs`.
@@ -56,47 +50,32 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
     return EvalInputs(items=items, interactions=inter, embeddings=embs)
 
 
-def candidate_codes(store, cfg: "LGSIDConfig", inp: EvalInputs, notes: list[str]) -> tuple[dict[str, SIDCodes], Any, str | None]:
-    """The registered ``candidate`` version's own codes (its ``sid_items`` rows), as the variant it is.
+def candidate_codes(store, cfg: "LGSIDConfig", inp: EvalInputs, mv: Any, notes: list[str]) -> tuple[dict[str, SIDCodes], str | None]:
+    """The codes of registered SID model version ``mv`` (its ``sid_items`` rows), as the variant it is.
 
-    The alias is resolved once; the codes are those ``tokenize`` wrote for that version. The
-    variant is the matching row of :data:`VARIANTS` (same tokenizer kind on the same embedding
-    version), else :data:`CANDIDATE`.
+    The codes are those ``tokenize`` wrote for that version. The variant is the matching row of
+    :data:`VARIANTS` (same tokenizer kind on the same embedding version), else :data:`CANDIDATE`.
 
     Returns:
-        (``{variant: codes}`` or ``{}``, the ModelVersion or None, the variant name or None); what
-        happened is appended to ``notes``.
+        (``{variant: codes}`` or ``{}``, the variant name or None); what happened is appended to ``notes``.
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from lgsid.tracking import setup_mlflow
-
-    if not cfg.evaluate.score_candidate:
-        return {}, None, None
-    setup_mlflow(cfg)
     name = cfg.mlflow.sid_model_name
-    try:
-        mv = MlflowClient().get_model_version_by_alias(name, CANDIDATE_ALIAS)
-    except MlflowException:
-        notes.append(f"no '{name}@{CANDIDATE_ALIAS}' registered: every variant is a refit, no gate tags set")
-        return {}, None, None
     kind, emb = str(mv.tags.get("lgsid.tokenizer_kind")), str(mv.tags.get("lgsid.embedding_model_version"))
     label = f"registered {name} v{mv.version}"
     if not store.exists("sid_items"):
         notes.append(f"{label} ({kind} on {emb}): no sid_items table, so its codes are unknown; not scored, no gate tags set")
-        return {}, mv, None
+        return {}, None
     try:
         sid_items = store.to_pandas("sid_items", ["sid_model_version", "item_id", "sid_l1", "sid_l2", "sid_l3", "sid_suffix"])
         codes = registered_codes(sid_items, inp.items["item_id"], str(mv.version), emb, label)
     except ValueError as e:
         notes.append(f"{label}: {e}; not scored, no gate tags set")
-        return {}, mv, None
+        return {}, None
     variant = variant_for(kind, emb, inp.embeddings) or CANDIDATE
     base = VARIANTS[variant][2] if variant in VARIANTS else f"Candidate ({kind} on {emb})"
     codes.display = f"{base} [v{mv.version}]"
     notes.append(f"{label} ({kind} on {emb}) scored from its sid_items as variant '{variant}' (not refitted)")
-    return {variant: codes}, mv, variant
+    return {variant: codes}, variant
 
 
 def downstream_metrics(metrics: dict, variant: str) -> dict[str, float]:

@@ -14,6 +14,7 @@ import tempfile
 from lgsid import fs
 from lgsid.config import LGSIDConfig
 from lgsid.evaluate.io import candidate_codes, downstream_metrics, load_inputs
+from lgsid.registry import CANDIDATE, version_by_alias
 from lgsid.steps.summary import StepSummary
 
 
@@ -25,6 +26,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     from lgsid.evaluate.report import flat_metrics, headline_table, log_to_mlflow, write_report
     from lgsid.evaluate.sections import evaluate_frames
     from lgsid.storage import DeltaStore
+    from lgsid.tracking import setup_mlflow
 
     ec = cfg.evaluate
     if ec.torch_threads:
@@ -32,7 +34,14 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     store = DeltaStore(spark, cfg.storage)
     notes: list[str] = []
     inp = load_inputs(store, cfg, notes)
-    fixed, mv, variant = candidate_codes(store, cfg, inp, notes)
+    fixed, mv, variant = {}, None, None
+    if ec.score_candidate:  # the registered candidate's own codes replace its variant's refit
+        setup_mlflow(cfg)
+        mv = version_by_alias(cfg, CANDIDATE)
+        if mv is None:
+            notes.append(f"no '{cfg.mlflow.sid_model_name}@{CANDIDATE}' registered: every variant is a refit, no gate tags set")
+        else:
+            fixed, variant = candidate_codes(store, cfg, inp, mv, notes)
     # out_dir may be a URI: write locally (a file: URI's own path, else a temp dir copied there at the end)
     local = fs.local_path(ec.out_dir)
     out_dir = local or tempfile.mkdtemp(prefix="lgsid-report-")
