@@ -70,8 +70,7 @@ def geo_section(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None) -> di
     """Table 3: one row per embedding model version (reference first), the geographic oracle last,
     with P/C/T@K, Similarity@K, NMI and the neighbours' distances (median km, share within r km)."""
     from lgsid.evaluate.geo import geo_awareness, projection_plot
-    from lgsid.metrics import qualified_labels
-    from lgsid.metrics import nearest_by_distance, neighbour_distances, neighbour_share, topk_neighbours
+    from lgsid.metrics import nearest_by_distance, neighbour_distances, neighbour_share, qualified_labels, topk_neighbours
 
     if not inp.embeddings:
         return {"skipped": "no item_embeddings (run `lgsid embed`)"}
@@ -242,8 +241,6 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
         ``[(levers, (U, K) ranked items, seconds)]``, the plain beam row first; seconds = training +
         that row's decoding.
     """
-    import time
-
     from lgsid.evaluate import baselines as bl
     from lgsid.evaluate import tiger
 
@@ -266,16 +263,18 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
     hist_te = sh["hist_te"]
     my_modes = [("beam", frozenset())] + ([(m, lv) for m, lv in sh["modes"] if lv] if base in ec.lever_variants else [])
     out = []
+    rep_logp = None  # the model's log-probability of each user's history items, shared by the repeat and mix rows
     for _, levers in my_modes:
         t1 = time.perf_counter()
         items, sc = tiger.recommend(model, vocab, trie, hist_te, ec.beam_size, context=ctx, allowed=sh["allowed"] if "reach" in levers else None,
                                     return_scores=True)
+        if levers & {"repeat", "mix"} and rep_logp is None:
+            rep_logp = tiger.score_items(model, vocab, hist_te, sh["rep_items"], context=ctx)
         if "repeat" in levers:
-            rs = tiger.score_items(model, vocab, hist_te, sh["rep_items"], context=ctx) + ec.tiger_repeat_bonus * np.log1p(sh["rep_counts"])
+            rs = rep_logp + ec.tiger_repeat_bonus * np.log1p(sh["rep_counts"])
             items = tiger.merge_ranked(items, sc, sh["rep_items"], rs, ec.beam_size)
         elif "mix" in levers:
-            rs = tiger.score_items(model, vocab, hist_te, sh["rep_items"], context=ctx)
-            items = tiger.repeat_explore_lists(items, sc, sh["rep_items"], sh["rep_counts"], rs, sh["repeat_prob"], ec.beam_size)
+            items = tiger.repeat_explore_lists(items, sc, sh["rep_items"], sh["rep_counts"], rep_logp, sh["repeat_prob"], ec.beam_size)
         out.append((levers, items, t_train + time.perf_counter() - t1))
     return out
 
@@ -390,8 +389,6 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
 
 def _discriminative_job(job: tuple[str, int], sh: dict) -> dict[str, float]:
     """One DIN (arm, seed) job of :func:`discriminative_section`: ``{"seed", "seconds", <AUC key>: value, ...}``."""
-    import time
-
     import torch
 
     from lgsid.evaluate import din
