@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _synth import balltree_near, kdtree_near, representatives, synth_items  # noqa: E402
+from _synth import balltree_near, kdtree_near, synth_items  # noqa: E402
 
 
 def _spark(args):

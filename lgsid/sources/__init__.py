@@ -166,9 +166,3 @@ def prepare(spark, cfg: LGSIDConfig) -> Prepared:
     if src == "files":
         return _prepare_files(spark, cfg)
     raise ValueError(f"unknown ingest.source {src!r}; valid: demo, foursquare, files")
-
-
-def _spec(name: str):
-    from lgsid.tables import spec
-
-    return spec(name)

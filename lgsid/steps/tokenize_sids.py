@@ -102,7 +102,6 @@ def reuse(cfg: LGSIDConfig, mv, fp: str) -> StepSummary:
     """Summary of a rerun that reuses version ``mv``; moves ``candidate`` back to it if another version holds it."""
     from mlflow import MlflowClient
 
-
     client = MlflowClient()
     name, version = cfg.mlflow.sid_model_name, str(mv.version)
     notes = [f"inputs and config unchanged (fingerprint {fp}): reused {name} version {version} and its sid_items rows; "

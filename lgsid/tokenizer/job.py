@@ -41,7 +41,6 @@ def choose_embedding_version(store: "DeltaStore", requested: str = "") -> str:
     Raises:
         ValidationError: the requested version has no rows (lists the versions present).
     """
-
     versions = [r[0] for r in store.read("item_embeddings").select("model_version").distinct().collect()]
     if requested:
         if requested not in versions:
