@@ -62,7 +62,7 @@ from lgsid.errors import ConfigError
 from lgsid.geo import EARTH_RADIUS_KM, haversine_km, unit_xyz
 from lgsid.sources.geocode import load_places
 
-__all__ = ["TAXONOMY", "DemoData", "generate", "select_towns", "to_spark"]
+__all__ = ["TAXONOMY", "DemoData", "DemoLatents", "behaviour_weights", "generate", "select_towns", "to_spark"]
 
 _MAX_STATES_PER_NAME = 5  # spread the ambiguous-name budget over several names
 
@@ -145,6 +145,24 @@ _HOUR_PROFILE = np.array(
 
 
 @dataclass
+class DemoLatents:
+    """The generator's hidden variables, aligned with the rows of ``DemoData.items`` / ``.users``.
+
+    Nothing in the pipeline reads them: they exist so that a benchmark can rank items by the
+    behavioural model itself (:func:`behaviour_weights`), the ceiling of any recommender on the demo.
+    """
+
+    popularity: np.ndarray  # (N,) pop(i)
+    category: np.ndarray  # (N,) leaf index into TAXONOMY
+    item_town: np.ndarray  # (N,) row of DemoData.towns
+    theta: np.ndarray  # (U, n_leaves) category preferences
+    home_lat: np.ndarray  # (U,)
+    home_lon: np.ndarray  # (U,)
+    home_town: np.ndarray  # (U,) row of DemoData.towns
+    neighbours: np.ndarray  # (T, k) the demo.neighbour_towns towns nearest to each town, self first
+
+
+@dataclass
 class DemoData:
     """The three generated tables as pandas DataFrames (items, users, interactions schemas)."""
 
@@ -152,6 +170,41 @@ class DemoData:
     users: pd.DataFrame
     interactions: pd.DataFrame
     towns: pd.DataFrame
+    latents: DemoLatents | None = None
+
+
+def _neighbour_towns(towns: pd.DataFrame, k: int) -> np.ndarray:
+    """(T, min(k, T)): each town's nearest towns (exact KD-tree on the unit sphere), self first."""
+    from scipy.spatial import cKDTree
+
+    T = len(towns)
+    k = min(k, T)
+    xyz = unit_xyz(towns["lat"].to_numpy(), towns["lon"].to_numpy())
+    _, nb = cKDTree(xyz).query(xyz, k=k)
+    return np.asarray(nb).reshape(T, k)
+
+
+def behaviour_weights(lat: np.ndarray, lon: np.ndarray, theta_u: np.ndarray, support: np.ndarray, item_lat: np.ndarray,
+                      item_lon: np.ndarray, item_cat: np.ndarray, pop: np.ndarray, decay_km: float) -> np.ndarray:
+    """The behavioural model's unnormalised ``P(i | u, x)`` of one user at one location.
+
+    ``w_i = exp(-d(x, i) / d0) · theta_u[cat(i)] · pop(i)`` on the support (the items of the towns
+    nearest to ``x``), 0 elsewhere. Every sampled interaction keeps one of ``demo.candidates``
+    uniform draws from the support with probability proportional to ``w``, so ``P(i | u, x)`` is
+    increasing in ``w_i``: ranking by ``w`` is ranking by the generator's own probability.
+
+    Args:
+        lat, lon: the location ``x`` (degrees).
+        theta_u: (n_leaves,) the user's category preferences.
+        support: (N,) bool, the items the user can draw at ``x``.
+        item_lat, item_lon, item_cat, pop: (N,) item coordinates, leaf index and popularity.
+        decay_km: ``d0`` (``demo.distance_decay_km``).
+
+    Returns:
+        (N,) weights >= 0.
+    """
+    d = haversine_km(lat, lon, item_lat, item_lon)
+    return np.where(support, np.exp(-d / decay_km) * theta_u[item_cat] * pop, 0.0)
 
 
 def _jitter(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, sd_km: float) -> tuple[np.ndarray, np.ndarray]:
@@ -293,13 +346,9 @@ def _sample_interactions(
     users: pd.DataFrame, theta: np.ndarray, activity: np.ndarray,
 ) -> pd.DataFrame:
     """The behavioural model of the module docstring, in chunks of ``cfg.chunk_interactions``."""
-    from scipy.spatial import cKDTree
-
     T = len(towns)
-    k_nb = min(cfg.neighbour_towns, T)
     t_lat, t_lon = towns["lat"].to_numpy(), towns["lon"].to_numpy()
-    _, nb = cKDTree(unit_xyz(t_lat, t_lon)).query(unit_xyz(t_lat, t_lon), k=k_nb)
-    nb = np.asarray(nb).reshape(T, k_nb)  # (T, k_nb) nearest towns, self first
+    nb = _neighbour_towns(towns, cfg.neighbour_towns)  # (T, k_nb) nearest towns, self first
     counts = np.diff(offsets)  # (T,)
     nb_cnt = counts[nb]  # (T, k_nb)
     nb_cum = np.cumsum(nb_cnt, axis=1)  # (T, k_nb)
@@ -382,11 +431,14 @@ def generate(cfg: DemoConfig) -> DemoData:
     theta = 0.8 * rng.dirichlet(np.full(n_cat, 0.3), size=cfg.n_users) + 0.2 * (freq / freq.sum())[None, :]  # (U, n_cat)
     activity = np.exp(rng.normal(0.0, 0.8, cfg.n_users))
     inter = _sample_interactions(cfg, rng, towns, items, pop, offsets, users, theta, activity)
+    latents = DemoLatents(popularity=pop, category=items["_cat"].to_numpy(), item_town=items["_town_idx"].to_numpy(), theta=theta,
+                          home_lat=h_lat, home_lon=h_lon, home_town=u_town, neighbours=_neighbour_towns(towns, cfg.neighbour_towns))
     return DemoData(
         items=items.drop(columns=["_town_idx", "_cat"]),
         users=users.drop(columns=["_town_idx"]),
         interactions=inter,
         towns=towns,
+        latents=latents,
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from lgsid.config import load_config, replace
 from lgsid.errors import ConfigError
 from lgsid.geo import haversine_km
-from lgsid.sources.demo import TAXONOMY, generate
+from lgsid.sources.demo import TAXONOMY, behaviour_weights, generate
 from lgsid.tables import INTERACTIONS, ITEMS, USERS
 
 def _columns(schema: str) -> list[str]:
@@ -114,3 +114,24 @@ def test_states_filter_and_unknown_state():
 def test_bad_demo_config_names_the_key():
     with pytest.raises(ConfigError, match="demo.start_date"):
         replace(load_config(None), demo={"start_date": "Jan 1"})
+
+
+def test_behaviour_weights_by_hand():
+    """w_i = exp(-d/d0) · theta[cat] · pop on the support, 0 off it (two items on the equator, 1° = 111.195 km)."""
+    theta = np.array([0.25, 0.75])
+    w = behaviour_weights(0.0, 0.0, theta, np.array([True, True, False]), np.zeros(3), np.array([0.0, 1.0, 0.0]),
+                          np.array([1, 0, 1]), np.array([2.0, 4.0, 9.0]), 111.195)
+    np.testing.assert_allclose(w, [0.75 * 2.0, np.exp(-1.0) * 0.25 * 4.0, 0.0], rtol=1e-4)
+
+
+def test_latents_explain_the_interactions():
+    """Without travel, every interaction lies on its user's support, and the latents line up with the tables' rows."""
+    d = generate(replace(load_config(None), demo={**SMALL, "travel_share": 0.0}).demo)
+    lt = d.latents
+    assert len(lt.popularity) == len(lt.category) == len(lt.item_town) == len(d.items)
+    assert lt.theta.shape == (len(d.users), len(TAXONOMY)) and np.allclose(lt.theta.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(d.towns["town"].to_numpy()[lt.item_town], d.items["town"].to_numpy())
+    np.testing.assert_array_equal(d.towns["town"].to_numpy()[lt.home_town], d.users["town"].to_numpy())
+    u = d.interactions["user_id"].map({x: j for j, x in enumerate(d.users["user_id"])}).to_numpy()
+    i = d.interactions["item_id"].map({x: j for j, x in enumerate(d.items["item_id"])}).to_numpy()
+    assert (lt.neighbours[lt.home_town[u]] == lt.item_town[i][:, None]).any(axis=1).all()
