@@ -367,7 +367,8 @@ class MlflowConfig:
 @dataclass(frozen=True)
 class TokenizerConfig:
     kind: Literal["hgit", "rqvae", "rqkmeans"] = _f("hgit", "Tokenizer: hgit (LGSID), rqvae (TIGER) or rqkmeans (Res-KMeans).")
-    codebook_sizes: list[int] = _f([64, 64, 64], "Codebook size per level (level 1 first).")
+    codebook_sizes: list[int] = _f([64, 64, 64], "Codebook size per level (level 1 first); the smallest sizes a fit uses (see items_per_prefix).")
+    items_per_prefix: float = _f(0.0, "A fit grows the codebooks of every level but the last (doubling the smallest, level 1 first on ties) until there are at least N / items_per_prefix code prefixes K_1·…·K_(L-1), so SIDs stay distinct as the catalogue grows: 64-64-64 up to 4,096 items, 128-128-64 at 10k, 512-256-64 at 100k, with 1.0 as conf/model.yaml sets it (0 = use codebook_sizes as given).")
     w_admin: float = _f(1.0, "Weight of admin-region features in the level-1 clustering feature (Eq. 9).")
     w_geo: float = _f(2.0, "Weight of lat/lon (3-D unit vector) features (Eq. 9).")
     w_cat: float = _f(1.0, "Weight of category features (Eq. 9).")
@@ -393,6 +394,7 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         _check(len(self.codebook_sizes) >= 1 and all(s >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
         _check(len(self.codebook_sizes) <= 3, "tokenizer.codebook_sizes", "at most 3 levels (item_sid_features has sid_l1..sid_l3 + suffix)")
+        _check(self.items_per_prefix >= 0, "tokenizer.items_per_prefix", "must be >= 0 (0 = fixed codebook_sizes)")
         _check(self.tau > 0, "tokenizer.tau", "must be > 0")
         _check(self.lambda_reg >= 0, "tokenizer.lambda_reg", "must be >= 0")
         _check(self.feature_dim >= 1, "tokenizer.feature_dim", "must be >= 1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -203,6 +204,8 @@ class SIDTokenizer(ABC):
             ValidationError: bad embeddings (naming the item), or fewer items than the largest codebook.
         """
         x = check_embeddings(embeddings, ids=features.get("item_id") if features is not None else None)
+        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, len(x), self.cfg.items_per_prefix)
+        self.cfg = dataclasses.replace(self.cfg, codebook_sizes=list(self.codebook_sizes))  # what save_tokenizer records
         if len(x) < max(self.codebook_sizes):
             raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")
         self.dim = x.shape[1]
@@ -225,6 +228,37 @@ class CodebookStackMixin:
 
     def codebook_shapes(self) -> list[tuple[int, ...]]:
         return [tuple(c.shape) for c in self.codebooks]
+
+
+def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float) -> list[int]:
+    """Codebook sizes for ``n`` items: grow the prefix levels until their codes can tell the items apart.
+
+    With ``L >= 3`` levels the prefix levels are every level but the last (the last one
+    separates the items that share a prefix): while ``Π_{l < L} K_l < n / items_per_prefix``, the
+    smallest prefix level doubles (the lowest level on ties). With two levels, level 1 doubles
+    while ``K_1 · K_2 < n / items_per_prefix``. One level, or ``items_per_prefix <= 0``: unchanged.
+
+    Example: ``[64, 64, 64]`` with ``items_per_prefix = 1`` stays ``[64, 64, 64]`` up to 4,096
+    items; 10,000 items give ``[128, 128, 64]`` (16,384 prefixes), 100,000 give ``[512, 256, 64]``;
+    ``[64, 64]`` at 10,000 items gives ``[256, 64]``.
+
+    Args:
+        sizes: configured K_l (the minimum), level 1 first.
+        n: number of training items.
+        items_per_prefix: target mean items per prefix.
+
+    Returns:
+        K_l per level, each >= the configured one.
+    """
+    out = [int(k) for k in sizes]
+    if len(out) < 2 or items_per_prefix <= 0:
+        return out
+    need = n / items_per_prefix
+    counted = len(out) - 1 if len(out) >= 3 else len(out)
+    while math.prod(out[:counted]) < need:
+        j = min(range(len(out) - 1), key=lambda l: (out[l], l))
+        out[j] *= 2
+    return out
 
 
 def build_tokenizer(cfg: TokenizerConfig, kind: str | None = None) -> SIDTokenizer:

@@ -15,7 +15,7 @@ import torch
 from lgsid.config import TokenizerConfig
 from lgsid.errors import ModelError, ValidationError
 from lgsid.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
-from lgsid.tokenizer.base import nearest_centre, residual_encode
+from lgsid.tokenizer.base import nearest_centre, residual_encode, scaled_codebook_sizes
 from lgsid.tokenizer.features import check_features, clustering_feature, geo_unit_vector, stable_id_vector
 from lgsid.tokenizer.health import level_stats
 from lgsid.tokenizer.hgit import (
@@ -300,3 +300,28 @@ def test_hgit_local_level_collisions_only_from_identical_embeddings(tmp_path):
     back = load_tokenizer(path)
     np.testing.assert_array_equal(back.encode(emb, items), codes)
     np.testing.assert_allclose(back.reconstruct(codes), tok.reconstruct(codes))
+
+
+def test_scaled_codebook_sizes_by_hand():
+    # L >= 3: prefixes K1*K2 >= n / rho, doubling the smaller prefix level (level 1 on ties)
+    assert scaled_codebook_sizes([64, 64, 64], 4096, 1.0) == [64, 64, 64]
+    assert scaled_codebook_sizes([64, 64, 64], 4097, 1.0) == [128, 64, 64]  # 8,192 prefixes
+    assert scaled_codebook_sizes([64, 64, 64], 10_000, 1.0) == [128, 128, 64]  # 16,384
+    assert scaled_codebook_sizes([64, 64, 64], 100_000, 1.0) == [512, 256, 64]  # 131,072
+    assert scaled_codebook_sizes([8, 4, 4], 100, 2.0) == [8, 8, 4]  # 64 >= 50
+    # two levels: level 1 grows until K1*K2 >= n / rho
+    assert scaled_codebook_sizes([64, 64], 10_000, 1.0) == [256, 64]
+    # off, or one level: unchanged
+    assert scaled_codebook_sizes([64, 64, 64], 100_000, 0.0) == [64, 64, 64]
+    assert scaled_codebook_sizes([64], 10**6, 1.0) == [64]
+
+
+def test_fit_with_items_per_prefix_records_the_grown_sizes(tmp_path):
+    items, emb = toy_catalogue(300, 12, seed=3)
+    tok = build_tokenizer(TokenizerConfig(codebook_sizes=[4, 4, 4], items_per_prefix=10.0, epochs=1, batch_size=64)).fit(emb, items)
+    assert tok.codebook_sizes == [8, 4, 4] and tok.cfg.codebook_sizes == [8, 4, 4]  # 32 prefixes >= 300 / 10
+    assert [s[0] for s in tok.codebook_shapes()] == [8, 4, 4]
+    codes = tok.encode(emb, items)
+    assert codes[:, 0].max() < 8 and codes[:, 1].max() < 4
+    back = load_tokenizer(save_tokenizer(tok, str(tmp_path / "tok")))  # the saved config holds the grown sizes
+    np.testing.assert_array_equal(back.encode(emb, items), codes)
