@@ -23,7 +23,7 @@ from torch import nn
 
 from lgsid.config import EncoderConfig
 from lgsid.errors import ConfigError, ModelError
-from lgsid.train.runtime import autocast
+from lgsid.train.runtime import autocast, use_cpu_bf16
 
 POOLINGS = ("mean", "cls")
 
@@ -94,6 +94,7 @@ class Encoder(nn.Module):
         self.model = model
         self.checkpoint_dir = checkpoint_dir
         self.device = torch.device(device)
+        self.cpu_bf16 = use_cpu_bf16(cfg.cpu_bf16)  # bf16 autocast on CPU (encoder.cpu_bf16)
         self.dim = int(model.config.hidden_size)
         ck = cfg.checkpoint
         self.model_name = ck[len("package:"):] if ck.startswith("package:") else os.path.basename(os.path.normpath(ck))
@@ -179,7 +180,7 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Embed ``texts`` in eval mode without gradients (bf16 autocast on CUDA).
+        """Embed ``texts`` in eval mode without gradients (bf16 autocast on CUDA, and on CPU when ``cpu_bf16``).
 
         Args:
             texts: N strings.
@@ -199,7 +200,7 @@ class Encoder(nn.Module):
 
             rng = tqdm(rng, desc="encode", unit="batch")
         for s in rng:
-            with autocast(self.device.type):  # bf16 on CUDA, fp32 on CPU
+            with autocast(self.device.type, self.cpu_bf16):  # bf16 on CUDA; on CPU as encoder.cpu_bf16 says
                 out[s : s + bs] = self.embed_texts(texts[s : s + bs]).float().cpu().numpy()
         self.train(was_training)
         return out

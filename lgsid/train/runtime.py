@@ -27,11 +27,29 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (oneDNN: AVX512-BF16 or AMX), so bf16 autocast pays."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+def use_cpu_bf16(setting: str) -> bool:
+    """``encoder.cpu_bf16``: ``on`` / ``off``, or ``auto`` = on exactly when :func:`cpu_bf16_supported`."""
+    if setting not in ("auto", "on", "off"):
+        raise ConfigError(f"invalid value for 'encoder.cpu_bf16': {setting!r} (valid: auto, on, off)")
+    return setting == "on" or (setting == "auto" and cpu_bf16_supported())
+
+
 @contextlib.contextmanager
-def autocast(device: str) -> Iterator[None]:
-    """bf16 autocast on CUDA; a no-op on CPU (fp32), so one training step serves both."""
+def autocast(device: str, cpu_bf16: bool = False) -> Iterator[None]:
+    """bf16 autocast on CUDA; on CPU bf16 autocast when ``cpu_bf16``, else a no-op (fp32), so one training step serves both."""
     if device == "cuda":
         with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    elif cpu_bf16:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
             yield
     else:
         yield
