@@ -215,7 +215,10 @@ def embed_items(spark: "SparkSession", cfg: LGSIDConfig, model_version: str = RE
         rows = changed_rows(rows, old)
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)  # embedded once: checked, counted and merged from the cache
     try:
-        if store.exists("item_embeddings") and rows.isEmpty():
+        # count(), not isEmpty(): isEmpty() is a limit(1) job that embeds the first partition alone
+        # (one task while every other slot idles) before the MERGE embeds the rest; count() fills
+        # the cache on every slot at once (a 2-partition toy on local[2]: 7.4 s -> 3.7 s).
+        if store.exists("item_embeddings") and rows.count() == 0:
             return WriteResult("item_embeddings", store.version("item_embeddings"), store.count("item_embeddings"))
         return store.merge(rows, "item_embeddings", keys=["item_id", "model_version"])
     finally:
