@@ -26,6 +26,7 @@ from lgsid.evaluate.ranking import auc, ranked_metrics
 from lgsid.evaluate.jobs import run_jobs
 from lgsid.evaluate.split import Split, assert_no_leak, leave_last_out
 from lgsid.evaluate.variants import REFERENCE, EvalInputs, SIDCodes, display_name, train_tokenizers
+from lgsid.train.runtime import use_cpu_bf16
 
 if TYPE_CHECKING:  # pragma: no cover
     from lgsid.config import LGSIDConfig
@@ -257,7 +258,8 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
     with_ctx = name != base
     model = tiger.train_tiger(vocab, sh["hist_tr"], sh["tgt_tr"], seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
                               layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr,
-                              context=sh["ctx_tr"] if with_ctx else None, n_context=sh["n_ctx"] if with_ctx else 0)
+                              context=sh["ctx_tr"] if with_ctx else None, n_context=sh["n_ctx"] if with_ctx else 0,
+                              bf16=use_cpu_bf16(ec.cpu_bf16, "evaluate.cpu_bf16"))
     t_train = time.perf_counter() - t0
     ctx = sh["ctx_te"] if with_ctx else None
     hist_te = sh["hist_te"]

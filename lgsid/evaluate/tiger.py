@@ -269,7 +269,8 @@ def training_examples(seqs: list[np.ndarray], max_history: int) -> tuple[np.ndar
 
 
 def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
-                batch_size: int, lr: float, progress: bool = False, context: np.ndarray | None = None, n_context: int = 0) -> TigerModel:
+                batch_size: int, lr: float, progress: bool = False, context: np.ndarray | None = None, n_context: int = 0,
+                bf16: bool = False) -> TigerModel:
     """Train a :class:`TigerModel` with teacher forcing (cross-entropy over the SID tokens).
 
     Args:
@@ -279,7 +280,11 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
         seed: seeds torch and the shuffling.
         context: optional (M,) context ids in [0, n_context) (one extra encoder token per example).
         n_context: size of the context vocabulary (0 = no context token).
+        bf16: run the forward pass under CPU bf16 autocast (``evaluate.cpu_bf16``); the loss, the
+            gradients' master weights and AdamW stay float32. Inference is always float32.
     """
+    from lgsid.train.runtime import autocast
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     h = hist.shape[1]
@@ -291,8 +296,9 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
     loss_fn = nn.CrossEntropyLoss()
 
     def batch_loss(bi: torch.Tensor) -> torch.Tensor:
-        logits = model(src_all[bi], tgt_all[bi], None if ctx_all is None else ctx_all[bi])  # (B, T, V)
-        return loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_all[bi].reshape(-1))
+        with autocast("cpu", bf16):
+            logits = model(src_all[bi], tgt_all[bi], None if ctx_all is None else ctx_all[bi])  # (B, T, V)
+        return loss_fn(logits.float().reshape(-1, logits.shape[-1]), tgt_all[bi].reshape(-1))
 
     return train_minibatches(model, opt, len(hist), batch_loss, epochs=epochs, batch_size=batch_size, rng=rng,
                              progress=progress, desc="tiger epochs")

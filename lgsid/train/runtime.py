@@ -35,10 +35,10 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def use_cpu_bf16(setting: str) -> bool:
-    """``encoder.cpu_bf16``: ``on`` / ``off``, or ``auto`` = on exactly when :func:`cpu_bf16_supported`."""
+def use_cpu_bf16(setting: str, key: str = "encoder.cpu_bf16") -> bool:
+    """``encoder.cpu_bf16`` / ``evaluate.cpu_bf16`` (``key``): ``on`` / ``off``, or ``auto`` = on exactly when :func:`cpu_bf16_supported`."""
     if setting not in ("auto", "on", "off"):
-        raise ConfigError(f"invalid value for 'encoder.cpu_bf16': {setting!r} (valid: auto, on, off)")
+        raise ConfigError(f"invalid value for '{key}': {setting!r} (valid: auto, on, off)")
     return setting == "on" or (setting == "auto" and cpu_bf16_supported())
 
 

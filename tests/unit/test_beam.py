@@ -190,3 +190,26 @@ def test_repeat_explore_lists_by_hand():
     # padding: no history at all -> the beam's new items only, then -1
     got = repeat_explore_lists(np.array([[4, -1]]), np.log([[0.5, 1.0]]), np.array([[-1, -1]]), np.zeros((1, 2)), np.full((1, 2), -np.inf), np.array([0.9]), 3)
     np.testing.assert_array_equal(got, [[4, -1, -1]])
+
+
+def test_train_tiger_under_cpu_bf16_learns_like_float32():
+    """bf16 autocast of the training forward pass: float32 weights, a falling loss, and the same top item as float32."""
+    import torch
+
+    from lgsid.evaluate import tiger
+
+    rng = np.random.default_rng(0)
+    codes = np.stack([np.arange(12) // 4, np.arange(12) % 4], axis=1)
+    vocab = tiger.SIDVocab.from_codes(codes, np.zeros(12, dtype=np.int64))
+    hist = rng.integers(0, 12, (400, 3))
+    target = (hist[:, -1] + 1) % 12  # the next item follows the last one
+    kw = dict(seed=0, epochs=12, d_model=32, nhead=4, layers=1, batch_size=64, lr=1e-2)
+    m32 = tiger.train_tiger(vocab, hist, target, **kw)
+    m16 = tiger.train_tiger(vocab, hist, target, bf16=True, **kw)
+    assert all(p.dtype == torch.float32 for p in m16.parameters())
+    trie = tiger.PrefixTrie(vocab.sids)
+    test = rng.integers(0, 12, (50, 3))
+    top32 = tiger.recommend(m32, vocab, trie, test, 1)[:, 0]
+    top16 = tiger.recommend(m16, vocab, trie, test, 1)[:, 0]
+    want = (test[:, -1] + 1) % 12
+    assert (top16 == want).mean() > 0.9 and (top32 == want).mean() > 0.9
