@@ -92,8 +92,8 @@ def embed_dataframe(
     """``df`` plus an ``out_col`` ARRAY<FLOAT> column: the encoder's embedding of ``text_col``.
 
     A pure, lazy DataFrame -> DataFrame transform (``mapInPandas``); nothing runs until an action.
-    Input with fewer partitions than the session's default parallelism is repartitioned so every
-    task slot embeds (each Python worker runs ``spark.task.cpus`` torch threads).
+    The input is repartitioned round-robin into at least the session's default parallelism, so
+    every task slot embeds an equal share (each Python worker runs ``spark.task.cpus`` torch threads).
 
     Args:
         df: Any DataFrame with a string column ``text_col``.
@@ -115,9 +115,12 @@ def embed_dataframe(
     if f32_col:
         fields.append(StructField(f32_col, BinaryType(), False))
     schema = StructType(fields)
+    # Always a round-robin repartition (a shuffle of the text column only, cheap next to embedding):
+    # the partition count of a file scan says nothing about its rows. One 7 MB Parquet file of 100k
+    # prompts with one row group is split by bytes into 2 partitions, and all 100k rows fall into
+    # the first, so one task embedded everything while the other slot idled (the 100k embed step).
     slots = df.sparkSession.sparkContext.defaultParallelism
-    if df.rdd.getNumPartitions() < slots:  # one Delta file would otherwise keep every core but one idle
-        df = df.repartition(slots)
+    df = df.repartition(max(slots, df.rdd.getNumPartitions()))
 
     def udf(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
         from lgsid.embedding_f32 import encode_f32
