@@ -204,7 +204,8 @@ class SIDTokenizer(ABC):
             ValidationError: bad embeddings (naming the item), or fewer items than the largest codebook.
         """
         x = check_embeddings(embeddings, ids=features.get("item_id") if features is not None else None)
-        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, len(x), self.cfg.items_per_prefix)
+        local = self.kind == "hgit" and self.cfg.local_last_level and len(self.codebook_sizes) >= 3
+        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, len(x), self.cfg.items_per_prefix, local_last=local)
         self.cfg = dataclasses.replace(self.cfg, codebook_sizes=list(self.codebook_sizes))  # what save_tokenizer records
         if len(x) < max(self.codebook_sizes):
             raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")
@@ -230,7 +231,7 @@ class CodebookStackMixin:
         return [tuple(c.shape) for c in self.codebooks]
 
 
-def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float) -> list[int]:
+def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float, local_last: bool = False) -> list[int]:
     """Codebook sizes for ``n`` items: grow the prefix levels until their codes can tell the items apart.
 
     With ``L >= 3`` levels the prefix levels are every level but the last (the last one
@@ -238,14 +239,20 @@ def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float) -> 
     smallest prefix level doubles (the lowest level on ties). With two levels, level 1 doubles
     while ``K_1 · K_2 < n / items_per_prefix``. One level, or ``items_per_prefix <= 0``: unchanged.
 
+    With ``local_last`` (HGIT's local deepest level: one codebook of K_L codes per level-1 code,
+    which can give at most K_L items of a level-1 cluster their own code) level 1 doubles first
+    for as long as its mean cluster, ``n / K_1``, holds more than K_L items.
+
     Example: ``[64, 64, 64]`` with ``items_per_prefix = 1`` stays ``[64, 64, 64]`` up to 4,096
     items; 10,000 items give ``[128, 128, 64]`` (16,384 prefixes), 100,000 give ``[512, 256, 64]``;
-    ``[64, 64]`` at 10,000 items gives ``[256, 64]``.
+    with ``local_last`` they give ``[256, 64, 64]`` and ``[2048, 64, 64]`` (49 items per level-1
+    code at 100k, as the 3,000-item demo's 47); ``[64, 64]`` at 10,000 items gives ``[256, 64]``.
 
     Args:
         sizes: configured K_l (the minimum), level 1 first.
         n: number of training items.
         items_per_prefix: target mean items per prefix.
+        local_last: the deepest level is local to each level-1 code (needs >= 3 levels).
 
     Returns:
         K_l per level, each >= the configured one.
@@ -255,8 +262,12 @@ def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float) -> 
         return out
     need = n / items_per_prefix
     counted = len(out) - 1 if len(out) >= 3 else len(out)
+    local_last = local_last and len(out) >= 3
     while math.prod(out[:counted]) < need:
-        j = min(range(len(out) - 1), key=lambda l: (out[l], l))
+        if local_last and n / out[0] > out[-1]:
+            j = 0  # level-1 clusters larger than the local level can separate
+        else:
+            j = min(range(len(out) - 1), key=lambda l: (out[l], l))
         out[j] *= 2
     return out
 

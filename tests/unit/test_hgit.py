@@ -309,6 +309,11 @@ def test_scaled_codebook_sizes_by_hand():
     assert scaled_codebook_sizes([64, 64, 64], 10_000, 1.0) == [128, 128, 64]  # 16,384
     assert scaled_codebook_sizes([64, 64, 64], 100_000, 1.0) == [512, 256, 64]  # 131,072
     assert scaled_codebook_sizes([8, 4, 4], 100, 2.0) == [8, 8, 4]  # 64 >= 50
+    # HGIT's local deepest level: level 1 first while its mean cluster holds more than K_L items
+    assert scaled_codebook_sizes([64, 64, 64], 3000, 1.0, local_last=True) == [64, 64, 64]
+    assert scaled_codebook_sizes([64, 64, 64], 10_000, 1.0, local_last=True) == [256, 64, 64]  # 39 items per level-1 code
+    assert scaled_codebook_sizes([64, 64, 64], 100_000, 1.0, local_last=True) == [2048, 64, 64]  # 49
+    assert scaled_codebook_sizes([64, 64], 10_000, 1.0, local_last=True) == [256, 64]  # no local level with 2 levels
     # two levels: level 1 grows until K1*K2 >= n / rho
     assert scaled_codebook_sizes([64, 64], 10_000, 1.0) == [256, 64]
     # off, or one level: unchanged
@@ -319,7 +324,8 @@ def test_scaled_codebook_sizes_by_hand():
 def test_fit_with_items_per_prefix_records_the_grown_sizes(tmp_path):
     items, emb = toy_catalogue(300, 12, seed=3)
     tok = build_tokenizer(TokenizerConfig(codebook_sizes=[4, 4, 4], items_per_prefix=10.0, epochs=1, batch_size=64)).fit(emb, items)
-    assert tok.codebook_sizes == [8, 4, 4] and tok.cfg.codebook_sizes == [8, 4, 4]  # 32 prefixes >= 300 / 10
+    # 300 items: level 1 doubles while 300 / K1 > K_L = 4 (local deepest level) or prefixes < 30: 4 -> 8 (32 prefixes)
+    assert tok.codebook_sizes == [8, 4, 4] and tok.cfg.codebook_sizes == [8, 4, 4]
     assert [s[0] for s in tok.codebook_shapes()] == [8, 4, 4]
     codes = tok.encode(emb, items)
     assert codes[:, 0].max() < 8 and codes[:, 1].max() < 4
