@@ -173,6 +173,11 @@ class SIDTokenizer(ABC):
         """L, the number of code levels (without the dedup suffix)."""
         return len(self.codebook_sizes)
 
+    @property
+    def local_last_level(self) -> bool:
+        """Whether the deepest level is one codebook per level-1 code (only HGIT has such a level)."""
+        return False
+
     @abstractmethod
     def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None, progress: bool = False) -> "SIDTokenizer":
         """Train on (N, D) embeddings (+ N feature rows for HGIT; a tqdm bar when ``progress``). Returns self."""
@@ -204,8 +209,7 @@ class SIDTokenizer(ABC):
             ValidationError: bad embeddings (naming the item), or fewer items than the largest codebook.
         """
         x = check_embeddings(embeddings, ids=features.get("item_id") if features is not None else None)
-        local = self.kind == "hgit" and self.cfg.local_last_level and len(self.codebook_sizes) >= 3
-        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, len(x), self.cfg.items_per_prefix, local_last=local)
+        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, len(x), self.cfg.items_per_prefix, local_last=self.local_last_level)
         self.cfg = dataclasses.replace(self.cfg, codebook_sizes=list(self.codebook_sizes))  # what save_tokenizer records
         if len(x) < max(self.codebook_sizes):
             raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")

@@ -426,6 +426,11 @@ class HGITTokenizer(SIDTokenizer):
         self.l1_paths: list[str] = []
         self.l1_sizes: list[int] = []
 
+    @property
+    def local_last_level(self) -> bool:
+        """``tokenizer.local_last_level`` with >= 3 levels: the deepest level is one k-means codebook per level-1 code."""
+        return self.cfg.local_last_level and len(self.codebook_sizes) >= 3
+
     def level1_codes(self, features: pd.DataFrame) -> np.ndarray:
         """Level-1 code of each row: nearest MiniBatchKMeans centre of F (N rows -> (N,))."""
         assert self.feature_centres is not None
@@ -450,7 +455,7 @@ class HGITTokenizer(SIDTokenizer):
         self.l1_sizes = np.bincount(c1, minlength=k1).tolist()
         base = self.mu1[c1]
         r = x - base
-        local = self.cfg.local_last_level and len(self.codebook_sizes) >= 3
+        local = self.local_last_level
         shared = self.codebook_sizes[1:-1] if local else self.codebook_sizes[1:]
         init = []
         for l, k in enumerate(shared):
