@@ -343,12 +343,11 @@ def _generate_items(cfg: DemoConfig, rng: np.random.Generator, towns: pd.DataFra
 
 def _sample_interactions(
     cfg: DemoConfig, rng: np.random.Generator, towns: pd.DataFrame, items: pd.DataFrame, pop: np.ndarray, offsets: np.ndarray,
-    users: pd.DataFrame, theta: np.ndarray, activity: np.ndarray,
+    users: pd.DataFrame, theta: np.ndarray, activity: np.ndarray, nb: np.ndarray,
 ) -> pd.DataFrame:
-    """The behavioural model of the module docstring, in chunks of ``cfg.chunk_interactions``."""
+    """The behavioural model of the module docstring, in chunks of ``cfg.chunk_interactions``; ``nb`` (T, k) from :func:`_neighbour_towns`."""
     T = len(towns)
     t_lat, t_lon = towns["lat"].to_numpy(), towns["lon"].to_numpy()
-    nb = _neighbour_towns(towns, cfg.neighbour_towns)  # (T, k_nb) nearest towns, self first
     counts = np.diff(offsets)  # (T,)
     nb_cnt = counts[nb]  # (T, k_nb)
     nb_cum = np.cumsum(nb_cnt, axis=1)  # (T, k_nb)
@@ -430,9 +429,10 @@ def generate(cfg: DemoConfig) -> DemoData:
     freq = np.array([t[3] for t in TAXONOMY])
     theta = 0.8 * rng.dirichlet(np.full(n_cat, 0.3), size=cfg.n_users) + 0.2 * (freq / freq.sum())[None, :]  # (U, n_cat)
     activity = np.exp(rng.normal(0.0, 0.8, cfg.n_users))
-    inter = _sample_interactions(cfg, rng, towns, items, pop, offsets, users, theta, activity)
+    nb = _neighbour_towns(towns, cfg.neighbour_towns)  # (T, k) nearest towns, self first
+    inter = _sample_interactions(cfg, rng, towns, items, pop, offsets, users, theta, activity, nb)
     latents = DemoLatents(popularity=pop, category=items["_cat"].to_numpy(), item_town=items["_town_idx"].to_numpy(), theta=theta,
-                          home_lat=h_lat, home_lon=h_lon, home_town=u_town, neighbours=_neighbour_towns(towns, cfg.neighbour_towns))
+                          home_lat=h_lat, home_lon=h_lon, home_town=u_town, neighbours=nb)
     return DemoData(
         items=items.drop(columns=["_town_idx", "_cat"]),
         users=users.drop(columns=["_town_idx"]),
