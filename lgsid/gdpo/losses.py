@@ -97,7 +97,7 @@ def gdpo_batch_loss(policy, encoder, reward: nn.Module, batch: dict, g: GDPOConf
     rows = 3 * B if g.use_sim else 2 * B  # policy rows
     ref_rows = 3 * B if g.use_sim or anchored else 2 * B  # reference rows (the true rows are the condition)
     tok = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-    with autocast(device, getattr(encoder, "cpu_bf16", False)):  # the encoder in bf16 on CUDA (and CPU per encoder.cpu_bf16); its pooled output is float32
+    with autocast(device, encoder.cpu_bf16):  # the encoder in bf16 on CUDA (and CPU per encoder.cpu_bf16); its pooled output is float32
         e = policy(**{k: v[:rows] for k, v in tok.items()})  # (rows, D)
         with torch.no_grad(), encoder.reference():
             e_ref = encoder(**{k: v[:ref_rows] for k, v in tok.items()})  # (ref_rows, D)

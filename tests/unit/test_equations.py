@@ -140,6 +140,8 @@ def test_anchor_conditioned_reward_hand_computed():
 class _ToyEncoder(nn.Module):
     """E_θ(x) = x + A x (A starts at 0, like LoRA's B); ``reference()`` disables A, so E_ref(x) = x."""
 
+    cpu_bf16 = False  # as :class:`lgsid.encoder.Encoder` with encoder.cpu_bf16=off: these hand computations are float32
+
     def __init__(self, a: torch.Tensor):
         super().__init__()
         self.a = nn.Parameter(a)
