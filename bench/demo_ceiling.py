@@ -15,7 +15,8 @@ split of the generated interactions (before ingest's filters):
   training split as a recommender could (theta_u from the user's categories with a Dirichlet prior
   of 5 pseudo-visits at the global mix, pop from training counts + 0.5, home = the median of the
   user's visited coordinates): what knowing the functional form buys without knowing the latents;
-* the same two as the explore part of the repeat/explore mixture (:func:`lgsid.evaluate.tiger.repeat_explore_lists`);
+* the same two as the explore part of the repeat/explore mixture (:func:`lgsid.evaluate.tiger.repeat_explore_lists`,
+  with the repeat part built exactly as the evaluation's `mix` rows build it);
 * the evaluation's baselines: user-history frequency and history + nearby popularity.
 
 Issue 13's downstream target is ≥ 1.10× the best baseline; the JSON gives each row's ratio to it,
@@ -33,29 +34,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PRIOR = 5.0  # Dirichlet pseudo-visits (theta) and the repeat prior's strength, as evaluate.repeat_prior_strength
-
-
-def _mix(hist: np.ndarray, weights: np.ndarray, lam: float, k: int) -> np.ndarray:
-    """One user's repeat/explore list: history items by λ·share of visits, new items by (1-λ)·normalised weight."""
-    from lgsid.evaluate.tiger import repeat_explore_lists
-
-    hu, hc = np.unique(hist, return_counts=True)
-    order = np.argsort(-hc, kind="stable")
-    hu, hc = hu[order], hc[order]
-    w = weights.copy()
-    w[hu] = 0.0
-    top = np.argsort(-w, kind="stable")[:k]
-    lp = np.log(np.maximum(w[top] / max(w.sum(), 1e-300), 1e-300))
-    return repeat_explore_lists(top[None], lp[None], hu[None], hc[None].astype(float), np.full((1, len(hu)), -np.inf), np.array([lam]), k)[0]
+THETA_PRIOR = 5.0  # Dirichlet pseudo-visits at the global category mix, for the estimated theta_u
 
 
 def ceiling(conf: str, sets: list[str], k: int) -> dict:
     from lgsid.config import load_config
     from lgsid.evaluate import baselines as bl
     from lgsid.evaluate.ranking import ranked_metrics
+    from lgsid.evaluate.sections import _repeat_candidates, index_split
     from lgsid.evaluate.split import leave_last_out
-    from lgsid.evaluate.tiger import repeat_probability
+    from lgsid.evaluate.tiger import repeat_explore_lists, repeat_probability
+    from lgsid.evaluate.variants import EvalInputs
     from lgsid.sources.demo import behaviour_weights, generate
 
     cfg = load_config(conf, sets)
@@ -64,34 +53,39 @@ def ceiling(conf: str, sets: list[str], k: int) -> dict:
     lt = data.latents
     items, n = data.items, len(data.items)
     i_lat, i_lon = items["lat"].to_numpy(float), items["lon"].to_numpy(float)
+    # the evaluation's own split and indexing (item index = row of data.items, as the latents)
+    tu = index_split(EvalInputs(items=items, interactions=data.interactions, embeddings={}), leave_last_out(data.interactions))
     uidx = {u: j for j, u in enumerate(data.users["user_id"])}
-    iidx = {u: j for j, u in enumerate(items["item_id"])}
-    split = leave_last_out(data.interactions, min_interactions=2)
-    train = split.train.assign(u=split.train["user_id"].map(uidx), i=split.train["item_id"].map(iidx)).sort_values(["u", "pos"])
-    seqs = {u: g["i"].to_numpy(np.int64) for u, g in train.groupby("u", sort=False)}
-    test = split.test.assign(u=split.test["user_id"].map(uidx), i=split.test["item_id"].map(iidx))
-    users, target = test["u"].to_numpy(), test["i"].to_numpy()
-    hists = [seqs[u] for u in users]
-    revisit = np.array([t in set(h.tolist()) for t, h in zip(target, hists)])
-    counts = bl.item_counts(list(seqs.values()), n)
+    users = np.array([uidx[u] for u in tu.user_id])
+    hists = [tu.seqs[i] for i in tu.test_seq]
+    counts = bl.item_counts(tu.seqs, n)
     n_cat = lt.theta.shape[1]
-    glob = np.bincount(lt.category[np.concatenate(list(seqs.values()))], minlength=n_cat).astype(float)
+    glob = np.bincount(lt.category[np.concatenate(tu.seqs)], minlength=n_cat).astype(float)
     glob /= glob.sum()
-    lam = repeat_probability(hists, list(seqs.values()), PRIOR)
-    lists = {name: np.full((len(users), k), -1, dtype=np.int64) for name in
-             ("generator P(i|u)", "generator form, estimated", "generator P(i|u) as explore part", "generator form, estimated, as explore part")}
+    # the repeat part exactly as the evaluation's mix rows build it
+    lam = repeat_probability(hists, tu.seqs, ec.repeat_prior_strength)
+    rep_items, rep_counts = _repeat_candidates(hists, 2 * ec.max_history)
+    no_logp = np.full(rep_items.shape, -np.inf)
+    top = {"true": np.full((len(users), k), -1, dtype=np.int64), "est": np.full((len(users), k), -1, dtype=np.int64)}
+    new = {m: (np.full((len(users), k), -1, dtype=np.int64), np.full((len(users), k), -np.inf)) for m in top}
     for r, (u, h) in enumerate(zip(users, hists)):
-        true_w = behaviour_weights(lt.home_lat[u], lt.home_lon[u], lt.theta[u], np.isin(lt.item_town, lt.neighbours[lt.home_town[u]]),
-                                   i_lat, i_lon, lt.category, lt.popularity, dc.distance_decay_km)
-        th = (np.bincount(lt.category[h], minlength=n_cat) + PRIOR * glob) / (len(h) + PRIOR)
-        est_w = behaviour_weights(np.median(i_lat[h]), np.median(i_lon[h]), th, np.ones(n, bool), i_lat, i_lon, lt.category,
-                                  counts + 0.5, dc.distance_decay_km)
-        lists["generator P(i|u)"][r] = np.argsort(-true_w, kind="stable")[:k]
-        lists["generator form, estimated"][r] = np.argsort(-est_w, kind="stable")[:k]
-        lists["generator P(i|u) as explore part"][r] = _mix(h, true_w, lam[r], k)
-        lists["generator form, estimated, as explore part"][r] = _mix(h, est_w, lam[r], k)
+        th = (np.bincount(lt.category[h], minlength=n_cat) + THETA_PRIOR * glob) / (len(h) + THETA_PRIOR)
+        w = {"true": behaviour_weights(lt.home_lat[u], lt.home_lon[u], lt.theta[u], np.isin(lt.item_town, lt.neighbours[lt.home_town[u]]),
+                                       i_lat, i_lon, lt.category, lt.popularity, dc.distance_decay_km),
+             "est": behaviour_weights(np.median(i_lat[h]), np.median(i_lon[h]), th, np.ones(n, bool), i_lat, i_lon, lt.category,
+                                      counts + 0.5, dc.distance_decay_km)}
+        for m, wm in w.items():
+            top[m][r] = np.argsort(-wm, kind="stable")[:k]
+            wn = wm.copy()
+            wn[h] = 0.0  # the explore part: places the user has not visited, by normalised weight
+            best = np.argsort(-wn, kind="stable")[:k]
+            new[m][0][r], new[m][1][r] = best, np.log(np.maximum(wn[best] / max(wn.sum(), 1e-300), 1e-300))
+    lists = {"generator P(i|u)": top["true"], "generator form, estimated": top["est"]}
+    for m, name in (("true", "generator P(i|u) as explore part"), ("est", "generator form, estimated, as explore part")):
+        lists[name] = repeat_explore_lists(new[m][0], new[m][1], rep_items, rep_counts, no_logp, lam, k)
     lists["user-history frequency"] = bl.history_lists(hists, counts, k)
     lists["history + nearby popularity"] = bl.history_nearby_lists(hists, counts, i_lat, i_lon, ec.nearby_decay_km, k)
+    target, revisit = tu.target, tu.revisit
     rows = []
     for name, lst in lists.items():
         m = ranked_metrics(lst, target, revisit, (k,))
