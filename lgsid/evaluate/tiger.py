@@ -21,6 +21,7 @@ from torch import nn
 
 from lgsid.evaluate.training import train_minibatches
 from lgsid.geo import haversine_km
+from lgsid.train.runtime import autocast
 
 PAD, BOS, N_SPECIAL = 0, 1, 2
 
@@ -283,8 +284,6 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
         bf16: run the forward pass under CPU bf16 autocast (``evaluate.cpu_bf16``); the loss, the
             gradients' master weights and AdamW stay float32. Inference is always float32.
     """
-    from lgsid.train.runtime import autocast
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     h = hist.shape[1]
