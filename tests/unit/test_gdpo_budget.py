@@ -32,6 +32,8 @@ class _Tok:
 class _Encoder(nn.Module):
     """Mean of token embeddings plus a trainable 'LoRA' linear map that ``reference()`` switches off."""
 
+    cpu_bf16 = False  # as :class:`lgsid.encoder.Encoder` with encoder.cpu_bf16=off
+
     def __init__(self, dim=8):
         super().__init__()
         torch.manual_seed(0)
