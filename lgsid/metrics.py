@@ -19,13 +19,14 @@ def qualified_labels(state, county, town) -> dict[str, np.ndarray]:
     return {"state": st, "county": co, "town": tw}
 
 
-def topk_neighbours(emb: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def topk_neighbours(emb: np.ndarray, k: int, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine neighbours of every row, excluding the row itself.
 
     Args:
         emb: (N, D) float embeddings (need not be normalised).
         k: neighbours per row; must be < N.
-        chunk: rows per similarity block (memory is chunk × N floats).
+        chunk: rows per similarity block (memory is chunk × N floats, plus their int64 argpartition);
+            default: as many rows as keep a block at 2**24 similarities (64 MB).
 
     Returns:
         (idx, sim): both (N, k); ``idx[i]`` sorted by decreasing cosine similarity ``sim[i]``.
@@ -34,6 +35,7 @@ def topk_neighbours(emb: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndar
     n = x.shape[0]
     if not 0 < k < n:
         raise ValueError(f"k must be in [1, N-1] for N={n} rows, got k={k}")
+    chunk = chunk or max(1, (1 << 24) // n)
     idx = np.empty((n, k), dtype=np.int64)
     sim = np.empty((n, k), dtype=np.float32)
     for s in range(0, n, chunk):

@@ -94,11 +94,15 @@ def nearby_popularity_score(counts: np.ndarray, distance_km: np.ndarray, decay_k
 
 
 def history_nearby_lists(histories: list[np.ndarray], counts: np.ndarray, lat: np.ndarray, lon: np.ndarray, decay_km: float, k: int,
-                         chunk: int = 512) -> np.ndarray:
+                         max_elements: int = 1 << 22) -> np.ndarray:
     """(U, k): the user's :func:`history_ranking`, then unvisited items by :func:`nearby_popularity_score`
-    around the user's last training visit (``histories[u][-1]``)."""
+    around the user's last training visit (``histories[u][-1]``).
+
+    Users are scored in blocks of at most ``max_elements`` (user, item) scores, so the working
+    memory does not grow with U x N."""
     out = np.full((len(histories), k), -1, dtype=np.int64)
     n = len(counts)
+    chunk = max(1, int(max_elements) // max(n, 1))
     for s in range(0, len(histories), chunk):
         hs = histories[s:s + chunk]
         last = np.array([h[-1] for h in hs], dtype=np.int64)

@@ -17,7 +17,7 @@ import numpy as np
 from lgsid.metrics import neighbour_share, topk_neighbours, unit_rows
 
 
-def similarity_at_k(neighbours: np.ndarray, ref_emb: np.ndarray) -> float:
+def similarity_at_k(neighbours: np.ndarray, ref_emb: np.ndarray, max_elements: int = 1 << 24) -> float:
     """Similarity@K: mean reference-space cosine between each item and its retrieved items.
 
     ``Sim@K = mean_i (1/K) Σ_{j ∈ topK(i)} cos(r_i, r_j)`` where ``topK`` comes from the evaluated
@@ -26,9 +26,16 @@ def similarity_at_k(neighbours: np.ndarray, ref_emb: np.ndarray) -> float:
     Args:
         neighbours: (N, K) indices retrieved for each item (in any embedding space).
         ref_emb: (N, D) reference embeddings of the same items, same order.
+        max_elements: rows are scored in blocks whose gathered (rows, K, D) neighbours hold at most
+            this many floats (64 MB), so memory does not grow with N x K x D.
     """
     r = unit_rows(ref_emb)  # (N, D)
-    sims = np.einsum("nd,nkd->nk", r, r[neighbours])  # (N, K)
+    neighbours = np.asarray(neighbours)
+    n, k = neighbours.shape
+    sims = np.empty((n, k), dtype=np.float32)
+    chunk = max(1, int(max_elements) // max(k * r.shape[1], 1))
+    for s in range(0, n, chunk):
+        sims[s:s + chunk] = np.einsum("nd,nkd->nk", r[s:s + chunk], r[neighbours[s:s + chunk]])  # (b, K)
     return float(sims.mean())
 
 

@@ -476,15 +476,24 @@ def repeat_explore_lists(beam_items: np.ndarray, beam_logp: np.ndarray, rep_item
     return merge_ranked(rep_items, s_rep, beam_items, s_new, k)
 
 
-def reachable_mask(recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float, chunk: int = 256) -> np.ndarray:
-    """(U, N) bool: item within ``radius_km`` of any of the user's recent items ((U, R), -1 = pad)."""
+def reachable_mask(recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float, max_elements: int = 1 << 22) -> np.ndarray:
+    """(U, N) bool: item within ``radius_km`` of any of the user's recent items ((U, R), -1 = pad).
+
+    Distances are computed one recent column at a time for blocks of users sized so that a block
+    holds at most ``max_elements`` distances (32 MB of float64; the haversine's temporaries are a
+    few of those), so the working memory does not grow with U x R x N.
+    """
     out = np.zeros((len(recent), len(lat)), dtype=bool)
+    chunk = max(1, int(max_elements) // max(len(lat), 1))
     for s in range(0, len(recent), chunk):
         r = recent[s:s + chunk]
-        ok = r >= 0
-        rc = np.clip(r, 0, None)
-        d = haversine_km(lat[rc][:, :, None], lon[rc][:, :, None], lat[None, None, :], lon[None, None, :])  # (b, R, N)
-        out[s:s + chunk] = ((d <= radius_km) & ok[:, :, None]).any(axis=1)
+        for j in range(r.shape[1]):
+            ok = r[:, j] >= 0
+            if not ok.any():
+                continue
+            rc = r[ok, j]
+            d = haversine_km(lat[rc][:, None], lon[rc][:, None], lat[None, :], lon[None, :])  # (b, N)
+            out[s:s + chunk][ok] |= d <= radius_km
     return out
 
 

@@ -10,7 +10,7 @@ from lgsid.evaluate.geo import geo_awareness, nmi_kmeans, similarity_at_k
 from lgsid.metrics import qualified_labels
 from lgsid.evaluate.ranking import auc, hit_ndcg_from_ranked, ranked_metrics
 from lgsid.evaluate.sections import _mean_std, parse_decoding
-from lgsid.evaluate.tiger import reach_share
+from lgsid.evaluate.tiger import reach_share, reachable_mask
 from lgsid.evaluate.variants import newest_aligned, registered_codes, variant_for
 from lgsid.metrics import nearest_by_distance, neighbour_distances, neighbour_share
 
@@ -32,6 +32,7 @@ def test_similarity_at_k_uses_reference_space():
     nb2 = np.array([[2, 1], [2, 0], [0, 1]])
     # row means: (1/sqrt2 + 0)/2, (1/sqrt2 + 0)/2, (1/sqrt2 + 1/sqrt2)/2
     assert similarity_at_k(nb2, ref) == pytest.approx((1 / math.sqrt(2)) * (0.5 + 0.5 + 1) / 3, rel=1e-6)
+    assert similarity_at_k(nb2, ref, max_elements=1) == pytest.approx((1 / math.sqrt(2)) * (0.5 + 0.5 + 1) / 3, rel=1e-6)  # one row per block
 
 
 def test_nmi_wrapper_hand_computed():
@@ -143,6 +144,17 @@ def test_reach_share_hand_computed():
     recent = np.array([[0, -1], [3, 0]])
     # user 0: item1 (11 km) in, item2 (111 km) out, item3 (1112 km) out; user 1: item3 is a recent location -> in
     assert reach_share(rec, recent, lat, lon, radius_km=25.0) == pytest.approx(2 / 4)
+
+
+@pytest.mark.parametrize("max_elements", [1 << 22, 4, 1])  # one block; 1 user per block; fewer elements than one row
+def test_reachable_mask_hand_computed_in_any_block_size(max_elements):
+    lat = np.array([0.0, 0.0, 0.0, 10.0])
+    lon = np.array([0.0, 0.1, 1.0, 0.0])  # 0.1 deg lon at the equator ~ 11.1 km, 1 deg ~ 111 km
+    recent = np.array([[0, -1], [3, 2], [-1, -1]])
+    expected = np.array([[True, True, False, False],   # near item 0: itself and item 1 (11 km)
+                         [False, False, True, True],   # item 3 and item 2 themselves; 0 is 111 km from 2
+                         [False, False, False, False]])  # no recent location
+    assert (reachable_mask(recent, lat, lon, 25.0, max_elements=max_elements) == expected).all()
 
 
 def test_mean_std_and_newest_aligned():
