@@ -461,6 +461,7 @@ class EvaluateConfig:
     tiger_layers: int = _f(1, "Encoder layers (= decoder layers) of the TIGER-style Transformer.")
     tiger_batch_size: int = _f(512, "Batch size of the TIGER-style model.")
     tiger_lr: float = _f(2e-3, "Learning rate of the TIGER-style model.")
+    tiger_dropout: float = _f(0.1, "Dropout of the TIGER-style Transformer (and of the SASRec baseline, which shares its budget).")
     cpu_bf16: Literal["auto", "on", "off"] = _f("auto", "Train the TIGER-style model's forward pass under CPU bf16 autocast: auto = on when the CPU has native bf16 (AVX512-BF16/AMX; ~1.3x per step), off = float32. Decoding stays float32.")
     beam_size: int = _f(10, "Beam size of constrained beam search (also the length of the recommendation list).")
     din_epochs: int = _f(3, "Epochs of the DIN-style CTR model.")
@@ -508,6 +509,7 @@ class EvaluateConfig:
         _check(self.tiger_d_model % max(self.tiger_heads, 1) == 0, "evaluate.tiger_d_model", "must be divisible by evaluate.tiger_heads")
         _check(self.din_negatives >= 1, "evaluate.din_negatives", "must be >= 1")
         _check(self.repeat_prior_strength >= 0, "evaluate.repeat_prior_strength", "must be >= 0")
+        _check(0.0 <= self.tiger_dropout < 1.0, "evaluate.tiger_dropout", "must be in [0, 1)")
         for k in ("tiger_epochs", "din_epochs", "max_users", "max_train_examples", "max_geo_items", "torch_threads", "workers"):
             _check(getattr(self, k) >= 0, f"evaluate.{k}", "must be >= 0")
 

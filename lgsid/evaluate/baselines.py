@@ -151,10 +151,10 @@ class SASRec(nn.Module):
 
 
 def train_sasrec(n_items: int, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
-                 batch_size: int, lr: float) -> SASRec:
+                 batch_size: int, lr: float, dropout: float = 0.1) -> SASRec:
     """Train :class:`SASRec` by cross-entropy over all items on (hist (M, H), target (M,))."""
     torch.manual_seed(seed)
-    model = SASRec(n_items, hist.shape[1], d_model=d_model, nhead=nhead, layers=layers)
+    model = SASRec(n_items, hist.shape[1], d_model=d_model, nhead=nhead, layers=layers, dropout=dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     H, T = torch.from_numpy(hist), torch.from_numpy(target)
     loss_fn = nn.CrossEntropyLoss()

@@ -250,7 +250,7 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
     t0 = time.perf_counter()
     if name == "sasrec":
         model = bl.train_sasrec(sh["n_items"], sh["hist_tr"], sh["tgt_tr"], seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
-                                layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr)
+                                layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr, dropout=ec.tiger_dropout)
         return [(frozenset(), bl.sasrec_lists(model, sh["hist_te"], sh["k_list"]), time.perf_counter() - t0)]
     base = name.removesuffix("+context")
     vocab = tiger.SIDVocab.from_codes(*sh["sids"][base])
@@ -259,7 +259,7 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
     model = tiger.train_tiger(vocab, sh["hist_tr"], sh["tgt_tr"], seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
                               layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr,
                               context=sh["ctx_tr"] if with_ctx else None, n_context=sh["n_ctx"] if with_ctx else 0,
-                              bf16=use_cpu_bf16(ec.cpu_bf16, "evaluate.cpu_bf16"))
+                              bf16=use_cpu_bf16(ec.cpu_bf16, "evaluate.cpu_bf16"), dropout=ec.tiger_dropout)
     t_train = time.perf_counter() - t0
     ctx = sh["ctx_te"] if with_ctx else None
     hist_te = sh["hist_te"]

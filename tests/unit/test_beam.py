@@ -213,3 +213,26 @@ def test_train_tiger_under_cpu_bf16_learns_like_float32():
     top16 = tiger.recommend(m16, vocab, trie, test, 1)[:, 0]
     want = (test[:, -1] + 1) % 12
     assert (top16 == want).mean() > 0.9 and (top32 == want).mean() > 0.9
+
+
+def test_tiger_and_sasrec_take_the_configured_dropout():
+    """``evaluate.tiger_dropout`` reaches every dropout layer of the TIGER model and of the SASRec baseline."""
+    import pytest
+    from torch import nn
+
+    from lgsid.config import load_config
+    from lgsid.errors import ConfigError
+    from lgsid.evaluate import baselines as bl
+    from lgsid.evaluate import tiger
+
+    vocab = _catalogue(n=20, sizes=(4, 5))
+    rng = np.random.default_rng(3)
+    hist, tgt = rng.integers(0, 20, (40, 3)), rng.integers(0, 20, 40)
+    for p in (0.0, 0.3):
+        kw = dict(seed=0, epochs=1, d_model=16, nhead=2, layers=1, batch_size=16, lr=1e-3, dropout=p)
+        for model in (tiger.train_tiger(vocab, hist, tgt, **kw), bl.train_sasrec(20, hist, tgt, **kw)):
+            drops = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+            assert drops and all(d == p for d in drops)
+    assert load_config(overrides=["evaluate.tiger_dropout=0.0"]).evaluate.tiger_dropout == 0.0
+    with pytest.raises(ConfigError, match="evaluate.tiger_dropout"):
+        load_config(overrides=["evaluate.tiger_dropout=1.0"])
