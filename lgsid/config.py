@@ -35,6 +35,20 @@ from lgsid.errors import ConfigError
 _SECTION_CONFIG = pydantic.ConfigDict(extra="forbid", strict=True)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false, so ``cpu_bf16: off`` stays the string "off"
+    (YAML 1.1 reads on/off/yes/no as booleans)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _f(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with a help text. Mutable defaults are wrapped in a factory."""
     if isinstance(default, (list, dict)):
@@ -617,7 +631,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict[str
     if path.resolve() in chain:
         raise ConfigError(f"{where}: include cycle: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -682,7 +696,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         key, raw = ov.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {e}") from None
         _set_dotted(data, key, value, f"--set {key}")

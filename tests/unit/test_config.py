@@ -26,6 +26,16 @@ def test_defaults_load_and_overrides_apply():
     assert cfg.tokenizer.codebook_sizes == [8, 4]
 
 
+def test_on_off_are_strings_in_files_and_overrides(tmp_path):
+    """YAML 1.1 reads on/off/yes/no as booleans; the config reads them as the strings a choice like cpu_bf16 takes."""
+    p = tmp_path / "c.yaml"
+    p.write_text("encoder:\n  cpu_bf16: off\nevaluate:\n  log_mlflow: false\n")
+    cfg = load_config(p, ["evaluate.cpu_bf16=on"])
+    assert (cfg.encoder.cpu_bf16, cfg.evaluate.cpu_bf16, cfg.evaluate.log_mlflow) == ("off", "on", False)
+    with pytest.raises(ConfigError, match="evaluate.log_mlflow"):
+        load_config(None, ["evaluate.log_mlflow=yes"])  # a bool key takes true / false only
+
+
 def test_shipped_configs_load():
     assert load_config("conf/local.yaml").ingest.source == "demo"
     assert load_config("conf/cluster.example.yaml").storage.backend == "spark"
