@@ -151,7 +151,7 @@ class SASRec(nn.Module):
 
 
 def train_sasrec(n_items: int, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
-                 batch_size: int, lr: float, dropout: float = 0.1) -> SASRec:
+                 batch_size: int, lr: float, dropout: float = 0.0) -> SASRec:
     """Train :class:`SASRec` by cross-entropy over all items on (hist (M, H), target (M,))."""
     torch.manual_seed(seed)
     model = SASRec(n_items, hist.shape[1], d_model=d_model, nhead=nhead, layers=layers, dropout=dropout)

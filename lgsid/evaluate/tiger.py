@@ -271,7 +271,7 @@ def training_examples(seqs: list[np.ndarray], max_history: int) -> tuple[np.ndar
 
 def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
                 batch_size: int, lr: float, progress: bool = False, context: np.ndarray | None = None, n_context: int = 0,
-                bf16: bool = False, dropout: float = 0.1) -> TigerModel:
+                bf16: bool = False, dropout: float = 0.0) -> TigerModel:
     """Train a :class:`TigerModel` with teacher forcing (cross-entropy over the SID tokens).
 
     Args:
@@ -283,7 +283,7 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
         n_context: size of the context vocabulary (0 = no context token).
         bf16: run the forward pass under CPU bf16 autocast (``evaluate.cpu_bf16``); the loss, the
             gradients' master weights and AdamW stay float32. Inference is always float32.
-        dropout: the Transformer's dropout (``evaluate.tiger_dropout``).
+        dropout: the Transformer's dropout (``evaluate.tiger_dropout``, default 0 like the config).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
