@@ -1,0 +1,94 @@
+"""Benchmark: one TIGER-style training step (``lgsid.evaluate.tiger``) by dropout and CPU bf16 autocast, side by side.
+
+    python bench/tiger_step.py            # 4 interleaved rounds of 15 steps per setting
+    python bench/tiger_step.py --quick    # 2 rounds of 4 steps
+
+The model is the evaluation's default (``evaluate.tiger_*``: d_model 64, 1 layer, batch 512, 8 history items of
+3 codes + suffix) over a random 3,000-item catalogue with 64-64-64 codes. The four settings
+(``evaluate.tiger_dropout`` 0.1 / 0.0 x ``evaluate.cpu_bf16`` off / on) are timed in interleaved rounds in one
+process at 1 thread (what each evaluation worker runs at, ``evaluate.torch_threads``), so load changes hit all
+alike; the median seconds per step is printed per setting with its ratio to the old default (dropout 0.1, bf16).
+Target: the default (dropout 0, float32) is the fastest setting. JSON last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SETTINGS = [(0.1, True), (0.1, False), (0.0, True), (0.0, False)]
+OLD, NEW = (0.1, True), (0.0, False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 4 steps")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=15)
+    a = ap.parse_args()
+    rounds, steps = (2, 4) if a.quick else (a.rounds, a.steps)
+
+    import torch
+    from torch import nn
+
+    from lgsid.config import EvaluateConfig
+    from lgsid.evaluate.tiger import SIDVocab, TigerModel
+    from lgsid.tokenizer import dedup_suffix
+    from lgsid.train.runtime import autocast, cpu_bf16_supported
+
+    torch.set_num_threads(1)
+    ec = EvaluateConfig()
+    rng = np.random.default_rng(0)
+    n_items, batch, hist_len = 3000, ec.tiger_batch_size, ec.max_history
+    codes = rng.integers(0, 64, (n_items, 3))
+    vocab = SIDVocab.from_codes(codes, dedup_suffix(codes))
+    src = torch.from_numpy(vocab.tokens(rng.integers(0, n_items, (batch, hist_len))).reshape(batch, -1))
+    tgt = torch.from_numpy(vocab.tokens(rng.integers(0, n_items, batch)))
+    loss_fn = nn.CrossEntropyLoss()
+    models = {}
+    for p in sorted({d for d, _ in SETTINGS}):
+        torch.manual_seed(0)
+        m = TigerModel(vocab.vocab_size, vocab.length, hist_len, d_model=ec.tiger_d_model, nhead=ec.tiger_heads, layers=ec.tiger_layers, dropout=p)
+        m.train()
+        models[p] = (m, torch.optim.AdamW(m.parameters(), lr=ec.tiger_lr, weight_decay=0.01))
+
+    def step(p: float, bf16: bool) -> None:
+        model, opt = models[p]
+        with autocast("cpu", bf16):
+            logits = model(src, tgt)
+        loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times: dict[tuple[float, bool], list[float]] = {s: [] for s in SETTINGS}
+    for _ in range(rounds):
+        for s in SETTINGS:
+            step(*s)  # warm-up of this setting's kernels
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(*s)
+            times[s].append((time.perf_counter() - t0) / steps)
+    med = {s: float(np.median(v)) for s, v in times.items()}
+    print(f"tiger_step: batch {batch}, {hist_len} history items x {vocab.length} tokens, vocab {vocab.vocab_size}, 1 thread, "
+          f"native cpu bf16: {cpu_bf16_supported()}, load avg {os.getloadavg()[0]:.1f}, {rounds} rounds x {steps} steps")
+    print(f"{'dropout':>8} {'autocast':>9} {'s/step':>8} {'vs old default':>15}")
+    for s in SETTINGS:
+        tag = "  (old default)" if s == OLD else "  (default)" if s == NEW else ""
+        print(f"{s[0]:8.1f} {'bf16' if s[1] else 'float32':>9} {med[s]:8.4f} {med[OLD] / med[s]:14.2f}x{tag}")
+    fastest = min(med, key=med.get)
+    ok = fastest == NEW
+    print(f"default (dropout 0, float32) is the fastest setting: {'PASS' if ok else 'FAIL'} (fastest: dropout {fastest[0]}, {'bf16' if fastest[1] else 'float32'})")
+    print(json.dumps({"bench": "tiger_step", "s_per_step": {f"dropout={d},bf16={b}": round(med[(d, b)], 5) for d, b in SETTINGS},
+                      "speedup_default_vs_old": round(med[OLD] / med[NEW], 3), "default_fastest": ok}))
+
+
+if __name__ == "__main__":
+    main()
