@@ -475,7 +475,7 @@ class EvaluateConfig:
     tiger_layers: int = _f(1, "Encoder layers (= decoder layers) of the TIGER-style Transformer.")
     tiger_batch_size: int = _f(512, "Batch size of the TIGER-style model.")
     tiger_lr: float = _f(2e-3, "Learning rate of the TIGER-style model.")
-    tiger_dropout: float = _f(0.0, "Dropout of the TIGER-style Transformer (and of the SASRec baseline, which shares its budget). 0: on the demo, against 0.1, Hit@10 rose for plain beam (LGSID 0.247 -> 0.257, RQ-KMeans 0.212 -> 0.233) and stayed within one std for the mix/SASRec rows, at ~0.6x the fit time (CPU dropout's bernoulli_ was ~25% of a step; docs/scale.md).")
+    tiger_dropout: float = _f(0.0, "Dropout of the TIGER-style Transformer (and of the SASRec baseline, which shares its budget). 0: on the demo, against 0.1, Hit@10 rose for plain beam (LGSID 0.247 -> 0.257, RQ-KMeans 0.212 -> 0.233) and stayed within one std for the mix/SASRec rows, at about the same cost (generative section 210.8 s vs 224.1 s with dropout 0.1 + bf16; docs/scale.md).")
     cpu_bf16: Literal["auto", "on", "off"] = _f("off", "Train the TIGER-style model's forward pass under CPU bf16 autocast: on, off = float32, auto = on when the CPU has native bf16 (AVX512-BF16/AMX). Default off: without dropout a float32 step is faster (0.171 vs 0.249 s per 512-example batch, docs/scale.md); bf16 only paid off by halving dropout's cost. Decoding stays float32.")
     beam_size: int = _f(10, "Beam size of constrained beam search (also the length of the recommendation list).")
     din_epochs: int = _f(3, "Epochs of the DIN-style CTR model.")
