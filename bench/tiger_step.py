@@ -3,8 +3,9 @@
     python bench/tiger_step.py            # 4 interleaved rounds of 15 steps per setting
     python bench/tiger_step.py --quick    # 2 rounds of 4 steps
 
-The model is the evaluation's default (``evaluate.tiger_*``: d_model 64, 1 layer, batch 512, 8 history items of
-3 codes + suffix) over a random 3,000-item catalogue with 64-64-64 codes. The four settings
+Each timing is one epoch of ``train_tiger`` (the evaluation's own training loop, model construction included) over
+``steps`` batches, with the evaluation's default model (``evaluate.tiger_*``: d_model 64, 1 layer, batch 512, 8 history
+items of 3 codes + suffix) over a random 3,000-item catalogue with 64-64-64 codes. The four settings
 (``evaluate.tiger_dropout`` 0.1 / 0.0 x ``evaluate.cpu_bf16`` off / on) are timed in interleaved rounds in one
 process at 1 thread (what each evaluation worker runs at, ``evaluate.torch_threads``), so load changes hit all
 alike; the median seconds per step is printed per setting with its ratio to the old default (dropout 0.1, bf16).
@@ -36,12 +37,11 @@ def main() -> None:
     rounds, steps = (2, 4) if a.quick else (a.rounds, a.steps)
 
     import torch
-    from torch import nn
 
     from lgsid.config import EvaluateConfig
-    from lgsid.evaluate.tiger import SIDVocab, TigerModel
+    from lgsid.evaluate.tiger import SIDVocab, train_tiger
     from lgsid.tokenizer import dedup_suffix
-    from lgsid.train.runtime import autocast, cpu_bf16_supported
+    from lgsid.train.runtime import cpu_bf16_supported
 
     torch.set_num_threads(1)
     ec = EvaluateConfig()
@@ -49,33 +49,22 @@ def main() -> None:
     n_items, batch, hist_len = 3000, ec.tiger_batch_size, ec.max_history
     codes = rng.integers(0, 64, (n_items, 3))
     vocab = SIDVocab.from_codes(codes, dedup_suffix(codes))
-    src = torch.from_numpy(vocab.tokens(rng.integers(0, n_items, (batch, hist_len))).reshape(batch, -1))
-    tgt = torch.from_numpy(vocab.tokens(rng.integers(0, n_items, batch)))
-    loss_fn = nn.CrossEntropyLoss()
-    models = {}
-    for p in sorted({d for d, _ in SETTINGS}):
-        torch.manual_seed(0)
-        m = TigerModel(vocab.vocab_size, vocab.length, hist_len, d_model=ec.tiger_d_model, nhead=ec.tiger_heads, layers=ec.tiger_layers, dropout=p)
-        m.train()
-        models[p] = (m, torch.optim.AdamW(m.parameters(), lr=ec.tiger_lr, weight_decay=0.01))
+    hist = rng.integers(0, n_items, (steps * batch, hist_len))
+    tgt = rng.integers(0, n_items, steps * batch)
 
-    def step(p: float, bf16: bool) -> None:
-        model, opt = models[p]
-        with autocast("cpu", bf16):
-            logits = model(src, tgt)
-        loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def run(p: float, bf16: bool) -> float:
+        """Seconds per step of the evaluation's own training loop: one epoch of ``steps`` batches."""
+        t0 = time.perf_counter()
+        train_tiger(vocab, hist, tgt, seed=0, epochs=1, d_model=ec.tiger_d_model, nhead=ec.tiger_heads, layers=ec.tiger_layers,
+                    batch_size=batch, lr=ec.tiger_lr, bf16=bf16, dropout=p)
+        return (time.perf_counter() - t0) / steps
 
+    for s in SETTINGS:
+        run(*s)  # warm-up of each setting's kernels
     times: dict[tuple[float, bool], list[float]] = {s: [] for s in SETTINGS}
     for _ in range(rounds):
         for s in SETTINGS:
-            step(*s)  # warm-up of this setting's kernels
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step(*s)
-            times[s].append((time.perf_counter() - t0) / steps)
+            times[s].append(run(*s))
     med = {s: float(np.median(v)) for s, v in times.items()}
     print(f"tiger_step: batch {batch}, {hist_len} history items x {vocab.length} tokens, vocab {vocab.vocab_size}, 1 thread, "
           f"native cpu bf16: {cpu_bf16_supported()}, load avg {os.getloadavg()[0]:.1f}, {rounds} rounds x {steps} steps")
