@@ -476,6 +476,7 @@ class EvaluateConfig:
     tiger_batch_size: int = _f(512, "Batch size of the TIGER-style model.")
     tiger_lr: float = _f(2e-3, "Learning rate of the TIGER-style model.")
     tiger_dropout: float = _f(0.0, "Dropout of the TIGER-style Transformer (and of the SASRec baseline, which shares its budget). 0: on the demo, against 0.1, Hit@10 rose for plain beam (LGSID 0.247 -> 0.257, RQ-KMeans 0.212 -> 0.233) and stayed within one std for the mix/SASRec rows, at about the same cost (generative section 210.8 s vs 224.1 s with dropout 0.1 + bf16; docs/scale.md).")
+    tiger_history_tokens: Literal["sid", "item"] = _f("item", "Encoder input of the TIGER-style model: item = one token per history item, the sum of its codes' embeddings (max_history tokens); sid = one token per SID code of each history item (max_history x (levels + 1) tokens, as in TIGER). The decoder generates code by code either way. Default item: on the demo and Phoenix the Hit@10 rows stay within about one std of sid's while a fit takes 2-4x less time (docs/scale.md).")
     cpu_bf16: Literal["auto", "on", "off"] = _f("off", "Train the TIGER-style model's forward pass under CPU bf16 autocast: on, off = float32, auto = on when the CPU has native bf16 (AVX512-BF16/AMX). Default off: without dropout a float32 step is faster (0.171 vs 0.249 s per 512-example batch, docs/scale.md); bf16 only paid off by halving dropout's cost. Decoding stays float32.")
     beam_size: int = _f(10, "Beam size of constrained beam search (also the length of the recommendation list).")
     din_epochs: int = _f(3, "Epochs of the DIN-style CTR model.")
@@ -509,6 +510,7 @@ class EvaluateConfig:
     din_exposure_negatives: bool = _f(True, "Also score DIN on exposure-like test negatives (unvisited items within reach_radius_km of recent visits).")
 
     def __post_init__(self) -> None:
+        _check(self.tiger_history_tokens in ("sid", "item"), "evaluate.tiger_history_tokens", f"{self.tiger_history_tokens!r} is not one of sid, item")
         _check(self.cpu_bf16 in ("auto", "on", "off"), "evaluate.cpu_bf16", f"{self.cpu_bf16!r} is not one of auto, on, off")
         valid_sections = {"geo", "codebook", "generative", "discriminative"}
         _check(set(self.sections) <= valid_sections, "evaluate.sections", f"unknown section(s) {sorted(set(self.sections) - valid_sections)}; valid: {sorted(valid_sections)}")

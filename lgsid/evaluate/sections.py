@@ -240,7 +240,7 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
 
     Returns:
         ``[(levers, (U, K) ranked items, seconds)]``, the plain beam row first; seconds = training +
-        that row's decoding.
+        that row's decoding (rows with the same reach setting share one beam search, counted in the first).
     """
     from lgsid.evaluate import baselines as bl
     from lgsid.evaluate import tiger
@@ -259,17 +259,22 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
     model = tiger.train_tiger(vocab, sh["hist_tr"], sh["tgt_tr"], seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
                               layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr,
                               context=sh["ctx_tr"] if with_ctx else None, n_context=sh["n_ctx"] if with_ctx else 0,
-                              bf16=use_cpu_bf16(ec.cpu_bf16, "evaluate.cpu_bf16"), dropout=ec.tiger_dropout)
+                              bf16=use_cpu_bf16(ec.cpu_bf16, "evaluate.cpu_bf16"), dropout=ec.tiger_dropout,
+                              history_tokens=ec.tiger_history_tokens)
     t_train = time.perf_counter() - t0
     ctx = sh["ctx_te"] if with_ctx else None
     hist_te = sh["hist_te"]
     my_modes = [("beam", frozenset())] + ([(m, lv) for m, lv in sh["modes"] if lv] if base in ec.lever_variants else [])
     out = []
     rep_logp = None  # the model's log-probability of each user's history items, shared by the repeat and mix rows
+    beams: dict[bool, tuple[np.ndarray, np.ndarray]] = {}  # one beam search per reach setting, shared by the rows that read it
     for _, levers in my_modes:
         t1 = time.perf_counter()
-        items, sc = tiger.recommend(model, vocab, trie, hist_te, ec.beam_size, context=ctx, allowed=sh["allowed"] if "reach" in levers else None,
-                                    return_scores=True)
+        reach = "reach" in levers
+        if reach not in beams:
+            beams[reach] = tiger.recommend(model, vocab, trie, hist_te, ec.beam_size, context=ctx, allowed=sh["allowed"] if reach else None,
+                                           return_scores=True)
+        items, sc = beams[reach]
         if levers & {"repeat", "mix"} and rep_logp is None:
             rep_logp = tiger.score_items(model, vocab, hist_te, sh["rep_items"], context=ctx)
         if "repeat" in levers:

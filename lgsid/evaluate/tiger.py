@@ -196,14 +196,21 @@ class TigerModel(nn.Module):
         max_history: H, items in the encoder input (src length H*T).
         n_context: number of context values (e.g. H3 cells of the user's last visit); > 0 adds one
             context token in front of the history (its own embedding table and position).
+        history_tokens: ``"item"`` (default, like ``evaluate.tiger_history_tokens``) = one encoder token
+            per history item, the sum of its codes' token embeddings (H tokens); ``"sid"`` = one encoder
+            token per SID code of every history item (H*T tokens, as in TIGER). The decoder generates
+            code by code either way.
     """
 
     def __init__(self, vocab_size: int, sid_len: int, max_history: int, d_model: int = 64, nhead: int = 4, layers: int = 2, dropout: float = 0.1,
-                 n_context: int = 0):
+                 n_context: int = 0, history_tokens: str = "item"):
         super().__init__()
+        if history_tokens not in ("sid", "item"):
+            raise ValueError(f"history_tokens must be 'sid' or 'item', got {history_tokens!r}")
         self.sid_len = sid_len
+        self.item_tokens = history_tokens == "item"
         self.tok = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
-        self.src_pos = nn.Embedding(max_history * sid_len + 1, d_model)
+        self.src_pos = nn.Embedding((max_history if self.item_tokens else max_history * sid_len) + 1, d_model)
         self.tgt_pos = nn.Embedding(sid_len + 1, d_model)
         self.ctx = nn.Embedding(n_context, d_model) if n_context > 0 else None
         self.transformer = nn.Transformer(
@@ -212,10 +219,19 @@ class TigerModel(nn.Module):
         self.head = nn.Linear(d_model, vocab_size)
 
     def encode(self, src: torch.Tensor, ctx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """src (B, S) tokens, ctx (B,) context ids or None -> memory (B, S[+1], d), padding mask (B, S[+1])."""
-        pad = src == PAD
-        pos = torch.arange(src.shape[1], device=src.device)
-        x = self.tok(src) + self.src_pos(pos)[None]
+        """src (B, H*T) tokens, ctx (B,) context ids or None -> memory (B, S[+1], d), padding mask (B, S[+1]).
+
+        S = H*T with ``history_tokens="sid"``; S = H with ``"item"`` (a history item is padding when all its tokens are).
+        """
+        if self.item_tokens:
+            src = src.reshape(src.shape[0], -1, self.sid_len)  # (B, H, T)
+            pad = (src == PAD).all(dim=2)
+            x = self.tok(src).sum(dim=2)  # PAD embeds to zero (padding_idx)
+        else:
+            pad = src == PAD
+            x = self.tok(src)
+        pos = torch.arange(x.shape[1], device=src.device)
+        x = x + self.src_pos(pos)[None]
         if self.ctx is not None:
             if ctx is None:
                 raise ValueError("this TigerModel was built with a context token: pass ctx")
@@ -271,7 +287,7 @@ def training_examples(seqs: list[np.ndarray], max_history: int) -> tuple[np.ndar
 
 def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
                 batch_size: int, lr: float, progress: bool = False, context: np.ndarray | None = None, n_context: int = 0,
-                bf16: bool = False, dropout: float = 0.0) -> TigerModel:
+                bf16: bool = False, dropout: float = 0.0, history_tokens: str = "item") -> TigerModel:
     """Train a :class:`TigerModel` with teacher forcing (cross-entropy over the SID tokens).
 
     Args:
@@ -284,12 +300,13 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
         bf16: run the forward pass under CPU bf16 autocast (``evaluate.cpu_bf16``); the loss, the
             gradients' master weights and AdamW stay float32. Inference is always float32.
         dropout: the Transformer's dropout (``evaluate.tiger_dropout``, default 0 like the config).
+        history_tokens: encoder input layout, see :class:`TigerModel` (``evaluate.tiger_history_tokens``).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     h = hist.shape[1]
     model = TigerModel(vocab.vocab_size, vocab.length, h, d_model=d_model, nhead=nhead, layers=layers, dropout=dropout,
-                       n_context=n_context if context is not None else 0)
+                       n_context=n_context if context is not None else 0, history_tokens=history_tokens)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     src_all = torch.from_numpy(vocab.tokens(hist).reshape(len(hist), -1))  # (M, H*T)
     tgt_all = torch.from_numpy(vocab.tokens(target))  # (M, T)

@@ -146,7 +146,8 @@ def test_score_items_agrees_with_beam_scores_and_merge_keeps_the_best():
     assert merged.tolist() == [[2, 1, 5]]  # item 2 keeps its better (history) score; -1 never enters
 
 
-def test_tiger_learns_a_deterministic_successor_with_and_without_context():
+@pytest.mark.parametrize("history_tokens", ["sid", "item"])
+def test_tiger_learns_a_deterministic_successor_with_and_without_context(history_tokens):
     torch.set_num_threads(1)
     n = 12
     vocab = _catalogue(n=n, sizes=(4, 3))
@@ -156,9 +157,37 @@ def test_tiger_learns_a_deterministic_successor_with_and_without_context():
     queries = np.array([[-1, i] for i in range(n)])
     for ctx in (None, hist[:, -1] % 3):
         model = train_tiger(vocab, hist, tgt, seed=0, epochs=25, d_model=32, nhead=2, layers=1, batch_size=64, lr=5e-3,
-                            context=ctx, n_context=3 if ctx is not None else 0)
+                            context=ctx, n_context=3 if ctx is not None else 0, history_tokens=history_tokens)
         rec = recommend(model, vocab, trie, queries, beam=3, context=None if ctx is None else np.arange(n) % 3)
         assert (rec[:, 0] == (np.arange(n) + 1) % n).mean() >= 0.9
+
+
+def test_item_history_tokens_sum_each_items_code_embeddings():
+    """``history_tokens="item"``: one encoder token per history item = the sum of its T code-token
+    embeddings plus the item position's embedding; an all-PAD item is masked; with a context token the
+    memory is H + 1 long. ``"sid"`` keeps H*T tokens."""
+    from lgsid.evaluate.tiger import TigerModel
+
+    torch.manual_seed(0)
+    vocab = _catalogue(n=10, sizes=(3, 4))
+    hist = np.array([[-1, 2, 7], [4, 4, 9]])
+    src = torch.from_numpy(vocab.tokens(hist).reshape(2, -1))  # (2, 3*T)
+    m = TigerModel(vocab.vocab_size, vocab.length, 3, d_model=8, nhead=2, layers=1, dropout=0.0, history_tokens="item").eval()
+    tok = vocab.tokens(hist)  # (2, 3, T)
+    want_x = m.tok.weight[torch.from_numpy(tok)].sum(dim=2) + m.src_pos.weight[:3][None]  # PAD row of tok is zero
+    want_pad = torch.tensor([[True, False, False], [False, False, False]])
+    with torch.no_grad():
+        mem, pad = m.encode(src)
+        want = m.transformer.encoder(want_x, src_key_padding_mask=want_pad)
+    assert mem.shape == (2, 3, 8) and torch.equal(pad, want_pad)
+    torch.testing.assert_close(mem[~want_pad], want[~want_pad])
+    assert float(m.tok.weight[0].abs().sum()) == 0.0
+    ctx_m = TigerModel(vocab.vocab_size, vocab.length, 3, d_model=8, nhead=2, layers=1, n_context=2, history_tokens="item").eval()
+    assert ctx_m.encode(src, torch.tensor([0, 1]))[0].shape == (2, 4, 8)
+    sid_m = TigerModel(vocab.vocab_size, vocab.length, 3, d_model=8, nhead=2, layers=1, history_tokens="sid").eval()
+    assert sid_m.encode(src)[0].shape == (2, 3 * vocab.length, 8)
+    with pytest.raises(ValueError, match="history_tokens"):
+        TigerModel(vocab.vocab_size, vocab.length, 3, history_tokens="items")
 
 
 def test_revisit_counts_and_repeat_probability_by_hand():
