@@ -1,10 +1,10 @@
 """TIGER-style generative retrieval over semantic IDs (paper Table 2).
 
-A small PyTorch Transformer encoder–decoder reads a user's recent history as SID tokens and
-generates the next item's SID token by token. Each item's SID is its ``L`` codes plus the dedup
-suffix, so a full SID names exactly one item. Beam search is constrained by a prefix trie of the
-catalogue's SIDs: at every step only tokens that extend a valid prefix may be chosen, so every
-finished beam maps to an item.
+A small PyTorch Transformer encoder–decoder reads a user's recent history (one token per item, the
+sum of its SID codes' embeddings, or one token per code) and generates the next item's SID token by
+token. Each item's SID is its ``L`` codes plus the dedup suffix, so a full SID names exactly one item.
+Beam search is constrained by a prefix trie of the catalogue's SIDs: at every step only tokens that
+extend a valid prefix may be chosen, so every finished beam maps to an item.
 
 Tokens: 0 = PAD, 1 = BOS; position ``t`` of a SID with code ``c`` is token ``2 + offset[t] + c``
 (each position has its own token range, as in TIGER).
@@ -193,7 +193,7 @@ class TigerModel(nn.Module):
     Args:
         vocab_size: tokens incl. PAD/BOS.
         sid_len: T, tokens per SID.
-        max_history: H, items in the encoder input (src length H*T).
+        max_history: H, items in the encoder input (src length H*T tokens, read as H items with ``"item"``).
         n_context: number of context values (e.g. H3 cells of the user's last visit); > 0 adds one
             context token in front of the history (its own embedding table and position).
         history_tokens: ``"item"`` (default, like ``evaluate.tiger_history_tokens``) = one encoder token
