@@ -498,11 +498,12 @@ class EvaluateConfig:
     geo_radii_km: list[float] = _f([1.0, 5.0], "Radii r of the geo table's 'share of top-K embedding neighbours within r km'.")
     score_candidate: bool = _f(True, "Score the registered 'candidate' SID model version's own codes (sid_items) instead of refitting its variant, and tag it for the gate.")
     tiger_decoding: list[str] = _f(
-        ["beam", "repeat", "reach", "mix", "mix+reach"],
+        ["beam", "repeat", "reach", "mix", "mix+reach", "near", "mix+near"],
         "TIGER decoding rows: beam (plain), repeat (beam + the user's history items, all scored by the model), "
         "mix (repeat-explore mixture: history items by visits, weighted by the user's revisit probability, and new beam items by model probability), "
-        "reach (reachability-constrained beam); '+' combines.",
+        "reach (reachability-constrained beam), near (distance-weighted: the beam's items and the near_candidates nearest unvisited items ranked by model probability x exp(-km from the last visit / nearby_decay_km)); '+' combines.",
     )
+    near_candidates: int = _f(50, "Near decoding: the nearest unvisited items to the user's last visit that are rescored beside the beam's, by model probability x exp(-km / nearby_decay_km).")
     lever_variants: list[str] = _f(["lgsid"], "SID variants that also get the non-plain decoding rows and the context-token row.")
     tiger_context_h3_res: int = _f(0, "H3 resolution of the user's last-visit cell fed to the TIGER model as a context token (0 = off); its own row.")
     tiger_repeat_bonus: float = _f(0.0, "Repeat decoding: add bonus * log(1 + visits) to the model's log-probability of a history item.")
@@ -526,6 +527,7 @@ class EvaluateConfig:
         _check(self.din_negatives >= 1, "evaluate.din_negatives", "must be >= 1")
         _check(self.repeat_prior_strength >= 0, "evaluate.repeat_prior_strength", "must be >= 0")
         _check(0.0 <= self.tiger_dropout < 1.0, "evaluate.tiger_dropout", "must be in [0, 1)")
+        _check(self.near_candidates >= 1, "evaluate.near_candidates", "must be >= 1")
         for k in ("tiger_epochs", "din_epochs", "max_users", "max_train_examples", "max_geo_items", "torch_threads", "workers"):
             _check(getattr(self, k) >= 0, f"evaluate.{k}", "must be >= 0")
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lgsid.errors import ConfigError
+from lgsid.geo import haversine_km
 from lgsid.evaluate.ranking import auc, ranked_metrics
 from lgsid.evaluate.jobs import run_jobs
 from lgsid.evaluate.split import Split, assert_no_leak, leave_last_out
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 GEN_KS = (5, 10)
 ORACLE = "geo-oracle"
 """Geo-table row of the geographic oracle: each item's K nearest items by distance."""
-DECODING_LEVERS = ("repeat", "mix", "reach")
+DECODING_LEVERS = ("repeat", "mix", "reach", "near")
 
 
 def _mean_std(xs: list[float]) -> dict[str, Any]:
@@ -57,6 +58,8 @@ def parse_decoding(mode: str) -> frozenset[str]:
     bad = sorted(parts - set(DECODING_LEVERS))
     if bad:
         raise ConfigError(f"evaluate.tiger_decoding: unknown lever(s) {bad} in {mode!r}; valid: beam, {', '.join(DECODING_LEVERS)} (joined by '+')")
+    if {"repeat", "near"} <= parts:
+        raise ConfigError(f"evaluate.tiger_decoding: {mode!r} combines 'repeat' and 'near'; use 'mix+near' to add the user's history items to distance-weighted decoding")
     if {"repeat", "mix"} <= parts:
         raise ConfigError(f"evaluate.tiger_decoding: {mode!r} combines 'repeat' and 'mix', two ways of adding the user's history items; use one")
     return parts
@@ -277,7 +280,18 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
         items, sc = beams[reach]
         if levers & {"repeat", "mix"} and rep_logp is None:
             rep_logp = tiger.score_items(model, vocab, hist_te, sh["rep_items"], context=ctx)
-        if "repeat" in levers:
+        if "near" in levers:  # rescore the beam + the nearest unvisited items by p(i | h) · exp(-d / τ)
+            cand = tiger.near_candidates(items, sh["near_items"], sh["rep_items"] if "mix" in levers else None,
+                                         sh["allowed"] if reach else None)
+            lp = np.where(cand >= 0, tiger.score_items(model, vocab, hist_te, cand, context=ctx), -np.inf)
+            last = hist_te[:, -1]
+            d = haversine_km(sh["lat"][last][:, None], sh["lon"][last][:, None], sh["lat"][np.clip(cand, 0, None)], sh["lon"][np.clip(cand, 0, None)])
+            ns = np.where(cand >= 0, tiger.near_scores(lp, d, ec.nearby_decay_km), -np.inf)
+            if "mix" in levers:  # the kernel-weighted probabilities take the place of the beam's in the mixture
+                items = tiger.repeat_explore_lists(cand, ns, sh["rep_items"], sh["rep_counts"], rep_logp, sh["repeat_prob"], ec.beam_size)
+            else:
+                items = tiger.merge_ranked(cand, ns, cand[:, :0], ns[:, :0], ec.beam_size)
+        elif "repeat" in levers:
             rs = rep_logp + ec.tiger_repeat_bonus * np.log1p(sh["rep_counts"])
             items = tiger.merge_ranked(items, sc, sh["rep_items"], rs, ec.beam_size)
         elif "mix" in levers:
@@ -340,6 +354,8 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
     need_repeat = any(lv & {"repeat", "mix"} for _, lv in modes)
     rep_items, rep_counts = _repeat_candidates(histories, 2 * ec.max_history) if need_repeat else (None, None)
     repeat_prob = tiger.repeat_probability(histories, seqs, ec.repeat_prior_strength) if any("mix" in lv for _, lv in modes) else None
+    need_near = any("near" in lv for _, lv in modes)
+    near_items = tiger.nearest_unvisited(histories, lat, lon, ec.near_candidates) if need_near else None
     ctx_tr = ctx_te = None
     n_ctx = 0
     if ec.tiger_context_h3_res > 0:
@@ -356,6 +372,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
         jobs += [(f"{n}+context", int(s)) for n in sids if n in ec.lever_variants for s in ec.seeds]
     shared = {"ec": ec, "modes": modes, "n_items": n_items, "hist_tr": hist_tr, "tgt_tr": tgt_tr, "hist_te": hist_te, "k_list": k_list,
               "allowed": allowed, "rep_items": rep_items, "rep_counts": rep_counts, "repeat_prob": repeat_prob, "ctx_tr": ctx_tr, "ctx_te": ctx_te, "n_ctx": n_ctx,
+              "near_items": near_items, "lat": lat, "lon": lon,
               "sids": {n: (s.codes, s.suffix) for n, s in sids.items()}}
 
     def cost(job: tuple[str, int]) -> float:  # TIGER with decoding levers > TIGER > SASRec (submission order only)

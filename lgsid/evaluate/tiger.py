@@ -495,6 +495,65 @@ def repeat_explore_lists(beam_items: np.ndarray, beam_logp: np.ndarray, rep_item
     return merge_ranked(rep_items, s_rep, beam_items, s_new, k)
 
 
+def near_scores(logp: np.ndarray, distance_km: np.ndarray, decay_km: float) -> np.ndarray:
+    """Distance-weighted decoding: ``log p(i | history) − d_i / τ``.
+
+    Ranking by it is ranking by ``p(i | history) · exp(−d_i / τ)``: the model's probability times the
+    distance kernel of the nearby-popularity baseline (``τ`` = ``evaluate.nearby_decay_km``, ``d_i`` =
+    km from the user's last visit), a soft form of reachability-constrained decoding. The kernel
+    carries no popularity term, since the model's probability already has one.
+
+    Args:
+        logp: (U, C) model log-probabilities of candidate items (-inf = no candidate).
+        distance_km: (U, C) km from each user's last visit.
+        decay_km: ``τ`` > 0.
+
+    Returns:
+        (U, C) scores (-inf where ``logp`` is -inf).
+    """
+    if decay_km <= 0:
+        raise ValueError(f"decay_km must be > 0, got {decay_km}")
+    return np.asarray(logp, dtype=np.float64) - np.asarray(distance_km, dtype=np.float64) / decay_km
+
+
+def nearest_unvisited(histories: list[np.ndarray], lat: np.ndarray, lon: np.ndarray, m: int, max_elements: int = 1 << 22) -> np.ndarray:
+    """(U, m) the ``m`` items nearest each user's last visit (``histories[u][-1]``) that are not in the
+    user's history, nearest first (-1 padded); users in blocks of at most ``max_elements`` distances."""
+    n = len(lat)
+    out = np.full((len(histories), m), -1, dtype=np.int64)
+    chunk = max(1, int(max_elements) // max(n, 1))
+    for s in range(0, len(histories), chunk):
+        hs = histories[s:s + chunk]
+        last = np.array([h[-1] for h in hs], dtype=np.int64)
+        d = haversine_km(lat[last][:, None], lon[last][:, None], lat[None, :], lon[None, :])  # (b, N)
+        for j, h in enumerate(hs):
+            d[j, np.asarray(h, dtype=np.int64)] = np.inf
+        k = min(m, n)
+        top = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(hs), 1))
+        top = np.take_along_axis(top, np.argsort(np.take_along_axis(d, top, axis=1), axis=1, kind="stable"), axis=1)
+        ok = np.isfinite(np.take_along_axis(d, top, axis=1))
+        out[s:s + len(hs), :k] = np.where(ok, top, -1)
+    return out
+
+
+def near_candidates(beam_items: np.ndarray, near_items: np.ndarray, history_items: np.ndarray | None = None,
+                    allowed: np.ndarray | None = None) -> np.ndarray:
+    """(U, B + M) candidates of distance-weighted decoding: the beam's items, then the nearest unvisited
+    items; repeats within a row, items in ``history_items`` (U, C) and items not ``allowed`` (U, N) become -1."""
+    cand = np.concatenate([beam_items, near_items], axis=1).astype(np.int64)
+    if allowed is not None:
+        cand = np.where((cand >= 0) & allowed[np.arange(len(cand))[:, None], np.clip(cand, 0, None)], cand, -1)
+    if history_items is not None:
+        hist = np.where(history_items >= 0, history_items, -2)
+        cand = np.where((cand[:, :, None] == hist[:, None, :]).any(axis=2), -1, cand)
+    for r in range(len(cand)):
+        _, first = np.unique(cand[r], return_index=True)
+        dup = np.ones(cand.shape[1], dtype=bool)
+        dup[first] = False
+        cand[r, dup] = -1
+    return cand
+
+
 def reachable_mask(recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float, max_elements: int = 1 << 22) -> np.ndarray:
     """(U, N) bool: item within ``radius_km`` of any of the user's recent items ((U, R), -1 = pad).
 

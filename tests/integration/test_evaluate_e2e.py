@@ -132,7 +132,8 @@ def test_evaluate_cli_end_to_end(spark, store, cfg, tmp_path, capsys):
     assert (out / "plots" / "map_lgsid.png").stat().st_size > 0
     gen = m["generative"]["variants"]
     sid_rows = {n for n, v in gen.items() if v["kind"] == "sid"}
-    assert sid_rows == {"rqvae", "rqkmeans", "hgit-ref", "lgsid", "lgsid+repeat", "lgsid+reach", "lgsid+mix", "lgsid+mix+reach"}
+    assert sid_rows == {"rqvae", "rqkmeans", "hgit-ref", "lgsid", "lgsid+repeat", "lgsid+reach", "lgsid+mix", "lgsid+mix+reach",
+                        "lgsid+near", "lgsid+mix+near"}
     assert [n for n, v in gen.items() if v["kind"] == "baseline"] == ["popularity", "history", "history_nearby", "sasrec"]
     hist = gen["history"]["summary"]
     assert hist["revisit.Hit@10"]["mean"] == 1.0  # a revisit target is always among <= 8 own items

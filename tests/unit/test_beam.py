@@ -265,3 +265,45 @@ def test_tiger_and_sasrec_take_the_configured_dropout():
     assert load_config(overrides=["evaluate.tiger_dropout=0.0"]).evaluate.tiger_dropout == 0.0
     with pytest.raises(ConfigError, match="evaluate.tiger_dropout"):
         load_config(overrides=["evaluate.tiger_dropout=1.0"])
+
+
+def test_near_scores_and_candidates_by_hand():
+    """Distance-weighted decoding: log p - d / tau; candidates = beam then nearest unvisited, without
+    repeats, history items or items outside the reach mask."""
+    from lgsid.errors import ConfigError
+    from lgsid.evaluate.sections import parse_decoding
+    from lgsid.evaluate.tiger import near_candidates, near_scores
+
+    # p = [0.5, 0.3] at 0 km and 5 km, tau = 5 km: 0.5 * 1 = 0.5 vs 0.3 * e^-1 = 0.110 (log -0.693 vs -2.204)
+    got = near_scores(np.log([[0.5, 0.3]]), np.array([[0.0, 5.0]]), 5.0)
+    np.testing.assert_allclose(got, [[np.log(0.5), np.log(0.3) - 1.0]])
+    # a near item outranks a likelier far one: p 0.2 at 1 km vs p 0.4 at 10 km (0.2 e^-0.2 = 0.164 > 0.4 e^-2 = 0.054)
+    s = near_scores(np.log([[0.4, 0.2]]), np.array([[10.0, 1.0]]), 5.0)
+    assert s[0, 1] > s[0, 0]
+    assert np.isneginf(near_scores(np.array([[-np.inf]]), np.array([[0.0]]), 5.0)).all()
+    with pytest.raises(ValueError, match="decay_km"):
+        near_scores(np.zeros((1, 1)), np.zeros((1, 1)), 0.0)
+
+    beam, near = np.array([[3, 1, -1], [0, 2, 4]]), np.array([[1, 5], [6, 2]])
+    np.testing.assert_array_equal(near_candidates(beam, near), [[3, 1, -1, -1, 5], [0, 2, 4, 6, -1]])  # repeats dropped
+    np.testing.assert_array_equal(near_candidates(beam, near, history_items=np.array([[3, -1], [6, 0]])), [[-1, 1, -1, -1, 5], [-1, 2, 4, -1, -1]])
+    allowed = np.zeros((2, 7), dtype=bool)
+    allowed[0, [1, 5]] = allowed[1, [4]] = True
+    np.testing.assert_array_equal(near_candidates(beam, near, allowed=allowed), [[-1, 1, -1, -1, 5], [-1, -1, 4, -1, -1]])
+    assert parse_decoding("mix+near") == {"mix", "near"}
+    with pytest.raises(ConfigError, match="'repeat' and 'near'"):
+        parse_decoding("repeat+near")
+
+
+def test_nearest_unvisited_by_hand_in_any_block_size():
+    """Items on the equator at lon 0, 0.01, 0.025, 0.03, 0.045, 0.07 (0.01 deg ~ 1.1 km); user 0's last
+    visit is item 2 (item 3, the nearest, is in its history), user 1's is item 0."""
+    from lgsid.evaluate.tiger import nearest_unvisited
+
+    lat, lon = np.zeros(6), np.array([0.0, 0.01, 0.025, 0.03, 0.045, 0.07])
+    histories = [np.array([3, 2]), np.array([0])]
+    for max_elements in (1, 6, 1 << 22):
+        got = nearest_unvisited(histories, lat, lon, 3, max_elements=max_elements)
+        np.testing.assert_array_equal(got[0], [1, 4, 0])  # 0.015, 0.02, 0.025 deg away
+        np.testing.assert_array_equal(got[1], [1, 2, 3])
+    np.testing.assert_array_equal(nearest_unvisited([np.arange(5)], lat, lon, 3)[0], [5, -1, -1])  # fewer unvisited than m
