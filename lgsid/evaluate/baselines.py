@@ -93,26 +93,46 @@ def nearby_popularity_score(counts: np.ndarray, distance_km: np.ndarray, decay_k
     return np.log1p(np.asarray(counts, dtype=np.float64)) - np.asarray(distance_km, dtype=np.float64) / decay_km
 
 
+def last_visit_distances(histories: list[np.ndarray], lat: np.ndarray, lon: np.ndarray, max_elements: int = 1 << 22):
+    """Yield ``(start, block of histories, (b, N) km from each one's last visit histories[u][-1] to every item)``
+    in blocks of at most ``max_elements`` distances, so the working memory does not grow with U x N."""
+    chunk = max(1, int(max_elements) // max(len(lat), 1))
+    for s in range(0, len(histories), chunk):
+        hs = histories[s:s + chunk]
+        last = np.array([h[-1] for h in hs], dtype=np.int64)
+        yield s, hs, haversine_km(lat[last][:, None], lon[last][:, None], lat[None, :], lon[None, :])
+
+
 def history_nearby_lists(histories: list[np.ndarray], counts: np.ndarray, lat: np.ndarray, lon: np.ndarray, decay_km: float, k: int,
                          max_elements: int = 1 << 22) -> np.ndarray:
     """(U, k): the user's :func:`history_ranking`, then unvisited items by :func:`nearby_popularity_score`
     around the user's last training visit (``histories[u][-1]``).
 
-    Users are scored in blocks of at most ``max_elements`` (user, item) scores, so the working
-    memory does not grow with U x N."""
+    Users are scored in blocks of at most ``max_elements`` (user, item) scores (:func:`last_visit_distances`)."""
     out = np.full((len(histories), k), -1, dtype=np.int64)
     n = len(counts)
-    chunk = max(1, int(max_elements) // max(n, 1))
-    for s in range(0, len(histories), chunk):
-        hs = histories[s:s + chunk]
-        last = np.array([h[-1] for h in hs], dtype=np.int64)
-        d = haversine_km(lat[last][:, None], lon[last][:, None], lat[None, :], lon[None, :])  # (b, N)
+    for s, hs, d in last_visit_distances(histories, lat, lon, max_elements):
         score = nearby_popularity_score(counts, d, decay_km)
         m = min(n, 2 * k + max(len(h) for h in hs))
         top = np.argpartition(-score, m - 1, axis=1)[:, :m] if m < n else np.tile(np.arange(n), (len(hs), 1))
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable"), axis=1)
         for j, h in enumerate(hs):
             out[s + j] = _fill(history_ranking(h), top[j], k)
+    return out
+
+
+def nearest_unvisited(histories: list[np.ndarray], lat: np.ndarray, lon: np.ndarray, m: int, max_elements: int = 1 << 22) -> np.ndarray:
+    """(U, m) the ``m`` items nearest each user's last visit (``histories[u][-1]``) that are not in the
+    user's history, nearest first (-1 padded); users in blocks of :func:`last_visit_distances`."""
+    n = len(lat)
+    out = np.full((len(histories), m), -1, dtype=np.int64)
+    k = min(m, n)
+    for s, hs, d in last_visit_distances(histories, lat, lon, max_elements):
+        for j, h in enumerate(hs):
+            d[j, np.asarray(h, dtype=np.int64)] = np.inf
+        top = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(hs), 1))
+        top = np.take_along_axis(top, np.argsort(np.take_along_axis(d, top, axis=1), axis=1, kind="stable"), axis=1)
+        out[s:s + len(hs), :k] = np.where(np.isfinite(np.take_along_axis(d, top, axis=1)), top, -1)
     return out
 
 

@@ -355,7 +355,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
     rep_items, rep_counts = _repeat_candidates(histories, 2 * ec.max_history) if need_repeat else (None, None)
     repeat_prob = tiger.repeat_probability(histories, seqs, ec.repeat_prior_strength) if any("mix" in lv for _, lv in modes) else None
     need_near = any("near" in lv for _, lv in modes)
-    near_items = tiger.nearest_unvisited(histories, lat, lon, ec.near_candidates) if need_near else None
+    near_items = bl.nearest_unvisited(histories, lat, lon, ec.near_candidates) if need_near else None
     ctx_tr = ctx_te = None
     n_ctx = 0
     if ec.tiger_context_h3_res > 0:

@@ -516,26 +516,6 @@ def near_scores(logp: np.ndarray, distance_km: np.ndarray, decay_km: float) -> n
     return np.asarray(logp, dtype=np.float64) - np.asarray(distance_km, dtype=np.float64) / decay_km
 
 
-def nearest_unvisited(histories: list[np.ndarray], lat: np.ndarray, lon: np.ndarray, m: int, max_elements: int = 1 << 22) -> np.ndarray:
-    """(U, m) the ``m`` items nearest each user's last visit (``histories[u][-1]``) that are not in the
-    user's history, nearest first (-1 padded); users in blocks of at most ``max_elements`` distances."""
-    n = len(lat)
-    out = np.full((len(histories), m), -1, dtype=np.int64)
-    chunk = max(1, int(max_elements) // max(n, 1))
-    for s in range(0, len(histories), chunk):
-        hs = histories[s:s + chunk]
-        last = np.array([h[-1] for h in hs], dtype=np.int64)
-        d = haversine_km(lat[last][:, None], lon[last][:, None], lat[None, :], lon[None, :])  # (b, N)
-        for j, h in enumerate(hs):
-            d[j, np.asarray(h, dtype=np.int64)] = np.inf
-        k = min(m, n)
-        top = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(hs), 1))
-        top = np.take_along_axis(top, np.argsort(np.take_along_axis(d, top, axis=1), axis=1, kind="stable"), axis=1)
-        ok = np.isfinite(np.take_along_axis(d, top, axis=1))
-        out[s:s + len(hs), :k] = np.where(ok, top, -1)
-    return out
-
-
 def near_candidates(beam_items: np.ndarray, near_items: np.ndarray, history_items: np.ndarray | None = None,
                     allowed: np.ndarray | None = None) -> np.ndarray:
     """(U, B + M) candidates of distance-weighted decoding: the beam's items, then the nearest unvisited

@@ -298,7 +298,7 @@ def test_near_scores_and_candidates_by_hand():
 def test_nearest_unvisited_by_hand_in_any_block_size():
     """Items on the equator at lon 0, 0.01, 0.025, 0.03, 0.045, 0.07 (0.01 deg ~ 1.1 km); user 0's last
     visit is item 2 (item 3, the nearest, is in its history), user 1's is item 0."""
-    from lgsid.evaluate.tiger import nearest_unvisited
+    from lgsid.evaluate.baselines import nearest_unvisited
 
     lat, lon = np.zeros(6), np.array([0.0, 0.01, 0.025, 0.03, 0.045, 0.07])
     histories = [np.array([3, 2]), np.array([0])]
