@@ -37,12 +37,15 @@ _SECTION_CONFIG = pydantic.ConfigDict(extra="forbid", strict=True)
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2 booleans: only true/false, so ``cpu_bf16: off`` stays the string "off"
-    (YAML 1.1 reads on/off/yes/no as booleans)."""
+    (YAML 1.1 reads on/off/yes/no as booleans); and YAML 1.2 floats, so ``lr: 5e-3`` is the number 0.005 (YAML 1.1
+    wants a dot in the mantissa and reads it as the string "5e-3")."""
 
 
 _Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
                                    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
 
 
 def _load_yaml(text: str) -> Any:

@@ -36,6 +36,16 @@ def test_on_off_are_strings_in_files_and_overrides(tmp_path):
         load_config(None, ["evaluate.log_mlflow=yes"])  # a bool key takes true / false only
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 reads 5e-3 as a string; the config reads it as YAML 1.2 does, the number 0.005, in files and --set."""
+    p = tmp_path / "c.yaml"
+    p.write_text("evaluate:\n  tiger_lr: 5e-3\n  din_lr: 1.5E+1\n  tiger_epochs: 7\n")
+    cfg = load_config(p, ["gdpo.lr=3e-4"])
+    assert (cfg.evaluate.tiger_lr, cfg.evaluate.din_lr, cfg.gdpo.lr) == (0.005, 15.0, 3e-4)
+    assert cfg.evaluate.tiger_epochs == 7 and isinstance(cfg.evaluate.tiger_epochs, int)
+    assert load_config(None, ["evaluate.out_dir=5e3x"]).evaluate.out_dir == "5e3x"  # not a number: stays a string
+
+
 def test_shipped_configs_load():
     assert load_config("conf/local.yaml").ingest.source == "demo"
     assert load_config("conf/cluster.example.yaml").storage.backend == "spark"
