@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     hist, tgt = training_examples([s[:-1] for s in seqs], 20)
     model = train_tiger(vocab, hist, tgt, seed=0, epochs=e.tiger_epochs, d_model=e.tiger_d_model, nhead=e.tiger_heads,
                         layers=e.tiger_layers, batch_size=e.tiger_batch_size, lr=e.tiger_lr, dropout=e.tiger_dropout,
-                        history_tokens=e.tiger_history_tokens)
+                        history_tokens=e.tiger_history_tokens, lr_schedule=e.tiger_lr_schedule)
     t_train = time.perf_counter() - t0
     t1 = time.perf_counter()
     model.eval()

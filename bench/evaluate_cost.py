@@ -18,10 +18,11 @@ and import costs are not per-step costs).
 * **new**: ``--workers`` identical jobs at once in spawned processes at 1 thread each
   (:func:`lgsid.evaluate.jobs.run_jobs`), so the throughput is workers / seconds per step.
 
-It then projects the default evaluation's fit cost: 12 TIGER fits (4 variants x 3 seeds) + 3 SASRec
-fits at ``5 epochs x examples / 512`` steps, 15 DIN fits (origin + 4 variants, x 3 seeds) at
-``3 epochs x 5 x examples / 1024`` steps, and 18 decoding passes (3 rows for lgsid, 1 for the others,
-x 3 seeds) over the test users. Prints a table and, last, one JSON line. Target: projected new
+It then projects the default evaluation's fit cost from the default config (``evaluate.*``): 12 TIGER fits
+(4 variants x 3 seeds) + 3 SASRec fits at ``tiger_epochs x examples / tiger_batch_size`` steps, 15 DIN fits
+(origin + 4 variants, x 3 seeds) at ``din_epochs x (1 + din_negatives) x examples / din_batch_size`` steps, and
+18 decoding passes (3 rows for lgsid, 1 for the others, x 3 seeds) over the test users. Every fit uses the
+config's width, heads, layers, batch size, learning rate and schedule. Prints a table and, last, one JSON line. Target: projected new
 total <= 300 s (issue 14 item 2: the whole evaluation <= 5 min on 2 cores).
 """
 
@@ -37,7 +38,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-D_MODEL, HEADS, LAYERS, H = 64, 4, 1, 8
+def _ec():
+    from lgsid.config import EvaluateConfig
+
+    return EvaluateConfig()
+
+
+H = _ec().max_history
 
 
 def _data(items: int, examples: int, users: int, seed: int = 0) -> dict:
@@ -64,29 +71,33 @@ def _job(job: tuple[str, int], sh: dict) -> float:
     from lgsid.evaluate import din, tiger
 
     kind, steps = job
+    ec = _ec()
+    model_kw = dict(seed=0, epochs=1, d_model=ec.tiger_d_model, nhead=ec.tiger_heads, layers=ec.tiger_layers, batch_size=ec.tiger_batch_size,
+                    lr=ec.tiger_lr, dropout=ec.tiger_dropout, lr_schedule=ec.tiger_lr_schedule)
     vocab = tiger.SIDVocab.from_codes(sh["codes"], sh["suffix"])
     if kind in ("tiger", "decode"):
-        n = steps * 512 if kind == "tiger" else 512
+        n = steps * ec.tiger_batch_size if kind == "tiger" else ec.tiger_batch_size
         t0 = time.perf_counter()
-        m = tiger.train_tiger(vocab, sh["hist"][:n], sh["tgt"][:n], seed=0, epochs=1, d_model=D_MODEL, nhead=HEADS, layers=LAYERS, batch_size=512, lr=2e-3)
+        m = tiger.train_tiger(vocab, sh["hist"][:n], sh["tgt"][:n], history_tokens=ec.tiger_history_tokens, **model_kw)
         if kind == "tiger":
             return (time.perf_counter() - t0) / steps
         trie = tiger.PrefixTrie(vocab.sids)
         t0 = time.perf_counter()
-        tiger.recommend(m, vocab, trie, sh["test"], 10)
+        tiger.recommend(m, vocab, trie, sh["test"], ec.beam_size)
         return (time.perf_counter() - t0) / len(sh["test"])
     if kind == "sasrec":
-        n = steps * 512
+        n = steps * ec.tiger_batch_size
         t0 = time.perf_counter()
-        bl.train_sasrec(sh["items"], sh["hist"][:n], sh["tgt"][:n], seed=0, epochs=1, d_model=D_MODEL, nhead=HEADS, layers=LAYERS, batch_size=512, lr=2e-3)
+        bl.train_sasrec(sh["items"], sh["hist"][:n], sh["tgt"][:n], negatives=ec.sasrec_negatives, **model_kw)
         return (time.perf_counter() - t0) / steps
-    n = steps * 1024
+    n = steps * ec.din_batch_size
     rng = np.random.default_rng(0)
-    Hh, T, Y = din.ctr_examples(sh["hist"][: n // 5 + 1], sh["tgt"][: n // 5 + 1], sh["items"], 4, rng)
+    per = 1 + ec.din_negatives
+    Hh, T, Y = din.ctr_examples(sh["hist"][: n // per + 1], sh["tgt"][: n // per + 1], sh["items"], ec.din_negatives, rng)
     torch.manual_seed(0)
-    model = din.DIN(sh["items"], sh["codes"], dim=16)
+    model = din.DIN(sh["items"], sh["codes"], dim=ec.din_dim, sid_mode=ec.din_sid_mode)
     t0 = time.perf_counter()
-    din.train_din(model, Hh[:n], T[:n], Y[:n], seed=0, epochs=1, batch_size=1024, lr=1e-3)
+    din.train_din(model, Hh[:n], T[:n], Y[:n], seed=0, epochs=1, batch_size=ec.din_batch_size, lr=ec.din_lr, lr_schedule=ec.din_lr_schedule)
     return (time.perf_counter() - t0) / steps
 
 
@@ -106,7 +117,12 @@ def main(argv: list[str] | None = None) -> dict:
     sh = _data(a.items, a.examples, a.users)
     load = os.getloadavg()[0]
     print(f"evaluate_cost: {a.items} items, {a.examples} examples, {a.users} test users, {a.steps} steps per kind; cpu count {os.cpu_count()}, load avg {load:.1f}")
-    counts = {"tiger": 12 * 5 * a.examples / 512, "sasrec": 3 * 5 * a.examples / 512, "din": 15 * 3 * 5 * a.examples / 1024, "decode": 18 * a.users}
+    ec = _ec()
+    tiger_steps = ec.tiger_epochs * a.examples / ec.tiger_batch_size
+    counts = {"tiger": 12 * tiger_steps, "sasrec": 3 * tiger_steps,
+              "din": 15 * ec.din_epochs * (1 + ec.din_negatives) * a.examples / ec.din_batch_size, "decode": 18 * a.users}
+    print(f"default config: tiger_epochs {ec.tiger_epochs} ({ec.tiger_lr_schedule}, lr {ec.tiger_lr}), din_epochs {ec.din_epochs} "
+          f"({ec.din_lr_schedule}, lr {ec.din_lr}), tiger_history_tokens {ec.tiger_history_tokens}")
     rows, proj = {}, {"old": 0.0, "new": 0.0}
     print(f"{'kind':8s} {'old s/unit':>11s} {'new s/unit':>11s} {'units':>9s} {'old proj s':>11s} {'new proj s':>11s}")
     for kind in ("tiger", "sasrec", "din", "decode"):

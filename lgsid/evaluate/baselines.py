@@ -146,8 +146,9 @@ class SASRec(nn.Module):
     last position's output scores every item by a dot product with the (tied) item embeddings.
 
     Departure from SASRec: trained only on the last position of each example, with a full
-    softmax over the catalogue (SASRec trains every position with sampled negatives), so it sees
-    exactly the TIGER model's (history, next item) examples.
+    softmax over the catalogue up to ``evaluate.sasrec_negatives`` items and a sampled softmax
+    above (:func:`sampled_softmax_loss`; SASRec trains every position with sampled negatives), so
+    it sees exactly the TIGER model's (history, next item) examples.
 
     Args:
         n_items: catalogue size N (index -1 = padding).
@@ -162,24 +163,68 @@ class SASRec(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, hist: torch.Tensor) -> torch.Tensor:
-        """hist (B, H) right-aligned item indices (-1 = pad, last column always an item) -> logits (B, N)."""
+    def encode(self, hist: torch.Tensor) -> torch.Tensor:
+        """hist (B, H) right-aligned item indices (-1 = pad, last column always an item) -> (B, d) user states."""
         pad = hist < 0
         x = self.item(hist + 1) + self.pos(torch.arange(hist.shape[1], device=hist.device))[None]  # (B, H, d)
-        h = self.norm(self.encoder(x, src_key_padding_mask=pad)[:, -1])  # (B, d)
-        return h @ self.item.weight[1:].T  # (B, N)
+        return self.norm(self.encoder(x, src_key_padding_mask=pad)[:, -1])  # (B, d)
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """hist (B, H) -> logits (B, N) over the whole catalogue."""
+        return self.encode(hist) @ self.item.weight[1:].T  # (B, N)
+
+
+def sampled_softmax_loss(h: torch.Tensor, item_w: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each target against shared sampled negatives (a sampled softmax).
+
+    ``loss_b = -log( exp(h_b·w_t) / (exp(h_b·w_t) + Σ_{j in negatives, j != t} exp(h_b·w_j)) )``, averaged over the batch.
+    The negatives are drawn uniformly, so the log-Q correction of a sampled softmax is the same constant for every
+    candidate and cancels; a negative equal to the row's own target (an accidental hit) is left out of that row.
+
+    Args:
+        h: (B, d) user states.
+        item_w: (N, d) item embeddings (row i = item i).
+        target: (B,) target items.
+        negatives: (S,) sampled items, shared by the batch.
+    """
+    pos = (h * item_w[target]).sum(-1, keepdim=True)  # (B, 1)
+    neg = (h @ item_w[negatives].T).masked_fill(negatives[None, :] == target[:, None], float("-inf"))  # (B, S)
+    logits = torch.cat([pos, neg], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long))
+
+
+def sasrec_scored_items(n_items: int, negatives: int) -> int:
+    """Items one SASRec training example is scored against: the catalogue under the full softmax (``negatives`` 0 or
+    at least ``n_items``), else the ``negatives`` sampled ones (``evaluate.sasrec_negatives``)."""
+    return negatives if 0 < negatives < n_items else n_items
 
 
 def train_sasrec(n_items: int, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
-                 batch_size: int, lr: float, dropout: float = 0.0) -> SASRec:
-    """Train :class:`SASRec` by cross-entropy over all items on (hist (M, H), target (M,))."""
+                 batch_size: int, lr: float, dropout: float = 0.0, lr_schedule: str = "constant", negatives: int = 0) -> SASRec:
+    """Train :class:`SASRec` on (hist (M, H), target (M,)).
+
+    The loss is the cross-entropy over all items while :func:`sasrec_scored_items` is the catalogue; otherwise each
+    batch draws ``negatives`` uniform items (a generator seeded by ``seed``) and trains by
+    :func:`sampled_softmax_loss`, so the cost of a step stops growing with the catalogue
+    (``evaluate.sasrec_negatives``). ``lr_schedule`` as in :func:`~lgsid.evaluate.training.train_minibatches`.
+    """
     torch.manual_seed(seed)
     model = SASRec(n_items, hist.shape[1], d_model=d_model, nhead=nhead, layers=layers, dropout=dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     H, T = torch.from_numpy(hist), torch.from_numpy(target)
-    loss_fn = nn.CrossEntropyLoss()
-    return train_minibatches(model, opt, len(target), lambda bi: loss_fn(model(H[bi]), T[bi]), epochs=epochs, batch_size=batch_size,
-                             rng=np.random.default_rng(seed), desc="sasrec epochs")
+    if sasrec_scored_items(n_items, negatives) < n_items:
+        gen = torch.Generator().manual_seed(seed)
+
+        def batch_loss(bi: torch.Tensor) -> torch.Tensor:
+            neg = torch.randint(0, n_items, (negatives,), generator=gen)
+            return sampled_softmax_loss(model.encode(H[bi]), model.item.weight[1:], T[bi], neg)
+    else:
+        loss_fn = nn.CrossEntropyLoss()
+
+        def batch_loss(bi: torch.Tensor) -> torch.Tensor:
+            return loss_fn(model(H[bi]), T[bi])
+    return train_minibatches(model, opt, len(target), batch_loss, epochs=epochs, batch_size=batch_size,
+                             rng=np.random.default_rng(seed), desc="sasrec epochs", lr_schedule=lr_schedule)
 
 
 @torch.no_grad()

@@ -134,7 +134,8 @@ def ctr_examples_with(hist: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tup
     return np.repeat(hist, 1 + n_neg, axis=0), tgt, lab
 
 
-def train_din(model: DIN, hist: np.ndarray, target: np.ndarray, label: np.ndarray, *, seed: int, epochs: int, batch_size: int, lr: float) -> DIN:
+def train_din(model: DIN, hist: np.ndarray, target: np.ndarray, label: np.ndarray, *, seed: int, epochs: int, batch_size: int, lr: float,
+              lr_schedule: str = "constant") -> DIN:
     """Binary cross-entropy training with Adam; returns the model in eval mode."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -142,7 +143,7 @@ def train_din(model: DIN, hist: np.ndarray, target: np.ndarray, label: np.ndarra
     loss_fn = nn.BCEWithLogitsLoss()
     H, T, Y = torch.from_numpy(hist), torch.from_numpy(target), torch.from_numpy(label)
     return train_minibatches(model, opt, len(label), lambda bi: loss_fn(model(H[bi], T[bi]), Y[bi]),
-                             epochs=epochs, batch_size=batch_size, rng=rng)
+                             epochs=epochs, batch_size=batch_size, rng=rng, lr_schedule=lr_schedule)
 
 
 @torch.no_grad()

@@ -287,7 +287,7 @@ def training_examples(seqs: list[np.ndarray], max_history: int) -> tuple[np.ndar
 
 def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
                 batch_size: int, lr: float, progress: bool = False, context: np.ndarray | None = None, n_context: int = 0,
-                bf16: bool = False, dropout: float = 0.0, history_tokens: str = "item") -> TigerModel:
+                bf16: bool = False, dropout: float = 0.0, history_tokens: str = "item", lr_schedule: str = "constant") -> TigerModel:
     """Train a :class:`TigerModel` with teacher forcing (cross-entropy over the SID tokens).
 
     Args:
@@ -301,6 +301,8 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
             gradients' master weights and AdamW stay float32. Inference is always float32.
         dropout: the Transformer's dropout (``evaluate.tiger_dropout``, default 0 like the config).
         history_tokens: encoder input layout, see :class:`TigerModel` (``evaluate.tiger_history_tokens``).
+        lr_schedule: ``constant`` or ``onecycle`` with ``lr`` as the peak (``evaluate.tiger_lr_schedule``), see
+            :func:`~lgsid.evaluate.training.train_minibatches`.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -319,7 +321,7 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
         return loss_fn(logits.float().reshape(-1, logits.shape[-1]), tgt_all[bi].reshape(-1))
 
     return train_minibatches(model, opt, len(hist), batch_loss, epochs=epochs, batch_size=batch_size, rng=rng,
-                             progress=progress, desc="tiger epochs")
+                             progress=progress, desc="tiger epochs", lr_schedule=lr_schedule)
 
 
 def _encode_batch(model: TigerModel, vocab: SIDVocab, hb: np.ndarray, cb: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:

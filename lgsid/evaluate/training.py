@@ -20,17 +20,28 @@ def train_minibatches(
     rng: np.random.Generator,
     progress: bool = False,
     desc: str = "epochs",
+    lr_schedule: str = "constant",
 ) -> nn.Module:
     """``epochs`` passes over ``n`` examples in a fresh ``rng`` permutation each pass.
 
     Args:
         batch_loss: maps a (B,) int64 index tensor of the batch's examples to its scalar loss.
+        lr_schedule: ``constant`` keeps the optimiser's learning rate; ``onecycle`` runs
+            :class:`torch.optim.lr_scheduler.OneCycleLR` over all ``epochs * ceil(n / batch_size)`` steps with the
+            optimiser's learning rate as the peak (torch's defaults: start at peak / 25, warm-up over the first 30%,
+            cosine decay to the start / 10^4).
 
     Returns:
         ``model``, in eval mode.
     """
     from tqdm.auto import tqdm
 
+    if lr_schedule not in ("constant", "onecycle"):
+        raise ValueError(f"lr_schedule {lr_schedule!r} is not one of constant, onecycle")
+    steps = epochs * -(-n // batch_size)
+    sched = None
+    if lr_schedule == "onecycle" and steps > 0:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=steps)
     model.train()
     for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         order = rng.permutation(n)
@@ -39,5 +50,7 @@ def train_minibatches(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
     model.eval()
     return model

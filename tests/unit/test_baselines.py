@@ -53,3 +53,35 @@ def test_sasrec_learns_a_deterministic_successor():
     top = bl.sasrec_lists(model, np.array([[-1, i] for i in range(n)]), 3)
     assert (top[:, 0] == (np.arange(n) + 1) % n).all()
     assert bl.sasrec_lists(model, np.array([[-1, 0]]), n + 2)[0, -2:].tolist() == [-1, -1]  # list longer than the catalogue
+
+
+def test_sampled_softmax_loss_by_hand():
+    """Eq.: -log(exp(h·w_t) / (exp(h·w_t) + sum over negatives j != t of exp(h·w_j))), the accidental hit left out."""
+    h = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # items 0, 1, 2
+    target, negatives = torch.tensor([0, 1]), torch.tensor([1, 2])
+    # row 0: target logit 1, negatives 0 (item 1) and 1 (item 2): -log(e / (e + 1 + e))
+    # row 1: target logit 2, item 1 is its own target (left out), item 2 logit 2: -log(e^2 / (e^2 + e^2)) = log 2
+    want = (-np.log(np.e / (np.e + 1 + np.e)) + np.log(2.0)) / 2
+    assert bl.sampled_softmax_loss(h, w, target, negatives).item() == pytest.approx(want, rel=1e-6)
+    from lgsid.config import load_config
+    from lgsid.errors import ConfigError
+
+    assert load_config().evaluate.sasrec_negatives == 8192
+    with pytest.raises(ConfigError, match="evaluate.sasrec_negatives"):
+        load_config(overrides=["evaluate.sasrec_negatives=-1"])
+
+
+@pytest.mark.parametrize("negatives", [0, 5, 100])
+def test_sasrec_with_sampled_negatives_learns_a_deterministic_successor(negatives):
+    """``evaluate.sasrec_negatives``: 5 of 12 items per batch trains a sampled softmax; 0 or >= the catalogue the full one."""
+    torch.set_num_threads(1)
+    n = 12
+    hist = np.array([[-1, i] for i in range(n)] * 40)
+    tgt = (hist[:, -1] + 1) % n
+    model = bl.train_sasrec(n, hist, tgt, seed=0, epochs=30, d_model=16, nhead=2, layers=1, batch_size=64, lr=1e-2, negatives=negatives)
+    top = bl.sasrec_lists(model, np.array([[-1, i] for i in range(n)]), 3)
+    assert (top[:, 0] == (np.arange(n) + 1) % n).all()
+    if negatives >= n or negatives == 0:  # the full softmax: the same model as without the argument
+        ref = bl.train_sasrec(n, hist, tgt, seed=0, epochs=30, d_model=16, nhead=2, layers=1, batch_size=64, lr=1e-2)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))

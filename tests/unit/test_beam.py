@@ -307,3 +307,40 @@ def test_nearest_unvisited_by_hand_in_any_block_size():
         np.testing.assert_array_equal(got[0], [1, 4, 0])  # 0.015, 0.02, 0.025 deg away
         np.testing.assert_array_equal(got[1], [1, 2, 3])
     np.testing.assert_array_equal(nearest_unvisited([np.arange(5)], lat, lon, 3)[0], [5, -1, -1])  # fewer unvisited than m
+
+
+def test_onecycle_lr_schedule_by_hand():
+    """``evaluate.tiger_lr_schedule``: constant keeps the rate; onecycle (torch's defaults: start peak/25, peak at
+    30% of the steps, cosine down to start/10^4) steps once per batch over every epoch."""
+    import pytest
+    from torch import nn
+
+    from lgsid.config import load_config
+    from lgsid.errors import ConfigError
+    from lgsid.evaluate.training import train_minibatches
+
+    def lrs(schedule: str) -> list[float]:
+        torch.manual_seed(0)
+        model = nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, seen = torch.ones(40, 2), []
+
+        def loss(bi):
+            seen.append(opt.param_groups[0]["lr"])
+            return model(x[bi]).pow(2).mean()
+
+        train_minibatches(model, opt, 40, loss, epochs=2, batch_size=4, rng=np.random.default_rng(0), lr_schedule=schedule)
+        return seen
+
+    assert lrs("constant") == [0.1] * 20
+    oc = lrs("onecycle")  # 2 epochs x 10 batches = 20 steps; warm-up ends at step 0.3 * 20 - 1 = 5
+    assert len(oc) == 20
+    assert oc[0] == pytest.approx(0.1 / 25)
+    assert oc[5] == pytest.approx(0.1) and max(oc) == pytest.approx(0.1)
+    assert oc[19] == pytest.approx(0.1 / 25 / 1e4)
+    assert all(a < b for a, b in zip(oc[:5], oc[1:6])) and all(a > b for a, b in zip(oc[5:19], oc[6:]))
+    with pytest.raises(ValueError, match="lr_schedule 'cosine'"):
+        lrs("cosine")
+    assert load_config(overrides=["evaluate.tiger_lr_schedule=onecycle"]).evaluate.tiger_lr_schedule == "onecycle"
+    with pytest.raises(ConfigError, match="evaluate.tiger_lr_schedule"):
+        load_config(overrides=["evaluate.tiger_lr_schedule=cosine"])
