@@ -122,7 +122,7 @@ def main() -> None:
     store.write(spark.createDataFrame(items), "items")
     emb_pdf = pd.DataFrame({"item_id": items["item_id"], "model_name": "toy", "model_version": "reference",
                             "embedding": list(emb), "dim": args.dim, "created_at": pd.Timestamp.now(tz="UTC"),
-                            "embedding_f32": encode_f32(emb)})
+                            "embedding_f32": encode_f32(emb), "input_sha": "bench"})
     store.write(spark.createDataFrame(emb_pdf), "item_embeddings")
     del emb_pdf
     print(f"setup (data + fit + register + Delta write): {time.perf_counter() - t0:.1f}s", flush=True)

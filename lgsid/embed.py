@@ -8,9 +8,14 @@ aligned) and the reward lists' mismatched prompts (:mod:`lgsid.reward`).
 ``item_embeddings`` is keyed by ``(item_id, model_version)``: ``"reference"`` for the frozen base
 encoder, ``"aligned-<N>"`` for version N of the registered aligned encoder (its LoRA adapter,
 which every Spark worker downloads from the model URI ``models:/<name>/<N>``: no step hands a
-local directory to another). A rerun MERGEs only the rows whose vector changed (new items, changed
-prompts): an unchanged row keeps its vector and its ``created_at``, and a rerun on unchanged
-inputs writes nothing, so other versions stay and reruns leave the table content identical. Each row holds the vector twice:
+local directory to another). A rerun embeds and MERGEs only the rows whose input changed (new items,
+changed prompts): each row stores ``input_sha``, the SHA-256 of its prompt and of the encoder
+settings that shape the vector (:func:`input_sha`), and a row whose stored ``input_sha`` matches is
+neither re-embedded nor rewritten, so it keeps its vector and its ``created_at``, a rerun on
+unchanged inputs writes nothing, and other versions stay. Comparing inputs, not recomputed vectors,
+keeps this exact under bf16 (CUDA, and CPU with ``encoder.cpu_bf16``), where a vector depends on
+the batch it was padded in at ~5e-4 per component. Rows written before ``input_sha`` existed have
+it null and are re-embedded once. Each row holds the vector twice:
 ``embedding`` (ARRAY<FLOAT>, for training, tokenizer and evaluation) and ``embedding_f32`` (BINARY
 little-endian float32, the SID Spark UDF's input; :mod:`lgsid.embedding_f32`). A table written
 before ``embedding_f32`` existed gets the column on the next MERGE; rows of model versions not
@@ -28,10 +33,10 @@ from lgsid.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 REFERENCE = "reference"
-UNCHANGED_ATOL = 1e-5  # max |Δ| per component under which a recomputed vector counts as unchanged (CPU/GPU kernel noise)
+INPUT_SHA = "input_sha"
 
 _WORKER_CACHE: dict = {}
 
@@ -141,10 +146,13 @@ def embed_dataframe(
 
 def item_embedding_rows(
     prompts_df: "DataFrame", enc_cfg: EncoderConfig, model_version: str, adapter: str | None = None, tracking_uri: str | None = None,
+    old: "DataFrame | None" = None,
 ) -> "DataFrame":
-    """geo_prompts -> rows of ``item_embeddings`` (item_id, model_name, model_version, embedding, dim, created_at, embedding_f32).
+    """geo_prompts -> rows of ``item_embeddings`` (item_id, model_name, model_version, embedding, dim, created_at, embedding_f32, input_sha).
 
-    ``adapter`` / ``tracking_uri`` as in :func:`embed_dataframe`.
+    ``adapter`` / ``tracking_uri`` as in :func:`embed_dataframe`. With ``old`` (the stored rows of
+    ``model_version``), only the prompts whose ``input_sha`` ``old`` lacks are embedded
+    (:func:`prompts_to_embed`).
     """
     from pyspark.sql import functions as F
 
@@ -153,7 +161,9 @@ def item_embedding_rows(
     resolve_checkpoint(enc_cfg.checkpoint)  # fail on the driver, not inside a task
     ck = enc_cfg.checkpoint
     model_name = ck[len("package:"):] if ck.startswith("package:") else os.path.basename(os.path.normpath(ck))
-    out = embed_dataframe(prompts_df.select("item_id", "prompt"), "prompt", enc_cfg, adapter, f32_col=EMBEDDING_F32, tracking_uri=tracking_uri)
+    todo = prompts_df.select("item_id", "prompt", input_sha(F.col("prompt"), encoder_key(enc_cfg, model_name, model_version)).alias(INPUT_SHA))
+    todo = prompts_to_embed(todo, old)
+    out = embed_dataframe(todo, "prompt", enc_cfg, adapter, f32_col=EMBEDDING_F32, tracking_uri=tracking_uri)
     return out.select(
         "item_id",
         F.lit(model_name).alias("model_name"),
@@ -162,36 +172,44 @@ def item_embedding_rows(
         F.size("embedding").cast("int").alias("dim"),
         F.current_timestamp().alias("created_at"),
         EMBEDDING_F32,
+        INPUT_SHA,
     )
 
 
-def changed_rows(new: "DataFrame", old: "DataFrame", atol: float = UNCHANGED_ATOL) -> "DataFrame":
-    """The rows of ``new`` that differ from ``old`` (same ``item_embeddings`` columns), pure transform.
+def encoder_key(enc_cfg: EncoderConfig, model_name: str, model_version: str) -> str:
+    """The encoder settings that shape a vector, as one string: model, version, pooling, length, normalisation.
 
-    A row is unchanged when ``old`` has its ``(item_id, model_version)`` with the same
-    ``model_name`` and dimension and every component within ``atol``; only the other rows are
-    returned (so MERGEing them keeps unchanged rows, their vectors and ``created_at``, as stored).
+    Precision (``cpu_bf16``), batch size and device are left out: they move a vector by kernel
+    noise only, and a rerun on another machine must not rewrite the table.
+    """
+    return f"{model_name}|{model_version}|pooling={enc_cfg.pooling}|max_length={enc_cfg.max_length}|normalize={enc_cfg.normalize}"
+
+
+def input_sha(prompt: "Column", key: str) -> "Column":
+    """``item_embeddings.input_sha``: hex SHA-256 of ``prompt`` + U+001F + ``key`` (:func:`encoder_key`), a Column."""
+    from pyspark.sql import functions as F
+
+    return F.sha2(F.concat(prompt, F.lit("\u001f" + key)), 256)
+
+
+def prompts_to_embed(prompts: "DataFrame", old: "DataFrame | None") -> "DataFrame":
+    """The rows of ``prompts`` (item_id, prompt, input_sha) whose input ``old`` does not hold, pure transform.
+
+    A row is skipped when ``old`` (``item_embeddings`` rows of one model version) has its
+    ``item_id`` with the same ``input_sha``; rows of ``old`` with a null ``input_sha`` (written
+    before the column existed) never match, so they are embedded again once.
     """
     from pyspark.sql import functions as F
 
-    o = old.select(
-        "item_id", "model_version", F.col("model_name").alias("_old_name"), F.col("embedding").alias("_old_embedding"),
-    )
-    j = new.join(o, ["item_id", "model_version"], "left")
-    diff = F.aggregate(
-        F.zip_with("embedding", "_old_embedding", lambda a, b: F.abs(a - b)), F.lit(0.0).cast("float"), lambda acc, x: F.greatest(acc, x),
-    )
-    same = (
-        F.col("_old_embedding").isNotNull()
-        & (F.col("_old_name") == F.col("model_name"))
-        & (F.size("_old_embedding") == F.size("embedding"))
-        & (diff <= F.lit(atol))
-    )
-    return j.where(~F.coalesce(same, F.lit(False))).select(*new.columns)
+    if old is None or INPUT_SHA not in old.columns:
+        return prompts
+    o = old.select("item_id", F.col(INPUT_SHA).alias("_old_sha"))
+    j = prompts.join(o, "item_id", "left")
+    return j.where(F.col("_old_sha").isNull() | (F.col("_old_sha") != F.col(INPUT_SHA))).select(*prompts.columns)
 
 
 def embed_items(spark: "SparkSession", cfg: LGSIDConfig, model_version: str = REFERENCE, adapter: str | None = None):
-    """Embed every item's true prompt and MERGE the changed rows into ``item_embeddings`` under ``model_version``.
+    """Embed the items' true prompts whose input changed and MERGE them into ``item_embeddings`` under ``model_version``.
 
     Args:
         spark: The session.
@@ -212,11 +230,9 @@ def embed_items(spark: "SparkSession", cfg: LGSIDConfig, model_version: str = RE
         raise ConfigError(f"embed: model_version {model_version!r} needs the aligned model URI")
     store = DeltaStore(spark, cfg.storage)
     prompts = store.read("geo_prompts")
-    rows = item_embedding_rows(prompts, cfg.encoder, model_version, adapter, tracking_uri(cfg) if adapter else None)
-    if store.exists("item_embeddings"):
-        old = store.read("item_embeddings").where(f"model_version = '{model_version}'")
-        rows = changed_rows(rows, old)
-    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)  # embedded once: checked, counted and merged from the cache
+    old = store.read("item_embeddings").where(f"model_version = '{model_version}'") if store.exists("item_embeddings") else None
+    rows = item_embedding_rows(prompts, cfg.encoder, model_version, adapter, tracking_uri(cfg) if adapter else None, old)
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)  # embedded once: counted and merged from the cache
     try:
         # count(), not isEmpty(): isEmpty() is a limit(1) job that embeds the first partition alone
         # (one task while every other slot idles) before the MERGE embeds the rest; count() fills

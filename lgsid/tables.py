@@ -128,7 +128,7 @@ ITEM_EMBEDDINGS = TableSpec(
     description="Item prompt embeddings keyed by encoder model version (reference or aligned)",
     schema=(
         "item_id STRING, model_name STRING, model_version STRING, embedding ARRAY<FLOAT>, dim INT, created_at TIMESTAMP, "
-        "embedding_f32 BINARY"
+        "embedding_f32 BINARY, input_sha STRING"
     ),
     not_null=("item_id", "model_name", "model_version", "embedding", "dim", "embedding_f32"),
     written_by="embed",

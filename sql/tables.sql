@@ -131,7 +131,8 @@ CREATE TABLE IF NOT EXISTS lgsid.item_embeddings (
   embedding ARRAY<FLOAT> NOT NULL COMMENT 'Prompt embedding',
   dim INT NOT NULL COMMENT 'Embedding dimension',
   created_at TIMESTAMP COMMENT 'When the row was written',
-  embedding_f32 BINARY NOT NULL COMMENT 'The same vector as little-endian float32 bytes (4 * dim); input of the SID Spark UDF. Last column: tables written before it existed get it appended (nullable) by the next write'
+  embedding_f32 BINARY NOT NULL COMMENT 'The same vector as little-endian float32 bytes (4 * dim); input of the SID Spark UDF. Tables written before it existed get it appended (nullable) by the next write',
+  input_sha STRING COMMENT 'SHA-256 of the prompt and the encoder settings (lgsid.embed.input_sha): a rerun re-embeds only rows whose input_sha changed. Null on rows written before the column existed'
 )
 USING DELTA
 LOCATION '${lgsid_root}/item_embeddings'

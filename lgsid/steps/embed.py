@@ -10,7 +10,7 @@ from lgsid.steps.summary import StepSummary
 def run(spark, cfg: LGSIDConfig) -> StepSummary:
     """Step ``embed``: embed items with the encoder chosen by ``encoder.embed_version``.
 
-    Only rows whose vector changed are written (see :func:`embed_items`).
+    Only rows whose input (prompt, encoder settings: ``input_sha``) changed are embedded and written (see :func:`embed_items`).
     """
     which = cfg.encoder.embed_version
     if which == REFERENCE:

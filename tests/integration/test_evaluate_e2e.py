@@ -46,7 +46,7 @@ def _frames(seed=0):
     aligned = np.concatenate([ref[:, :12], 3 * np.eye(12, dtype=np.float32)[town_of]], axis=1)
     emb = pd.concat([
         pd.DataFrame({"item_id": items["item_id"], "model_name": "test-encoder", "model_version": v, "embedding": list(e), "dim": e.shape[1],
-                      "created_at": pd.Timestamp("2024-01-01"), "embedding_f32": encode_f32(e)})
+                      "created_at": pd.Timestamp("2024-01-01"), "embedding_f32": encode_f32(e), "input_sha": "toy"})
         for v, e in (("reference", ref), ("aligned-1", aligned))
     ])
     return items, inter, emb

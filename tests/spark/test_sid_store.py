@@ -33,7 +33,7 @@ def _embeddings_frame(items: pd.DataFrame, emb: np.ndarray, version: str = "refe
     return pd.DataFrame({
         "item_id": items["item_id"].to_numpy(), "model_name": "toy", "model_version": version,
         "embedding": list(emb), "dim": emb.shape[1], "created_at": pd.Timestamp("2026-01-01", tz="UTC"),
-        "embedding_f32": encode_f32(emb),
+        "embedding_f32": encode_f32(emb), "input_sha": "toy",
     })
 
 

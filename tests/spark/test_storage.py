@@ -144,9 +144,9 @@ def test_to_pandas_after_merge_unifies_file_schemas(spark, store):
     def f32(v):
         return np.asarray(v, "<f4").tobytes()
 
-    rows = [("a", "m", "reference", [1.0, 0.0], 2, ts, f32([1, 0])), ("b", "m", "reference", [0.0, 1.0], 2, ts, f32([0, 1]))]
+    rows = [("a", "m", "reference", [1.0, 0.0], 2, ts, f32([1, 0]), "x"), ("b", "m", "reference", [0.0, 1.0], 2, ts, f32([0, 1]), "y")]
     store.write(spark.createDataFrame(rows, spark_schema(ITEM_EMBEDDINGS)), "item_embeddings")
-    new = [("c", "m", "aligned-1", [0.5, 0.5], 2, ts, f32([0.5, 0.5]))]
+    new = [("c", "m", "aligned-1", [0.5, 0.5], 2, ts, f32([0.5, 0.5]), "z")]
     store.merge(spark.createDataFrame(new, spark_schema(ITEM_EMBEDDINGS)), "item_embeddings")
     pdf = _sorted(store.to_pandas("item_embeddings"), "item_id")
     assert list(pdf["item_id"]) == ["a", "b", "c"]
