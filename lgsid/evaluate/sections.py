@@ -30,7 +30,7 @@ from lgsid.evaluate.variants import REFERENCE, EvalInputs, SIDCodes, display_nam
 from lgsid.train.runtime import use_cpu_bf16
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lgsid.config import LGSIDConfig
+    from lgsid.config import EvaluateConfig, LGSIDConfig
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,18 @@ def _train_examples(seqs: list[np.ndarray], cfg: "LGSIDConfig") -> tuple[np.ndar
     return hist, tgt
 
 
+def model_seeds(ec: "EvaluateConfig", n_items: int) -> list[int]:
+    """The seeds the downstream models (TIGER, SASRec, DIN) run with.
+
+    Every seed of ``evaluate.seeds`` up to ``evaluate.multi_seed_max_items`` items (0 = no limit);
+    above it only the first: at that size the spread over seeds is small next to the sampling
+    error over the test users, and each seed costs a full set of model fits.
+    """
+    cap = ec.multi_seed_max_items
+    seeds = [int(s) for s in ec.seeds]
+    return seeds if not cap or n_items <= cap else seeds[:1]
+
+
 def _repeat_candidates(histories: list[np.ndarray], max_items: int) -> tuple[np.ndarray, np.ndarray]:
     """(U, C) each user's most recent distinct training items (-1 padded) and (U, C) their visit counts."""
     cand = np.full((len(histories), max_items), -1, dtype=np.int64)
@@ -367,10 +379,11 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
         n_ctx = int(cell_id.max()) + 1
         ctx_tr, ctx_te = cell_id[hist_tr[:, -1]], cell_id[hist_te[:, -1]]
 
-    jobs: list[tuple[str, int]] = [("sasrec", int(s)) for s in ec.seeds if "sasrec" in ec.baselines]
-    jobs += [(n, int(s)) for n in sids for s in ec.seeds]
+    seeds = model_seeds(ec, n_items)
+    jobs: list[tuple[str, int]] = [("sasrec", s) for s in seeds if "sasrec" in ec.baselines]
+    jobs += [(n, s) for n in sids for s in seeds]
     if n_ctx:
-        jobs += [(f"{n}+context", int(s)) for n in sids if n in ec.lever_variants for s in ec.seeds]
+        jobs += [(f"{n}+context", s) for n in sids if n in ec.lever_variants for s in seeds]
     shared = {"ec": ec, "modes": modes, "n_items": n_items, "hist_tr": hist_tr, "tgt_tr": tgt_tr, "hist_te": hist_te, "k_list": k_list,
               "allowed": allowed, "rep_items": rep_items, "rep_counts": rep_counts, "repeat_prob": repeat_prob, "ctx_tr": ctx_tr, "ctx_te": ctx_te, "n_ctx": n_ctx,
               "near_items": near_items, "lat": lat, "lon": lon,
@@ -482,7 +495,7 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
         variants[name] = {"runs": [r], "display": disp, "kind": "baseline"}
     arms: dict[str, np.ndarray | None] = {"origin": None}
     arms.update({name: s.codes for name, s in sids.items()})
-    jobs = [(a, int(s)) for a in arms for s in ec.seeds]
+    jobs = [(a, s) for a in arms for s in model_seeds(ec, n_items)]
     shared = {"ec": ec, "n_items": n_items, "arms": arms, "train": (H_tr, T_tr, Y_tr), "test_sets": test_sets}
     results = run_jobs(_discriminative_job, jobs, shared, workers=ec.workers, threads=ec.torch_threads,
                        cost=lambda j: 1.0 + (j[0] != "origin"), desc="evaluate: discriminative (variant x seed)", progress=progress)
@@ -568,13 +581,17 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
         if "skipped" in out[sec]:
             skipped[sec] = out[sec]["skipped"]
     out["skipped"] = skipped
+    seeds = model_seeds(ec, len(inp.items))
     out["meta"] = {
         "n_items": int(len(inp.items)),
         "n_interactions": 0 if inp.interactions is None else int(len(inp.interactions)),
         "n_train_interactions": 0 if split is None else int(len(split.train)),
         "n_test_users": 0 if tu is None else int(len(tu.test_seq)),
         "embedding_versions": sorted(inp.embeddings),
-        "seeds": list(ec.seeds),
+        "seeds": seeds,
+        "notes": [] if seeds == [int(x) for x in ec.seeds] else [
+            f"{len(inp.items)} items > evaluate.multi_seed_max_items={ec.multi_seed_max_items}: the downstream models ran with "
+            f"seed {seeds[0]} only (evaluate.seeds {list(ec.seeds)}), so every ± below is 0"],
         "sid_sources": {n: s.source for n, s in sids.items()},
         "seconds": time.perf_counter() - t_start,
         "section_seconds": timings,

@@ -48,6 +48,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     os.makedirs(out_dir, exist_ok=True)
     plot_dir = os.path.join(out_dir, "plots")
     metrics = evaluate_frames(inp, cfg, plot_dir=plot_dir, fixed=fixed)
+    notes.extend(metrics["meta"].get("notes", []))
     metrics["meta"]["notes"] = notes
     if mv is not None:
         metrics["meta"]["candidate"] = {"version": str(mv.version), "variant": variant}

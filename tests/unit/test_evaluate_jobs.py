@@ -1,5 +1,7 @@
 """lgsid.evaluate.jobs: the independent fits give the same results in worker processes as in-process."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,3 +79,24 @@ def test_downstream_sections_identical_with_worker_processes(workers):
     assert {"sasrec", "rqkmeans", "lgsid", "lgsid+repeat", "lgsid+reach"} <= set(rows)
     assert [r["seed"] for r in rows["lgsid"]["runs"]] == [0, 1]
     assert set(strip(out[1]["discriminative"])) == {"popularity", "origin", "rqkmeans", "lgsid"}
+
+
+def test_model_seeds_drop_to_the_first_above_multi_seed_max_items():
+    from lgsid.config import LGSIDConfig, replace
+    from lgsid.evaluate.sections import evaluate_frames, model_seeds
+
+    ec = replace(LGSIDConfig(), evaluate={"seeds": [3, 1, 2], "multi_seed_max_items": 100}).evaluate
+    assert model_seeds(ec, 100) == [3, 1, 2] and model_seeds(ec, 101) == [3]
+    assert model_seeds(dataclasses.replace(ec, multi_seed_max_items=0), 10**7) == [3, 1, 2]  # 0 = no limit
+
+    inp, sids = _inputs()
+    n = len(inp.items)
+    cfg = replace(LGSIDConfig(), evaluate={"sections": ["generative", "discriminative"], "seeds": [0, 1], "multi_seed_max_items": n - 1,
+                                           "ks": [5, 10], "tiger_epochs": 1, "din_epochs": 1, "tiger_d_model": 16, "tiger_heads": 2,
+                                           "max_history": 4, "torch_threads": 1, "baselines": ["popularity", "sasrec"]})
+    out = evaluate_frames(inp, cfg, sids={"lgsid": sids["lgsid"]}, progress=False)
+    assert out["meta"]["seeds"] == [0]
+    assert [r["seed"] for r in out["generative"]["variants"]["lgsid"]["runs"]] == [0]
+    assert [r["seed"] for r in out["generative"]["variants"]["sasrec"]["runs"]] == [0]
+    assert [r["seed"] for r in out["discriminative"]["variants"]["lgsid"]["runs"]] == [0]
+    assert "evaluate.multi_seed_max_items" in out["meta"]["notes"][0] and "seed 0 only" in out["meta"]["notes"][0]
