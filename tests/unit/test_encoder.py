@@ -157,3 +157,15 @@ def test_encode_with_cpu_bf16_is_float32_and_close_to_fp32(enc_cfg):
     assert cos.min() > 0.999  # bf16 keeps the direction (measured: >= 0.99997)
     # the same texts rank the same nearest neighbour
     assert ((x @ x.T - 2 * np.eye(4)).argmax(1) == (y @ y.T - 2 * np.eye(4)).argmax(1)).all()
+
+
+def test_encode_batches_by_length_and_returns_rows_in_input_order(enc_cfg):
+    enc = load_encoder(enc_cfg)
+    texts = ["a much longer text about a pizza place located in Tempe, Maricopa County, Arizona", "cafe", "a laundry in Buffalo", "x"]
+    order = enc.length_order(texts)
+    lens = [len(enc.tokenizer(t)["input_ids"]) for t in texts]
+    assert lens[1] == lens[3] == 3 and lens[2] < lens[0]  # "cafe" and "x": one word piece + [CLS]/[SEP]
+    assert order.tolist() == [1, 3, 2, 0]  # shortest first; ties keep input order
+    x = enc.encode(texts, batch_size=2)
+    one = np.stack([enc.encode([t])[0] for t in texts])  # each text alone: no padding at all
+    np.testing.assert_allclose(x, one, atol=1e-5)
