@@ -191,11 +191,14 @@ class Encoder(nn.Module):
             (N, D) float32 array.
         """
         bs = int(batch_size or self.cfg.batch_size)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not len(texts):
+            return out
         was_training = self.training
         self.eval()
-        texts = list(texts)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = self.length_order(texts)
+        # tokenised once, unpadded; each batch is padded to its own longest text (same tensors as tokenize())
+        tok = self.tokenizer(list(texts), truncation=True, max_length=self.cfg.max_length)
+        order = length_order(tok["input_ids"])
         rng = range(0, len(texts), bs)
         if progress:
             from tqdm.auto import tqdm
@@ -203,21 +206,21 @@ class Encoder(nn.Module):
             rng = tqdm(rng, desc="encode", unit="batch")
         for s in rng:
             idx = order[s : s + bs]
+            batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in tok.items()}, return_tensors="pt")
             with autocast(self.device.type, self.cpu_bf16):  # bf16 on CUDA; on CPU as encoder.cpu_bf16 says
-                out[idx] = self.embed_texts([texts[i] for i in idx]).float().cpu().numpy()
+                out[idx] = self(**batch).float().cpu().numpy()
         self.train(was_training)
         return out
 
-    def length_order(self, texts: Sequence[str]) -> np.ndarray:
-        """Indices of ``texts`` by token count (truncated at ``max_length``), stable: :meth:`encode`'s batch order.
 
-        Batching texts of similar length pads less: 1.22x the prompts/s on the demo's prompts (123 -> 150/s,
-        2 threads), with the same vectors in float32 (max |diff| 1.5e-7), since padding is masked out.
-        """
-        if len(texts) <= 1:
-            return np.arange(len(texts))
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.cfg.max_length)["input_ids"]
-        return np.argsort([len(x) for x in ids], kind="stable")
+def length_order(input_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Indices of tokenised texts by token count, stable: :meth:`Encoder.encode`'s batch order.
+
+    Batching texts of similar length pads less: 1.19-1.22x the prompts/s on 2,000 demo prompts (two runs,
+    2 threads: 113 -> 135/s, 123 -> 150/s), with the same vectors in float32 (max |diff| 1.5e-7), since
+    padding is masked out.
+    """
+    return np.argsort([len(x) for x in input_ids], kind="stable")
 
 
 def load_encoder(cfg: EncoderConfig, adapter_dir: str | None = None, device: str = "cpu") -> Encoder:

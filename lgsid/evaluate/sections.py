@@ -589,7 +589,7 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
         "n_test_users": 0 if tu is None else int(len(tu.test_seq)),
         "embedding_versions": sorted(inp.embeddings),
         "seeds": seeds,
-        "notes": [] if seeds == [int(x) for x in ec.seeds] else [
+        "notes": [] if len(seeds) == len(ec.seeds) else [
             f"{len(inp.items)} items > evaluate.multi_seed_max_items={ec.multi_seed_max_items}: the downstream models ran with "
             f"seed {seeds[0]} only (evaluate.seeds {list(ec.seeds)}), so every ± below is 0"],
         "sid_sources": {n: s.source for n, s in sids.items()},

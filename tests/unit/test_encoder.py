@@ -160,10 +160,13 @@ def test_encode_with_cpu_bf16_is_float32_and_close_to_fp32(enc_cfg):
 
 
 def test_encode_batches_by_length_and_returns_rows_in_input_order(enc_cfg):
+    from lgsid.encoder import length_order
+
     enc = load_encoder(enc_cfg)
     texts = ["a much longer text about a pizza place located in Tempe, Maricopa County, Arizona", "cafe", "a laundry in Buffalo", "x"]
-    order = enc.length_order(texts)
-    lens = [len(enc.tokenizer(t)["input_ids"]) for t in texts]
+    ids = [enc.tokenizer(t)["input_ids"] for t in texts]
+    order = length_order(ids)
+    lens = [len(x) for x in ids]
     assert lens[1] == lens[3] == 3 and lens[2] < lens[0]  # "cafe" and "x": one word piece + [CLS]/[SEP]
     assert order.tolist() == [1, 3, 2, 0]  # shortest first; ties keep input order
     x = enc.encode(texts, batch_size=2)
