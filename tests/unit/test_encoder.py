@@ -92,6 +92,11 @@ def test_lora_training_changes_only_the_adapter(enc_cfg, tmp_path):
     enc.save_adapter(str(tmp_path / "adapter"))
     again = load_encoder(enc_cfg, adapter_dir=str(tmp_path / "adapter"))
     np.testing.assert_allclose(again.encode(TEXTS), after, atol=1e-5)
+    # by default the adapter is merged into the base weights: no LoRA modules left, same vectors
+    assert not again.has_lora and not any("lora_" in n for n, _ in again.named_parameters())
+    unmerged = load_encoder(enc_cfg, adapter_dir=str(tmp_path / "adapter"), merge=False)
+    assert unmerged.has_lora
+    np.testing.assert_allclose(unmerged.encode(TEXTS), again.encode(TEXTS), atol=1e-5)
 
 
 def test_missing_adapter_dir(enc_cfg, tmp_path):
