@@ -58,8 +58,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "local.yaml"))
     texts = prompts(n)
-    enc = {m: load_encoder(dataclasses.replace(cfg.encoder, cpu_bf16=m)) for m in ("off", "on")}
-    train = {m: load_encoder(dataclasses.replace(cfg.encoder, cpu_bf16=m)).add_lora() for m in ("off", "on")}
+    enc = {m: load_encoder(dataclasses.replace(cfg.encoder, cpu_bf16=m), runtime="torch") for m in ("off", "on")}
+    train = {m: load_encoder(dataclasses.replace(cfg.encoder, cpu_bf16=m), runtime="torch").add_lora() for m in ("off", "on")}
     opt = {m: torch.optim.AdamW([p for p in train[m].parameters() if p.requires_grad], lr=1e-4) for m in train}
     batch = train["off"].tokenize(texts[: a.train_batch])
 

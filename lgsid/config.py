@@ -281,7 +281,18 @@ class EncoderConfig:
     lora_dropout: float = _f(0.05, "LoRA dropout (paper: 0.05).")
     lora_target_modules: list[str] = _f(["query", "value"], "Module names LoRA adapts (BERT-style: query, key, value, dense).")
     torch_threads: int = _f(0, "torch.set_num_threads for encoding; 0 = leave the default.")
-    cpu_bf16: Literal["auto", "on", "off"] = _f("auto", "bf16 autocast of the encoder on CPU (encoding and G-DPO): auto = on when the CPU has native bf16 (AVX512-BF16/AMX: ~2x the prompts/s, embeddings at cosine >= 0.9999 to fp32), off = fp32. CUDA always uses bf16.")
+    cpu_bf16: Literal["auto", "on", "off"] = _f("auto", "bf16 autocast of the encoder on CPU (encoding and G-DPO): auto = on when the CPU has native bf16 (AVX512-BF16/AMX: ~2x the prompts/s, embeddings at cosine >= 0.9999 to fp32), off = fp32. CUDA always uses bf16. Applies to torch passes only (training, and encoding when encoder.runtime resolves to torch).")
+    runtime: Literal["auto", "torch", "onnxruntime"] = _f(
+        "auto",
+        "What runs the inference passes (reference embed, aligned re-embed, serving, the Spark UDF): auto = ONNX Runtime (fp32) on CPU when "
+        "the onnxruntime package is installed and the model exports, torch on CUDA; torch; onnxruntime (an error if the package is missing or "
+        "the export fails). Training (G-DPO) always runs on torch.",
+    )
+    onnx_cache_dir: str = _f(
+        "~/.cache/lgsid/onnx",
+        "Local cache of ONNX exports, one directory per SHA-256 of the (LoRA-merged) weights, so a model is exported once per machine; "
+        "a registered aligned encoder also carries its export as the MLflow artifact 'onnx'.",
+    )
     embed_version: str = _f(
         "reference",
         "Which encoder the `embed` step uses: 'reference' (frozen base), 'aligned' (newest registered aligned encoder) or 'aligned-<N>' (registered version N).",
@@ -291,6 +302,8 @@ class EncoderConfig:
         _check(self.max_length >= 8, "encoder.max_length", "must be >= 8")
         _check(self.pooling in ("mean", "cls"), "encoder.pooling", f"{self.pooling!r} is not one of mean, cls")
         _check(self.cpu_bf16 in ("auto", "on", "off"), "encoder.cpu_bf16", f"{self.cpu_bf16!r} is not one of auto, on, off")
+        _check(self.runtime in ("auto", "torch", "onnxruntime"), "encoder.runtime", f"{self.runtime!r} is not one of auto, torch, onnxruntime")
+        _check(bool(self.onnx_cache_dir), "encoder.onnx_cache_dir", "must not be empty")
         _check(
             self.embed_version in ("reference", "aligned") or (self.embed_version.startswith("aligned-") and self.embed_version[8:].isdigit()),
             "encoder.embed_version",

