@@ -1,14 +1,26 @@
-"""Benchmark: the Spark embedding UDF (lgsid.embed.embed_dataframe, mapInPandas) vs a plain
-in-process encode loop, same model, batch size and torch threads. Target: UDF >= 0.8x the loop.
+"""Benchmark: the encoder's inference runtimes side by side (torch vs ONNX Runtime, at 1 and 2 threads),
+and the Spark embedding UDF (lgsid.embed.embed_dataframe, mapInPandas) vs a plain in-process encode loop.
 
     python bench/embed.py                  # 2048 prompts
     python bench/embed.py --quick          # 256 prompts
+    python bench/embed.py --n 512 --skip-udf   # runtimes only
 
-Both sides are warmed first and the timed repeats alternate loop / UDF (the UDF's Python worker loads the model once and keeps it; the loop's
-model is loaded once), so the figures compare steady-state throughput. Spark runs local[1] with
-one Python worker and ``encoder.torch_threads`` threads inside it; the loop uses the same number
-of threads. The UDF's output is consumed by an aggregate (Spark would prune an unread UDF). The
-last line is one JSON object.
+Runtimes: the same prompts through ``Encoder.encode`` (length-sorted batches) on torch fp32
+(``encoder.cpu_bf16=off``), on torch bf16 where the CPU has native bf16 (what ``cpu_bf16=auto``
+picks there), and on ONNX Runtime fp32 (``encoder.runtime=onnxruntime``), at each ``--thread-counts``
+(torch.set_num_threads / the session's intra-op threads). The timed repeats alternate the runtimes,
+so load drift on a shared machine hits all alike; the best repeat is kept. Accuracy of ONNX Runtime
+against torch fp32: max |diff|, minimum cosine, and kNN@10 overlap over the prompts.
+Target: ONNX Runtime >= 1.5x torch fp32 at every thread count.
+
+UDF: both sides are warmed first and the timed repeats alternate loop / UDF (the UDF's Python
+worker loads the model once and keeps it; the loop's model is loaded once), so the figures compare
+steady-state throughput. Spark runs local[1] with one Python worker and ``encoder.torch_threads``
+threads inside it; the loop uses the same number of threads and the same ``encoder.runtime`` (the
+default, auto). The UDF's output is consumed by an aggregate (Spark would prune an unread UDF).
+Target: UDF >= 0.8x the loop.
+
+The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -33,6 +45,58 @@ def prompts(n: int, seed: int = 0) -> list[str]:
             f"located in {TOWNS[rng.integers(len(TOWNS))]}" for i in range(n)]
 
 
+def knn_overlap(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    """Mean share of each row's k nearest neighbours (inner product, self excluded) that ``x`` and ``y`` agree on. x, y: (N, D)."""
+    def knn(e):
+        s = e @ e.T
+        np.fill_diagonal(s, -np.inf)
+        return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+    a, b = knn(x), knn(y)
+    return float(np.mean([len(set(a[i]) & set(b[i])) / k for i in range(len(x))]))
+
+
+def bench_runtimes(enc_cfg, texts: list[str], thread_counts: list[int], repeats: int, batch_size: int) -> dict:
+    """prompts/s of torch fp32, torch bf16 (when the CPU has it) and ONNX Runtime fp32 at each thread count, interleaved repeats."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from lgsid.encoder import load_encoder
+    from lgsid.train.runtime import cpu_bf16_supported
+
+    encs = {"torch_fp32": load_encoder(dataclasses.replace(enc_cfg, cpu_bf16="off"), runtime="torch")}
+    if cpu_bf16_supported():
+        encs["torch_bf16"] = load_encoder(dataclasses.replace(enc_cfg, cpu_bf16="on"), runtime="torch")
+    ort = load_encoder(enc_cfg, runtime="onnxruntime")
+    encs["onnxruntime"] = ort
+    out: dict = {"prompts": len(texts), "batch_size": batch_size, "by_threads": {}}
+    vecs = {}
+    for t in thread_counts:
+        torch.set_num_threads(t)
+        ort.use_onnx(ort.onnx_dir, threads=t)
+        for e in encs.values():
+            e.encode(texts[:batch_size], batch_size=batch_size)  # warm
+        secs: dict[str, list[float]] = {k: [] for k in encs}
+        for _ in range(repeats):
+            for k, e in encs.items():
+                t0 = time.perf_counter()
+                vecs[k] = e.encode(texts, batch_size=batch_size)
+                secs[k].append(time.perf_counter() - t0)
+        tp = {k: len(texts) / min(v) for k, v in secs.items()}
+        out["by_threads"][str(t)] = {
+            **{f"{k}_prompts_per_s": round(v, 1) for k, v in tp.items()},
+            "ratio_onnxruntime_vs_torch_fp32": round(tp["onnxruntime"] / tp["torch_fp32"], 3),
+            **({"ratio_onnxruntime_vs_torch_bf16": round(tp["onnxruntime"] / tp["torch_bf16"], 3)} if "torch_bf16" in tp else {}),
+        }
+    x, y = vecs["torch_fp32"], vecs["onnxruntime"]
+    out["max_abs_diff"] = float(np.abs(x - y).max())
+    out["min_cosine"] = float(((x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))).min())
+    out["knn10_overlap"] = round(knn_overlap(x, y), 4)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2048, help="prompts to embed")
@@ -41,6 +105,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats per side (best is kept)")
+    ap.add_argument("--thread-counts", default="1,2", help="thread counts of the runtime comparison (comma-separated)")
+    ap.add_argument("--skip-udf", action="store_true", help="only the runtime comparison (no Spark)")
     args = ap.parse_args()
     n = 256 if args.quick else args.n
 
@@ -60,6 +126,21 @@ def main() -> None:
                "conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": 10000, "spark.python.worker.reuse": "true"}},
     )
     texts = prompts(n)
+    thread_counts = [int(t) for t in args.thread_counts.split(",") if t.strip()]
+    rt = bench_runtimes(cfg.encoder, texts, thread_counts, args.repeats, args.batch_size)
+    print(f"prompts={n} batch={args.batch_size} max_length={args.max_length}")
+    cols = [k for k in ("torch_fp32", "torch_bf16", "onnxruntime") if f"{k}_prompts_per_s" in rt["by_threads"][str(thread_counts[0])]]
+    print("threads " + " ".join(f"{c + ' prompts/s':>24}" for c in cols) + "   onnxruntime / torch_fp32")
+    for t in thread_counts:
+        r = rt["by_threads"][str(t)]
+        print(f"{t:>7} " + " ".join(f"{r[c + '_prompts_per_s']:>24.1f}" for c in cols) + f"   {r['ratio_onnxruntime_vs_torch_fp32']:.2f}x")
+    print(f"onnxruntime vs torch fp32: max |diff| = {rt['max_abs_diff']:.2e}, min cosine = {rt['min_cosine']:.6f}, kNN@10 overlap = {rt['knn10_overlap']:.4f}")
+    result = {"bench": "embed", "runtimes": rt, "targets": {"ratio_onnxruntime_vs_torch_fp32": ">=1.5", "udf_ratio": ">=0.8"}}
+    if args.skip_udf:
+        shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps(result))
+        return
+    torch.set_num_threads(args.threads)
     try:
         # ---- setup and warm both sides (the UDF worker loads its model once and keeps it)
         from pyspark.sql import functions as F
@@ -92,15 +173,15 @@ def main() -> None:
 
     loop_tp, udf_tp = n / loop_best, n / udf_best
     ratio = udf_tp / loop_tp
-    print(f"prompts={n} batch={args.batch_size} threads={args.threads} max_length={args.max_length}")
+    print(f"UDF vs loop: threads={args.threads} runtime={enc.runtime}")
     print(f"in-process loop : {loop_tp:8.1f} prompts/s  (best of {loop_s})")
     print(f"Spark pandas UDF: {udf_tp:8.1f} prompts/s  (best of {udf_s})")
     print(f"ratio UDF / loop: {ratio:.2f}  (target >= 0.8)   max |diff| = {max_diff:.2e}")
-    print(json.dumps({
-        "bench": "embed", "prompts": n, "batch_size": args.batch_size, "threads": args.threads,
-        "loop_prompts_per_s": round(loop_tp, 2), "udf_prompts_per_s": round(udf_tp, 2), "ratio": round(ratio, 3),
-        "max_abs_diff": max_diff, "targets": {"ratio": ">=0.8"},
-    }))
+    result["udf"] = {
+        "threads": args.threads, "runtime": enc.runtime, "loop_prompts_per_s": round(loop_tp, 2), "udf_prompts_per_s": round(udf_tp, 2),
+        "ratio": round(ratio, 3), "max_abs_diff": max_diff,
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
