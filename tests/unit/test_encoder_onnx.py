@@ -172,3 +172,13 @@ def test_knn10_overlap_on_demo_prompts(base):
     a, b = _knn(x, 10), _knn(y, 10)
     overlap = np.mean([len(set(a[i]) & set(b[i])) / 10 for i in range(len(prompts))])
     assert overlap >= 0.99
+
+
+def test_exporter_without_the_onnx_package(cfg, tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    empty = dataclasses.replace(cfg, onnx_cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ModelError, match=r"failed \(EnvironmentSetupError: exporting the encoder to ONNX needs the onnx package: pip install 'onnx==1\.17\.0'\)"):
+        load_encoder(empty, runtime="onnxruntime")
+    with caplog.at_level(logging.WARNING, logger="lgsid.encoder"):
+        assert load_encoder(empty, runtime="auto").runtime == "torch"
+    assert "pip install 'onnx==1.17.0'" in caplog.text
