@@ -422,6 +422,7 @@ class TokenizerConfig:
     bootstrap_champion: bool = _f(False, "When no version holds 'champion' yet, run the promotion gate on the new version right after registering it.")
     local_last_level: bool = _f(True, "HGIT with >= 3 levels: the deepest level is one k-means codebook per level-1 code (shape (K_L, K_1, D)) instead of one shared codebook, so the distinct items of a geographic cluster get distinct SIDs (collisions ~ identical prompts).")
     reseed_dead_codes: bool = _f(True, "HGIT: after each training epoch, move learnable codes no item uses onto the residuals worst reconstructed (a dead code gets no gradient).")
+    fit_sample: int = _f(200_000, "Items the tokenizer is fitted on: a seeded sample (smallest xxhash64(seed, item_id) first), streamed to the driver in Arrow batches; the whole catalogue when it has fewer items (then the SIDs are those of a fit on every item). Every item is then assigned on the executors by the SID model's UDF. At least the level-1 codebook size; the driver must hold about fit_sample x (24·D + 1 KiB) bytes (D = embedding dimension), checked against spark.driver.memory before anything is read. Codebook sizes grow with the sample size (items_per_prefix).")
 
     def __post_init__(self) -> None:
         _check(len(self.codebook_sizes) >= 1 and all(s >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
@@ -433,6 +434,8 @@ class TokenizerConfig:
         _check(self.batch_size >= 1, "tokenizer.batch_size", "must be >= 1")
         _check(self.epochs >= 0, "tokenizer.epochs", "must be >= 0")
         _check(self.rqvae_latent_dim >= 1, "tokenizer.rqvae_latent_dim", "must be >= 1")
+        _check(self.fit_sample >= self.codebook_sizes[0], "tokenizer.fit_sample",
+               f"{self.fit_sample} is below the number of level-1 clusters (tokenizer.codebook_sizes[0] = {self.codebook_sizes[0]})")
 
 
 @dataclass(frozen=True)

@@ -203,3 +203,24 @@ def _code_strings(c: np.ndarray, prefix: str) -> np.ndarray:
         return np.zeros(0, dtype=object)
     table = np.array([prefix + str(i) for i in range(int(c.max()) + 1)], dtype=object)
     return table[c]
+
+
+def save_pyfunc(path: str, artifact_dir: str, dim: int) -> str:
+    """Save the SID pyfunc from ``artifact_dir`` at ``path``, as :func:`lgsid.registry.log_sid_model` logs it.
+
+    The same :class:`SIDModel`, artifacts, ``code_paths``, signature and requirements, so a Spark
+    UDF over ``path`` runs exactly the code the registered model's UDF runs (``tokenize`` assigns
+    every item this way before registering anything).
+
+    Args:
+        path: A directory that does not exist yet. artifact_dir: Written by :func:`save_artifacts`.
+        dim: The embedding dimension D (:func:`signature`).
+
+    Returns:
+        ``path``.
+    """
+    from lgsid.serving import PACKAGE_DIR, requirements
+
+    mlflow.pyfunc.save_model(path=path, python_model=SIDModel(), artifacts=artifacts_of(artifact_dir), code_paths=[PACKAGE_DIR],
+                             signature=signature(dim), pip_requirements=requirements())
+    return path

@@ -13,20 +13,25 @@ import os
 import tempfile
 
 from lgsid.config import LGSIDConfig
-from lgsid.errors import ValidationError
 from lgsid.registry import CANDIDATE, bootstrap_champion, log_sid_model, version_by_alias
 from lgsid.steps.summary import StepSummary
 from lgsid.tokenizer.job import (
     HEADLINE,
-    check_training_frame,
+    assign_on_executors,
+    check_fit_sample,
+    check_training_input,
     choose_embedding_version,
-    fit_and_assign,
+    driver_memory_bytes,
+    embedding_dim,
+    fit_on_sample,
+    fit_sample_frame,
     input_fingerprint,
-    items_with_embeddings,
     model_tags,
+    read_sample,
     reusable_version,
-    sid_items_frame,
+    sid_items_df,
     tokenizer_metrics,
+    training_input,
 )
 
 
@@ -49,9 +54,11 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
     import mlflow
 
     from lgsid.fingerprint import TAG
-    from lgsid.serving.sid_model import save_artifacts, signature
+    from lgsid.serving.sid_model import save_artifacts, save_pyfunc, signature
+    from lgsid.sid_store import udf_input
     from lgsid.storage import DeltaStore
     from lgsid.tokenizer import health_plots
+    from lgsid.tokenizer.health import codebook_health_df
     from lgsid.tracking import setup_mlflow, stage_run
 
     store = DeltaStore(spark, cfg.storage)
@@ -62,39 +69,51 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
         mv = reusable_version(cfg, store, fp)
         if mv is not None:
             return reuse(cfg, mv, fp)
-    pdf = items_with_embeddings(store.read("items"), store.read("item_embeddings"), version_in).toPandas()
-    if pdf.empty:
-        raise ValidationError("table 'items' is empty; run `lgsid ingest` first")
-    pdf = pdf.sort_values("item_id", kind="stable").reset_index(drop=True)
-    check_training_frame(pdf, version_in)
+    items, embeddings = store.read("items"), store.read("item_embeddings")
+    df = training_input(items, embeddings, version_in)
+    n_items = check_training_input(df, version_in)
+    dim = embedding_dim(df)
+    n_fit = check_fit_sample(cfg, n_items, dim, driver_memory_bytes(spark, cfg.spark.driver_memory))
     adapter = None
     if version_in.startswith("aligned-"):
         from lgsid.embed import resolve_aligned
 
         _, adapter = resolve_aligned(cfg, version_in)
 
-    tok, emb, codes, suffix, l1_paths = fit_and_assign(cfg, pdf)
-    metrics = tokenizer_metrics(cfg, tok, emb, pdf, codes)
-    notes = [f"tokenizer {tok.kind} on item_embeddings model_version={version_in} ({len(pdf):,} items, dim {tok.dim})"]
+    sample = training_input(fit_sample_frame(items, n_items, cfg.tokenizer.fit_sample, cfg.tokenizer.seed), embeddings, version_in)
+    pdf, emb = read_sample(spark, sample, n_fit, dim)
+    tok, sample_codes, l1_paths = fit_on_sample(cfg, pdf, emb)
+    notes = [f"tokenizer {tok.kind} fitted on {len(pdf):,} of {n_items:,} items (tokenizer.fit_sample={cfg.tokenizer.fit_sample:,}) "
+             f"of item_embeddings model_version={version_in} (dim {tok.dim}); every item assigned on the executors by the SID model's UDF"]
     tables = []
     sid_version = "unregistered"
-    with stage_run(cfg, "tokenize") as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags({"lgsid.embedding_model_version": version_in, "lgsid.tokenizer_kind": tok.kind, TAG: fp})
-        for name, values in tok.history.items():
-            for step, v in enumerate(values):
-                mlflow.log_metric(f"train_{name}", float(v), step=step)
-        for p in health_plots(codes, tok.codebook_sizes, os.path.join(tmp, "plots"), pdf["category_l1"].fillna(pdf["category_l2"]).to_numpy()):
-            mlflow.log_artifact(p, "health")
-        if cfg.tokenizer.log_model:
-            sections = cfg.to_dict()
-            art = save_artifacts(os.path.join(tmp, "sid_model"), tok, list(l1_paths), version_in, sections["encoder"], sections["prompts"], adapter)
-            sid_version = log_sid_model(cfg, art, signature(int(tok.dim)), model_tags(tok, version_in, fp))
-            notes.append(f"registered {cfg.mlflow.sid_model_name} version {sid_version} (alias candidate), run {run.info.run_id}")
+    sections = cfg.to_dict()
+    with tempfile.TemporaryDirectory() as tmp:
+        art = save_artifacts(os.path.join(tmp, "sid_model"), tok, list(l1_paths), version_in, sections["encoder"], sections["prompts"], adapter)
+        limit = cfg.sid_store.broadcast_items_rows
+        udf_rows = udf_input(items, embeddings, version_in, broadcast_items=limit > 0 and n_items <= limit)
+        assigned = assign_on_executors(spark, udf_rows, save_pyfunc(os.path.join(tmp, "pyfunc"), art, int(tok.dim)),
+                                       cfg.sid_store.batch_size, cfg.sid_store.udf_partitions)
+        metrics = tokenizer_metrics(cfg, tok, emb, pdf, sample_codes)  # geo coverage: on the sample
+        metrics.update(codebook_health_df(assigned, tok.codebook_sizes))  # codebook health: every item, Spark aggregates
+        metrics["fit_items"] = float(len(pdf))
+        with stage_run(cfg, "tokenize") as run:
+            mlflow.log_metrics(metrics)
+            mlflow.set_tags({"lgsid.embedding_model_version": version_in, "lgsid.tokenizer_kind": tok.kind, TAG: fp})
+            for name, values in tok.history.items():
+                for step, v in enumerate(values):
+                    mlflow.log_metric(f"train_{name}", float(v), step=step)
+            cats = pdf["category_l1"].fillna(pdf["category_l2"]).to_numpy()
+            for p in health_plots(sample_codes, tok.codebook_sizes, os.path.join(tmp, "plots"), cats):  # plots: the sample
+                mlflow.log_artifact(p, "health")
+            if cfg.tokenizer.log_model:
+                sid_version = log_sid_model(cfg, art, signature(int(tok.dim)), model_tags(tok, version_in, fp))
+                notes.append(f"registered {cfg.mlflow.sid_model_name} version {sid_version} (alias candidate), run {run.info.run_id}")
     if cfg.tokenizer.log_model:
-        tables.append(store.merge(sid_items_frame(spark, sid_version, pdf["item_id"], codes, suffix), "sid_items"))
+        tables.append(store.merge(sid_items_df(assigned, sid_version), "sid_items"))
     headline = {k: metrics[k] for k in HEADLINE if k in metrics}
     headline["sid_model_version"] = sid_version
+    headline["fit_items"] = len(pdf)
     return StepSummary("tokenize", tables=tables, metrics=headline, notes=notes)
 
 

@@ -13,8 +13,15 @@ SID strings are ``"<l1>-<l2>-<l3>-<suffix>"`` (every level plus the suffix, alwa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
+
+CODE_COLUMNS = ("sid_l1", "sid_l2", "sid_l3")
 
 
 def _tuple_ids(codes: np.ndarray) -> np.ndarray:
@@ -38,6 +45,29 @@ def dedup_suffix(codes: np.ndarray) -> np.ndarray:
     if len(codes) == 0:
         return np.zeros(0, dtype=np.int64)
     return pd.Series(_tuple_ids(codes)).groupby(_tuple_ids(codes)).cumcount().to_numpy(dtype=np.int64)
+
+
+def dedup_suffix_df(codes: "DataFrame", keys: Sequence[str] = CODE_COLUMNS) -> "DataFrame":
+    """:func:`dedup_suffix` in Spark: ``codes`` plus ``sid_suffix`` and ``sid`` (pure, lazy).
+
+    ``sid_suffix`` = ``row_number() - 1`` over a window partitioned by the code columns and ordered
+    by ``item_id``: the rank of the item among the items of its code tuple, the numbering
+    :func:`dedup_suffix` gives rows sorted by ``item_id``. Null codes (levels past the model's) are
+    one group, as equal codes are. ``sid`` is :func:`format_sid`'s string (null levels skipped).
+
+    Args:
+        codes: item_id plus the ``keys`` columns (INT codes; other columns are kept).
+        keys: The code columns, level 1 first.
+
+    Returns:
+        ``codes`` with ``sid_suffix`` (INT) and ``sid`` (STRING) appended.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(*keys).orderBy("item_id")
+    out = codes.withColumn("sid_suffix", (F.row_number().over(w) - 1).cast("int"))
+    return out.withColumn("sid", F.concat_ws("-", *[F.col(k).cast("string") for k in keys], F.col("sid_suffix").cast("string")))
 
 
 def format_sid(codes: np.ndarray, suffix: np.ndarray | None = None) -> np.ndarray:

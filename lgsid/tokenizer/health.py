@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import os
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
 
 QUANTILES = (50, 75, 90, 95, 99)
 
@@ -20,7 +25,12 @@ def level_stats(codes: np.ndarray, k: int) -> dict[str, float]:
     Args:
         codes: (N,) codes of the level. k: codebook size K.
     """
-    counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=k)
+    return level_stats_from_counts(np.bincount(np.asarray(codes, dtype=np.int64), minlength=k), k)
+
+
+def level_stats_from_counts(counts: np.ndarray, k: int) -> dict[str, float]:
+    """:func:`level_stats` from the items per code, ``counts`` = (K,) ``n_k`` (codes never used may be left out)."""
+    counts = np.asarray(counts, dtype=np.int64)
     p = counts[counts > 0] / max(counts.sum(), 1)
     h = float(-(p * np.log(p)).sum())
     return {"usage": float((counts > 0).sum() / k), "entropy": h, "perplexity": float(np.exp(h))}
@@ -80,6 +90,44 @@ def codebook_health(codes: np.ndarray, codebook_sizes: list[int], categories: np
     out["items_per_code_max"] = float(sizes.max())
     if categories is not None:
         out["category_purity_l1"] = category_purity(codes[:, 0], categories)[0]
+    return out
+
+
+def codebook_health_df(codes: "DataFrame", codebook_sizes: list[int], category: str | None = "category") -> dict[str, float]:
+    """:func:`codebook_health` from Spark aggregates over every item (no item-scale rows reach the driver).
+
+    The driver receives one count per used code and level (at most ``Σ K_l`` rows), one row of
+    group-size statistics and one purity sum. ``items_per_code_p{q}`` is Spark's exact
+    ``percentile`` (linear interpolation, as ``np.percentile``).
+
+    Args:
+        codes: item_id, ``sid_l1``.. (one column per level, INT) and, when ``category`` is set, that column.
+        codebook_sizes: K_l per level. category: The category column, or None to skip purity.
+
+    Returns:
+        The keys of :func:`codebook_health`.
+    """
+    from pyspark.sql import functions as F
+
+    keys = [f"sid_l{l + 1}" for l in range(len(codebook_sizes))]
+    out: dict[str, float] = {}
+    for l, (key, k) in enumerate(zip(keys, codebook_sizes)):
+        counts = [r[1] for r in codes.groupBy(key).count().collect()]  # <= K_l rows
+        for name, v in level_stats_from_counts(np.asarray(counts), int(k)).items():
+            out[f"{name}_l{l + 1}"] = v
+    groups = codes.groupBy(*keys).count()
+    qs = [q / 100 for q in QUANTILES]
+    row = groups.agg(F.count(F.lit(1)).alias("g"), F.sum("count").alias("n"), F.max("count").alias("mx"),
+                     F.percentile("count", F.array(*[F.lit(q) for q in qs])).alias("p")).first()
+    out["collision_rate"] = float(1.0 - row["g"] / row["n"]) if row["n"] else 0.0
+    out["n_sids"] = float(row["g"])
+    for q, v in zip(QUANTILES, row["p"]):
+        out[f"items_per_code_p{q}"] = float(v)
+    out["items_per_code_max"] = float(row["mx"])
+    if category is not None:
+        per = codes.groupBy("sid_l1", category).count().groupBy("sid_l1").agg(F.max("count").alias("top"), F.sum("count").alias("n"))
+        r = per.agg(F.sum("top").alias("top"), F.sum("n").alias("n")).first()
+        out["category_purity_l1"] = float(r["top"] / r["n"])
     return out
 
 

@@ -2,9 +2,18 @@
 
 The step that runs it, registers the model and writes ``sid_items`` is :mod:`lgsid.steps.tokenize_sids`.
 
-The training set is collected to the driver (the tokenizer is a small model; 100k × 384 floats is
-150 MB). The resulting SIDs are written keyed by the new registry version, beside earlier
-versions' SIDs, so a retrain never overwrites the SIDs the champion serves.
+No item-scale rows are held on the driver. The tokenizer is fitted on a bounded, seeded sample
+(``tokenizer.fit_sample`` items, :func:`fit_sample_frame`; the whole catalogue when it is smaller,
+which gives the SIDs a fit on every item gives), streamed to the driver in Arrow chunks
+(:func:`read_sample`). Every item is then assigned on the executors by the SID pyfunc run as the
+write-back's Spark UDF (:func:`assign_on_executors`, the same code the registered model runs);
+collision suffixes are a Spark window (:func:`lgsid.tokenizer.dedup.dedup_suffix_df`), codebook
+health is Spark aggregates (:func:`lgsid.tokenizer.health.codebook_health_df`), the geo coverage and
+the health plots come from the sample. Before anything is read, :func:`check_fit_sample` fails when
+the sample would not fit in ``spark.driver.memory``. The SIDs are written keyed by the new
+registry version, beside earlier versions' SIDs, so a retrain never overwrites the SIDs the
+champion serves. :func:`fit_and_assign` is the in-memory reference of the same assignment (tests,
+evaluation).
 
 Rerun: the step fingerprints (:mod:`lgsid.fingerprint`) the ``tokenizer``, ``prompts`` and
 ``encoder`` config sections with the Delta versions of ``items`` and ``item_embeddings`` and the
@@ -77,7 +86,7 @@ def check_training_frame(pdf: pd.DataFrame, model_version: str) -> None:
 
 
 def fit_and_assign(cfg: LGSIDConfig, pdf: pd.DataFrame, progress: bool = True):
-    """Fit the configured tokenizer on ``pdf`` (sorted by item_id) and assign codes + suffixes.
+    """Fit the configured tokenizer on ``pdf`` (sorted by item_id) and assign codes + suffixes, all in memory (the reference of the step's Spark path).
 
     Returns:
         (tokenizer, embeddings (N, D), codes (N, L), suffix (N,), l1_paths).
@@ -169,3 +178,238 @@ def model_tags(tok, embedding_model_version: str, fp: str | None = None) -> dict
     if fp:
         tags[TAG] = fp
     return tags
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver-free tokenize: fit on a bounded sample, assign every item on the executors.
+
+FIT_COPIES = 6
+"""Copies of the sample's (n, D) float32 matrix the driver holds at the peak of a fit (Arrow
+buffer, decoded matrix, residuals, the level-1 base, torch's working copies): the memory check's
+factor, ``4 · D · FIT_COPIES`` bytes per sample row."""
+ROW_OVERHEAD_BYTES = 1024
+"""Driver bytes per sample row besides the embedding: the item's attributes as pandas objects."""
+MAX_CHUNK_BYTES = 64 << 20
+"""Largest Arrow chunk the sample stream sends to the driver at once (and at most a quarter of
+``spark.driver.maxResultSize``)."""
+
+
+def training_input(items: "DataFrame", embeddings: "DataFrame", model_version: str) -> "DataFrame":
+    """Every item with its ``embedding_f32`` of ``model_version`` (pure, lazy; null when it has none).
+
+    The columns are the SID model's UDF input (:func:`lgsid.sid_store.udf_input`): ``item_id``,
+    FEATURE_COLUMNS, ``embedding_f32``.
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.embedding_f32 import COLUMN
+
+    emb = embeddings.where(F.col("model_version") == model_version).select("item_id", COLUMN)
+    return items.select("item_id", *FEATURE_COLUMNS).join(emb, "item_id", "left")
+
+
+def check_training_input(df: "DataFrame", model_version: str) -> int:
+    """The number of items, checked in one Spark aggregate: none empty, every one embedded.
+
+    Args:
+        df: :func:`training_input`'s rows.
+        model_version: The ``item_embeddings.model_version`` tokenized (named in the error).
+
+    Returns:
+        N, the number of items.
+
+    Raises:
+        ValidationError: no items, or items without an embedding (names the first five by item_id).
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.embedding_f32 import COLUMN
+
+    row = df.agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col(COLUMN).isNull()).alias("missing")).first()
+    if row["n"] == 0:
+        raise ValidationError("table 'items' is empty; run `lgsid ingest` first")
+    if row["missing"]:
+        ids = [r[0] for r in df.where(F.col(COLUMN).isNull()).select("item_id").orderBy("item_id").limit(5).collect()]
+        raise ValidationError(
+            f"column 'embedding': {row['missing']} item(s) have no item_embeddings row of model_version "
+            f"{model_version!r}, e.g. {ids}; run `lgsid embed` first"
+        )
+    return int(row["n"])
+
+
+def embedding_dim(df: "DataFrame") -> int:
+    """D of :func:`training_input`'s rows, from one row's ``embedding_f32`` byte length (every row is checked when decoded)."""
+    from pyspark.sql import functions as F
+
+    from lgsid.embedding_f32 import COLUMN
+
+    return int(df.where(F.col(COLUMN).isNotNull()).select(F.octet_length(COLUMN)).first()[0]) // 4
+
+
+def driver_memory_bytes(spark, default: str) -> int:
+    """``spark.driver.memory`` of the running application in bytes (``default`` when unset), parsed by Spark's own JavaUtils."""
+    value = spark.sparkContext.getConf().get("spark.driver.memory", default)
+    return int(spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(value))
+
+
+def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int) -> int:
+    """The number of items the fit reads to the driver, after checking it can hold them.
+
+    Args:
+        cfg: Resolved config (``tokenizer.fit_sample``, ``codebook_sizes``, ``items_per_prefix``).
+        n_items: N, items in the catalogue. dim: D, the embedding dimension.
+        driver_bytes: ``spark.driver.memory`` in bytes (:func:`driver_memory_bytes`).
+
+    Returns:
+        ``min(fit_sample, N)``.
+
+    Raises:
+        ValidationError: one line naming ``tokenizer.fit_sample``: the sample needs more than
+            ``driver_bytes`` (``n · (4 · D · FIT_COPIES + ROW_OVERHEAD_BYTES)``), or it is a true
+            sample (``fit_sample < N``) smaller than the level-1 codebook it would fit.
+    """
+    from lgsid.tokenizer import build_tokenizer
+    from lgsid.tokenizer.base import scaled_codebook_sizes
+
+    t = cfg.tokenizer
+    n = min(t.fit_sample, n_items)
+    need = n * (4 * dim * FIT_COPIES + ROW_OVERHEAD_BYTES)
+    if need > driver_bytes:
+        raise ValidationError(
+            f"tokenizer.fit_sample={t.fit_sample}: a fit on {n:,} items of dimension {dim} needs about "
+            f"{need / 2**30:.2f} GiB on the driver, more than spark.driver.memory ({driver_bytes / 2**30:.2f} GiB); "
+            "lower tokenizer.fit_sample or raise spark.driver.memory"
+        )
+    local = build_tokenizer(t).local_last_level
+    k1 = scaled_codebook_sizes(t.codebook_sizes, n, t.items_per_prefix, local_last=local)[0]
+    if n < n_items and n < k1:
+        raise ValidationError(f"tokenizer.fit_sample={t.fit_sample} is below the number of level-1 clusters ({k1}); raise it")
+    return n
+
+
+def fit_sample_frame(df: "DataFrame", n_items: int, fit_sample: int, seed: int) -> "DataFrame":
+    """The items the tokenizer is fitted on (pure, lazy): all of them when ``n_items <= fit_sample``,
+    else the ``fit_sample`` items with the smallest ``xxhash64(seed, item_id)`` (ties by item_id).
+
+    The hash makes the sample a function of the item ids and the seed alone: the same on rerun,
+    whatever the partitioning. The top-``fit_sample`` selection runs on the executors.
+    """
+    from pyspark.sql import functions as F
+
+    if n_items <= fit_sample:
+        return df
+    h = F.xxhash64(F.lit(seed), F.col("item_id"))
+    return df.withColumn("_h", h).orderBy("_h", "item_id").limit(fit_sample).drop("_h")
+
+
+def _arrow_ipc(batches):
+    """mapInArrow body: each Arrow record batch -> one row holding it as an Arrow IPC stream (runs on executors)."""
+    import pyarrow as pa
+
+    for b in batches:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, b.schema) as w:
+            w.write_batch(b)
+        yield pa.RecordBatch.from_pydict({"arrow_ipc": [sink.getvalue().to_pybytes()]}, schema=pa.schema([("arrow_ipc", pa.binary())]))
+
+
+def chunk_rows(spark, dim: int) -> int:
+    """Rows per chunk of the sample stream: ``MAX_CHUNK_BYTES`` (or a quarter of ``spark.driver.maxResultSize``) of ``4 · D + 256``-byte rows."""
+    limit = spark.sparkContext.getConf().get("spark.driver.maxResultSize", "1g")
+    max_result = int(spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(limit))
+    budget = MAX_CHUNK_BYTES if max_result <= 0 else min(MAX_CHUNK_BYTES, max_result // 4)
+    return max(1, budget // (4 * dim + 256))
+
+
+def read_sample(spark, sample: "DataFrame", n: int, dim: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Stream :func:`fit_sample_frame`'s rows to the driver in Arrow chunks, sorted by item_id.
+
+    The sample is range-partitioned by ``item_id`` into chunks of :func:`chunk_rows` rows; each
+    partition is sent as Arrow IPC (``mapInArrow``) and fetched one at a time by
+    ``toLocalIterator``, so no Spark job returns more than one chunk to the driver.
+
+    Args:
+        sample: item_id, FEATURE_COLUMNS, embedding_f32. n: its row count. dim: D.
+
+    Returns:
+        (features frame: item_id + FEATURE_COLUMNS, sorted by item_id; (n, D) float32 embeddings aligned with it).
+    """
+    import math
+
+    import pyarrow as pa
+
+    from lgsid.embedding_f32 import COLUMN, decode_f32
+
+    parts = max(1, math.ceil(n / chunk_rows(spark, dim)))
+    stream = sample.repartitionByRange(parts, "item_id").sortWithinPartitions("item_id").mapInArrow(_arrow_ipc, "arrow_ipc BINARY")
+    frames, mats = [], []
+    for row in stream.toLocalIterator():
+        t = pa.ipc.open_stream(row[0]).read_all()
+        ids = t.column("item_id").to_pylist()
+        mats.append(np.array(decode_f32(t.column(COLUMN).to_numpy(zero_copy_only=False), dim, ids)))  # (n_chunk, D)
+        frames.append(t.drop([COLUMN]).to_pandas())
+    pdf = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", *FEATURE_COLUMNS])
+    emb = np.concatenate(mats) if mats else np.zeros((0, dim), dtype=np.float32)
+    order = np.argsort(pdf["item_id"].to_numpy(dtype=object), kind="stable")  # already sorted; guards the invariant
+    return pdf.iloc[order].reset_index(drop=True), emb[order]
+
+
+def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress: bool = True):
+    """Fit the configured tokenizer on the sample and encode it (in memory; bounded by ``tokenizer.fit_sample``).
+
+    Args:
+        pdf: item_id + FEATURE_COLUMNS, sorted by item_id. emb: (n, D) float32 aligned with it.
+
+    Returns:
+        (tokenizer, sample codes (n, L), l1_paths: K_1 readable level-1 paths).
+    """
+    from lgsid.tokenizer import build_tokenizer
+    from lgsid.tokenizer.hgit import level1_paths
+
+    tok = build_tokenizer(cfg.tokenizer)
+    tok.fit(emb, pdf, progress=progress)
+    codes = tok.encode(emb, pdf)
+    l1_paths = getattr(tok, "l1_paths", None) or level1_paths(pdf, codes[:, 0], tok.codebook_sizes[0])
+    return tok, codes, l1_paths
+
+
+def assign_on_executors(spark, df: "DataFrame", model_path: str, batch_size: int, partitions: int = 0) -> "DataFrame":
+    """Codes of every row of ``df`` from the SID pyfunc at ``model_path``, run as the write-back's Spark UDF.
+
+    The UDF is :func:`lgsid.sid_store.apply_sid_udf` (what ``write-sids`` applies to the registered
+    model), over Arrow batches of ``batch_size`` rows; the result is checkpointed so the UDF runs once.
+
+    Args:
+        df: :func:`training_input`'s rows (every item embedded).
+        model_path: A saved SID pyfunc (:func:`lgsid.serving.sid_model.save_pyfunc`) or a model URI.
+
+    Returns:
+        item_id, sid_l1, sid_l2, sid_l3 (INT; null past the model's levels), category (category_l1,
+        else category_l2), localCheckpointed.
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.sid_store import apply_sid_udf
+
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    prev = spark.conf.get(key, None)
+    spark.conf.set(key, str(batch_size))
+    try:
+        out = apply_sid_udf(spark, df, model_path, partitions=partitions)
+        out = out.select("item_id", "sid_l1", "sid_l2", "sid_l3", F.coalesce("category_l1", "category_l2").alias("category"))
+        return out.localCheckpoint()
+    finally:
+        if prev is not None:
+            spark.conf.set(key, prev)
+        else:
+            spark.conf.unset(key)
+
+
+def sid_items_df(assigned: "DataFrame", version: str) -> "DataFrame":
+    """The ``sid_items`` rows of ``version`` from :func:`assign_on_executors`' codes (pure; suffixes by :func:`lgsid.tokenizer.dedup.dedup_suffix_df`)."""
+    from pyspark.sql import functions as F
+
+    from lgsid.tokenizer.dedup import dedup_suffix_df
+
+    d = dedup_suffix_df(assigned.select("item_id", "sid_l1", "sid_l2", "sid_l3"))
+    return d.select(F.lit(version).alias("sid_model_version"), "sid", "item_id", "sid_l1", "sid_l2", "sid_l3", "sid_suffix")
