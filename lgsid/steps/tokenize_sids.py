@@ -31,7 +31,6 @@ from lgsid.tokenizer.job import (
     reusable_version,
     sid_items_df,
     tokenizer_metrics,
-    training_input,
 )
 
 
@@ -70,9 +69,8 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
         if mv is not None:
             return reuse(cfg, mv, fp)
     items, embeddings = store.read("items"), store.read("item_embeddings")
-    df = training_input(items, embeddings, version_in)
-    n_items = check_training_input(df, version_in)
-    dim = embedding_dim(df)
+    n_items = check_training_input(items, embeddings, version_in)
+    dim = embedding_dim(embeddings, version_in)
     n_fit = check_fit_sample(cfg, n_items, dim, driver_memory_bytes(spark, cfg.spark.driver_memory))
     adapter = None
     if version_in.startswith("aligned-"):
@@ -80,7 +78,8 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
 
         _, adapter = resolve_aligned(cfg, version_in)
 
-    sample = training_input(fit_sample_frame(items, n_items, cfg.tokenizer.fit_sample, cfg.tokenizer.seed), embeddings, version_in)
+    sampled = fit_sample_frame(items, n_items, cfg.tokenizer.fit_sample, cfg.tokenizer.seed)
+    sample = udf_input(sampled, embeddings, version_in, broadcast_items=True)  # the vectors are never shuffled nor broadcast
     pdf, emb = read_sample(spark, sample, n_fit, dim)
     tok, sample_codes, l1_paths = fit_on_sample(cfg, pdf, emb)
     notes = [f"tokenizer {tok.kind} fitted on {len(pdf):,} of {n_items:,} items (tokenizer.fit_sample={cfg.tokenizer.fit_sample:,}) "

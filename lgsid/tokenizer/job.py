@@ -194,26 +194,15 @@ MAX_CHUNK_BYTES = 64 << 20
 ``spark.driver.maxResultSize``)."""
 
 
-def training_input(items: "DataFrame", embeddings: "DataFrame", model_version: str) -> "DataFrame":
-    """Every item with its ``embedding_f32`` of ``model_version`` (pure, lazy; null when it has none).
-
-    The columns are the SID model's UDF input (:func:`lgsid.sid_store.udf_input`): ``item_id``,
-    FEATURE_COLUMNS, ``embedding_f32``.
-    """
-    from pyspark.sql import functions as F
-
-    from lgsid.embedding_f32 import COLUMN
-
-    emb = embeddings.where(F.col("model_version") == model_version).select("item_id", COLUMN)
-    return items.select("item_id", *FEATURE_COLUMNS).join(emb, "item_id", "left")
-
-
-def check_training_input(df: "DataFrame", model_version: str) -> int:
+def check_training_input(items: "DataFrame", embeddings: "DataFrame", model_version: str) -> int:
     """The number of items, checked in one Spark aggregate: none empty, every one embedded.
 
+    Only a per-item flag crosses the join, never the vectors (a join Spark chose to broadcast would
+    otherwise send every embedding through the driver).
+
     Args:
-        df: :func:`training_input`'s rows.
-        model_version: The ``item_embeddings.model_version`` tokenized (named in the error).
+        items: The ``items`` table. embeddings: The ``item_embeddings`` table (all versions).
+        model_version: The ``item_embeddings.model_version`` tokenized.
 
     Returns:
         N, the number of items.
@@ -225,11 +214,13 @@ def check_training_input(df: "DataFrame", model_version: str) -> int:
 
     from lgsid.embedding_f32 import COLUMN
 
-    row = df.agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col(COLUMN).isNull()).alias("missing")).first()
+    has = embeddings.where((F.col("model_version") == model_version) & F.col(COLUMN).isNotNull()).select("item_id", F.lit(True).alias("_has"))
+    df = items.select("item_id").join(has, "item_id", "left")
+    row = df.agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col("_has").isNull()).alias("missing")).first()
     if row["n"] == 0:
         raise ValidationError("table 'items' is empty; run `lgsid ingest` first")
     if row["missing"]:
-        ids = [r[0] for r in df.where(F.col(COLUMN).isNull()).select("item_id").orderBy("item_id").limit(5).collect()]
+        ids = [r[0] for r in df.where(F.col("_has").isNull()).select("item_id").orderBy("item_id").limit(5).collect()]
         raise ValidationError(
             f"column 'embedding': {row['missing']} item(s) have no item_embeddings row of model_version "
             f"{model_version!r}, e.g. {ids}; run `lgsid embed` first"
@@ -237,13 +228,14 @@ def check_training_input(df: "DataFrame", model_version: str) -> int:
     return int(row["n"])
 
 
-def embedding_dim(df: "DataFrame") -> int:
-    """D of :func:`training_input`'s rows, from one row's ``embedding_f32`` byte length (every row is checked when decoded)."""
+def embedding_dim(embeddings: "DataFrame", model_version: str) -> int:
+    """D of ``model_version``'s embeddings, from one row's ``embedding_f32`` byte length (every row is checked when decoded)."""
     from pyspark.sql import functions as F
 
     from lgsid.embedding_f32 import COLUMN
 
-    return int(df.where(F.col(COLUMN).isNotNull()).select(F.octet_length(COLUMN)).first()[0]) // 4
+    rows = embeddings.where((F.col("model_version") == model_version) & F.col(COLUMN).isNotNull()).select(F.octet_length(COLUMN)).limit(1).collect()
+    return int(rows[0][0]) // 4
 
 
 def driver_memory_bytes(spark, default: str) -> int:
@@ -329,7 +321,8 @@ def read_sample(spark, sample: "DataFrame", n: int, dim: int) -> tuple[pd.DataFr
     ``toLocalIterator``, so no Spark job returns more than one chunk to the driver.
 
     Args:
-        sample: item_id, FEATURE_COLUMNS, embedding_f32. n: its row count. dim: D.
+        sample: item_id, FEATURE_COLUMNS, embedding_f32 (:func:`lgsid.sid_store.udf_input` over the
+            sampled items). n: its row count. dim: D.
 
     Returns:
         (features frame: item_id + FEATURE_COLUMNS, sorted by item_id; (n, D) float32 embeddings aligned with it).
@@ -380,7 +373,7 @@ def assign_on_executors(spark, df: "DataFrame", model_path: str, batch_size: int
     model), over Arrow batches of ``batch_size`` rows; the result is checkpointed so the UDF runs once.
 
     Args:
-        df: :func:`training_input`'s rows (every item embedded).
+        df: :func:`lgsid.sid_store.udf_input`'s rows.
         model_path: A saved SID pyfunc (:func:`lgsid.serving.sid_model.save_pyfunc`) or a model URI.
 
     Returns:
