@@ -257,7 +257,7 @@ class NegativesConfig:
 @dataclass(frozen=True)
 class PairsConfig:
     s_th: int = _f(1, "Keep co-click pairs with s(a,b) > s_th (number of users who clicked both).")
-    history_cap: int = _f(50, "Per-user history cap: only the most recent N distinct items form pairs.")
+    history_cap: int = _f(50, "Per-user bound of the co-click join (Eq. 5): only a user's most recent N distinct items form pairs, so one user adds at most N(N-1)/2 rows to the join; the pairs summary counts the users over it and the item rows and per-user pairs it cut.")
     max_pairs_per_anchor: int = _f(10, "Keep at most this many co-click partners per anchor (highest s first).")
     geo_pairs_per_anchor: int = _f(2, "Geo-constrained pairs per anchor: random items outside the anchor's region (county; town at prompts.location_level=district).")
     seed: int = _f(13, "Seed for geo-constrained sampling.")

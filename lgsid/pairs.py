@@ -79,6 +79,34 @@ def capped_histories_df(interactions_df: "DataFrame", cap: int) -> "DataFrame":
     return latest.withColumn("_r", F.row_number().over(wu)).filter(F.col("_r") <= cap).select("user_id", "item_id")
 
 
+def history_cap_cuts(interactions_df: "DataFrame", cap: int) -> "DataFrame":
+    """What the per-user history cap cuts (pure, lazy): one row of counts for the ``pairs`` summary.
+
+    With ``n_u`` = user u's distinct items and ``m_u = min(n_u, cap)``:
+
+    * ``users_over_history_cap`` = ``|{u : n_u > cap}|``;
+    * ``history_items_cut`` = ``Σ_u (n_u − m_u)``, the (user, item) rows left out of the histories;
+    * ``user_pairs_cut`` = ``Σ_u [n_u(n_u−1)/2 − m_u(m_u−1)/2]``, the per-user item pairs the
+      co-click self-join (Eq. 5) does not form: without the cap a user with ``n_u`` items adds
+      ``n_u(n_u−1)/2`` rows to it.
+
+    Example (cap 3): a user with 5 distinct items and one with 2 give 1 user over the cap, 2 items
+    and 10 − 3 = 7 pairs cut.
+
+    Returns:
+        One row: users_over_history_cap, history_items_cut, user_pairs_cut (LONG; 0 when nothing is cut).
+    """
+    from pyspark.sql import functions as F
+
+    n = interactions_df.groupBy("user_id").agg(F.countDistinct("item_id").cast("long").alias("n"))
+    m = F.least(F.col("n"), F.lit(cap).cast("long"))
+    return n.agg(
+        F.count_if(F.col("n") > cap).cast("long").alias("users_over_history_cap"),
+        F.coalesce(F.sum(F.col("n") - m), F.lit(0)).cast("long").alias("history_items_cut"),
+        F.coalesce(F.sum(F.col("n") * (F.col("n") - 1) / 2 - m * (m - 1) / 2), F.lit(0)).cast("long").alias("user_pairs_cut"),
+    )
+
+
 def coclick_scores_df(histories_df: "DataFrame", s_th: int) -> "DataFrame":
     """Eq. 5 in Spark: capped histories ``user_id, item_id`` -> ``x, y, cooccur_users`` with ``x < y`` and ``s > s_th``.
 

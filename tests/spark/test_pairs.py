@@ -8,7 +8,7 @@ import pytest
 
 from lgsid.config import load_config, replace
 from lgsid.geo import haversine_km
-from lgsid.pairs import capped_histories_df, coclick_pairs, coclick_scores, coclick_scores_df, geo_constrained_pairs
+from lgsid.pairs import capped_histories_df, coclick_pairs, coclick_scores, coclick_scores_df, geo_constrained_pairs, history_cap_cuts
 from lgsid.steps.pairs import run
 
 pytestmark = pytest.mark.spark
@@ -112,6 +112,9 @@ def test_build_pairs_geo_and_run_idempotent(spark, cfg, store):
     cc = t1[t1.pair_type == "co_click"]
     assert {(a, b): int(s) for a, b, s in zip(cc.anchor_item_id, cc.other_item_id, cc.cooccur_users)} == _directed(coclick_scores(hist, 3, 0))
     assert s1.metrics["co_click_pairs"] == len(cc)
+    # cap 3: u3 {e, a, b, c} and u4 {z, y, x, w} each lose one item and 6 - 3 = 3 pairs
+    assert {k: s1.metrics[k] for k in ("users_over_history_cap", "history_items_cut", "user_pairs_cut")} == {
+        "users_over_history_cap": 2, "history_items_cut": 2, "user_pairs_cut": 6}
 
 
 def test_geo_pairs_in_a_one_county_city_lie_in_another_town(spark):
@@ -126,3 +129,20 @@ def test_geo_pairs_in_a_one_county_city_lie_in_another_town(spark):
     assert set(got.anchor_item_id) == set(items.item_id)
     assert (got.groupby("anchor_item_id").size() == cfg.geo_pairs_per_anchor).all()
     assert (town.loc[got.anchor_item_id].to_numpy() != town.loc[got.other_item_id].to_numpy()).all()
+
+
+def test_one_heavy_user_is_bounded_by_the_history_cap_and_the_cut_is_counted(spark):
+    """A user with 40 distinct items (and repeat clicks) adds cap(cap-1)/2 = 3 pairs to the join, not 780; the cut is counted."""
+    base = datetime(2024, 1, 1)
+    heavy = [("heavy", f"h{j:02d}", base + timedelta(minutes=j)) for j in range(40)]
+    heavy += [("heavy", "h00", base + timedelta(minutes=100))]  # h00 clicked again last: most recent
+    light = [("u1", "h39", base), ("u1", "h38", base + timedelta(minutes=1)), ("u2", "h01", base)]
+    df = spark.createDataFrame(heavy + light, "user_id string, item_id string, ts timestamp")
+    hist = {r["item_id"] for r in capped_histories_df(df, 3).where("user_id = 'heavy'").collect()}
+    assert hist == {"h00", "h39", "h38"}
+    joined = coclick_scores_df(capped_histories_df(df, 3), s_th=0)
+    got = {(r.x, r.y): r.cooccur_users for r in joined.collect()}
+    assert got == {("h00", "h38"): 1, ("h00", "h39"): 1, ("h38", "h39"): 2}
+    cuts = history_cap_cuts(df, 3).first().asDict()
+    assert cuts == {"users_over_history_cap": 1, "history_items_cut": 37, "user_pairs_cut": 40 * 39 // 2 - 3}
+    assert history_cap_cuts(df, 50).first().asDict() == {"users_over_history_cap": 0, "history_items_cut": 0, "user_pairs_cut": 0}
