@@ -61,7 +61,8 @@ INPUTS = {
 CAPS = {
     "reward": ["reward.max_anchors", "reward.epochs"],
     "gdpo": ["gdpo.max_steps", "gdpo.batch_size"],
-    "tokenize": ["tokenizer.geo_coverage_sample"],
+    "pairs": ["pairs.history_cap"],
+    "tokenize": ["tokenizer.fit_sample", "tokenizer.geo_coverage_sample"],
     "evaluate": ["evaluate.max_users", "evaluate.max_train_examples", "evaluate.max_geo_items", "evaluate.seeds", "evaluate.multi_seed_max_items"],
 }
 # --quick: smaller training budgets (sizes of the data are unchanged).
