@@ -63,28 +63,6 @@ def choose_embedding_version(store: "DeltaStore", requested: str = "") -> str:
     raise ValidationError(f"item_embeddings has no 'reference' or 'aligned-<N>' rows (found {sorted(versions)}); run `lgsid embed`")
 
 
-def items_with_embeddings(items: "DataFrame", embeddings: "DataFrame", model_version: str) -> "DataFrame":
-    """Items left-joined to their embedding of ``model_version`` (pure transform; ``embedding`` null when missing)."""
-    from pyspark.sql import functions as F
-
-    emb = embeddings.where(F.col("model_version") == model_version).select("item_id", "embedding")
-    return items.select("item_id", *FEATURE_COLUMNS).join(emb, "item_id", "left")
-
-
-def check_training_frame(pdf: pd.DataFrame, model_version: str) -> None:
-    """Every item needs an embedding of ``model_version``.
-
-    Raises:
-        ValidationError: names the first items without one.
-    """
-    missing = pdf["embedding"].isna().to_numpy()
-    if missing.any():
-        raise ValidationError(
-            f"column 'embedding': {int(missing.sum())} item(s) have no item_embeddings row of model_version "
-            f"{model_version!r}, e.g. {pdf['item_id'][missing].head(5).tolist()}; run `lgsid embed` first"
-        )
-
-
 def fit_and_assign(cfg: LGSIDConfig, pdf: pd.DataFrame, progress: bool = True):
     """Fit the configured tokenizer on ``pdf`` (sorted by item_id) and assign codes + suffixes, all in memory (the reference of the step's Spark path).
 
