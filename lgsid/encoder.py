@@ -305,10 +305,11 @@ def load_encoder(
             prompts, 1 thread: 104.0 -> 110.5/s), because no forward pass runs the LoRA branches. ``False``
             keeps the ``peft`` model, on torch.
         runtime: What runs :meth:`Encoder.encode` (default ``cfg.runtime``): ``auto`` = ONNX Runtime on
-            CPU when ``onnxruntime`` is installed and the model exports (else torch, with a one-line
-            warning), torch on CUDA; ``torch``; ``onnxruntime``. Training passes ``torch``. For ONNX
-            Runtime the (merged) transformer is exported once per set of weights into
-            ``cfg.onnx_cache_dir`` (:func:`lgsid.encoder_onnx.cached_export`).
+            a CPU where torch would run fp32, when ``onnxruntime`` is installed and the model exports
+            (else torch, with a one-line warning), and torch on CUDA or where ``cfg.cpu_bf16`` turns bf16
+            on (:func:`lgsid.encoder_onnx.resolve_runtime`); ``torch``; ``onnxruntime``. Training passes
+            ``torch``. For ONNX Runtime the (merged) transformer is exported once per set of weights
+            into ``cfg.onnx_cache_dir`` (:func:`lgsid.encoder_onnx.cached_export`).
         onnx_export: An export directory shipped with the model (the ``onnx`` artifact of a registered
             aligned encoder); used instead of the cache when its recorded weights hash matches.
 
@@ -324,7 +325,8 @@ def load_encoder(
     if cfg.pooling not in POOLINGS:
         raise ConfigError(f"invalid value for 'encoder.pooling': {cfg.pooling!r} (valid: {', '.join(POOLINGS)})")
     asked = cfg.runtime if runtime is None else runtime
-    use_ort = resolve_runtime(asked, device) == "onnxruntime" and (merge or not adapter_dir)  # checked before any weights load
+    # checked before any weights load
+    use_ort = resolve_runtime(asked, device, use_cpu_bf16(cfg.cpu_bf16)) == "onnxruntime" and (merge or not adapter_dir)
     path = resolve_checkpoint(cfg.checkpoint)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -347,6 +349,15 @@ def load_encoder(
     return enc
 
 
+def _onnx_failed(enc: Encoder, e: Exception, strict: bool, fallback: str) -> None:
+    """Raise (``strict``: ``encoder.runtime=onnxruntime``) or log one warning line (``auto``) for a failed export/session."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    msg = f"ONNX export of encoder {enc.model_name!r} failed ({type(e).__name__}: {first})"
+    if strict:
+        raise ModelError(f"encoder.runtime=onnxruntime: {msg}; set encoder.runtime=torch to encode on torch") from e
+    log.warning("%s; %s (encoder.runtime=auto)", msg, fallback)
+
+
 def _attach_onnx(enc: Encoder, given: str | None, strict: bool) -> None:
     """Put ``enc`` on ONNX Runtime: the ``given`` export when it matches the weights, else the cached one (exported on a miss).
 
@@ -365,8 +376,27 @@ def _attach_onnx(enc: Encoder, given: str | None, strict: bool) -> None:
     except Exception as e:  # any exporter / onnxruntime failure: fall back or fail as encoder.runtime says
         enc.use_torch()
         enc.eval()
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        msg = f"ONNX export of encoder {enc.model_name!r} failed ({type(e).__name__}: {first})"
-        if strict:
-            raise ModelError(f"encoder.runtime=onnxruntime: {msg}; set encoder.runtime=torch to encode on torch") from e
-        log.warning("%s; encoding on torch (encoder.runtime=auto)", msg)
+        _onnx_failed(enc, e, strict, "encoding on torch")
+
+
+def onnx_export_of(cfg: EncoderConfig, adapter_dir: str | None = None) -> str | None:
+    """The ONNX export directory of the encoder (base, or with ``adapter_dir`` merged), for shipping with a model; None under ``encoder.runtime=torch``.
+
+    Exported into ``cfg.onnx_cache_dir`` unless it is there already. Unlike :func:`load_encoder`
+    this exports whatever this machine's CPU would run under ``auto``: the model may be served on
+    another machine. A failed export is an error under ``onnxruntime``, a one-line warning and
+    None under ``auto``.
+
+    Raises:
+        ModelError: ``encoder.runtime=onnxruntime`` and the export failed.
+    """
+    from lgsid import encoder_onnx
+
+    if cfg.runtime == "torch":
+        return None
+    enc = load_encoder(cfg, adapter_dir=adapter_dir, device="cpu", runtime="torch")
+    try:
+        return encoder_onnx.cached_export(enc.model, enc.tokenizer, enc.input_names, enc.weights_sha256(), cfg.onnx_cache_dir)
+    except Exception as e:
+        _onnx_failed(enc, e, cfg.runtime == "onnxruntime", "the model is logged without its export")
+        return None

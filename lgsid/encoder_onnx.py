@@ -53,13 +53,18 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def resolve_runtime(runtime: str, device: str) -> str:
+def resolve_runtime(runtime: str, device: str, cpu_bf16: bool = False) -> str:
     """The runtime of the inference passes: ``torch`` or ``onnxruntime``.
 
+    ``auto`` is ONNX Runtime (fp32) on a CPU where torch would run fp32, and torch elsewhere: on
+    CUDA, and on a CPU where torch runs bf16 (``encoder.cpu_bf16`` resolved on: native AVX512-BF16
+    or AMX). There, on one thread, torch bf16 ran 1.56x ONNX Runtime's prompts/s, while ONNX Runtime
+    ran 1.32x torch fp32 (``bench/embed.py``, docs/scale.md).
+
     Args:
-        runtime: ``encoder.runtime``: ``auto`` (ONNX Runtime on CPU when it is installed, torch on
-            CUDA), ``torch`` or ``onnxruntime``.
+        runtime: ``encoder.runtime``: ``auto``, ``torch`` or ``onnxruntime``.
         device: The encoder's device (``cpu``, ``cuda``, ``cuda:N``).
+        cpu_bf16: Whether torch encodes under bf16 autocast on this CPU (:func:`lgsid.train.runtime.use_cpu_bf16`).
 
     Raises:
         ConfigError: unknown runtime.
@@ -73,7 +78,7 @@ def resolve_runtime(runtime: str, device: str) -> str:
         if not onnxruntime_available():
             raise EnvironmentSetupError(f"encoder.runtime=onnxruntime but the onnxruntime package is not installed: {INSTALL_HINT} (or set encoder.runtime=auto or torch)")
         return "onnxruntime"
-    return "onnxruntime" if torch.device(device).type == "cpu" and onnxruntime_available() else "torch"
+    return "onnxruntime" if torch.device(device).type == "cpu" and not cpu_bf16 and onnxruntime_available() else "torch"
 
 
 def weights_sha256(model: nn.Module, input_names: Sequence[str]) -> str:

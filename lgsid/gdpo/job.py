@@ -223,14 +223,13 @@ def log_aligned_encoder(cfg: LGSIDConfig, adapter_dir: str, dim: int, register: 
             from lgsid.encoder import resolve_checkpoint
 
             artifacts["base"] = resolve_checkpoint(cfg.encoder.checkpoint)
-        if cfg.encoder.runtime != "torch":
-            from lgsid.encoder import load_encoder
+        from lgsid.encoder import onnx_export_of
 
-            # merged on CPU and exported (or found in encoder.onnx_cache_dir); under runtime=auto a failed
-            # export is a warning and the version is logged without the artifact
-            onnx_dir = load_encoder(cfg.encoder, adapter_dir=adapter_dir, device="cpu").onnx_dir
-            if onnx_dir:
-                artifacts["onnx"] = shutil.copytree(onnx_dir, os.path.join(tmp, "onnx"))  # artifacts/onnx/{model.onnx,export.json}
+        # merged on CPU and exported (or found in encoder.onnx_cache_dir); None under runtime=torch, and
+        # under runtime=auto when the export failed (a warning): the version is logged without it
+        onnx_dir = onnx_export_of(cfg.encoder, adapter_dir)
+        if onnx_dir:
+            artifacts["onnx"] = shutil.copytree(onnx_dir, os.path.join(tmp, "onnx"))  # artifacts/onnx/{model.onnx,export.json}
         sig = infer_signature(pd.DataFrame({"prompt": ["a"]}), np.zeros((1, dim), dtype=np.float32), params={"batch_size": int(cfg.encoder.batch_size)})
         info = mlflow.pyfunc.log_model(
             name="aligned_encoder",

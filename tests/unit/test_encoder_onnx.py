@@ -13,7 +13,7 @@ import torch
 
 from lgsid import encoder_onnx
 from lgsid.config import EncoderConfig, load_config, replace
-from lgsid.encoder import load_encoder
+from lgsid.encoder import load_encoder, onnx_export_of
 from lgsid.errors import ConfigError, EnvironmentSetupError, ModelError
 
 pytest.importorskip("onnxruntime")
@@ -60,6 +60,7 @@ def test_runtime_key_and_resolution():
         load_config(None, ["encoder.runtime=tensorrt"])
     assert load_config(None).encoder.runtime == "auto"
     assert encoder_onnx.resolve_runtime("auto", "cpu") == "onnxruntime"
+    assert encoder_onnx.resolve_runtime("auto", "cpu", cpu_bf16=True) == "torch"  # torch bf16 beats ONNX Runtime fp32 there
     assert encoder_onnx.resolve_runtime("auto", "cuda") == "torch"
     assert encoder_onnx.resolve_runtime("torch", "cpu") == "torch"
     assert encoder_onnx.resolve_runtime("onnxruntime", "cpu") == "onnxruntime"
@@ -126,6 +127,14 @@ def test_export_is_cached_per_weights_and_a_shipped_export_is_used(cfg, base, ad
     # ... and ignored when it does not (the base export handed to the LoRA-merged model): the cache serves
     merged = load_encoder(cfg, adapter_dir=adapter, runtime="onnxruntime", onnx_export=shipped)
     assert merged.onnx_dir != shipped and encoder_onnx.export_sha(merged.onnx_dir) == merged.weights_sha256()
+    # what G-DPO ships with a registered version: the export whatever this CPU runs under auto, none under torch
+    assert onnx_export_of(dataclasses.replace(cfg, cpu_bf16="on"), adapter) == merged.onnx_dir
+    assert onnx_export_of(dataclasses.replace(cfg, runtime="torch"), adapter) is None
+
+
+def test_auto_keeps_torch_where_it_runs_bf16(cfg, tmp_path):
+    enc = load_encoder(dataclasses.replace(cfg, cpu_bf16="on", onnx_cache_dir=str(tmp_path / "cache")))  # runtime auto
+    assert enc.runtime == "torch" and enc.cpu_bf16 and not (tmp_path / "cache").exists()  # nothing exported
 
 
 def test_onnxruntime_not_installed(cfg, monkeypatch):
