@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--out", default=None, help="report directory (overrides evaluate.out_dir)")
         if name == "promote":
             sp.add_argument("--version", default=None, help="model version to promote (default: the 'candidate' alias)")
+            sp.add_argument("--force", action="store_true", help="promote even when the SID churn exceeds promote.max_sid_churn (= --set promote.force=true)")
     sp = sub.add_parser("pipeline", help="Run every step in pipeline.steps in order.")
     common(sp)
     sp.add_argument("--steps", default=None, help="comma-separated subset of steps (default: pipeline.steps)")
@@ -113,6 +114,8 @@ def _main(args: argparse.Namespace) -> int:
         overrides.append(f"evaluate.out_dir={args.out}")
     if getattr(args, "version", None):
         overrides.append(f"promote.version={args.version}")
+    if getattr(args, "force", False):
+        overrides.append("promote.force=true")
     if args.command == "config":
         if args.explain:
             print(explain())

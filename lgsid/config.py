@@ -424,6 +424,8 @@ class TokenizerConfig:
     local_last_level: bool = _f(True, "HGIT with >= 3 levels: the deepest level is one k-means codebook per level-1 code (shape (K_L, K_1, D)) instead of one shared codebook, so the distinct items of a geographic cluster get distinct SIDs (collisions ~ identical prompts).")
     reseed_dead_codes: bool = _f(True, "HGIT: after each training epoch, move learnable codes no item uses onto the residuals worst reconstructed (a dead code gets no gradient).")
     fit_sample: int = _f(200_000, "Items the tokenizer is fitted on: a seeded sample (smallest xxhash64(seed, item_id) first), streamed to the driver in Arrow batches; the whole catalogue when it has fewer items (then the SIDs are those of a fit on every item). Every item is then assigned on the executors by the SID model's UDF. At least the level-1 codebook size; the driver must hold about fit_sample x (24·D + 1 KiB) bytes (D = embedding dimension), checked against spark.driver.memory before anything is read. Codebook sizes grow with the sample size (items_per_prefix).")
+    align_to_champion: bool = _f(True, "HGIT: after a fit, renumber each level's codes to match the 'champion' version's codebooks (scipy linear_sum_assignment on centre distances), so an item whose code did not move keeps its code index across refits (lgsid.tokenizer.align).")
+    freeze_level1_from_champion: bool = _f(False, "HGIT: reuse the 'champion' version's level-1 anchors (its clustering-feature centres, and so K_1) instead of clustering level 1 again; items whose attributes did not change keep their level-1 code. Refused when the level-1 features changed shape.")
 
     def __post_init__(self) -> None:
         _check(len(self.codebook_sizes) >= 1 and all(s >= 2 for s in self.codebook_sizes), "tokenizer.codebook_sizes", "need >= 1 level, each size >= 2")
@@ -463,9 +465,12 @@ class PromoteConfig:
     min_downstream_hit_at_10: float = _f(0.0, "Minimum generative Hit@10, checked once evaluation metrics exist.")
     min_usage_deeper: float = _f(0.0, "Minimum share of codes used at each level >= 2.")
     min_downstream_auc: float = _f(0.0, "Minimum downstream CTR AUC, checked once evaluation metrics exist.")
+    max_sid_churn: float = _f(0.2, "Maximum share of items whose full SID (every code level, suffix aside) differs between the candidate and the champion, on the items both have in sid_items; a refit that reshuffles more is refused unless promote.force (1 = no limit). Checked when a champion exists.")
+    force: bool = _f(False, "Promote even when the SID churn exceeds promote.max_sid_churn (the other gates still apply); `lgsid promote --force`.")
 
     def __post_init__(self) -> None:
-        for k in ("min_usage_l1", "max_collision_rate", "min_county_coverage_at_10", "min_downstream_hit_at_10", "min_usage_deeper", "min_downstream_auc"):
+        for k in ("min_usage_l1", "max_collision_rate", "min_county_coverage_at_10", "min_downstream_hit_at_10", "min_usage_deeper", "min_downstream_auc",
+                  "max_sid_churn"):
             _check(0.0 <= getattr(self, k) <= 1.0, f"promote.{k}", "must be in [0, 1]")
 
 

@@ -13,6 +13,9 @@ gate (config key)              metric (in the version's MLflow run)
 ``min_county_coverage_at_10``  ``geo_C_at_10`` (C@10 of the quantised vectors) — must be >=
 ``min_downstream_hit_at_10``   ``downstream.hit_at_10`` — checked when present
 ``min_downstream_auc``         ``downstream.auc`` — checked when present
+``max_sid_churn``              ``sid_churn_full`` (share of the items whose codes changed against
+                               the champion, :mod:`lgsid.sid_churn`) — must be <=, unless
+                               ``promote.force``; measured by ``lgsid promote`` when a champion exists
 =============================  ==============================================================
 
 Downstream metrics are read from the version's run metrics or, failing that, from model-version
@@ -125,8 +128,27 @@ def version_by_alias(cfg: LGSIDConfig, alias: str) -> Any | None:
         return None
 
 
-def gate(cfg: LGSIDConfig, metrics: dict[str, float], tags: dict[str, str] | None = None) -> list[str]:
+def tokenizer_of(cfg: LGSIDConfig, alias: str):
+    """(version, fitted tokenizer) of the SID model version holding ``alias``, or (None, None) when none does."""
+    import mlflow.pyfunc
+
+    mv = version_by_alias(cfg, alias)
+    if mv is None:
+        return None, None
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.sid_model_name}/{mv.version}").unwrap_python_model()
+    return str(mv.version), model.tokenizer
+
+
+def gate(cfg: LGSIDConfig, metrics: dict[str, float], tags: dict[str, str] | None = None,
+         churn: dict[str, float] | None = None) -> list[str]:
     """Check ``metrics`` against ``promote.*``; return notes on what was checked.
+
+    Args:
+        cfg: resolved config (``promote.*``).
+        metrics: the version's run metrics. tags: its model-version tags (downstream metrics may be there).
+        churn: SID churn against the champion (:mod:`lgsid.sid_churn`), or None when there is
+            none to compare with: ``sid_churn_full`` must be <= ``promote.max_sid_churn`` unless
+            ``promote.force``.
 
     Raises:
         PromotionRefused: the first failing metric (name, value, threshold and config key).
@@ -158,11 +180,46 @@ def gate(cfg: LGSIDConfig, metrics: dict[str, float], tags: dict[str, str] | Non
         if float(v) < thr:
             raise PromotionRefused(f"metric '{metric}' = {float(v):.4g} fails the gate promote.{key} (>= {thr})")
         notes.append(f"{metric} = {float(v):.4g} >= {thr}: ok")
+    notes.append(churn_gate(p.max_sid_churn, p.force, churn))
     return notes
 
 
-def promote(cfg: LGSIDConfig, version: str | None = None) -> tuple[str, list[str]]:
-    """Move ``champion`` to ``version`` (default: ``promote.version``, else the ``candidate``) if it passes.
+def churn_gate(max_churn: float, force: bool, churn: dict[str, float] | None) -> str:
+    """The ``promote.max_sid_churn`` check: a note, or :class:`PromotionRefused` when the full-SID churn is over it and not forced."""
+    from lgsid.sid_churn import churn_line
+
+    if churn is None:
+        return "sid_churn: no champion sid_items to compare with, skipped"
+    v = float(churn["sid_churn_full"])
+    if v <= max_churn:
+        return f"sid_churn_full = {v:.4g} <= {max_churn}: ok ({churn_line(churn)})"
+    if force:
+        return f"sid_churn_full = {v:.4g} > {max_churn}: promoted anyway (promote.force) ({churn_line(churn)})"
+    raise PromotionRefused(
+        f"metric 'sid_churn_full' = {v:.4g} fails the gate promote.max_sid_churn (<= {max_churn}): the candidate changes the codes of "
+        f"{churn_line(churn)} against the champion; `lgsid promote --force` (promote.force=true) promotes it anyway")
+
+
+def target_version(cfg: LGSIDConfig, version: str | None = None) -> str:
+    """The version ``promote`` acts on: ``version``, else ``promote.version``, else the one holding ``candidate``.
+
+    Raises:
+        ModelError: no version given and none holds ``candidate``.
+    """
+    version = version or cfg.promote.version
+    if not version:
+        mv = version_by_alias(cfg, CANDIDATE)
+        if mv is None:
+            raise ModelError(f"no version of '{cfg.mlflow.sid_model_name}' holds the alias '{CANDIDATE}'; run `lgsid tokenize` first")
+        version = str(mv.version)
+    return str(version)
+
+
+def promote(cfg: LGSIDConfig, version: str | None = None, churn: dict[str, float] | None = None) -> tuple[str, list[str]]:
+    """Move ``champion`` to ``version`` (default: :func:`target_version`) if it passes.
+
+    Args:
+        churn: SID churn of ``version`` against the champion (see :func:`gate`); None skips that check.
 
     Returns:
         (promoted version, gate notes).
@@ -177,18 +234,13 @@ def promote(cfg: LGSIDConfig, version: str | None = None) -> tuple[str, list[str
     setup_mlflow(cfg)
     client = MlflowClient()
     name = cfg.mlflow.sid_model_name
-    version = version or cfg.promote.version
-    if not version:
-        mv = version_by_alias(cfg, CANDIDATE)
-        if mv is None:
-            raise ModelError(f"no version of '{name}' holds the alias '{CANDIDATE}'; run `lgsid tokenize` first")
-        version = str(mv.version)
+    version = target_version(cfg, version)
     try:
         mv = client.get_model_version(name, str(version))
     except Exception:
         raise ModelError(f"registered model '{name}' has no version {version!r}") from None
     metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
-    notes = gate(cfg, metrics, dict(mv.tags or {}))
+    notes = gate(cfg, metrics, dict(mv.tags or {}), churn)
     client.set_registered_model_alias(name, CHAMPION, str(version))
     return str(version), notes
 

@@ -13,8 +13,9 @@ import os
 import tempfile
 
 from lgsid.config import LGSIDConfig
-from lgsid.registry import CANDIDATE, bootstrap_champion, log_sid_model, version_by_alias
+from lgsid.registry import CANDIDATE, CHAMPION, bootstrap_champion, log_sid_model, tokenizer_of, version_by_alias
 from lgsid.steps.summary import StepSummary
+from lgsid.tokenizer.align import alignment_note
 from lgsid.tokenizer.job import (
     HEADLINE,
     assign_on_executors,
@@ -81,9 +82,12 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
     sampled = fit_sample_frame(items, n_items, cfg.tokenizer.fit_sample, cfg.tokenizer.seed)
     sample = udf_input(sampled, embeddings, version_in, broadcast_items=True)  # the vectors are never shuffled nor broadcast
     pdf, emb = read_sample(spark, sample, n_fit, dim)
-    tok, sample_codes, l1_paths = fit_on_sample(cfg, pdf, emb)
+    ref_version, reference = champion_reference(cfg)
+    tok, sample_codes, l1_paths = fit_on_sample(cfg, pdf, emb, reference=reference)
     notes = [f"tokenizer {tok.kind} fitted on {len(pdf):,} of {n_items:,} items (tokenizer.fit_sample={cfg.tokenizer.fit_sample:,}) "
              f"of item_embeddings model_version={version_in} (dim {tok.dim}); every item assigned on the executors by the SID model's UDF"]
+    if tok.alignment:
+        notes.append(f"codes aligned to champion version {ref_version}: " + alignment_note(tok.alignment))
     tables = []
     sid_version = "unregistered"
     sections = cfg.to_dict()
@@ -96,6 +100,7 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
         metrics = tokenizer_metrics(cfg, tok, emb, pdf, sample_codes)  # geo coverage: on the sample
         metrics.update(codebook_health_df(assigned, tok.codebook_sizes))  # codebook health: every item, Spark aggregates
         metrics["fit_items"] = float(len(pdf))
+        metrics.update({f"align_{k}": v for k, v in tok.alignment.items()})
         with stage_run(cfg, "tokenize") as run:
             mlflow.log_metrics(metrics)
             mlflow.set_tags({"lgsid.embedding_model_version": version_in, "lgsid.tokenizer_kind": tok.kind, TAG: fp})
@@ -114,6 +119,14 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
     headline["sid_model_version"] = sid_version
     headline["fit_items"] = len(pdf)
     return StepSummary("tokenize", tables=tables, metrics=headline, notes=notes)
+
+
+def champion_reference(cfg: LGSIDConfig):
+    """(version, tokenizer) of the champion when a refit should keep its codes stable (``tokenizer.*_champion``), else (None, None)."""
+    t = cfg.tokenizer
+    if not t.log_model or not any((t.align_to_champion, t.freeze_level1_from_champion, getattr(t, "warm_start_from_champion", False))):
+        return None, None
+    return tokenizer_of(cfg, CHAMPION)
 
 
 def reuse(cfg: LGSIDConfig, mv, fp: str) -> StepSummary:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from lgsid.config import TokenizerConfig
 from lgsid.errors import ValidationError
 from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
+from lgsid.tokenizer.align import use_level1_anchors
 from lgsid.tokenizer.features import ClusteringFeaturizer, check_features
 
 # ---------------------------------------------------------------------------------------------
@@ -447,8 +448,12 @@ class HGITTokenizer(SIDTokenizer):
             raise ValidationError(f"embeddings have {len(x)} rows but features {len(features)}")
         k1 = self.codebook_sizes[0]
         F = self.featurizer(features)
-        km = MiniBatchKMeans(n_clusters=k1, random_state=self.cfg.seed, batch_size=min(4096, len(F)), n_init=3).fit(F)
-        self.feature_centres = km.cluster_centers_.astype(np.float64)
+        anchors = getattr(self, "level1_anchors", None)  # (K1, F) champion's centres: tokenizer.freeze_level1_from_champion
+        if anchors is not None:
+            k1 = use_level1_anchors(self, anchors, F.shape[1])
+        else:
+            km = MiniBatchKMeans(n_clusters=k1, random_state=self.cfg.seed, batch_size=min(4096, len(F)), n_init=3).fit(F)
+            self.feature_centres = km.cluster_centers_.astype(np.float64)
         c1 = nearest_centre(F, self.feature_centres)
         self.mu1 = level1_centres(x, c1, k1)
         self.l1_paths = level1_paths(features, c1, k1)

@@ -63,8 +63,11 @@ def choose_embedding_version(store: "DeltaStore", requested: str = "") -> str:
     raise ValidationError(f"item_embeddings has no 'reference' or 'aligned-<N>' rows (found {sorted(versions)}); run `lgsid embed`")
 
 
-def fit_and_assign(cfg: LGSIDConfig, pdf: pd.DataFrame, progress: bool = True):
+def fit_and_assign(cfg: LGSIDConfig, pdf: pd.DataFrame, progress: bool = True, reference=None):
     """Fit the configured tokenizer on ``pdf`` (sorted by item_id) and assign codes + suffixes, all in memory (the reference of the step's Spark path).
+
+    Args:
+        reference: the champion's tokenizer, kept stable as in :func:`fit_on_sample`.
 
     Returns:
         (tokenizer, embeddings (N, D), codes (N, L), suffix (N,), l1_paths).
@@ -74,7 +77,7 @@ def fit_and_assign(cfg: LGSIDConfig, pdf: pd.DataFrame, progress: bool = True):
 
     emb = stack_embeddings(pdf["embedding"], pdf["item_id"])
     tok = build_tokenizer(cfg.tokenizer)
-    tok.fit(emb, pdf, progress=progress)
+    fit_stable(cfg, tok, emb, pdf, reference, progress)
     codes = tok.encode(emb, pdf)
     suffix = dedup_suffix(codes)
     l1_paths = getattr(tok, "l1_paths", None) or level1_paths(pdf, codes[:, 0], tok.codebook_sizes[0])
@@ -325,11 +328,12 @@ def read_sample(spark, sample: "DataFrame", n: int, dim: int) -> tuple[pd.DataFr
     return pdf.iloc[order].reset_index(drop=True), emb[order]
 
 
-def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress: bool = True):
+def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress: bool = True, reference=None):
     """Fit the configured tokenizer on the sample and encode it (in memory; bounded by ``tokenizer.fit_sample``).
 
     Args:
         pdf: item_id + FEATURE_COLUMNS, sorted by item_id. emb: (n, D) float32 aligned with it.
+        reference: the champion's tokenizer, or None: its codes are kept stable (:func:`fit_stable`).
 
     Returns:
         (tokenizer, sample codes (n, L), l1_paths: K_1 readable level-1 paths).
@@ -338,10 +342,21 @@ def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress
     from lgsid.tokenizer.hgit import level1_paths
 
     tok = build_tokenizer(cfg.tokenizer)
-    tok.fit(emb, pdf, progress=progress)
+    fit_stable(cfg, tok, emb, pdf, reference, progress)
     codes = tok.encode(emb, pdf)
     l1_paths = getattr(tok, "l1_paths", None) or level1_paths(pdf, codes[:, 0], tok.codebook_sizes[0])
     return tok, codes, l1_paths
+
+
+def fit_stable(cfg: LGSIDConfig, tok, emb: np.ndarray, pdf: pd.DataFrame, reference=None, progress: bool = True) -> None:
+    """Fit ``tok`` keeping the champion's (``reference``) codes stable, per ``tokenizer.align_to_champion``,
+    ``freeze_level1_from_champion`` and ``warm_start_from_champion`` (:func:`lgsid.tokenizer.align.fit_aligned`);
+    what the alignment did is left in ``tok.alignment``."""
+    from lgsid.tokenizer.align import fit_aligned
+
+    t = cfg.tokenizer
+    tok.alignment = fit_aligned(tok, emb, pdf, reference, freeze_level1=t.freeze_level1_from_champion, align=t.align_to_champion,
+                                warm_start=getattr(t, "warm_start_from_champion", False), progress=progress)
 
 
 def assign_on_executors(spark, df: "DataFrame", model_path: str, batch_size: int, partitions: int = 0) -> "DataFrame":
