@@ -156,6 +156,21 @@ ITEM_SID_FEATURES = TableSpec(
     written_by="write-sids",
 )
 
+SID_HEALTH = TableSpec(
+    name="sid_health",
+    primary_key=("sid_model_version", "level"),
+    description="Codebook health per SID model version and level, with churn against the previous version (written by every write-sids run)",
+    schema=(
+        "sid_model_name STRING, sid_model_version STRING, level INT, codebook_size INT, items BIGINT, usage DOUBLE, "
+        "perplexity DOUBLE, collision_rate DOUBLE, churn DOUBLE, churn_items BIGINT, previous_sid_model_version STRING, "
+        "updated_at TIMESTAMP"
+    ),
+    not_null=("sid_model_name", "sid_model_version", "level", "codebook_size", "items", "usage", "perplexity", "collision_rate", "updated_at"),
+    checks={"usage_share": "usage >= 0 AND usage <= 1", "collision_share": "collision_rate >= 0 AND collision_rate <= 1",
+            "churn_share": "churn IS NULL OR (churn >= 0 AND churn <= 1)"},
+    written_by="write-sids",
+)
+
 REJECTS_SCHEMA = "reject_reason STRING, source_row STRING, row_json STRING, rejected_at TIMESTAMP"
 """Schema of ``<table>_rejects``: why a row was quarantined, where it came from, and the row as JSON."""
 
@@ -181,7 +196,7 @@ CATALOGUE: dict[str, TableSpec] = {
     t.name: t
     for t in (
         ITEMS, USERS, INTERACTIONS, GEO_PROMPTS, NEGATIVES, REWARD_LISTS, GDPO_PAIRS, ITEM_EMBEDDINGS, SID_ITEMS,
-        ITEM_SID_FEATURES, ITEMS_REJECTS, INTERACTIONS_REJECTS,
+        ITEM_SID_FEATURES, SID_HEALTH, ITEMS_REJECTS, INTERACTIONS_REJECTS,
     )
 }
 

@@ -172,6 +172,29 @@ LOCATION '${lgsid_root}/item_sid_features'
 COMMENT 'SID features per item for ranking teams (MERGEd by the SID UDF; Delta history for point-in-time joins)'
 TBLPROPERTIES ('lgsid.primary_key' = 'item_id', 'lgsid.written_by' = 'write-sids');
 
+-- sid_health: written by `lgsid write-sids`
+CREATE TABLE IF NOT EXISTS lgsid.sid_health (
+  sid_model_name STRING NOT NULL COMMENT 'Registered SID model name',
+  sid_model_version STRING NOT NULL COMMENT 'SID model (registry) version',
+  level INT NOT NULL COMMENT 'Code level (1 = geographic level-1 code)',
+  codebook_size INT NOT NULL COMMENT 'Codes K at this level',
+  items BIGINT NOT NULL COMMENT 'Items coded by this write-sids run',
+  usage DOUBLE NOT NULL COMMENT 'Share of the K codes used by at least one item',
+  perplexity DOUBLE NOT NULL COMMENT 'exp(entropy) of the code distribution (K = uniform, 1 = collapsed)',
+  collision_rate DOUBLE NOT NULL COMMENT 'Share of items whose code prefix up to this level another item shares',
+  churn DOUBLE COMMENT 'Share of common items whose prefix up to this level changed against the previous version (null: none)',
+  churn_items BIGINT COMMENT 'Items both versions coded (the churn denominator)',
+  previous_sid_model_version STRING COMMENT 'Version churn is measured against: the highest lower version with sid_items rows',
+  updated_at TIMESTAMP NOT NULL COMMENT 'When the row was written'
+)
+USING DELTA
+LOCATION '${lgsid_root}/sid_health'
+COMMENT 'Codebook health per SID model version and level, with churn against the previous version (written by every write-sids run)'
+TBLPROPERTIES ('lgsid.primary_key' = 'sid_model_version,level', 'lgsid.written_by' = 'write-sids');
+ALTER TABLE lgsid.sid_health ADD CONSTRAINT usage_share CHECK (usage >= 0 AND usage <= 1);
+ALTER TABLE lgsid.sid_health ADD CONSTRAINT collision_share CHECK (collision_rate >= 0 AND collision_rate <= 1);
+ALTER TABLE lgsid.sid_health ADD CONSTRAINT churn_share CHECK (churn IS NULL OR (churn >= 0 AND churn <= 1));
+
 -- items_rejects: written by `lgsid ingest`
 CREATE TABLE IF NOT EXISTS lgsid.items_rejects (
   reject_reason STRING NOT NULL COMMENT 'Why the row was quarantined (names the column)',

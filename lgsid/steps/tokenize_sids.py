@@ -124,7 +124,7 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
 def champion_reference(cfg: LGSIDConfig):
     """(version, tokenizer) of the champion when a refit should keep its codes stable (``tokenizer.*_champion``), else (None, None)."""
     t = cfg.tokenizer
-    if not t.log_model or not any((t.align_to_champion, t.freeze_level1_from_champion, getattr(t, "warm_start_from_champion", False))):
+    if not t.log_model or not any((t.align_to_champion, t.freeze_level1_from_champion, t.warm_start_from_champion)):
         return None, None
     return tokenizer_of(cfg, CHAMPION)
 

@@ -16,6 +16,7 @@ from lgsid.sid_store import (
     udf_input,
     version_uri,
 )
+from lgsid.sid_health import write_sid_health
 from lgsid.steps.summary import StepSummary
 
 
@@ -84,4 +85,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
         tables.append(store.merge(delta, "item_sid_features"))
     else:
         notes.append("item_sid_features already up to date: nothing committed")
+    health, note = write_sid_health(spark, store, cfg.mlflow.sid_model_name, mv, final)
+    tables += [health] if health is not None else []
+    notes.append(note)
     return StepSummary("write-sids", tables=tables, metrics={"items": n_total, "new_items": n_new, "rows_merged": n_changed}, notes=notes)

@@ -168,8 +168,26 @@ def use_level1_anchors(tok, anchors: np.ndarray, feature_dim: int) -> int:
     return len(anchors)
 
 
+def warm_or_kmeans_init(warm: list[np.ndarray], level: int, r: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Initial codebook of shared learnable level ``level + 2``: the champion's (``warm[level]``) when its shape is (k, D), else k-means.
+
+    Args:
+        warm: the champion's shared codebooks (``tokenizer.warm_start_from_champion``), or [].
+        level: 0-based index among the shared learnable levels. r: (N, D) residuals entering it.
+        k: its size. seed: the k-means seed.
+
+    Returns:
+        (k, D) float32.
+    """
+    from lgsid.tokenizer.hgit import kmeans_init
+
+    if level < len(warm) and np.shape(warm[level]) == (k, r.shape[1]):
+        return np.asarray(warm[level], dtype=np.float32).copy()
+    return kmeans_init(r, k, seed)
+
+
 def fit_aligned(tok, emb: np.ndarray, features, reference=None, *, freeze_level1: bool = False, align: bool = True,
-                progress: bool = False) -> dict[str, float]:
+                warm_start: bool = False, progress: bool = False) -> dict[str, float]:
     """Fit ``tok`` and, given the champion's tokenizer ``reference``, keep its codes stable (module docstring).
 
     Args:
@@ -177,6 +195,7 @@ def fit_aligned(tok, emb: np.ndarray, features, reference=None, *, freeze_level1
         reference: the champion's fitted tokenizer, or None (a plain fit).
         freeze_level1: reuse the reference's level-1 anchors (``tokenizer.freeze_level1_from_champion``).
         align: renumber the fitted codebooks to the reference's (``tokenizer.align_to_champion``).
+        warm_start: start the shared learnable levels from the reference's codebooks (``tokenizer.warm_start_from_champion``).
         progress: show the fit's progress bar.
 
     Returns:
@@ -185,6 +204,8 @@ def fit_aligned(tok, emb: np.ndarray, features, reference=None, *, freeze_level1
     hgit = reference is not None and getattr(tok, "kind", None) == "hgit" and getattr(reference, "kind", None) == "hgit"
     if hgit and freeze_level1:
         tok.level1_anchors = reference.feature_centres
+    if hgit and warm_start:
+        tok.warm_codebooks = [np.asarray(c) for c in reference.codebooks]
     tok.fit(emb, features, progress=progress)
     if hgit and align:
         return align_to_reference(tok, reference)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from lgsid.config import TokenizerConfig
 from lgsid.errors import ValidationError
 from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
-from lgsid.tokenizer.align import use_level1_anchors
+from lgsid.tokenizer.align import use_level1_anchors, warm_or_kmeans_init
 from lgsid.tokenizer.features import ClusteringFeaturizer, check_features
 
 # ---------------------------------------------------------------------------------------------
@@ -396,18 +396,11 @@ def level1_centres(x: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
 
 
 def level1_paths(features: pd.DataFrame, codes: np.ndarray, k: int) -> list[str]:
-    """Readable "state / county / category" of every level-1 code: the majority among its members."""
-    df = pd.DataFrame({
-        "c": codes,
-        "state": features["state"].astype(str).to_numpy(),
-        "county": features["county"].astype(str).to_numpy(),
-        "cat": features["category_l1"].where(features["category_l1"].notna(), features["category_l2"]).astype(str).to_numpy(),
-    })
-    out = ["(empty)"] * k
-    for c, g in df.groupby("c"):
-        sc = (g["state"] + "\x1f" + g["county"]).mode().iloc[0].split("\x1f")
-        out[int(c)] = f"{sc[0]} / {sc[1]} / {g['cat'].mode().iloc[0]}"
-    return out
+    """Readable ``sid_path`` of every level-1 code: the area and category that cover its members (:func:`lgsid.tokenizer.paths.code_paths`)."""
+    from lgsid.tokenizer.paths import code_paths
+
+    cats = features["category_l1"].where(features["category_l1"].notna(), features["category_l2"])
+    return code_paths(codes, features["state"].to_numpy(), features["county"].to_numpy(), cats.to_numpy(), k)
 
 
 class HGITTokenizer(SIDTokenizer):
@@ -463,8 +456,9 @@ class HGITTokenizer(SIDTokenizer):
         local = self.local_last_level
         shared = self.codebook_sizes[1:-1] if local else self.codebook_sizes[1:]
         init = []
+        warm = getattr(self, "warm_codebooks", None) or []  # champion's codebooks: tokenizer.warm_start_from_champion
         for l, k in enumerate(shared):
-            cb = kmeans_init(r, k, self.cfg.seed + l + 1)
+            cb = warm_or_kmeans_init(warm, l, r, k, self.cfg.seed + l + 1)
             init.append(cb)
             r = r - cb[nearest_centre(r, cb)]
         self._tables = None

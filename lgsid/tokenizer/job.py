@@ -356,7 +356,7 @@ def fit_stable(cfg: LGSIDConfig, tok, emb: np.ndarray, pdf: pd.DataFrame, refere
 
     t = cfg.tokenizer
     tok.alignment = fit_aligned(tok, emb, pdf, reference, freeze_level1=t.freeze_level1_from_champion, align=t.align_to_champion,
-                                warm_start=getattr(t, "warm_start_from_champion", False), progress=progress)
+                                warm_start=t.warm_start_from_champion, progress=progress)
 
 
 def assign_on_executors(spark, df: "DataFrame", model_path: str, batch_size: int, partitions: int = 0) -> "DataFrame":

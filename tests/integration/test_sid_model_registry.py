@@ -158,3 +158,21 @@ def test_cold_start_raw_rows_match_fast_path(reg):
     fast = model.predict(items.assign(embedding_f32=encode_f32(emb)))
     np.testing.assert_array_equal(raw[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(), fast[["sid_l1", "sid_l2", "sid_l3"]].to_numpy())
     np.testing.assert_array_equal(fast[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64), codes)
+
+
+def test_churn_gate_refuses_a_reshuffling_candidate_unless_forced(reg):
+    from lgsid.config import replace
+    from lgsid.registry import promote, version_by_alias
+    from lgsid.tokenizer.toy import toy_catalogue
+
+    cfg, root = reg
+    items, emb = toy_catalogue(240, 16, seed=4)
+    _, _, v = _log(cfg, root, items, emb, "churny")
+    before = version_by_alias(cfg, "champion")
+    churn = {"sid_churn_l1": 0.1, "sid_churn_l1_l2": 0.3, "sid_churn_full": 0.5, "sid_churn_items": 240.0}
+    with pytest.raises(PromotionRefused, match=r"'sid_churn_full' = 0.5 fails the gate promote.max_sid_churn \(<= 0.2\)"):
+        promote(cfg, v, churn=churn)
+    assert before is None or str(version_by_alias(cfg, "champion").version) != v
+    version, notes = promote(replace(cfg, promote={"force": True}), v, churn=churn)
+    assert version == v and str(version_by_alias(cfg, "champion").version) == v
+    assert "promoted anyway (promote.force)" in notes[-1]

@@ -125,9 +125,24 @@ def test_write_sids_merge_lifecycle(spark, world):
     assert (first["sid"] == si["sid"]).all() and (first["sid_model_version"] == "1").all()
     assert first["sid"].is_unique
 
+    # sid_health: one row per level of version 1, equal to the in-memory health of the same codes; no churn yet
+    from lgsid.tokenizer import codebook_health
+
+    health = store.read("sid_health").toPandas().sort_values("level")
+    codes = first[["sid_l1", "sid_l2", "sid_l3"]].to_numpy(dtype=np.int64)
+    sizes = health["codebook_size"].tolist()
+    want = codebook_health(codes, sizes)
+    assert health["sid_model_version"].tolist() == ["1"] * 3 and health["items"].tolist() == [N] * 3
+    np.testing.assert_allclose(health["usage"], [want[f"usage_l{l}"] for l in (1, 2, 3)])
+    np.testing.assert_allclose(health["perplexity"], [want[f"perplexity_l{l}"] for l in (1, 2, 3)])
+    assert health["collision_rate"].iloc[2] == pytest.approx(want["collision_rate"])
+    assert health["churn"].isna().all() and health["previous_sid_model_version"].isna().all()
+    h1 = store.version("sid_health")
+
     # 2. rerun: idempotent, no commit
     s2 = run_step("write-sids", spark, cfg)
     assert s2.metrics["rows_merged"] == 0 and store.version("item_sid_features") == v1
+    assert store.version("sid_health") == h1 and "sid_health already holds version 1: nothing committed" in s2.notes
 
     # 3. matched rows update: corrupt one row, the next run puts it back and touches nothing else
     victim = first.index[0]
@@ -322,3 +337,16 @@ def test_promotion_during_write_sids_cannot_split_version_and_codes(spark, two_v
         if v == "1":
             monkeypatch.undo()
             assert run_step("write-sids", spark, cfg).metrics["rows_merged"] == N + len(new_items)  # next run: the new champion
+
+    # sid_health of version 2: churn against version 1 on the items both coded (numpy on the same codes)
+    from lgsid.sid_churn import prefix_churn
+
+    si = store.read("sid_items").toPandas()
+    old = si[si["sid_model_version"] == "1"].set_index("item_id")
+    new = store.read("item_sid_features").toPandas().set_index("item_id").loc[old.index]
+    cols = ["sid_l1", "sid_l2", "sid_l3"]
+    health = store.read("sid_health").toPandas().sort_values(["sid_model_version", "level"])
+    h2 = health[health["sid_model_version"] == "2"]
+    assert health["sid_model_version"].tolist() == ["1"] * 3 + ["2"] * 3 and h2["codebook_size"].tolist() == [5, 3, 2]
+    np.testing.assert_allclose(h2["churn"], prefix_churn(old[cols].to_numpy(np.int64), new[cols].to_numpy(np.int64)))
+    assert h2["previous_sid_model_version"].tolist() == ["1"] * 3 and h2["churn_items"].tolist() == [N] * 3
