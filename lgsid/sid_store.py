@@ -22,6 +22,8 @@
 3. Only rows that are new or whose SID/path/model changed are MERGEd (key ``item_id``), with
    ``updated_at`` = now; a rerun on unchanged input commits nothing (idempotent). New items are
    added to ``sid_items``. Delta history keeps every earlier snapshot for point-in-time joins.
+4. One ``sid_health`` row per level of the applied version (:mod:`lgsid.sid_health`): usage,
+   perplexity, collision rate and churn against the previous version; unchanged rows commit nothing.
 
 Input is checked before anything is written (:func:`check_udf_input`): a missing embedding, an
 ``embedding_f32`` that is not ``4 · dim`` bytes, and null coordinates/admin fields raise

@@ -23,7 +23,8 @@ embeddings silently recomputed from the raw fields.
 
 Output columns: ``sid_l1, sid_l2, sid_l3`` (INT; null past the model's levels), ``sid_codes``
 (``"l1-l2-l3"``; the dedup suffix is assigned by the write-back job, which knows existing items)
-and ``sid_path`` (the readable "state / county / category" of the level-1 code's centre).
+and ``sid_path`` (the area and category that cover the level-1 code's items, with their shares:
+:mod:`lgsid.tokenizer.paths`).
 """
 
 from __future__ import annotations
