@@ -168,22 +168,19 @@ def use_level1_anchors(tok, anchors: np.ndarray, feature_dim: int) -> int:
     return len(anchors)
 
 
-def warm_or_kmeans_init(warm: list[np.ndarray], level: int, r: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Initial codebook of shared learnable level ``level + 2``: the champion's (``warm[level]``) when its shape is (k, D), else k-means.
+def warm_codebook(warm: list[np.ndarray], level: int, k: int, dim: int) -> np.ndarray | None:
+    """The champion's codebook of shared learnable level ``level + 2`` as the initial one, when its shape is (k, dim).
 
     Args:
         warm: the champion's shared codebooks (``tokenizer.warm_start_from_champion``), or [].
-        level: 0-based index among the shared learnable levels. r: (N, D) residuals entering it.
-        k: its size. seed: the k-means seed.
+        level: 0-based index among the shared learnable levels. k: its size. dim: D.
 
     Returns:
-        (k, D) float32.
+        (k, D) float32 copy, or None (the caller falls back to k-means).
     """
-    from lgsid.tokenizer.hgit import kmeans_init
-
-    if level < len(warm) and np.shape(warm[level]) == (k, r.shape[1]):
+    if level < len(warm) and np.shape(warm[level]) == (k, dim):
         return np.asarray(warm[level], dtype=np.float32).copy()
-    return kmeans_init(r, k, seed)
+    return None
 
 
 def fit_aligned(tok, emb: np.ndarray, features, reference=None, *, freeze_level1: bool = False, align: bool = True,

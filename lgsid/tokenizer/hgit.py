@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from lgsid.config import TokenizerConfig
 from lgsid.errors import ValidationError
 from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
-from lgsid.tokenizer.align import use_level1_anchors, warm_or_kmeans_init
+from lgsid.tokenizer.align import use_level1_anchors, warm_codebook
 from lgsid.tokenizer.features import ClusteringFeaturizer, check_features
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +458,8 @@ class HGITTokenizer(SIDTokenizer):
         init = []
         warm = getattr(self, "warm_codebooks", None) or []  # champion's codebooks: tokenizer.warm_start_from_champion
         for l, k in enumerate(shared):
-            cb = warm_or_kmeans_init(warm, l, r, k, self.cfg.seed + l + 1)
+            cb = warm_codebook(warm, l, k, r.shape[1])
+            cb = kmeans_init(r, k, self.cfg.seed + l + 1) if cb is None else cb
             init.append(cb)
             r = r - cb[nearest_centre(r, cb)]
         self._tables = None
