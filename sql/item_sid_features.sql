@@ -7,7 +7,8 @@
 -- sid_suffix = collision suffix: 0 for the first item of a code tuple, then 1, 2, ... New items get the
 --              next free suffix after the existing ones; an existing item's SID never changes within
 --              a sid_model_version.
--- sid_path   = readable "state / county / category" of the level-1 code (majority among its members).
+-- sid_path   = readable "area / category" of the level-1 code: the smallest area (county, else state) and the
+--              category holding >= 80% of its items, with their shares when below 100% (README, "Reading sid_path").
 CREATE TABLE IF NOT EXISTS item_sid_features (
   item_id           STRING    NOT NULL COMMENT 'primary key; items.item_id',
   sid_l1            INT       NOT NULL COMMENT 'level-1 (geographic) code',
@@ -15,7 +16,7 @@ CREATE TABLE IF NOT EXISTS item_sid_features (
   sid_l3            INT                COMMENT 'level-3 residual code',
   sid_suffix        INT                COMMENT 'dedup suffix among items sharing sid_l1..sid_l3',
   sid               STRING    NOT NULL COMMENT 'l1-l2-l3-suffix',
-  sid_path          STRING             COMMENT 'state / county / category of the level-1 code',
+  sid_path          STRING             COMMENT 'area / category covering the items of the level-1 code, with shares (README: Reading sid_path)',
   sid_model_name    STRING    NOT NULL COMMENT 'registered MLflow model (lgsid-sid-model)',
   sid_model_version STRING    NOT NULL COMMENT 'registry version that produced the SID',
   updated_at        TIMESTAMP NOT NULL COMMENT 'when this row last changed (UTC)'

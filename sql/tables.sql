@@ -162,7 +162,7 @@ CREATE TABLE IF NOT EXISTS lgsid.item_sid_features (
   sid_l3 INT COMMENT 'Level-3 code',
   sid_suffix INT COMMENT 'Dedup suffix',
   sid STRING NOT NULL COMMENT 'Semantic ID string',
-  sid_path STRING COMMENT 'Hierarchical SID path',
+  sid_path STRING COMMENT 'Area / category covering the items of the level-1 code, with shares (README: Reading sid_path)',
   sid_model_name STRING NOT NULL COMMENT 'Registered SID model name',
   sid_model_version STRING NOT NULL COMMENT 'SID model (registry) version',
   updated_at TIMESTAMP NOT NULL COMMENT 'When the SID was written'
