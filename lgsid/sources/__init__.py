@@ -138,10 +138,12 @@ def _prepare_files(spark, cfg: LGSIDConfig) -> Prepared:
         "input_items": n_items_in, "input_interactions": n_inter_in,
         "rejected_items": c_items["items"], "rejected_interactions": c_inter["interactions"],
         "truncated_timestamps": ci.get("truncated_timestamps", 0) + cx.get("truncated_timestamps", 0),
+        "synthesised_names": ci.get("synthesised_names", 0),
     }
     notes = [f"files: {ic.items_path} + {ic.interactions_path}"]
     if ci.get("synthesised_names"):
-        notes.append("items have no name column: name = '<category> <last 6 characters of item_id>' (as for Foursquare venues)")
+        why = "items have no name column" if ci.get("name_column") == "absent" else f"{ci['synthesised_names']} of {n_items_in} items have a blank name"
+        notes.append(f"{why}: name = '<category> <last 6 characters of item_id>' (as for Foursquare venues)")
     for path, c in ((ic.items_path, ci), (ic.interactions_path, cx)):
         if c.get("recast_timestamp_columns"):
             notes.append(

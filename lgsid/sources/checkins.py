@@ -12,8 +12,8 @@ timezone offset (minutes), UTC time (``Tue Apr 03 18:00:09 +0000 2012``). Venues
 (name = :func:`synthetic_name`: category name + the venue id's last 6 characters, ``category_l2`` =
 category name, ``category_l1`` = :func:`parent_category` of it, location = the venue's first check-in).
 
-Items files without a ``name`` column (many public check-in sets have none) get the same
-:func:`synthetic_name`.
+Items files without a ``name`` column, or with blank names (many public check-in sets have none),
+get the same :func:`synthetic_name`.
 
 Timestamps: every instant is stored in UTC. Parquet timestamps of any unit are read through pyarrow
 when Spark cannot read them as they are (nanoseconds, which pandas' ``to_parquet`` writes by default,
@@ -80,7 +80,7 @@ def synthetic_name(category, item_id):
     """Spark Column: the name of an item that has none: ``"<category> <last 6 characters of item_id>"``.
 
     Used by the Foursquare import (venues have no names) and by items files without a ``name``
-    column, so the prompt's content part still tells items of one category apart.
+    column or with a blank name on a row, so the prompt's content part still tells items of one category apart.
     """
     from pyspark.sql import functions as F
 
@@ -331,8 +331,8 @@ def _id(df, c: str):
 def read_items_file(spark, path: str, delimiter: str = ",", encoding: str = "utf-8", staging_dir: str | None = None, counts: dict | None = None):
     """Items file -> items columns (``source='files'``) + provenance.
 
-    Required columns: ``item_id, lat, lon, category``; optional ``name`` (else :func:`synthetic_name`
-    of the category and id, as for Foursquare venues), ``parent_category`` (else
+    Required columns: ``item_id, lat, lon, category``; optional ``name`` (absent, or blank on a row:
+    :func:`synthetic_name` of the category and id, as for Foursquare venues), ``parent_category`` (else
     :func:`parent_category`), ``brand`` (else the name), ``price``, ``address``.
 
     Args:
@@ -342,7 +342,9 @@ def read_items_file(spark, path: str, delimiter: str = ",", encoding: str = "utf
         encoding: CSV encoding (``ingest.csv_encoding``).
         staging_dir: Where a Parquet file with nanosecond or naive timestamps is staged (see
             :func:`_parquet_for_spark`); default: next to the input.
-        counts: Filled with ``synthesised_names`` and the timestamp counts.
+        counts: Filled with ``name_column`` (``"present"``/``"absent"``), ``synthesised_names`` (input
+            rows whose name was synthesised: all of them when the column is absent, the blank ones
+            otherwise) and the timestamp counts.
 
     Raises:
         ValidationError: missing file or required column.
@@ -361,11 +363,18 @@ def read_items_file(spark, path: str, delimiter: str = ",", encoding: str = "utf
     opt = lambda c: F.col(c).cast("string") if c in cols else F.lit(None).cast("string")  # noqa: E731
     cat = F.trim(F.col("category").cast("string"))
     item_id = _id(df, "item_id")
+    # A blank name (null, empty or whitespace, as public check-in exports often have it) is treated
+    # exactly like an absent name column: synthesised, and counted for the ingest summary.
     if "name" in cols:
-        item_name = F.col("name").cast("string")
+        raw_name = F.col("name").cast("string")
+        blank = raw_name.isNull() | (F.trim(raw_name) == "")
+        item_name = F.when(blank, synthetic_name(cat, item_id)).otherwise(raw_name)
+        counts["name_column"] = "present"
+        counts["synthesised_names"] = df.filter(blank).count()
     else:
         item_name = synthetic_name(cat, item_id)
-        counts["synthesised_names"] = True
+        counts["name_column"] = "absent"
+        counts["synthesised_names"] = df.count()
     parent = F.coalesce(F.when(F.trim(opt("parent_category")) != "", F.trim(opt("parent_category"))), parent_category(F.coalesce(cat, F.lit(""))))
     return df.select(
         item_id.alias("item_id"),

@@ -145,6 +145,7 @@ def test_files_without_name_and_zoned_timestamps(spark, tmp_path):
     assert got.loc["4b196b3af964a52000dd23e3", "name"] == "Rock Club dd23e3"  # category + the id's last 6 characters
     assert got.loc["x2", ["name", "brand", "category_l1"]].tolist() == ["Bar x2", "Bar x2", "Nightlife"]
     assert any("no name column" in n for n in s.notes)
+    assert s.metrics["synthesised_names"] == 2
     ts = store.to_pandas("interactions").sort_values(["user_id", "item_id"])["ts"].tolist()
     assert ts == [pd.Timestamp("2012-04-03 18:09:00", tz="UTC"), pd.Timestamp("2012-04-03 18:09:00", tz="UTC"),
                   pd.Timestamp("2012-04-03 18:09:00.123456", tz="UTC"), pd.Timestamp("2012-04-03 18:09:00.25", tz="UTC")]
@@ -170,6 +171,26 @@ def test_foursquare_import(spark, tmp_path):
     users = store.to_pandas("users").set_index("user_id")
     assert users.loc["979", "home_lat"] == pytest.approx((40.7198 + 35.6895) / 2)  # centroid of the visited venues
     assert s.metrics["input_checkins"] == 5
+
+
+def test_blank_names_are_synthesised_like_an_absent_column(spark, tmp_path):
+    # A name column that is present but empty (as public check-in exports have it): empty, quoted-empty
+    # and whitespace-only names are synthesised exactly as for an absent column; real names are kept.
+    items = (
+        "item_id,lat,lon,name,category\n"
+        "4b196b3af964a52000dd23e3,39.8017,-89.6437,,Rock Club\n"
+        'x2,39.79,-89.65,"",Bar\n'
+        "x3,39.78,-89.66,   ,Bar\n"
+        "x4,39.77,-89.67,Joe's,Bar\n"
+    )
+    inter = "user_id,item_id,timestamp\n7,4b196b3af964a52000dd23e3,2012-04-03T18:09:00Z\n7,x2,2012-04-03T19:09:00Z\n8,x3,2012-04-03T20:09:00Z\n8,x4,2012-04-03T21:09:00Z\n"
+    cfg = _cfg(tmp_path, **_write_files(tmp_path, items, inter), min_user_interactions=0, min_item_interactions=0)
+    s = run(spark, cfg)
+    got = DeltaStore(spark, cfg.storage).to_pandas("items").set_index("item_id").sort_index()
+    assert got["name"].to_dict() == {"4b196b3af964a52000dd23e3": "Rock Club dd23e3", "x2": "Bar x2", "x3": "Bar x3", "x4": "Joe's"}
+    assert got["brand"].to_dict() == got["name"].to_dict()  # brand falls back to the (synthesised) name
+    assert s.metrics["rejected_items"] == 0 and s.metrics["synthesised_names"] == 3
+    assert "3 of 4 items have a blank name: name = '<category> <last 6 characters of item_id>' (as for Foursquare venues)" in s.notes
 
 
 BAD_CASES = {
