@@ -47,6 +47,9 @@ OUTPUT_COLUMNS = ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")
 SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
 MODES = ("embedding", "cold_start")
 RAW_COLUMNS = ("name", "brand", "category_l1", "category_l2", "price", "town", "county", "state", "lat", "lon")
+REQUIRED_COLUMNS = ("lat", "lon", "state", "county", "town", "category_l2")
+"""Columns every request needs (the signature's required inputs); ``cold_start`` also needs :data:`RAW_COLUMNS`."""
+COORDINATE_RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0)}
 TOKENIZER, INFO, ADAPTER = "tokenizer", "sid_model_info.json", "adapter"
 """The artifact directory's entries: the saved tokenizer, the JSON info file, the optional LoRA adapter."""
 
@@ -153,18 +156,19 @@ class SIDModel(mlflow.pyfunc.PythonModel):
         """Cold start: raw item rows -> prompts (lgsid.prompts) -> (N, D) embeddings (lgsid.encoder)."""
         from lgsid.prompts import combine_prompt, format_content, format_location
 
-        missing = [c for c in RAW_COLUMNS if c not in df.columns]
-        if missing:
-            raise ValidationError(f"SID model (mode 'cold_start'): raw item rows need the columns {list(RAW_COLUMNS)}; missing {missing}")
+        check_request(df, "cold_start")
         enc, pcfg = self._encoder_and_prompts()
         rows = df.to_dict("records")
         prompts = [combine_prompt(format_content(r, pcfg), format_location(r, pcfg), pcfg) for r in rows]
         return np.asarray(enc.encode(prompts), dtype=np.float32)
 
     # ------------------------------------------------------------------ predict
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        # The pd.DataFrame hints tell MLflow that the signature is explicit (no type-hint inference, no warning).
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         mode = (params or {}).get("mode", "embedding")
+        if mode in MODES:
+            check_request(df, mode)
         if mode == "cold_start":
             emb = self.embed_raw(df)
         elif mode == "embedding":
@@ -178,6 +182,37 @@ class SIDModel(mlflow.pyfunc.PythonModel):
             raise ValidationError(f"SID model: unknown param mode={mode!r}; expected one of {list(MODES)}")
         codes = self.tokenizer.encode(emb, df)
         return sids_frame(codes, self.l1_paths)
+
+
+def check_request(df: pd.DataFrame, mode: str) -> None:
+    """Refuse a request that would give a silently wrong row, before any encoding.
+
+    Every mode needs :data:`REQUIRED_COLUMNS`; ``cold_start`` also needs :data:`RAW_COLUMNS`. ``lat``
+    and ``lon`` must be numbers inside ±90 and ±180 on every row (a null, NaN or non-number is
+    refused too). One bad row fails the whole request, so no row of a response is wrong.
+
+    Args:
+        df: The request's rows (N rows). mode: ``"embedding"`` or ``"cold_start"``.
+
+    Raises:
+        ValidationError: one line naming the mode, the field and the first offending rows (0-based
+            row numbers, with ``item_id`` when the request has one).
+    """
+    need = REQUIRED_COLUMNS + tuple(c for c in RAW_COLUMNS if c not in REQUIRED_COLUMNS) if mode == "cold_start" else REQUIRED_COLUMNS
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValidationError(f"SID model (mode {mode!r}): request is missing required column(s) {missing}; "
+                              f"mode {mode!r} needs {list(need)}")
+    for c, (lo, hi) in COORDINATE_RANGES.items():
+        raw = df[c]
+        val = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)  # (N,), NaN where null or not a number
+        bad = ~((val >= lo) & (val <= hi))
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5]
+            what = "missing or not a number" if np.isnan(val[rows[0]]) else f"out of range [{lo:g}, {hi:g}]"
+            ids = f" (item_id {list(df['item_id'].iloc[rows])})" if "item_id" in df.columns else ""
+            raise ValidationError(f"SID model (mode {mode!r}): field '{c}' {what} in row(s) {rows.tolist()}{ids}: "
+                                  f"{[raw.iloc[i] for i in rows]} ({int(bad.sum())} bad row(s) of {len(df)})")
 
 
 def sids_frame(codes: np.ndarray, l1_paths: np.ndarray) -> pd.DataFrame:
