@@ -26,10 +26,46 @@ def tracking_uri(cfg: LGSIDConfig) -> str:
     return _abs_sqlite(cfg.mlflow.tracking_uri)
 
 
+QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+"""MLflow settings of a quiet console: no per-file "Downloading artifacts" bars (a user's own value wins)."""
+
+QUIET_MESSAGES = ('Calling `spark_udf()` with `env_manager="local"`',)
+"""Starts of MLflow log messages dropped by :func:`quiet_mlflow`: ``write-sids`` runs the SID model's
+UDF in the pipeline's own environment on purpose (the model ships the ``lgsid`` code and pinned
+requirements, see :mod:`lgsid.serving.sid_model`), so the advice to recreate it with conda is noise."""
+
+
+class _DropMessages:
+    """A ``logging`` filter dropping records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        self.prefixes = prefixes
+
+    def filter(self, record) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's console output to what a user acts on (idempotent; called by :func:`use_tracking_uri`).
+
+    Sets :data:`QUIET_ENV` unless already set and drops exactly the log messages of
+    :data:`QUIET_MESSAGES` from the ``mlflow.pyfunc`` logger. The type-hint warning of a pyfunc is
+    fixed at its cause instead (``predict`` carries ``pd.DataFrame`` hints).
+    """
+    import logging
+
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    log = logging.getLogger("mlflow.pyfunc")
+    if not any(isinstance(f, _DropMessages) for f in log.filters):
+        log.addFilter(_DropMessages(QUIET_MESSAGES))
+
+
 def use_tracking_uri(uri: str) -> None:
-    """Point this process's MLflow client (tracking and registry) at ``uri`` (e.g. in a Spark worker)."""
+    """Point this process's MLflow client (tracking and registry) at ``uri`` (e.g. in a Spark worker); quiet its console."""
     import mlflow
 
+    quiet_mlflow()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
 
@@ -66,12 +102,60 @@ def find_run(cfg: LGSIDConfig, stage: str, fp: str):
     return runs[0] if runs else None
 
 
+CLOSED_REASON_TAG = "lgsid.closed_reason"
+"""Tag set on a run that :func:`close_leftover_runs` marked FAILED, saying why."""
+
+
+def close_leftover_runs(exp_id: str, stage: str, closed_by: str = "") -> list[str]:
+    """Mark FAILED the runs of ``stage`` that an earlier start left RUNNING; returns their run ids.
+
+    A run whose process lost its tracking server (or was killed) never reaches ``end_run`` and stays
+    RUNNING for ever. One stage of one experiment runs once at a time, so when the stage starts again
+    its RUNNING runs are leftovers: each gets the tag ``lgsid.closed_reason`` and the status FAILED,
+    with its original start time kept. The process's active run (a stage nested in another) is never
+    touched.
+
+    Args:
+        exp_id: The experiment id. stage: The ``lgsid.stage`` tag of the runs to close.
+        closed_by: What closes them (e.g. ``"the next start of stage 'tokenize'"``), for the tag.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    active = mlflow.active_run()
+    keep = {active.info.run_id} if active else set()
+    runs = client.search_runs(
+        [exp_id], filter_string=f"tags.`lgsid.stage` = '{stage}' and attributes.status = 'RUNNING'", max_results=1000,
+    )
+    closed = []
+    for r in runs:
+        if r.info.run_id in keep:
+            continue
+        reason = (f"left RUNNING (its process ended without closing it, e.g. the tracking server was lost); "
+                  f"marked FAILED by {closed_by or f'the next start of stage {stage!r}'}")
+        client.set_tag(r.info.run_id, CLOSED_REASON_TAG, reason)
+        client.set_terminated(r.info.run_id, status="FAILED")
+        closed.append(r.info.run_id)
+    return closed
+
+
 @contextmanager
 def stage_run(cfg: LGSIDConfig, stage: str, log_config: bool = True, tags: dict | None = None) -> Iterator["object"]:
-    """An MLflow run for one pipeline stage, tagged with the stage (and ``tags``) and logging the resolved config."""
+    """An MLflow run for one pipeline stage, tagged with the stage (and ``tags``) and logging the resolved config.
+
+    Runs of the same stage that an earlier start left RUNNING are first marked FAILED
+    (:func:`close_leftover_runs`), and a one-line note names them on stderr.
+    """
+    import sys
+
     import mlflow
 
     exp_id = setup_mlflow(cfg)
+    closed = close_leftover_runs(exp_id, stage)
+    if closed:
+        print(f"lgsid: marked {len(closed)} leftover RUNNING run(s) of stage {stage!r} FAILED "
+              f"(tag {CLOSED_REASON_TAG}): {', '.join(closed)}", file=sys.stderr)
     with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags={"lgsid.stage": stage, **(tags or {})}) as run:
         if log_config:
             params = {k: str(v)[:500] for k, v in cfg.flat().items()}
