@@ -35,6 +35,11 @@ UDF in the pipeline's own environment on purpose (the model ships the ``lgsid`` 
 requirements, see :mod:`lgsid.serving.sid_model`), so the advice to recreate it with conda is noise."""
 
 
+QUIET_WARNINGS = (r".*An input example was not provided when logging the model",)
+"""Python warnings (regexes) of MLflow dropped by :func:`quiet_mlflow`: the pyfuncs are logged with an
+explicit signature (:func:`lgsid.serving.sid_model.signature`), so an input example would add nothing."""
+
+
 class _DropMessages:
     """A ``logging`` filter dropping records whose message starts with one of ``prefixes``."""
 
@@ -48,17 +53,20 @@ class _DropMessages:
 def quiet_mlflow() -> None:
     """Keep MLflow's console output to what a user acts on (idempotent; called by :func:`use_tracking_uri`).
 
-    Sets :data:`QUIET_ENV` unless already set and drops exactly the log messages of
-    :data:`QUIET_MESSAGES` from the ``mlflow.pyfunc`` logger. The type-hint warning of a pyfunc is
+    Sets :data:`QUIET_ENV` unless already set, drops exactly the log messages of
+    :data:`QUIET_MESSAGES` from the ``mlflow.pyfunc`` logger and the warnings of :data:`QUIET_WARNINGS`. The type-hint warning of a pyfunc is
     fixed at its cause instead (``predict`` carries ``pd.DataFrame`` hints).
     """
     import logging
+    import warnings
 
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     log = logging.getLogger("mlflow.pyfunc")
     if not any(isinstance(f, _DropMessages) for f in log.filters):
         log.addFilter(_DropMessages(QUIET_MESSAGES))
+    for rx in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=rx, category=UserWarning)
 
 
 def use_tracking_uri(uri: str) -> None:

@@ -38,6 +38,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
 from lgsid.embedding_f32 import COLUMN as EMBEDDING_F32
 from lgsid.embedding_f32 import decode_f32
 from lgsid.errors import ValidationError
@@ -47,6 +50,20 @@ OUTPUT_COLUMNS = ("sid_l1", "sid_l2", "sid_l3", "sid_codes", "sid_path")
 SPARK_RESULT_TYPE = "sid_l1 INT, sid_l2 INT, sid_l3 INT, sid_codes STRING, sid_path STRING"
 MODES = ("embedding", "cold_start")
 RAW_COLUMNS = ("name", "brand", "category_l1", "category_l2", "price", "town", "county", "state", "lat", "lon")
+
+
+class RequestError(ValidationError, MlflowException):
+    """A bad request to the SID model: a :class:`~lgsid.errors.ValidationError` in process, and an
+    ``MlflowException`` with ``INVALID_PARAMETER_VALUE`` so that ``mlflow models serve`` answers HTTP 400
+    with this message (any other exception becomes its generic "unexpected error" message)."""
+
+    def __init__(self, message: str):
+        MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 REQUIRED_COLUMNS = ("lat", "lon", "state", "county", "town", "category_l2")
 """Columns every request needs (the signature's required inputs); ``cold_start`` also needs :data:`RAW_COLUMNS`."""
 COORDINATE_RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0)}
@@ -173,13 +190,13 @@ class SIDModel(mlflow.pyfunc.PythonModel):
             emb = self.embed_raw(df)
         elif mode == "embedding":
             if EMBEDDING_F32 not in df.columns:
-                raise ValidationError(
+                raise RequestError(
                     f"SID model: column '{EMBEDDING_F32}' is missing (mode 'embedding'): pass each embedding as float32 "
                     "bytes (lgsid.embedding_f32.encode_f32), or raw item rows with params={'mode': 'cold_start'}")
             ids = df["item_id"] if "item_id" in df.columns else None
             emb = decode_f32(df[EMBEDDING_F32], int(self.tokenizer.dim), ids)  # (N, D), one frombuffer
         else:
-            raise ValidationError(f"SID model: unknown param mode={mode!r}; expected one of {list(MODES)}")
+            raise RequestError(f"SID model: unknown param mode={mode!r}; expected one of {list(MODES)}")
         codes = self.tokenizer.encode(emb, df)
         return sids_frame(codes, self.l1_paths)
 
@@ -195,14 +212,14 @@ def check_request(df: pd.DataFrame, mode: str) -> None:
         df: The request's rows (N rows). mode: ``"embedding"`` or ``"cold_start"``.
 
     Raises:
-        ValidationError: one line naming the mode, the field and the first offending rows (0-based
-            row numbers, with ``item_id`` when the request has one).
+        RequestError: (a ValidationError) one line naming the mode, the field and the first offending
+            rows (0-based row numbers, with ``item_id`` when the request has one).
     """
     need = REQUIRED_COLUMNS + tuple(c for c in RAW_COLUMNS if c not in REQUIRED_COLUMNS) if mode == "cold_start" else REQUIRED_COLUMNS
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise ValidationError(f"SID model (mode {mode!r}): request is missing required column(s) {missing}; "
-                              f"mode {mode!r} needs {list(need)}")
+        raise RequestError(f"SID model (mode {mode!r}): request is missing required column(s) {missing}; "
+                           f"mode {mode!r} needs {list(need)}")
     for c, (lo, hi) in COORDINATE_RANGES.items():
         raw = df[c]
         val = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)  # (N,), NaN where null or not a number
@@ -211,8 +228,8 @@ def check_request(df: pd.DataFrame, mode: str) -> None:
             rows = np.flatnonzero(bad)[:5]
             what = "missing or not a number" if np.isnan(val[rows[0]]) else f"out of range [{lo:g}, {hi:g}]"
             ids = f" (item_id {list(df['item_id'].iloc[rows])})" if "item_id" in df.columns else ""
-            raise ValidationError(f"SID model (mode {mode!r}): field '{c}' {what} in row(s) {rows.tolist()}{ids}: "
-                                  f"{[raw.iloc[i] for i in rows]} ({int(bad.sum())} bad row(s) of {len(df)})")
+            raise RequestError(f"SID model (mode {mode!r}): field '{c}' {what} in row(s) {rows.tolist()}{ids}: "
+                               f"{[raw.iloc[i] for i in rows]} ({int(bad.sum())} bad row(s) of {len(df)})")
 
 
 def sids_frame(codes: np.ndarray, l1_paths: np.ndarray) -> pd.DataFrame:

@@ -60,6 +60,15 @@ def test_missing_columns_are_named():
         _model().predict(None, _raw().drop(columns=["town"]))
 
 
+def test_request_errors_become_http_400_in_mlflow_serving():
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as e:
+        check_request(_raw().assign(lat=[0.0, 91.0, 0.0]), "cold_start")
+    assert e.value.get_http_status_code() == 400  # not MLflow's generic "unexpected error" (500-style) answer
+    assert e.value.message == str(e.value) and str(e.value).startswith("SID model (mode 'cold_start'): field 'lat'")
+
+
 def test_unknown_mode_keeps_its_error():
     with pytest.raises(ValidationError, match=r"unknown param mode='fast'; expected one of \['embedding', 'cold_start'\]"):
         _model().predict(None, _raw(), params={"mode": "fast"})

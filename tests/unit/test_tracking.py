@@ -91,6 +91,14 @@ def test_quiet_mlflow_drops_only_the_env_manager_advice(monkeypatch):
     finally:
         log.removeHandler(h)
     assert seen == ["The version of Python that the model was saved in differs"]
+    import warnings
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("default")
+        quiet_mlflow()
+        warnings.warn("\x1b[1;33mAn input example was not provided when logging the model. To ensure ...", UserWarning)
+        warnings.warn("another MLflow warning", UserWarning)
+    assert [str(x.message) for x in w] == ["another MLflow warning"]
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
     quiet_mlflow()
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"  # a user's own setting wins
