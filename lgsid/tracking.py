@@ -26,17 +26,18 @@ def tracking_uri(cfg: LGSIDConfig) -> str:
     return _abs_sqlite(cfg.mlflow.tracking_uri)
 
 
-QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-"""MLflow settings of a quiet console: no per-file "Downloading artifacts" bars (a user's own value wins)."""
+QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+"""Settings of a quiet console (a user's own value wins): no per-file "Downloading artifacts" bars from
+MLflow, no sub-second "Loading weights" bar each time transformers loads the encoder."""
 
 QUIET_MESSAGES = ('Calling `spark_udf()` with `env_manager="local"`',)
-"""Starts of MLflow log messages dropped by :func:`quiet_mlflow`: ``write-sids`` runs the SID model's
+"""Starts of MLflow log messages dropped by :func:`quiet_console`: ``write-sids`` runs the SID model's
 UDF in the pipeline's own environment on purpose (the model ships the ``lgsid`` code and pinned
 requirements, see :mod:`lgsid.serving.sid_model`), so the advice to recreate it with conda is noise."""
 
 
 QUIET_WARNINGS = (r".*An input example was not provided when logging the model",)
-"""Python warnings (regexes) of MLflow dropped by :func:`quiet_mlflow`: the pyfuncs are logged with an
+"""Python warnings (regexes) of MLflow dropped by :func:`quiet_console`: the pyfuncs are logged with an
 explicit signature (:func:`lgsid.serving.sid_model.signature`), so an input example would add nothing."""
 
 
@@ -50,18 +51,26 @@ class _DropMessages:
         return not str(record.getMessage()).startswith(self.prefixes)
 
 
-def quiet_mlflow() -> None:
-    """Keep MLflow's console output to what a user acts on (idempotent; called by :func:`use_tracking_uri`).
+def quiet_console() -> None:
+    """Keep the console to what a user acts on (idempotent; called by :func:`use_tracking_uri`, so by every step).
 
-    Sets :data:`QUIET_ENV` unless already set, drops exactly the log messages of
-    :data:`QUIET_MESSAGES` from the ``mlflow.pyfunc`` logger and the warnings of :data:`QUIET_WARNINGS`. The type-hint warning of a pyfunc is
-    fixed at its cause instead (``predict`` carries ``pd.DataFrame`` hints).
+    Sets :data:`QUIET_ENV` unless already set (and, when ``transformers`` or ``huggingface_hub`` was
+    imported before, turns their bars off directly), drops exactly the log messages of
+    :data:`QUIET_MESSAGES` from the ``mlflow.pyfunc`` logger and the warnings of :data:`QUIET_WARNINGS`.
+    The type-hint warning of the SID pyfunc is fixed at its cause instead (``predict`` carries
+    ``pd.DataFrame`` hints). The long steps keep their own progress bar.
     """
     import logging
+    import sys
     import warnings
 
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+        elif "huggingface_hub" in sys.modules:
+            sys.modules["huggingface_hub"].utils.disable_progress_bars()
     log = logging.getLogger("mlflow.pyfunc")
     if not any(isinstance(f, _DropMessages) for f in log.filters):
         log.addFilter(_DropMessages(QUIET_MESSAGES))
@@ -73,7 +82,7 @@ def use_tracking_uri(uri: str) -> None:
     """Point this process's MLflow client (tracking and registry) at ``uri`` (e.g. in a Spark worker); quiet its console."""
     import mlflow
 
-    quiet_mlflow()
+    quiet_console()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
 

@@ -70,15 +70,16 @@ def test_the_active_run_is_never_closed(cfg):
         assert MlflowClient().get_run(outer.info.run_id).info.status == "RUNNING"
 
 
-def test_quiet_mlflow_drops_only_the_env_manager_advice(monkeypatch):
+def test_quiet_console_drops_only_the_env_manager_advice(monkeypatch):
     import logging
 
-    from lgsid.tracking import quiet_mlflow
+    from lgsid.tracking import quiet_console
 
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
-    quiet_mlflow()
-    quiet_mlflow()  # idempotent: one filter
-    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    quiet_console()
+    quiet_console()  # idempotent: one filter
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
     log = logging.getLogger("mlflow.pyfunc")
     assert sum(type(f).__name__ == "_DropMessages" for f in log.filters) == 1
     seen = []
@@ -95,10 +96,15 @@ def test_quiet_mlflow_drops_only_the_env_manager_advice(monkeypatch):
 
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("default")
-        quiet_mlflow()
+        quiet_console()
         warnings.warn("\x1b[1;33mAn input example was not provided when logging the model. To ensure ...", UserWarning)
         warnings.warn("another MLflow warning", UserWarning)
     assert [str(x.message) for x in w] == ["another MLflow warning"]
+    import transformers.utils.logging as tlog  # imported before: its "Loading weights" bar is turned off directly
+
+    tlog.enable_progress_bar()
+    quiet_console()
+    assert not tlog.is_progress_bar_enabled()
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
-    quiet_mlflow()
+    quiet_console()
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"  # a user's own setting wins
