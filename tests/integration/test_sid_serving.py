@@ -5,7 +5,8 @@ encoder's embeddings of their prompts (so a raw row re-encoded at serving time m
 codes), ``tokenize`` (registers version 1 and, with ``bootstrap_champion``, makes it the champion) and
 ``write-sids`` into ``item_sid_features``. Then the README's command starts a server on 127.0.0.1:
 ``mlflow models serve -m models:/<name>@champion --env-manager local``, with the venv's ``bin`` on
-``PATH`` (without it the server dies with ``uvicorn: not found``). Existing items are POSTed both as
+``PATH`` (without it the server dies with ``uvicorn: not found``); the command is read from the README's
+``serve-line`` block, so the README and this test cannot drift apart. Existing items are POSTed both as
 raw rows (``cold_start``) and with their stored embeddings (``embedding``, binary base64-encoded as
 MLflow's JSON format wants it) and must get exactly the codes ``write-sids`` wrote; new items, in
 ``cold_start`` mode, must get the tokenizer's codes of their encoder embeddings. The server is
@@ -17,6 +18,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -24,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,6 +35,7 @@ import pytest
 
 pytestmark = pytest.mark.spark
 
+REPO = Path(__file__).resolve().parents[2]
 N_OLD, N_NEW = 40, 6
 SIGNATURE_RAW = ["item_id", "name", "brand", "category_l1", "category_l2", "price", "town", "county", "state", "lat", "lon"]
 
@@ -41,14 +46,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_command(model_uri: str, port: int) -> list[str]:
-    """The README's command (``mlflow`` from this venv)."""
-    mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
-    return [mlflow_bin, "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+def readme_serve_command() -> list[str]:
+    """The ``mlflow models serve`` argv under the README's ``serve-line`` marker (its ``PATH=...`` prefix checked)."""
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"<!-- serve-line.*?-->\s*```bash\n(.+?)\n```", text, re.S)
+    assert m, "README.md lost its serve-line block"
+    export, line = m.group(1).strip().splitlines()
+    assert export.startswith("export MLFLOW_TRACKING_URI=")
+    prefix = 'PATH="$PWD/.venv/bin:$PATH" '
+    assert line.startswith(prefix), "the README's serve line must put the venv's bin on PATH (uvicorn)"
+    argv = shlex.split(line[len(prefix):])
+    assert argv[:3] == ["mlflow", "models", "serve"] and "--env-manager" in argv and "--port" in argv
+    return argv
 
 
 def serve_env(tracking_uri: str) -> dict:
-    """The environment the README asks for: the tracking URI, and the venv's ``bin`` first on ``PATH`` (uvicorn)."""
+    """The environment the README asks for: the tracking URI, and the venv's ``bin`` first on ``PATH``.
+
+    ``mlflow`` itself is found through that ``PATH`` (as in the shell), and so is the ``uvicorn`` command
+    MLflow starts the server with.
+    """
     env = dict(os.environ)
     env.update({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri,
                 "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")})
@@ -127,7 +144,9 @@ def server(world, tmp_path_factory):
     cfg = world["cfg"]
     port = _free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = serve_command(f"models:/{cfg.mlflow.sid_model_name}@champion", port)
+    cmd = readme_serve_command()
+    cmd[cmd.index("--port") + 1] = str(port)  # a free port instead of the README's 5001
+    assert cmd[cmd.index("-m") + 1] == f"models:/{cfg.mlflow.sid_model_name}@champion"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=serve_env(tracking_uri(cfg)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
