@@ -196,8 +196,8 @@ def churn_gate(max_churn: float, force: bool, churn: dict[str, float] | None) ->
     if force:
         return f"sid_churn_full = {v:.4g} > {max_churn}: promoted anyway (promote.force) ({churn_line(churn)})"
     raise PromotionRefused(
-        f"metric 'sid_churn_full' = {v:.4g} fails the gate promote.max_sid_churn (<= {max_churn}): the candidate changes the codes of "
-        f"{churn_line(churn)} against the champion; `lgsid promote --force` (promote.force=true) promotes it anyway")
+        f"metric 'sid_churn_full' = {v:.4g} fails the gate promote.max_sid_churn (<= {max_churn}): against the champion, "
+        f"{churn_line(churn)}; `lgsid promote --force` (promote.force=true) promotes it anyway")
 
 
 def target_version(cfg: LGSIDConfig, version: str | None = None) -> str:

@@ -106,7 +106,7 @@ def churn_of_versions(store, old_version: str, new_version: str, levels: int = 3
 
 
 def churn_line(churn: dict[str, float]) -> str:
-    """``"full SID 3.1%, L1-L2 2.0%, L1 0.4% of 3,000 items"``."""
+    """``"3.1% of 3,000 items changed their full SID (L1-L2 2.0%, L1 0.4%)"``."""
     n = int(churn.get("sid_churn_items", 0))
-    return (f"full SID {churn['sid_churn_full']:.1%}, L1-L2 {churn['sid_churn_l1_l2']:.1%}, L1 {churn['sid_churn_l1']:.1%}"
-            + (f" of {n:,} items" if n else ""))
+    return (f"{churn['sid_churn_full']:.1%}" + (f" of {n:,} items" if n else " of the items") + " changed their full SID "
+            f"(L1-L2 {churn['sid_churn_l1_l2']:.1%}, L1 {churn['sid_churn_l1']:.1%})")

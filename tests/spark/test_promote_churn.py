@@ -43,7 +43,7 @@ def test_promote_step_gates_on_churn_measured_in_sid_items(spark, tmp_path):
     DeltaStore(spark, cfg.storage).write(spark.createDataFrame(old + new, schema), "sid_items")
 
     with pytest.raises(PromotionRefused, match=r"'sid_churn_full' = 0.75 fails the gate promote.max_sid_churn \(<= 0.2\).*"
-                                               r"full SID 75.0%, L1-L2 50.0%, L1 25.0% of 4 items"):
+                                               r"75.0% of 4 items changed their full SID \(L1-L2 50.0%, L1 25.0%\)"):
         run(spark, cfg)
     assert str(version_by_alias(cfg, "champion").version) == v1
     run_id = MlflowClient().get_model_version(cfg.mlflow.sid_model_name, v2).run_id
@@ -53,5 +53,5 @@ def test_promote_step_gates_on_churn_measured_in_sid_items(spark, tmp_path):
 
     summary = run(spark, replace(cfg, promote={"force": True}))  # lgsid promote --force
     assert summary.metrics["champion_version"] == v2 and summary.metrics["sid_churn_l1_l2"] == 0.5
-    assert f"sid churn against champion {v1}: full SID 75.0%, L1-L2 50.0%, L1 25.0% of 4 items" in summary.notes
+    assert f"sid churn against champion {v1}: 75.0% of 4 items changed their full SID (L1-L2 50.0%, L1 25.0%)" in summary.notes
     assert str(version_by_alias(cfg, "champion").version) == v2

@@ -138,6 +138,10 @@ def test_write_sids_merge_lifecycle(spark, world):
     assert health["collision_rate"].iloc[2] == pytest.approx(want["collision_rate"])
     assert health["churn"].isna().all() and health["previous_sid_model_version"].isna().all()
     h1 = store.version("sid_health")
+    from mlflow import MlflowClient
+
+    run_id = MlflowClient().get_model_version(cfg.mlflow.sid_model_name, "1").run_id
+    assert [a.path for a in MlflowClient().list_artifacts(run_id, "sid_health")] == ["sid_health/sid_health.png"]
 
     # 2. rerun: idempotent, no commit
     s2 = run_step("write-sids", spark, cfg)
@@ -293,6 +297,9 @@ def two_versions(spark, tmp_path):
     other = replace(cfg, tokenizer={"codebook_sizes": [5, 3, 2]})  # a config change: new fingerprint -> new version
     s2 = run_step("tokenize", spark, other)
     assert s2.metrics["sid_model_version"] == "2" and _versions(cfg) == [1, 2]
+    # renumbered to the champion where the shapes allow: K_1 5 vs 6 cannot be, the shared level 2 (3 codes) is
+    assert any(n.startswith("codes aligned to champion version 1: level 1: not aligned (shape changed); level 2: ")
+               and n.endswith("level 3: not aligned (shape changed)") for n in s2.notes), s2.notes
     return cfg, store, all_items.iloc[N:].reset_index(drop=True), all_emb[N:]
 
 

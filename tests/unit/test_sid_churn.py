@@ -38,7 +38,7 @@ def test_gate_refuses_churn_over_the_limit_and_force_passes():
     cfg = load_config(None)
     assert cfg.promote.max_sid_churn == 0.2 and cfg.promote.force is False
     with pytest.raises(PromotionRefused, match=r"'sid_churn_full' = 0.6 fails the gate promote.max_sid_churn \(<= 0.2\).*"
-                                               r"full SID 60.0%, L1-L2 40.0%, L1 20.0% of 5 items.*--force"):
+                                               r"against the champion, 60.0% of 5 items changed their full SID \(L1-L2 40.0%, L1 20.0%\).*--force"):
         gate(cfg, OK, churn=CHURN)
     notes = gate(replace(cfg, promote={"force": True}), OK, churn=CHURN)
     assert notes[-1].startswith("sid_churn_full = 0.6 > 0.2: promoted anyway (promote.force)")
