@@ -72,7 +72,7 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
     items, embeddings = store.read("items"), store.read("item_embeddings")
     n_items = check_training_input(items, embeddings, version_in)
     dim = embedding_dim(embeddings, version_in)
-    n_fit = check_fit_sample(cfg, n_items, dim, driver_memory_bytes(spark, cfg.spark.driver_memory))
+    n_fit = check_fit_sample(cfg, n_items, dim, driver_memory_bytes(spark))
     adapter = None
     if version_in.startswith("aligned-"):
         from lgsid.embed import resolve_aligned

@@ -219,8 +219,8 @@ def embedding_dim(embeddings: "DataFrame", model_version: str) -> int:
     return int(rows[0][0]) // 4
 
 
-def driver_memory_bytes(spark, default: str) -> int:
-    """``spark.driver.memory`` of the running application in bytes (``default`` when unset), parsed by Spark's own JavaUtils."""
+def driver_memory_bytes(spark, default: str = "1g") -> int:
+    """``spark.driver.memory`` of the running application in bytes, parsed by Spark's own JavaUtils (unset: Spark's default, 1g)."""
     value = spark.sparkContext.getConf().get("spark.driver.memory", default)
     return int(spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(value))
 

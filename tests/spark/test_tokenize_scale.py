@@ -175,14 +175,22 @@ def test_tokenize_on_the_whole_catalogue_gives_the_in_memory_sids(spark, tmp_pat
 def test_tokenize_over_the_driver_memory_fails_before_writing(spark, tmp_path):
     from mlflow import MlflowClient
 
-    from lgsid.config import replace
     from lgsid.steps import run_step
     from lgsid.tracking import setup_mlflow
 
-    cfg = replace(_cfg(tmp_path, fit_sample=1000), spark={"driver_memory": "64k"})
+    cfg = _cfg(tmp_path, fit_sample=1000)
     store, _, _ = _write_catalogue(spark, cfg, 60, 16)
-    with pytest.raises(ValidationError, match=r"^tokenizer.fit_sample=1000: a fit on 60 items of dimension 16 .*spark.driver.memory"):
-        run_step("tokenize", spark, cfg)
+    jconf = spark.sparkContext._jsc.sc().conf()  # what the step reads as the driver's memory (the JVM's own heap is not resized)
+    prev = jconf.getOption("spark.driver.memory")
+    jconf.set("spark.driver.memory", "64k")
+    try:
+        with pytest.raises(ValidationError, match=r"^tokenizer.fit_sample=1000: a fit on 60 items of dimension 16 .*spark.driver.memory \(0.00 GiB\)"):
+            run_step("tokenize", spark, cfg)
+    finally:
+        if prev.isDefined():
+            jconf.set("spark.driver.memory", prev.get())
+        else:
+            jconf.remove("spark.driver.memory")
     assert not store.exists("sid_items")
     setup_mlflow(cfg)
     assert MlflowClient().search_model_versions(f"name='{cfg.mlflow.sid_model_name}'") == []
