@@ -403,7 +403,13 @@ class TokenizerConfig:
     codebook_sizes: list[int] = _f([64, 64, 64], "Codebook size per level (level 1 first); the smallest sizes a fit uses (see items_per_prefix).")
     items_per_prefix: float = _f(0.0, "A fit grows the codebooks of every level but the last until there are at least N / items_per_prefix code prefixes K_1·…·K_(L-1), so SIDs stay distinct as the catalogue grows: HGIT (local deepest level) doubles level 1 first while N / K_1 > K_L, the others the smallest prefix level. With 1.0, as conf/model.yaml sets it: 64-64-64 up to 4,096 items; HGIT 256-64-64 at 10k, 2048-64-64 at 100k (0 = use codebook_sizes as given).")
     w_admin: float = _f(1.0, "Weight of admin-region features in the level-1 clustering feature (Eq. 9).")
-    w_geo: float = _f(2.0, "Weight of lat/lon (3-D unit vector) features (Eq. 9).")
+    w_geo: float = _f(2.0, "Weight of lat/lon features (Eq. 9); see geo_scale.")
+    geo_scale: Literal["extent", "sphere"] = _f(
+        "extent",
+        "How lat/lon enter the level-1 feature: 'extent' = the 3-D unit vector centred and divided by the fitting catalogue's RMS "
+        "spread, so place has the weight w_geo on a city as on a country; 'sphere' = the raw unit vector (a city's items then differ "
+        "by ~1e-3 and level 1 groups by category, not place).",
+    )
     w_cat: float = _f(1.0, "Weight of category features (Eq. 9).")
     w_brand: float = _f(0.5, "Weight of brand features (Eq. 9).")
     feature_dim: int = _f(16, "Dimension of the fixed, seeded composite embeddings of admin/category/brand ids.")

@@ -440,6 +440,8 @@ class HGITTokenizer(SIDTokenizer):
         if len(x) != len(features):
             raise ValidationError(f"embeddings have {len(x)} rows but features {len(features)}")
         k1 = self.codebook_sizes[0]
+        if self.cfg.geo_scale == "extent":
+            self.featurizer.fit_geo(features)
         F = self.featurizer(features)
         anchors = getattr(self, "level1_anchors", None)  # (K1, F) champion's centres: tokenizer.freeze_level1_from_champion
         if anchors is not None:
@@ -515,6 +517,9 @@ class HGITTokenizer(SIDTokenizer):
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"feature_centres": self.feature_centres, "mu1": self.mu1}
+        if self.featurizer.geo_centre is not None:
+            arrays["geo_centre"] = self.featurizer.geo_centre
+            arrays["geo_scale"] = np.array([self.featurizer.geo_scale])
         arrays.update({f"codebook_{l + 2}": c for l, c in enumerate(self.codebooks)})
         if getattr(self, "local", None) is not None:
             arrays["local_codebook"] = self.local
@@ -523,6 +528,9 @@ class HGITTokenizer(SIDTokenizer):
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.feature_centres = arrays["feature_centres"]
         self.mu1 = arrays["mu1"]
+        # a model saved before tokenizer.geo_scale (or with geo_scale: sphere) has no extent: raw unit vectors
+        self.featurizer.geo_centre = arrays.get("geo_centre")
+        self.featurizer.geo_scale = None if arrays.get("geo_scale") is None else float(np.asarray(arrays["geo_scale"]).ravel()[0])
         self.codebooks = [arrays[f"codebook_{l}"] for l in range(2, 2 + sum(1 for k in arrays if k.startswith("codebook_")))]
         self.local = arrays.get("local_codebook")
         self._tables = None

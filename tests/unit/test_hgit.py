@@ -50,6 +50,54 @@ def test_geo_unit_vector_hand_values():
     np.testing.assert_allclose(g, [[1, 0, 0], [0, 1, 0], [0, 0, 1]], atol=1e-12)
 
 
+def test_geo_extent_and_scaled_vector_hand_values():
+    from lgsid.tokenizer.features import geo_extent, scaled_geo_vector
+
+    lat, lon = np.array([0.0, 0.0]), np.array([0.0, 90.0])  # xyz (1,0,0) and (0,1,0)
+    c, s = geo_extent(lat, lon)
+    np.testing.assert_allclose(c, [0.5, 0.5, 0.0], atol=1e-12)  # centroid
+    assert s == pytest.approx(math.sqrt(0.5))  # each point is sqrt(0.25 + 0.25) from it
+    h = math.sqrt(0.5)
+    np.testing.assert_allclose(scaled_geo_vector(lat, lon, c, s), [[h, -h, 0.0], [-h, h, 0.0]], atol=1e-12)
+    assert geo_extent(np.array([33.4, 33.4]), np.array([-112.0, -112.0]))[1] == 1e-9  # one place: floored, finite
+
+
+def _city(n_per: int = 12):
+    """Two categories in each of two neighbourhoods 6 km apart (same town): 4 groups of n_per items."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for hood, lon0 in enumerate((-112.10, -112.035)):
+        for cat in ("Food", "Shops"):
+            for i in range(n_per):
+                rows.append({"item_id": f"{hood}{cat}{i}", "lat": 33.45 + rng.normal(0, 0.003), "lon": lon0 + rng.normal(0, 0.003),
+                             "state": "Arizona", "county": "Maricopa", "town": "Phoenix", "category_l1": cat, "category_l2": cat + " x", "brand": None,
+                             "hood": hood})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("geo_scale,groups_by", [("extent", "hood"), ("sphere", "category_l1")])
+def test_level1_groups_a_city_by_place_only_when_geo_is_scaled_to_its_extent(geo_scale, groups_by):
+    items = _city()
+    emb = np.random.default_rng(1).standard_normal((len(items), 8)).astype(np.float32)
+    tok = build_tokenizer(TokenizerConfig(kind="hgit", codebook_sizes=[2, 4], epochs=1, geo_scale=geo_scale, seed=0)).fit(emb, items)
+    c1 = tok.encode(emb, items)[:, 0]
+    pure = items.assign(c1=c1).groupby("c1")[groups_by].nunique()
+    assert (pure == 1).all() and len(pure) == 2  # each level-1 code holds exactly one neighbourhood (extent) / one category (sphere)
+
+
+def test_saved_hgit_keeps_its_geo_extent(tmp_path):
+    items = _city(4)
+    emb = np.random.default_rng(2).standard_normal((len(items), 8)).astype(np.float32)
+    tok = build_tokenizer(TokenizerConfig(kind="hgit", codebook_sizes=[2, 4], epochs=1, seed=0)).fit(emb, items)
+    back = load_tokenizer(save_tokenizer(tok, str(tmp_path / "t")))
+    np.testing.assert_allclose(back.featurizer.geo_centre, tok.featurizer.geo_centre)
+    assert back.featurizer.geo_scale == tok.featurizer.geo_scale
+    far = items.head(3).assign(lat=40.0, lon=-75.0)  # new items elsewhere: scaled by the fitted extent, not their own
+    np.testing.assert_array_equal(back.encode(emb[:3], far), tok.encode(emb[:3], far))
+
+
 def test_id_vectors_are_stable_across_processes():
     here = stable_id_vector("Texas|County0", 8, "admin")
     code = "from lgsid.tokenizer.features import stable_id_vector as s; print(list(s('Texas|County0', 8, 'admin')))"
