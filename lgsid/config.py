@@ -485,8 +485,9 @@ class PromoteConfig:
 class EvaluateConfig:
     out_dir: str = _f("lgsid-work/report", "Directory of report.md, metrics.json and plots.")
     sections: list[str] = _f(
-        ["geo", "codebook", "generative", "discriminative"],
-        "Report sections to compute (geo-awareness, codebook health, TIGER-style generative, DIN-style discriminative); the others are reported as skipped.",
+        ["geo", "codebook", "generative", "discriminative", "ranker"],
+        "Report sections to compute (geo-awareness, codebook health, TIGER-style generative, DIN-style discriminative, LightGBM LambdaMART ranker "
+        "over history + nearby + beam candidates; the ranker needs generative); the others are reported as skipped.",
     )
     variants: list[str] = _f(
         ["rqvae", "rqkmeans", "hgit-ref", "lgsid"],
@@ -545,6 +546,14 @@ class EvaluateConfig:
         "reach (reachability-constrained beam), near (distance-weighted: the beam's items and the near_candidates nearest unvisited items ranked by model probability x exp(-km from the last visit / nearby_decay_km)); '+' combines.",
     )
     near_candidates: int = _f(50, "Near decoding: the nearest unvisited items to the user's last visit that are rescored beside the beam's, by model probability x exp(-km / nearby_decay_km).")
+    ranker_history_candidates: int = _f(50, "Ranker: the user's own places among the candidates (most visited first).")
+    ranker_nearby_candidates: int = _f(50, "Ranker: unvisited places by distance-decayed popularity around the last visit among the candidates.")
+    ranker_beam_size: int = _f(20, "Ranker: the TIGER beam added to the candidates of each SID arm; the arm without SIDs gets as many more nearby places instead.")
+    ranker_trees: int = _f(1000, "Ranker: the most boosting rounds of LightGBM lambdarank (early stopping picks fewer).")
+    ranker_learning_rate: float = _f(0.05, "Ranker: LightGBM learning rate.")
+    ranker_leaves: int = _f(15, "Ranker: LightGBM num_leaves.")
+    ranker_early_stopping: int = _f(50, "Ranker: stop after this many rounds without a better NDCG@10 on the held-out validation queries.")
+    ranker_holdout: float = _f(0.2, "Ranker: share of the validation queries (seeded per model seed) held out for early stopping; the rest train it.")
     lever_variants: list[str] = _f(["lgsid"], "SID variants that also get the non-plain decoding rows and the context-token row.")
     tiger_context_h3_res: int = _f(0, "H3 resolution of the user's last-visit cell fed to the TIGER model as a context token (0 = off); its own row.")
     tiger_repeat_bonus: float = _f(0.0, "Repeat decoding: add bonus * log(1 + visits) to the model's log-probability of a history item.")
@@ -557,8 +566,14 @@ class EvaluateConfig:
         _check(self.tiger_lr_schedule in ("constant", "onecycle"), "evaluate.tiger_lr_schedule", f"{self.tiger_lr_schedule!r} is not one of constant, onecycle")
         _check(self.tiger_history_tokens in ("sid", "item"), "evaluate.tiger_history_tokens", f"{self.tiger_history_tokens!r} is not one of sid, item")
         _check(self.cpu_bf16 in ("auto", "on", "off"), "evaluate.cpu_bf16", f"{self.cpu_bf16!r} is not one of auto, on, off")
-        valid_sections = {"geo", "codebook", "generative", "discriminative"}
+        valid_sections = {"geo", "codebook", "generative", "discriminative", "ranker"}
         _check(set(self.sections) <= valid_sections, "evaluate.sections", f"unknown section(s) {sorted(set(self.sections) - valid_sections)}; valid: {sorted(valid_sections)}")
+        _check("ranker" not in self.sections or "generative" in self.sections, "evaluate.sections",
+               "'ranker' needs 'generative' (its SID arms rank the TIGER models' beams)")
+        for k in ("ranker_history_candidates", "ranker_nearby_candidates", "ranker_beam_size", "ranker_trees", "ranker_leaves", "ranker_early_stopping"):
+            _check(getattr(self, k) >= 1, f"evaluate.{k}", "must be >= 1")
+        _check(0.0 < self.ranker_holdout < 1.0, "evaluate.ranker_holdout", "must be in (0, 1)")
+        _check(self.ranker_learning_rate > 0, "evaluate.ranker_learning_rate", "must be > 0")
         valid_variants = {"rqvae", "rqkmeans", "hgit-ref", "lgsid"}
         _check(set(self.variants) <= valid_variants, "evaluate.variants", f"unknown variant(s) {sorted(set(self.variants) - valid_variants)}; valid: {sorted(valid_variants)}")
         _check(len(self.ks) >= 1 and all(k >= 1 for k in self.ks), "evaluate.ks", "need >= 1 value, each >= 1")

@@ -13,7 +13,7 @@ import re
 import sys
 from typing import Any
 
-SECTIONS = ("geo", "codebook", "generative", "discriminative")
+SECTIONS = ("geo", "codebook", "generative", "discriminative", "ranker")
 
 
 def _clean(x: Any) -> Any:
@@ -75,6 +75,24 @@ def _gen_sources(gen: dict) -> list[str]:
     return [("baseline" if vs[n].get("kind") == "baseline" else f"{vs[n].get('source', '')} on {vs[n].get('embedding_version', '')}") for n in order]
 
 
+RANKER_COLS = ["Hit@10", "NDCG@10", "revisit.Hit@10", "new.Hit@10"]
+
+
+def _ranker_rows(rk: dict) -> list[list[str]]:
+    """One row per ranker arm with its candidate recall on test (the heuristic ranks history + nearby)."""
+    rec = rk.get("recall", {})
+    out = []
+    for n, v in rk["variants"].items():
+        if n == "heuristic":  # ranks every item (history, then nearby popularity): no candidate set
+            r = None
+        elif n == "ranker":
+            r = rec.get("history+nearby (no SIDs, equal count)")
+        else:
+            r = rec.get("per_variant", {}).get(n.removeprefix("ranker+"), {}).get("union")
+        out.append([v.get("display", n)] + [_pm(v["summary"].get(c)) for c in RANKER_COLS] + [_fmt(r, 3)])
+    return out
+
+
 def headline_table(metrics: dict) -> str:
     """The headline numbers as plain text: geo P/C/T@10, Similarity@10 and neighbour distances per embedding
     version and the geographic oracle; next-item Hit/NDCG (all, revisit, new targets) for the baselines
@@ -100,6 +118,11 @@ def headline_table(metrics: dict) -> str:
         rows = [[v.get("display", n)] + [_pm(v["summary"].get(c)) for c in cols] for n, v in dis["variants"].items()]
         hdr = ["features", "AUC (uniform neg.)"] + (["AUC (exposure neg.)"] if len(cols) > 1 else [])
         lines += ["", "Discriminative, DIN-style (Table 1):"] + _text_table(hdr, rows)
+    rk = metrics.get("ranker", {})
+    if "variants" in rk:
+        lines += ["", f"Ranker, LightGBM LambdaMART (fit on {rk['n_train_queries']} validation queries, {rk['n_test_queries']} test queries; "
+                      f"candidates: {rk['history_candidates']} history + {rk['nearby_candidates']} nearby + {rk['beam_size']} beam):"]
+        lines += _text_table(["model"] + [c.replace("revisit.", "rev ").replace("new.", "new ") for c in RANKER_COLS] + ["cand. recall"], _ranker_rows(rk))
     skipped = metrics.get("skipped", {})
     if skipped:
         lines += ["", "Skipped:"] + [f"  {k}: {v}" for k, v in skipped.items()]
@@ -125,7 +148,7 @@ def flat_metrics(metrics: dict, headline_only: bool = False) -> dict[str, float]
             if isinstance(e, dict) and "metrics" in e:
                 for k, v in e["metrics"].items():
                     put(f"codebook.{name}.{k}", v)
-    for sec in ("generative", "discriminative"):
+    for sec in ("generative", "discriminative", "ranker"):
         for name, v in metrics.get(sec, {}).get("variants", {}).items():
             for k, s in v["summary"].items():
                 if headline_only and k not in ("Hit@10", "NDCG@10", "AUC", "AUC_exposure", "revisit.Hit@10", "new.Hit@10") and not k.startswith("Reach@"):
@@ -187,7 +210,7 @@ def render_markdown(metrics: dict, out_dir: str) -> str:
     if "skipped" in gen:
         L.append(f"Skipped: {gen['skipped']}")
     else:
-        L += [f"Leave-last-out split; {gen['n_train_examples']} training examples, {gen['n_test_users']} test users; trie-constrained beam search. "
+        L += [f"Test split (the last interaction of each user; models trained on the train split); {gen['n_train_examples']} training examples, {gen['n_test_users']} test users; trie-constrained beam search. "
               f"Reach@K: share of recommended items within {gen['reach_radius_km']:g} km of the user's recent locations "
               f"(held-out items themselves: {_fmt(gen.get('reach_target_share'))}). Mean ± std over seeds.", ""]
         cols = [k for k in next(iter(gen["variants"].values()))["summary"] if k not in ("valid_share", "revisit_share")]
@@ -208,6 +231,25 @@ def render_markdown(metrics: dict, out_dir: str) -> str:
             L += [f"AUC_exposure: the same positives against unvisited items within {dis.get('exposure_radius_km', 0):g} km of the user's recent "
                   f"visits ({_fmt(dis.get('exposure_uniform_fallback_share'), 3)} of them topped up uniformly where too few exist).", ""]
         L += _table(["features"] + cols, [[v["display"]] + [_pm(v["summary"].get(c)) for c in cols] for v in dis["variants"].values()])
+
+    L += ["", "## Ranker, LightGBM LambdaMART (what a ranking team ships)", ""]
+    rk = metrics.get("ranker", {})
+    if "skipped" in rk:
+        L.append(f"Skipped: {rk['skipped']}")
+    elif rk:
+        L += [f"{rk['split']}. {rk['n_train_queries']} validation queries, {rk['n_test_queries']} test queries. Candidates per query: the user's "
+              f"{rk['history_candidates']} most visited places, {rk['nearby_candidates']} nearby popular places and, for each SID arm, the "
+              f"TIGER beam of {rk['beam_size']} (the arm without SIDs gets {rk['beam_size']} more nearby places). Mean ± std over seeds.", ""]
+        L += _table(["model"] + RANKER_COLS + ["candidate recall"], _ranker_rows(rk))
+        rec = rk.get("recall", {})
+        L += ["", "Candidate recall on test (share of queries whose target is a candidate), per source:", ""]
+        L += _table(["source", "recall"], [[k, _fmt(v, 3)] for k, v in rec.items() if k != "per_variant"]
+                    + [[f"beam {n}", _fmt(r.get("beam"), 3)] for n, r in rec.get("per_variant", {}).items()]
+                    + [[f"history + nearby + beam {n}", _fmt(r.get("union"), 3)] for n, r in rec.get("per_variant", {}).items()])
+        for name, imp in rk.get("importance", {}).items():
+            top = ", ".join(f"{k} {v:.0%}" for k, v in list(imp.items())[:6])
+            L += ["", f"`{name}` top features by gain (first seed): {top}"]
+        L += [""] + [f"![{os.path.basename(p)}]({rel(p)})" for p in rk.get("plots", [])]
     return "\n".join(L) + "\n"
 
 

@@ -25,7 +25,7 @@ from lgsid.errors import ConfigError
 from lgsid.geo import haversine_km
 from lgsid.evaluate.ranking import auc, ranked_metrics
 from lgsid.evaluate.jobs import run_jobs
-from lgsid.evaluate.split import Split, assert_no_leak, leave_last_out
+from lgsid.evaluate.split import Split, assert_no_leak, leave_two_out
 from lgsid.evaluate.variants import REFERENCE, EvalInputs, SIDCodes, display_name, train_tokenizers
 from lgsid.train.runtime import use_cpu_bf16
 
@@ -167,14 +167,17 @@ def codebook_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConf
 
 @dataclass
 class TestUsers:
-    """The leave-last-out split in item indices.
+    """The train / validation / test split in item indices.
 
     Attributes:
-        seqs: train sequence (item indices, time order) of every user with train rows.
+        seqs: train sequence (item indices, time order) of every user with train rows; the
+            downstream models train on these only.
         test_seq: (U,) index into ``seqs`` of each test user.
-        target: (U,) held-out item of each test user.
+        target: (U,) held-out test item of each test user.
         user_id: (U,) their ids.
-        revisit: (U,) bool, target among the user's training items.
+        revisit: (U,) bool, target among the user's history (train + validation items).
+        valid_target: (U,) the user's validation item (the interaction before the test one), -1
+            when the user has none (2 interactions).
     """
 
     seqs: list[np.ndarray]
@@ -182,7 +185,31 @@ class TestUsers:
     target: np.ndarray
     user_id: np.ndarray
     revisit: np.ndarray
+    valid_target: np.ndarray | None = None
     _reach: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.valid_target is None:
+            self.valid_target = np.full(len(self.test_seq), -1, dtype=np.int64)
+
+    @property
+    def histories(self) -> list[np.ndarray]:
+        """Test-time history of each test user: their train items, then their validation item."""
+        return [self.seqs[i] if v < 0 else np.append(self.seqs[i], v) for i, v in zip(self.test_seq, self.valid_target)]
+
+    @property
+    def valid_users(self) -> np.ndarray:
+        """(V,) positions (into the test users) of the users with a validation item."""
+        return np.flatnonzero(self.valid_target >= 0)
+
+    def counts(self, n_items: int, at: str = "test") -> np.ndarray:
+        """(N,) interaction count of every item as of ``at``: the train rows ("valid"), plus the validation rows ("test")."""
+        from lgsid.evaluate.baselines import item_counts
+
+        c = item_counts(self.seqs, n_items)
+        if at == "test":
+            c = c + np.bincount(self.valid_target[self.valid_target >= 0], minlength=n_items)
+        return c
 
     def reachable(self, recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:
         """:func:`lgsid.evaluate.tiger.reachable_mask` of ``recent``, computed once per (recent, radius) and shared by the sections."""
@@ -195,7 +222,7 @@ class TestUsers:
 
 
 def index_split(inp: EvalInputs, split: Split) -> TestUsers:
-    """Train sequences per user (item indices, time order), plus test users' row, target and revisit flag."""
+    """Train sequences per user (item indices, time order), plus test users' row, target, validation item and revisit flag."""
     pos = pd.Series(np.arange(len(inp.items)), index=inp.items["item_id"].to_numpy())
     tr = split.train.assign(ix=pos.reindex(split.train["item_id"]).to_numpy())
     users = tr["user_id"].drop_duplicates().to_numpy()
@@ -204,8 +231,13 @@ def index_split(inp: EvalInputs, split: Split) -> TestUsers:
     te = split.test[split.test["user_id"].isin(seq_of)]
     test_seq = te["user_id"].map(seq_of).to_numpy(dtype=np.int64)
     target = pos.reindex(te["item_id"]).to_numpy(dtype=np.int64)
-    revisit = np.array([t in set(seqs[i].tolist()) for i, t in zip(test_seq, target)], dtype=bool)
-    return TestUsers(seqs=seqs, test_seq=test_seq, target=target, user_id=te["user_id"].to_numpy(), revisit=revisit)
+    valid_item = pos.reindex(split.valid["item_id"]).to_numpy(dtype=np.int64) if len(split.valid) else np.zeros(0, np.int64)
+    valid_of = dict(zip(split.valid["user_id"], valid_item))
+    valid_target = np.array([valid_of.get(u, -1) for u in te["user_id"]], dtype=np.int64)
+    tu = TestUsers(seqs=seqs, test_seq=test_seq, target=target, user_id=te["user_id"].to_numpy(), revisit=np.zeros(len(te), bool),
+                   valid_target=valid_target)
+    tu.revisit = np.array([t in set(h.tolist()) for h, t in zip(tu.histories, target)], dtype=bool)
+    return tu
 
 
 def _train_examples(seqs: list[np.ndarray], cfg: "LGSIDConfig") -> tuple[np.ndarray, np.ndarray]:
@@ -250,12 +282,15 @@ def _repeat_candidates(histories: list[np.ndarray], max_items: int) -> tuple[np.
 # --------------------------------------------------------------------------------------------
 
 
-def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str], np.ndarray, float]]:
+def _generative_job(job: tuple[str, int], sh: dict) -> dict[str, Any]:
     """One generative (model, seed) job of :func:`generative_section`: train, then decode every row of it.
 
     Returns:
-        ``[(levers, (U, K) ranked items, seconds)]``, the plain beam row first; seconds = training +
-        that row's decoding (rows with the same reach setting share one beam search, counted in the first).
+        ``{"rows": [(levers, (U, K) ranked items, seconds)], "ranker": ...}``: the plain beam row first; seconds =
+        training + that row's decoding (rows with the same reach setting share one beam search, counted in the
+        first). ``ranker`` (plain SID models, when the ranker section runs): per query set ("valid", "test")
+        the beam of ``ranker_beam_size`` items, its log-probabilities and the log-probabilities of the
+        history + nearby candidates (:func:`lgsid.evaluate.ranker.ranker_inputs`); else None.
     """
     from lgsid.evaluate import baselines as bl
     from lgsid.evaluate import tiger
@@ -267,7 +302,7 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
         model = bl.train_sasrec(sh["n_items"], sh["hist_tr"], sh["tgt_tr"], seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
                                 layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr, dropout=ec.tiger_dropout,
                                 lr_schedule=ec.tiger_lr_schedule, negatives=ec.sasrec_negatives)
-        return [(frozenset(), bl.sasrec_lists(model, sh["hist_te"], sh["k_list"]), time.perf_counter() - t0)]
+        return {"rows": [(frozenset(), bl.sasrec_lists(model, sh["hist_te"], sh["k_list"]), time.perf_counter() - t0)], "ranker": None}
     base = name.removesuffix("+context")
     vocab = tiger.SIDVocab.from_codes(*sh["sids"][base])
     trie = tiger.PrefixTrie(vocab.sids)
@@ -310,11 +345,24 @@ def _generative_job(job: tuple[str, int], sh: dict) -> list[tuple[frozenset[str]
         elif "mix" in levers:
             items = tiger.repeat_explore_lists(items, sc, sh["rep_items"], sh["rep_counts"], rep_logp, sh["repeat_prob"], ec.beam_size)
         out.append((levers, items, t_train + time.perf_counter() - t1))
-    return out
+    rk = None
+    if sh.get("ranker") and not with_ctx:
+        rk = {}
+        for part in ("valid", "test"):
+            qs, hc, nc = sh["ranker"][part]
+            hist = tiger.history_matrix(qs.hist, ec.max_history)
+            beam_items, beam_lp = tiger.recommend(model, vocab, trie, hist, sh["ranker"]["beam"], return_scores=True)
+            base = np.concatenate([hc, nc[:, :ec.ranker_nearby_candidates]], axis=1)
+            rk[part] = (beam_items, beam_lp, tiger.score_items(model, vocab, hist, base))
+    return {"rows": out, "ranker": rk}
 
 
-def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True) -> dict:
+def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True,
+                       ranker: dict | None = None, ranker_out: dict | None = None) -> dict:
     """Table 2: baselines, then TIGER-style retrieval per SID variant and decoding lever, mean ± std over seeds.
+
+    With ``ranker`` (:func:`lgsid.evaluate.ranker.ranker_inputs`), every plain SID model also decodes the ranker's
+    validation and test queries into ``ranker_out[(variant, seed)]``.
 
     Rows (``variants`` in order): the baselines of ``evaluate.baselines`` (``kind: "baseline"``),
     then per SID variant the plain beam row (named as the variant) and, for ``evaluate.lever_variants``,
@@ -335,7 +383,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
     if len(tgt_tr) == 0 or len(test_seq) == 0:
         return {"skipped": f"not enough interactions: {len(tgt_tr)} training examples, {len(test_seq)} test users"}
     n_items = len(inp.items)
-    histories = [seqs[i] for i in test_seq]
+    histories = tu.histories
     hist_te = tiger.history_matrix(histories, ec.max_history)  # (U, H)
     recent = hist_te[:, -ec.reach_recent:]
     lat, lon = inp.items["lat"].to_numpy(float), inp.items["lon"].to_numpy(float)
@@ -352,7 +400,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
     def add(name: str, display: str, kind: str, r: dict, **extra) -> None:
         rows.setdefault(name, {"runs": [], "display": display, "kind": kind, **extra})["runs"].append(r)
 
-    counts = bl.item_counts(seqs, n_items)
+    counts = tu.counts(n_items)
     fixed = {"popularity": lambda: bl.popularity_lists(counts, len(histories), k_list),
              "history": lambda: bl.history_lists(histories, counts, k_list),
              "history_nearby": lambda: bl.history_nearby_lists(histories, counts, lat, lon, ec.nearby_decay_km, k_list)}
@@ -386,7 +434,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
         jobs += [(f"{n}+context", s) for n in sids if n in ec.lever_variants for s in seeds]
     shared = {"ec": ec, "modes": modes, "n_items": n_items, "hist_tr": hist_tr, "tgt_tr": tgt_tr, "hist_te": hist_te, "k_list": k_list,
               "allowed": allowed, "rep_items": rep_items, "rep_counts": rep_counts, "repeat_prob": repeat_prob, "ctx_tr": ctx_tr, "ctx_te": ctx_te, "n_ctx": n_ctx,
-              "near_items": near_items, "lat": lat, "lon": lon,
+              "near_items": near_items, "lat": lat, "lon": lon, "ranker": ranker,
               "sids": {n: (s.codes, s.suffix) for n, s in sids.items()}}
 
     def cost(job: tuple[str, int]) -> float:  # submission order only: the costliest first
@@ -398,7 +446,10 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
 
     results = run_jobs(_generative_job, jobs, shared, workers=ec.workers, threads=ec.torch_threads, cost=cost,
                        desc="evaluate: generative (model x seed)", progress=progress)
-    for (name, seed), decoded in zip(jobs, results):
+    for (name, seed), res in zip(jobs, results):
+        decoded = res["rows"]
+        if res["ranker"] is not None and ranker_out is not None:
+            ranker_out[(name, seed)] = res["ranker"]
         if name == "sasrec":
             items, seconds = decoded[0][1], decoded[0][2]
             add(name, bl.BASELINES[name], "baseline", {"seed": seed, "seconds": seconds, **score(items)})
@@ -466,7 +517,7 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
         return {"skipped": f"not enough interactions: {len(pos_tr)} training examples, {len(test_seq)} test users"}
     rng = np.random.default_rng(ec.data_seed)  # negatives shared by every variant and seed
     H_tr, T_tr, Y_tr = din.ctr_examples(hist_tr, pos_tr, n_items, ec.din_negatives, rng)
-    histories = [seqs[i] for i in test_seq]
+    histories = tu.histories
     hist_te = tiger.history_matrix(histories, ec.max_history)
     test_sets = {"AUC": din.ctr_examples(hist_te, test_target, n_items, ec.din_negatives, rng)}
     lat, lon = inp.items["lat"].to_numpy(float), inp.items["lon"].to_numpy(float)
@@ -475,7 +526,7 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
         neg, fallback = din.exposure_negatives(test_target, near, histories, ec.din_negatives, rng)
         test_sets["AUC_exposure"] = din.ctr_examples_with(hist_te, test_target, neg)
         exposure_uniform_share = fallback
-    counts = bl.item_counts(seqs, n_items)
+    counts = tu.counts(n_items)
     variants: dict[str, Any] = {}
     # non-learned scorers on the same test rows (rank-equivalent to the list baselines)
     last = hist_te[:, -1]
@@ -562,22 +613,35 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
         reason = "no interactions (run `lgsid ingest`)"
     else:
         known = inp.interactions[inp.interactions["item_id"].isin(inp.items["item_id"])]
-        split = leave_last_out(known)
+        split = leave_two_out(known)
         assert_no_leak(split)
         test = split.test
         if ec.max_users and test["user_id"].nunique() > ec.max_users:
             keep = np.random.default_rng(ec.data_seed).choice(test["user_id"].unique(), size=ec.max_users, replace=False)
-            split = Split(train=split.train, test=test[test["user_id"].isin(keep)].reset_index(drop=True))
+            split = Split(train=split.train, test=test[test["user_id"].isin(keep)].reset_index(drop=True), valid=split.valid)
         tu = index_split(inp, split)
         reason = "" if len(tu.test_seq) else "no user has >= 2 interactions with evaluated items"
+    rin, ranker_out = None, {}
+    if not reason and "ranker" in ec.sections:
+        from lgsid.evaluate.ranker import ranker_inputs
+
+        rin = ranker_inputs(tu, ec, inp.items)
     t0 = time.perf_counter()
-    out["generative"] = off("generative") or ({"skipped": reason} if reason else generative_section(inp, sids, cfg, tu, progress))
+    out["generative"] = off("generative") or ({"skipped": reason} if reason else generative_section(inp, sids, cfg, tu, progress, rin, ranker_out))
     timings["generative"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if off("ranker") or reason:
+        out["ranker"] = off("ranker") or {"skipped": reason}
+    else:
+        from lgsid.evaluate.ranker import ranker_section
+
+        out["ranker"] = ranker_section(inp.items, sids, rin, ranker_out, ec, model_seeds(ec, len(inp.items)), plot_dir)
+    timings["ranker"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out["discriminative"] = off("discriminative") or ({"skipped": reason} if reason else discriminative_section(inp, sids, cfg, tu, progress))
     timings["discriminative"] = time.perf_counter() - t0
 
-    for sec in ("geo", "codebook", "generative", "discriminative"):
+    for sec in ("geo", "codebook", "generative", "discriminative", "ranker"):
         if "skipped" in out[sec]:
             skipped[sec] = out[sec]["skipped"]
     out["skipped"] = skipped
@@ -586,6 +650,9 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
         "n_items": int(len(inp.items)),
         "n_interactions": 0 if inp.interactions is None else int(len(inp.interactions)),
         "n_train_interactions": 0 if split is None else int(len(split.train)),
+        "n_valid_interactions": 0 if split is None else int(len(split.valid)),
+        "split": "per user: last interaction = test, the one before = validation (users with >= 3), the rest = train; "
+                 "downstream models train on train, the ranker fits and early-stops on validation, every table reports test",
         "n_test_users": 0 if tu is None else int(len(tu.test_seq)),
         "embedding_versions": sorted(inp.embeddings),
         "seeds": seeds,

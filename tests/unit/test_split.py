@@ -59,3 +59,18 @@ def test_bad_input_is_named():
         leave_last_out(pd.DataFrame({"user_id": ["u"], "item_id": ["i"]}))
     with pytest.raises(ValidationError, match="null user_id/item_id/ts"):
         leave_last_out(pd.DataFrame({"user_id": ["u", None], "item_id": ["i", "j"], "ts": [_ts(1), _ts(2)]}))
+
+
+def test_leave_two_out_holds_out_validation_before_test(interactions):
+    from lgsid.evaluate.split import leave_two_out
+
+    s = leave_two_out(interactions)
+    assert dict(zip(s.test["user_id"], s.test["item_id"])) == {"u1": "b", "u2": "z"}
+    assert dict(zip(s.valid["user_id"], s.valid["item_id"])) == {"u1": "c"}  # u2 has 2 interactions: no validation row
+    assert sorted(map(tuple, s.train[["user_id", "item_id"]].to_numpy())) == [("u1", "a"), ("u2", "y"), ("u3", "a")]
+    assert_no_leak(s)
+    late = pd.DataFrame([{"user_id": "u1", "item_id": "q", "ts": _ts(4), "pos": 9}])  # after u1's validation row (ts 3)
+    with pytest.raises(ValidationError, match="user 'u1' has a train interaction at .* after the validation"):
+        assert_no_leak(Split(train=pd.concat([s.train, late]), test=s.test, valid=s.valid))
+    with pytest.raises(ValidationError, match="test interaction .* is also in train"):
+        assert_no_leak(Split(train=s.train, test=s.test, valid=pd.concat([s.valid, s.test.iloc[1:]])))
