@@ -1,18 +1,23 @@
-"""Benchmark: the quality targets of issue 13, PASS/FAIL with their numbers, on the demo and (when present) Phoenix.
+"""Benchmark: the quality targets of the value issue, PASS/FAIL with their numbers, on the demo and (when present) Phoenix.
 
     python bench/quality.py                                  # run `lgsid evaluate` on the demo tables, then check
     python bench/quality.py --quick                          # check the metrics.json evaluate last wrote (no run)
     python bench/quality.py --metrics lgsid-work/report/metrics.json
     python bench/quality.py --phoenix-conf conf/phoenix.yaml # also the Phoenix set, when its tables exist
 
-Targets (each a row; "?" when the number is not in the report):
+Every number is on the test split (the ranker is fit and early-stopped on validation). Targets
+(each a row; "?" when the number is not in the report; "beats" = mean above the other's mean by
+more than the larger of the two standard deviations over seeds):
 
-* ``tiger_hit10_vs_best_baseline`` / ``tiger_ndcg10_vs_best_baseline``: the best LGSID TIGER row
-  (any decoding lever) >= 1.10 x the best baseline, means over >= 3 seeds;
-* ``lgsid_tiger_hit10_beats_tokenizers``: plain LGSID TIGER Hit@10 above every other tokenizer's by
-  more than one standard deviation (the larger of the two);
-* ``lgsid_din_auc_beats_tokenizers``: the same on DIN AUC (uniform negatives);
-* ``aligned_within_1km_gain``: the aligned embeddings' share of top-10 neighbours within 1 km above the reference's;
+* ``ranker_no_sids_ge_heuristic``: LambdaMART without SIDs >= the history + nearby heuristic on NDCG@10;
+* ``ranker_lgsid_beats_rqkmeans`` / ``ranker_lgsid_beats_no_sids``: LambdaMART + LGSID beats
+  LambdaMART + RQ-KMeans, and beats LambdaMART without SIDs, on NDCG@10;
+* ``tiger_lgsid_beats_rqkmeans``: TIGER Hit@10 with LGSID SIDs beats RQ-KMeans SIDs;
+* ``recall_lgsid_beam_gain``: candidate recall with the LGSID beam >= recall without any beam + 0.10;
+* ``recall_lgsid_beam_vs_rqkmeans``: ... and above the RQ-KMeans beam's at the same candidate count;
+* ``new_place_hit10_vs_best_list``: new-place Hit@10 of LGSID + near >= 1.2x the best non-learned
+  list's (popularity, history + nearby popularity);
+* ``aligned_within_1km_ratio``: within-1 km@10 of the newest aligned embeddings >= 1.5x the reference's;
 * ``seeds_ge_3``: the downstream means are over >= 3 seeds.
 
 Prints a table and, last, one JSON line (``targets`` as bench/run_all reads them).
@@ -29,7 +34,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOKENIZERS = ("rqvae", "rqkmeans", "hgit-ref")
 
 
 def _mean(v: dict | None, key: str) -> float | None:
@@ -46,41 +50,61 @@ def _target(name: str, value, bound, ok, note: str = "") -> dict:
     return {"name": name, "value": value, "target": bound, "pass": ok, "note": note}
 
 
+def _beats(name: str, rows: dict, a: str, b: str, key: str) -> dict:
+    """Margin of row ``a`` over row ``b`` on ``key`` beyond the larger std; PASS when > 0."""
+    if a not in rows or b not in rows or _mean(rows[a], key) is None or _mean(rows[b], key) is None:
+        return _target(name, None, "> other + 1 std", None, f"{a} or {b} missing")
+    ma, mb = _mean(rows[a], key), _mean(rows[b], key)
+    sa, sb = _std(rows[a], key), _std(rows[b], key)
+    m = ma - mb - max(sa, sb)
+    return _target(name, m, "> other + 1 std", m > 0, f"{a} {ma:.4f}±{sa:.4f} vs {b} {mb:.4f}±{sb:.4f} ({key})")
+
+
 def check(metrics: dict, label: str) -> list[dict]:
-    """Issue-13 target rows of one ``metrics.json``."""
+    """The value issue's target rows of one ``metrics.json``."""
     rows: list[dict] = []
+    rk = metrics.get("ranker", {}).get("variants", {})
+    if "ranker" in rk and "heuristic" in rk:
+        r, h = _mean(rk["ranker"], "NDCG@10"), _mean(rk["heuristic"], "NDCG@10")
+        rows.append(_target(f"{label}.ranker_no_sids_ge_heuristic", r - h, ">= 0", r >= h, f"ranker {r:.4f} vs heuristic {h:.4f} (NDCG@10)"))
+    else:
+        rows.append(_target(f"{label}.ranker_no_sids_ge_heuristic", None, ">= 0", None, "no ranker section"))
+    rows.append(_beats(f"{label}.ranker_lgsid_beats_rqkmeans", rk, "ranker+lgsid", "ranker+rqkmeans", "NDCG@10"))
+    rows.append(_beats(f"{label}.ranker_lgsid_beats_no_sids", rk, "ranker+lgsid", "ranker", "NDCG@10"))
     gen = metrics.get("generative", {}).get("variants", {})
-    base = {n: v for n, v in gen.items() if v.get("kind") == "baseline"}
-    lg = {n: v for n, v in gen.items() if v.get("kind") == "sid" and v.get("variant", n.split("+")[0]) == "lgsid"}
-    for key, tname in (("Hit@10", "tiger_hit10_vs_best_baseline"), ("NDCG@10", "tiger_ndcg10_vs_best_baseline")):
-        b = max(base, key=lambda n: _mean(base[n], key) or -1, default=None)
-        best = max(lg, key=lambda n: _mean(lg[n], key) or -1, default=None)
-        if b is None or best is None:
-            rows.append(_target(f"{label}.{tname}", None, ">= 1.10x", None, "no baseline or no LGSID row"))
-            continue
-        bv, lv = _mean(base[b], key), _mean(lg[best], key)
-        ratio = lv / bv if bv else None
-        rows.append(_target(f"{label}.{tname}", ratio, ">= 1.10x", None if ratio is None else ratio >= 1.10,
-                            f"{best} {lv:.4f} vs {b} {bv:.4f}"))
-    for sec, key, tname in (("generative", "Hit@10", "lgsid_tiger_hit10_beats_tokenizers"), ("discriminative", "AUC", "lgsid_din_auc_beats_tokenizers")):
-        vs = metrics.get(sec, {}).get("variants", {})
-        me = vs.get("lgsid")
-        others = [n for n in TOKENIZERS if n in vs]
-        if me is None or not others:
-            rows.append(_target(f"{label}.{tname}", None, "> other + 1 std", None, "lgsid or the other tokenizers missing"))
-            continue
-        margins = {n: _mean(me, key) - _mean(vs[n], key) - max(_std(me, key), _std(vs[n], key)) for n in others}
-        worst = min(margins, key=margins.get)
-        rows.append(_target(f"{label}.{tname}", margins[worst], "> 0", margins[worst] > 0,
-                            f"lgsid {_mean(me, key):.4f}±{_std(me, key):.4f}; closest {worst} {_mean(vs[worst], key):.4f}±{_std(vs[worst], key):.4f}"))
+    rows.append(_beats(f"{label}.tiger_lgsid_beats_rqkmeans", gen, "lgsid", "rqkmeans", "Hit@10"))
+    rec = metrics.get("ranker", {}).get("recall", {})
+    pv = rec.get("per_variant", {})
+    if "lgsid" in pv and "history+nearby" in rec:
+        g = pv["lgsid"]["union"] - rec["history+nearby"]
+        rows.append(_target(f"{label}.recall_lgsid_beam_gain", g, ">= 0.10", g >= 0.10,
+                            f"with LGSID beam {pv['lgsid']['union']:.4f} vs without any beam {rec['history+nearby']:.4f}"))
+    else:
+        rows.append(_target(f"{label}.recall_lgsid_beam_gain", None, ">= 0.10", None, "no candidate recall in the report"))
+    if "lgsid" in pv and "rqkmeans" in pv:
+        d = pv["lgsid"]["union"] - pv["rqkmeans"]["union"]
+        rows.append(_target(f"{label}.recall_lgsid_beam_vs_rqkmeans", d, "> 0", d > 0,
+                            f"LGSID {pv['lgsid']['union']:.4f} vs RQ-KMeans {pv['rqkmeans']['union']:.4f} at equal candidate counts"))
+    else:
+        rows.append(_target(f"{label}.recall_lgsid_beam_vs_rqkmeans", None, "> 0", None, "lgsid or rqkmeans beam missing"))
+    near = gen.get("lgsid+near")
+    lists = {n: _mean(gen[n], "new.Hit@10") for n in ("popularity", "history_nearby") if n in gen}
+    lists = {n: v for n, v in lists.items() if v is not None}
+    if near is not None and lists and _mean(near, "new.Hit@10") is not None:
+        best = max(lists, key=lists.get)
+        ratio = _mean(near, "new.Hit@10") / lists[best] if lists[best] else None
+        rows.append(_target(f"{label}.new_place_hit10_vs_best_list", ratio, ">= 1.2x", None if ratio is None else ratio >= 1.2,
+                            f"lgsid+near {_mean(near, 'new.Hit@10'):.4f} vs {best} {lists[best]:.4f} (new-place Hit@10)"))
+    else:
+        rows.append(_target(f"{label}.new_place_hit10_vs_best_list", None, ">= 1.2x", None, "no lgsid+near row or no list baseline"))
     geo = metrics.get("geo", {}).get("rows", {})
     aligned = sorted((v for v in geo if v.startswith("aligned-")), key=lambda v: int(v.split("-")[1]))
-    if "reference" in geo and aligned and "within_1km@10" in geo["reference"]:
+    if "reference" in geo and aligned and geo["reference"].get("within_1km@10"):
         r, a = geo["reference"]["within_1km@10"], geo[aligned[-1]]["within_1km@10"]
-        o = geo.get("geo-oracle", {}).get("within_1km@10")
-        rows.append(_target(f"{label}.aligned_within_1km_gain", a - r, "> 0", a > r, f"reference {r:.4f} -> {aligned[-1]} {a:.4f} (oracle {o})"))
+        rows.append(_target(f"{label}.aligned_within_1km_ratio", a / r, ">= 1.5x", a / r >= 1.5,
+                            f"reference {r:.4f} -> {aligned[-1]} {a:.4f} (oracle {geo.get('geo-oracle', {}).get('within_1km@10')})"))
     else:
-        rows.append(_target(f"{label}.aligned_within_1km_gain", None, "> 0", None, "no reference/aligned rows with distances"))
+        rows.append(_target(f"{label}.aligned_within_1km_ratio", None, ">= 1.5x", None, "no reference/aligned rows with distances"))
     seeds = metrics.get("meta", {}).get("seeds", [])
     rows.append(_target(f"{label}.seeds_ge_3", len(seeds), ">= 3", len(seeds) >= 3))
     return rows

@@ -23,22 +23,34 @@ def test_quality_targets_hand_computed():
     m = {
         "meta": {"seeds": [0, 1, 2]},
         "generative": {"variants": {
-            "history": {"kind": "baseline", "summary": {"Hit@10": _s(0.30), "NDCG@10": _s(0.20)}},
-            "popularity": {"kind": "baseline", "summary": {"Hit@10": _s(0.10), "NDCG@10": _s(0.25)}},
-            "rqkmeans": {"kind": "sid", "variant": "rqkmeans", "summary": {"Hit@10": _s(0.20, 0.01), "NDCG@10": _s(0.1)}},
-            "lgsid": {"kind": "sid", "variant": "lgsid", "summary": {"Hit@10": _s(0.25, 0.02), "NDCG@10": _s(0.1)}},
-            "lgsid+reach": {"kind": "sid", "variant": "lgsid", "summary": {"Hit@10": _s(0.36), "NDCG@10": _s(0.26)}},
+            "popularity": {"kind": "baseline", "summary": {"Hit@10": _s(0.10), "new.Hit@10": _s(0.05)}},
+            "history_nearby": {"kind": "baseline", "summary": {"Hit@10": _s(0.30), "new.Hit@10": _s(0.10)}},
+            "rqkmeans": {"kind": "sid", "variant": "rqkmeans", "summary": {"Hit@10": _s(0.20, 0.01)}},
+            "lgsid": {"kind": "sid", "variant": "lgsid", "summary": {"Hit@10": _s(0.25, 0.02)}},
+            "lgsid+near": {"kind": "sid", "variant": "lgsid", "summary": {"Hit@10": _s(0.30), "new.Hit@10": _s(0.13)}},
         }},
-        "discriminative": {"variants": {"rqkmeans": {"summary": {"AUC": _s(0.80, 0.01)}}, "lgsid": {"summary": {"AUC": _s(0.805, 0.01)}}}},
-        "geo": {"rows": {"reference": {"within_1km@10": 0.1}, "aligned-2": {"within_1km@10": 0.15}, "aligned-10": {"within_1km@10": 0.12},
+        "ranker": {"variants": {
+            "heuristic": {"summary": {"NDCG@10": _s(0.30)}},
+            "ranker": {"summary": {"NDCG@10": _s(0.32, 0.004)}},
+            "ranker+rqkmeans": {"summary": {"NDCG@10": _s(0.33, 0.005)}},
+            "ranker+lgsid": {"summary": {"NDCG@10": _s(0.34, 0.002)}},
+        }, "recall": {"history+nearby": 0.60, "per_variant": {"lgsid": {"union": 0.72}, "rqkmeans": {"union": 0.73}}}},
+        "geo": {"rows": {"reference": {"within_1km@10": 0.1}, "aligned-2": {"within_1km@10": 0.2}, "aligned-10": {"within_1km@10": 0.16},
                          "geo-oracle": {"within_1km@10": 0.9}}},
     }
     rows = {r["name"]: r for r in _quality().check(m, "demo")}
-    hit = rows["demo.tiger_hit10_vs_best_baseline"]
-    assert hit["value"] == pytest.approx(0.36 / 0.30) and hit["pass"] is True  # 1.2x
-    ndcg = rows["demo.tiger_ndcg10_vs_best_baseline"]
-    assert ndcg["value"] == pytest.approx(0.26 / 0.25) and ndcg["pass"] is False  # the best baseline per metric: popularity
-    assert rows["demo.lgsid_tiger_hit10_beats_tokenizers"]["value"] == pytest.approx(0.25 - 0.20 - 0.02)
-    assert rows["demo.lgsid_din_auc_beats_tokenizers"]["pass"] is False  # 0.005 < one std
-    assert rows["demo.aligned_within_1km_gain"]["value"] == pytest.approx(0.02)  # the newest aligned version (10), not 2
+    assert rows["demo.ranker_no_sids_ge_heuristic"]["value"] == pytest.approx(0.02) and rows["demo.ranker_no_sids_ge_heuristic"]["pass"]
+    assert rows["demo.ranker_lgsid_beats_rqkmeans"]["value"] == pytest.approx(0.34 - 0.33 - 0.005) and rows["demo.ranker_lgsid_beats_rqkmeans"]["pass"]
+    assert rows["demo.ranker_lgsid_beats_no_sids"]["value"] == pytest.approx(0.34 - 0.32 - 0.004)
+    assert rows["demo.tiger_lgsid_beats_rqkmeans"]["value"] == pytest.approx(0.25 - 0.20 - 0.02)
+    assert rows["demo.recall_lgsid_beam_gain"]["value"] == pytest.approx(0.12) and rows["demo.recall_lgsid_beam_gain"]["pass"]
+    assert rows["demo.recall_lgsid_beam_vs_rqkmeans"]["pass"] is False  # 0.72 < 0.73
+    assert rows["demo.new_place_hit10_vs_best_list"]["value"] == pytest.approx(1.3)  # vs history_nearby's 0.10, the best list
+    assert rows["demo.aligned_within_1km_ratio"]["value"] == pytest.approx(1.6)  # the newest aligned version (10), not 2
     assert rows["demo.seeds_ge_3"]["pass"] is True
+
+
+def test_quality_targets_missing_sections_are_unknown():
+    rows = _quality().check({"meta": {"seeds": [0]}}, "phoenix")
+    assert all(r["pass"] is None for r in rows if not r["name"].endswith("seeds_ge_3"))
+    assert {r["name"].split(".")[1] for r in rows} >= {"ranker_lgsid_beats_rqkmeans", "recall_lgsid_beam_gain", "aligned_within_1km_ratio"}
