@@ -546,6 +546,12 @@ class EvaluateConfig:
         "reach (reachability-constrained beam), near (distance-weighted: the beam's items and the near_candidates nearest unvisited items ranked by model probability x exp(-km from the last visit / nearby_decay_km)); '+' combines.",
     )
     near_candidates: int = _f(50, "Near decoding: the nearest unvisited items to the user's last visit that are rescored beside the beam's, by model probability x exp(-km / nearby_decay_km).")
+    early_stopping_patience: int = _f(
+        0,
+        "TIGER, SASRec and DIN record their validation loss after every epoch (the report's epochs_run / best_epoch / valid_loss "
+        "columns and generative.valid_loss_curves); > 0 = stop once it has not improved for this many epochs and keep the best "
+        "epoch's weights, the epochs settings then being the most epochs (0 = run every epoch).",
+    )
     ranker_history_candidates: int = _f(50, "Ranker: the user's own places among the candidates (most visited first).")
     ranker_nearby_candidates: int = _f(50, "Ranker: unvisited places by distance-decayed popularity around the last visit among the candidates.")
     ranker_beam_size: int = _f(20, "Ranker: the TIGER beam added to the candidates of each SID arm; the arm without SIDs gets as many more nearby places instead.")
@@ -570,6 +576,7 @@ class EvaluateConfig:
         _check(set(self.sections) <= valid_sections, "evaluate.sections", f"unknown section(s) {sorted(set(self.sections) - valid_sections)}; valid: {sorted(valid_sections)}")
         _check("ranker" not in self.sections or "generative" in self.sections, "evaluate.sections",
                "'ranker' needs 'generative' (its SID arms rank the TIGER models' beams)")
+        _check(self.early_stopping_patience >= 0, "evaluate.early_stopping_patience", "must be >= 0 (0 = off)")
         for k in ("ranker_history_candidates", "ranker_nearby_candidates", "ranker_beam_size", "ranker_trees", "ranker_leaves", "ranker_early_stopping"):
             _check(getattr(self, k) >= 1, f"evaluate.{k}", "must be >= 1")
         _check(0.0 < self.ranker_holdout < 1.0, "evaluate.ranker_holdout", "must be in (0, 1)")

@@ -200,13 +200,16 @@ def sasrec_scored_items(n_items: int, negatives: int) -> int:
 
 
 def train_sasrec(n_items: int, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
-                 batch_size: int, lr: float, dropout: float = 0.0, lr_schedule: str = "constant", negatives: int = 0) -> SASRec:
+                 batch_size: int, lr: float, dropout: float = 0.0, lr_schedule: str = "constant", negatives: int = 0,
+                 valid: tuple[np.ndarray, np.ndarray] | None = None, patience: int = 0) -> SASRec:
     """Train :class:`SASRec` on (hist (M, H), target (M,)).
 
     The loss is the cross-entropy over all items while :func:`sasrec_scored_items` is the catalogue; otherwise each
     batch draws ``negatives`` uniform items (a generator seeded by ``seed``) and trains by
     :func:`sampled_softmax_loss`, so the cost of a step stops growing with the catalogue
     (``evaluate.sasrec_negatives``). ``lr_schedule`` as in :func:`~lgsid.evaluate.training.train_minibatches`.
+    ``valid`` = (hist, target) validation examples: their full-softmax cross-entropy is recorded per epoch and,
+    with ``patience`` > 0, stops training early.
     """
     torch.manual_seed(seed)
     model = SASRec(n_items, hist.shape[1], d_model=d_model, nhead=nhead, layers=layers, dropout=dropout)
@@ -223,8 +226,15 @@ def train_sasrec(n_items: int, hist: np.ndarray, target: np.ndarray, *, seed: in
 
         def batch_loss(bi: torch.Tensor) -> torch.Tensor:
             return loss_fn(model(H[bi]), T[bi])
+    vloss = None
+    if valid is not None and len(valid[1]):
+        Hv, Tv = torch.from_numpy(valid[0]), torch.from_numpy(valid[1])
+        ce = nn.CrossEntropyLoss(reduction="sum")
+
+        def vloss() -> float:
+            return float(sum(ce(model(Hv[s:s + 256]), Tv[s:s + 256]) for s in range(0, len(Tv), 256))) / len(Tv)
     return train_minibatches(model, opt, len(target), batch_loss, epochs=epochs, batch_size=batch_size,
-                             rng=np.random.default_rng(seed), desc="sasrec epochs", lr_schedule=lr_schedule)
+                             rng=np.random.default_rng(seed), desc="sasrec epochs", lr_schedule=lr_schedule, valid_loss=vloss, patience=patience)
 
 
 @torch.no_grad()

@@ -135,15 +135,25 @@ def ctr_examples_with(hist: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tup
 
 
 def train_din(model: DIN, hist: np.ndarray, target: np.ndarray, label: np.ndarray, *, seed: int, epochs: int, batch_size: int, lr: float,
-              lr_schedule: str = "constant") -> DIN:
-    """Binary cross-entropy training with Adam; returns the model in eval mode."""
+              lr_schedule: str = "constant", valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, patience: int = 0) -> DIN:
+    """Binary cross-entropy training with Adam; returns the model in eval mode.
+
+    ``valid`` = (hist, target, label) validation rows: their BCE is recorded per epoch and, with ``patience`` > 0,
+    stops training early (:func:`~lgsid.evaluate.training.train_minibatches`).
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     H, T, Y = torch.from_numpy(hist), torch.from_numpy(target), torch.from_numpy(label)
+    vloss = None
+    if valid is not None and len(valid[2]):
+        Hv, Tv, Yv = (torch.from_numpy(np.asarray(a)) for a in valid)
+
+        def vloss() -> float:
+            return float(sum(loss_fn(model(Hv[s:s + 8192], Tv[s:s + 8192]), Yv[s:s + 8192]) * len(Yv[s:s + 8192]) for s in range(0, len(Yv), 8192)) / len(Yv))
     return train_minibatches(model, opt, len(label), lambda bi: loss_fn(model(H[bi], T[bi]), Y[bi]),
-                             epochs=epochs, batch_size=batch_size, rng=rng, lr_schedule=lr_schedule)
+                             epochs=epochs, batch_size=batch_size, rng=rng, lr_schedule=lr_schedule, valid_loss=vloss, patience=patience)
 
 
 @torch.no_grad()

@@ -317,7 +317,7 @@ def fit_rank(train: tuple[pd.DataFrame, np.ndarray, np.ndarray], stop: tuple[pd.
     model = lgb.LGBMRanker(objective="lambdarank", n_estimators=ec.ranker_trees, learning_rate=ec.ranker_learning_rate,
                            num_leaves=ec.ranker_leaves, min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
                            random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1)
-    model.fit(train[0], train[1], group=train[2], eval_set=[stop[:2]], eval_group=[stop[2]], eval_at=[10],
+    model.fit(train[0], train[1], group=train[2], eval_X=(stop[0],), eval_y=(stop[1],), eval_group=[stop[2]], eval_at=[10],
               categorical_feature=cats or "auto", callbacks=[lgb.early_stopping(ec.ranker_early_stopping, verbose=False)])
     return model
 

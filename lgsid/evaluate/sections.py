@@ -264,6 +264,21 @@ def model_seeds(ec: "EvaluateConfig", n_items: int) -> list[int]:
     return seeds if not cap or n_items <= cap else seeds[:1]
 
 
+def valid_examples(tu: TestUsers, max_history: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation examples of the next-item models: (hist (V, H) of each validation user's train items, target (V,) their validation item)."""
+    from lgsid.evaluate.tiger import history_matrix
+
+    vu = tu.valid_users
+    return history_matrix([tu.seqs[tu.test_seq[u]] for u in vu], max_history), tu.valid_target[vu]
+
+
+def _fit_columns(fit: dict | None) -> dict[str, float]:
+    """A fit's validation record as run columns: epochs run, the best epoch and its validation loss."""
+    if not fit or not fit["valid_loss"]:
+        return {}
+    return {"epochs_run": float(fit["epochs_run"]), "best_epoch": float(fit["best_epoch"]), "valid_loss": float(min(fit["valid_loss"]))}
+
+
 def _repeat_candidates(histories: list[np.ndarray], max_items: int) -> tuple[np.ndarray, np.ndarray]:
     """(U, C) each user's most recent distinct training items (-1 padded) and (U, C) their visit counts."""
     cand = np.full((len(histories), max_items), -1, dtype=np.int64)
@@ -301,8 +316,10 @@ def _generative_job(job: tuple[str, int], sh: dict) -> dict[str, Any]:
     if name == "sasrec":
         model = bl.train_sasrec(sh["n_items"], sh["hist_tr"], sh["tgt_tr"], seed=seed, epochs=ec.tiger_epochs, d_model=ec.tiger_d_model, nhead=ec.tiger_heads,
                                 layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr, dropout=ec.tiger_dropout,
-                                lr_schedule=ec.tiger_lr_schedule, negatives=ec.sasrec_negatives)
-        return {"rows": [(frozenset(), bl.sasrec_lists(model, sh["hist_te"], sh["k_list"]), time.perf_counter() - t0)], "ranker": None}
+                                lr_schedule=ec.tiger_lr_schedule, negatives=ec.sasrec_negatives, valid=sh["valid_ex"],
+                                patience=ec.early_stopping_patience)
+        return {"rows": [(frozenset(), bl.sasrec_lists(model, sh["hist_te"], sh["k_list"]), time.perf_counter() - t0)], "ranker": None,
+                "fit": getattr(model, "fit_history", None)}
     base = name.removesuffix("+context")
     vocab = tiger.SIDVocab.from_codes(*sh["sids"][base])
     trie = tiger.PrefixTrie(vocab.sids)
@@ -311,7 +328,8 @@ def _generative_job(job: tuple[str, int], sh: dict) -> dict[str, Any]:
                               layers=ec.tiger_layers, batch_size=ec.tiger_batch_size, lr=ec.tiger_lr,
                               context=sh["ctx_tr"] if with_ctx else None, n_context=sh["n_ctx"] if with_ctx else 0,
                               bf16=use_cpu_bf16(ec.cpu_bf16, "evaluate.cpu_bf16"), dropout=ec.tiger_dropout,
-                              history_tokens=ec.tiger_history_tokens, lr_schedule=ec.tiger_lr_schedule)
+                              history_tokens=ec.tiger_history_tokens, lr_schedule=ec.tiger_lr_schedule,
+                              valid=sh["valid_ex"], patience=ec.early_stopping_patience, valid_context=sh["ctx_v"] if with_ctx else None)
     t_train = time.perf_counter() - t0
     ctx = sh["ctx_te"] if with_ctx else None
     hist_te = sh["hist_te"]
@@ -354,7 +372,7 @@ def _generative_job(job: tuple[str, int], sh: dict) -> dict[str, Any]:
             beam_items, beam_lp = tiger.recommend(model, vocab, trie, hist, sh["ranker"]["beam"], return_scores=True)
             base = np.concatenate([hc, nc[:, :ec.ranker_nearby_candidates]], axis=1)
             rk[part] = (beam_items, beam_lp, tiger.score_items(model, vocab, hist, base))
-    return {"rows": out, "ranker": rk}
+    return {"rows": out, "ranker": rk, "fit": getattr(model, "fit_history", None)}
 
 
 def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True,
@@ -417,8 +435,9 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
     repeat_prob = tiger.repeat_probability(histories, seqs, ec.repeat_prior_strength) if any("mix" in lv for _, lv in modes) else None
     need_near = any("near" in lv for _, lv in modes)
     near_items = bl.nearest_unvisited(histories, lat, lon, ec.near_candidates) if need_near else None
-    ctx_tr = ctx_te = None
+    ctx_tr = ctx_te = ctx_v = None
     n_ctx = 0
+    valid_ex = valid_examples(tu, ec.max_history)
     if ec.tiger_context_h3_res > 0:
         from lgsid.geo import latlng_to_cells
 
@@ -426,6 +445,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
         _, cell_id = np.unique(cells, return_inverse=True)
         n_ctx = int(cell_id.max()) + 1
         ctx_tr, ctx_te = cell_id[hist_tr[:, -1]], cell_id[hist_te[:, -1]]
+        ctx_v = cell_id[valid_ex[0][:, -1]]
 
     seeds = model_seeds(ec, n_items)
     jobs: list[tuple[str, int]] = [("sasrec", s) for s in seeds if "sasrec" in ec.baselines]
@@ -434,7 +454,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
         jobs += [(f"{n}+context", s) for n in sids if n in ec.lever_variants for s in seeds]
     shared = {"ec": ec, "modes": modes, "n_items": n_items, "hist_tr": hist_tr, "tgt_tr": tgt_tr, "hist_te": hist_te, "k_list": k_list,
               "allowed": allowed, "rep_items": rep_items, "rep_counts": rep_counts, "repeat_prob": repeat_prob, "ctx_tr": ctx_tr, "ctx_te": ctx_te, "n_ctx": n_ctx,
-              "near_items": near_items, "lat": lat, "lon": lon, "ranker": ranker,
+              "near_items": near_items, "lat": lat, "lon": lon, "ranker": ranker, "valid_ex": valid_ex, "ctx_v": ctx_v,
               "sids": {n: (s.codes, s.suffix) for n, s in sids.items()}}
 
     def cost(job: tuple[str, int]) -> float:  # submission order only: the costliest first
@@ -446,13 +466,17 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
 
     results = run_jobs(_generative_job, jobs, shared, workers=ec.workers, threads=ec.torch_threads, cost=cost,
                        desc="evaluate: generative (model x seed)", progress=progress)
+    curves: dict[str, list[list[float]]] = {}
     for (name, seed), res in zip(jobs, results):
         decoded = res["rows"]
         if res["ranker"] is not None and ranker_out is not None:
             ranker_out[(name, seed)] = res["ranker"]
+        fit = _fit_columns(res["fit"])
+        if res["fit"]:
+            curves.setdefault(name, []).append(res["fit"]["valid_loss"])
         if name == "sasrec":
             items, seconds = decoded[0][1], decoded[0][2]
-            add(name, bl.BASELINES[name], "baseline", {"seed": seed, "seconds": seconds, **score(items)})
+            add(name, bl.BASELINES[name], "baseline", {"seed": seed, "seconds": seconds, **fit, **score(items)})
             continue
         base = name.removesuffix("+context")
         s = sids[base]
@@ -461,7 +485,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
         for levers, items, seconds in decoded:
             row = name if not levers else f"{name}+{'+'.join(sorted(levers))}"
             disp = display_name(base, s) + ("" if not with_ctx else " +context") + "".join(f" +{lv}" for lv in sorted(levers))
-            add(row, disp, "sid", {"seed": seed, "seconds": seconds, **score(items)}, levers=sorted(levers) + (["context"] if with_ctx else []), **extra)
+            add(row, disp, "sid", {"seed": seed, "seconds": seconds, **fit, **score(items)}, levers=sorted(levers) + (["context"] if with_ctx else []), **extra)
     _summarise(rows)
     target_reach = tiger.reach_share(target[:, None], recent, lat, lon, ec.reach_radius_km)
     base_rows = [n for n, v in rows.items() if v["kind"] == "baseline"]
@@ -470,7 +494,8 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
         "n_train_examples": int(len(tgt_tr)), "n_test_users": int(len(test_seq)), "reach_radius_km": ec.reach_radius_km,
         "reach_target_share": target_reach, "revisit_share": float(tu.revisit.mean()),
         "last_item_repeat_share": float(np.mean(hist_te[:, -1] == target)), "best_baseline": best,
-        "nearby_decay_km": ec.nearby_decay_km, "variants": rows,
+        "nearby_decay_km": ec.nearby_decay_km, "variants": rows, "n_valid_examples": int(len(valid_ex[1])),
+        "early_stopping_patience": ec.early_stopping_patience, "valid_loss_curves": curves,
     }
 
 
@@ -491,8 +516,8 @@ def _discriminative_job(job: tuple[str, int], sh: dict) -> dict[str, float]:
     model = din.DIN(sh["n_items"], sh["arms"][arm], dim=ec.din_dim, sid_mode=ec.din_sid_mode)
     t0 = time.perf_counter()
     din.train_din(model, *sh["train"], seed=seed, epochs=ec.din_epochs, batch_size=ec.din_batch_size, lr=ec.din_lr,
-                  lr_schedule=ec.din_lr_schedule)
-    r: dict[str, float] = {"seed": seed, "seconds": time.perf_counter() - t0}
+                  lr_schedule=ec.din_lr_schedule, valid=sh["valid"], patience=ec.early_stopping_patience)
+    r: dict[str, float] = {"seed": seed, "seconds": time.perf_counter() - t0, **_fit_columns(getattr(model, "fit_history", None))}
     for key, (H, T, Y) in sh["test_sets"].items():
         r[key] = auc(Y, din.predict(model, H, T))
     return r
@@ -547,7 +572,9 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
     arms: dict[str, np.ndarray | None] = {"origin": None}
     arms.update({name: s.codes for name, s in sids.items()})
     jobs = [(a, s) for a in arms for s in model_seeds(ec, n_items)]
-    shared = {"ec": ec, "n_items": n_items, "arms": arms, "train": (H_tr, T_tr, Y_tr), "test_sets": test_sets}
+    hv, tv = valid_examples(tu, ec.max_history)
+    valid = din.ctr_examples(hv, tv, n_items, ec.din_negatives, np.random.default_rng(ec.data_seed + 1)) if len(tv) else None
+    shared = {"ec": ec, "n_items": n_items, "arms": arms, "train": (H_tr, T_tr, Y_tr), "test_sets": test_sets, "valid": valid}
     results = run_jobs(_discriminative_job, jobs, shared, workers=ec.workers, threads=ec.torch_threads,
                        cost=lambda j: 1.0 + (j[0] != "origin"), desc="evaluate: discriminative (variant x seed)", progress=progress)
     for (arm, _), r in zip(jobs, results):

@@ -287,7 +287,8 @@ def training_examples(seqs: list[np.ndarray], max_history: int) -> tuple[np.ndar
 
 def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: int, epochs: int, d_model: int, nhead: int, layers: int,
                 batch_size: int, lr: float, progress: bool = False, context: np.ndarray | None = None, n_context: int = 0,
-                bf16: bool = False, dropout: float = 0.0, history_tokens: str = "item", lr_schedule: str = "constant") -> TigerModel:
+                bf16: bool = False, dropout: float = 0.0, history_tokens: str = "item", lr_schedule: str = "constant",
+                valid: tuple[np.ndarray, np.ndarray] | None = None, patience: int = 0, valid_context: np.ndarray | None = None) -> TigerModel:
     """Train a :class:`TigerModel` with teacher forcing (cross-entropy over the SID tokens).
 
     Args:
@@ -303,6 +304,9 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
         history_tokens: encoder input layout, see :class:`TigerModel` (``evaluate.tiger_history_tokens``).
         lr_schedule: ``constant`` or ``onecycle`` with ``lr`` as the peak (``evaluate.tiger_lr_schedule``), see
             :func:`~lgsid.evaluate.training.train_minibatches`.
+        valid: optional (hist (V, H), target (V,)) validation examples: their teacher-forced cross-entropy is
+            recorded per epoch in ``model.fit_history`` and, with ``patience`` > 0, stops training early.
+        valid_context: (V,) context ids of the validation examples when the model has a context token.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -320,8 +324,21 @@ def train_tiger(vocab: SIDVocab, hist: np.ndarray, target: np.ndarray, *, seed: 
             logits = model(src_all[bi], tgt_all[bi], None if ctx_all is None else ctx_all[bi])  # (B, T, V)
         return loss_fn(logits.float().reshape(-1, logits.shape[-1]), tgt_all[bi].reshape(-1))
 
+    vloss = None
+    if valid is not None and len(valid[1]):
+        src_v = torch.from_numpy(vocab.tokens(valid[0]).reshape(len(valid[0]), -1))
+        tgt_v = torch.from_numpy(vocab.tokens(valid[1]))
+        ctx_v = None if (context is None or valid_context is None) else torch.from_numpy(np.asarray(valid_context, dtype=np.int64))
+
+        def vloss() -> float:
+            tot = 0.0
+            for s in range(0, len(tgt_v), 1024):
+                sl = slice(s, s + 1024)
+                logits = model(src_v[sl], tgt_v[sl], None if ctx_v is None else ctx_v[sl])
+                tot += float(loss_fn(logits.float().reshape(-1, logits.shape[-1]), tgt_v[sl].reshape(-1))) * len(tgt_v[sl])
+            return tot / len(tgt_v)
     return train_minibatches(model, opt, len(hist), batch_loss, epochs=epochs, batch_size=batch_size, rng=rng,
-                             progress=progress, desc="tiger epochs", lr_schedule=lr_schedule)
+                             progress=progress, desc="tiger epochs", lr_schedule=lr_schedule, valid_loss=vloss, patience=patience)
 
 
 def _encode_batch(model: TigerModel, vocab: SIDVocab, hb: np.ndarray, cb: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
