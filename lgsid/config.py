@@ -491,7 +491,8 @@ class EvaluateConfig:
     )
     variants: list[str] = _f(
         ["rqvae", "rqkmeans", "hgit-ref", "lgsid"],
-        "SID variants compared downstream: rqvae / rqkmeans / hgit-ref on reference embeddings, lgsid = HGIT on the newest aligned embeddings.",
+        "SID variants compared downstream: rqvae / rqkmeans / hgit-ref on reference embeddings, lgsid = HGIT on the newest aligned embeddings; "
+        "rqkmeans-aligned (RQ-KMeans on the newest aligned embeddings) completes the 2 x 2 ablation {reference, aligned} x {RQ-KMeans, HGIT}.",
     )
     ks: list[int] = _f([5, 10, 100], "K values of top-K retrieval metrics.")
     seeds: list[int] = _f([0, 1, 2], "Seeds of downstream models (mean +- std over them).")
@@ -581,7 +582,7 @@ class EvaluateConfig:
             _check(getattr(self, k) >= 1, f"evaluate.{k}", "must be >= 1")
         _check(0.0 < self.ranker_holdout < 1.0, "evaluate.ranker_holdout", "must be in (0, 1)")
         _check(self.ranker_learning_rate > 0, "evaluate.ranker_learning_rate", "must be > 0")
-        valid_variants = {"rqvae", "rqkmeans", "hgit-ref", "lgsid"}
+        valid_variants = {"rqvae", "rqkmeans", "hgit-ref", "lgsid", "rqkmeans-aligned"}
         _check(set(self.variants) <= valid_variants, "evaluate.variants", f"unknown variant(s) {sorted(set(self.variants) - valid_variants)}; valid: {sorted(valid_variants)}")
         _check(len(self.ks) >= 1 and all(k >= 1 for k in self.ks), "evaluate.ks", "need >= 1 value, each >= 1")
         _check(len(self.seeds) >= 1, "evaluate.seeds", "need at least one seed")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -350,7 +351,7 @@ def importance_plot(model, path: str, title: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 0.28 * len(gain) + 1))
     ax.barh(gain.index, gain.to_numpy() / max(gain.sum(), 1e-12))
     ax.set_xlabel("share of total split gain")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

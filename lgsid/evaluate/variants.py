@@ -25,6 +25,7 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "rqkmeans": ("rqkmeans", "reference", "RQ-KMeans"),
     "hgit-ref": ("hgit", "reference", "HGIT (reference emb.)"),
     "lgsid": ("hgit", "aligned", "LGSID (HGIT + aligned emb.)"),
+    "rqkmeans-aligned": ("rqkmeans", "aligned", "RQ-KMeans (aligned emb.)"),  # with hgit-ref: the 2 x 2 ablation
 }
 CANDIDATE = "candidate"
 """Variant name of the registered candidate when it matches none of :data:`VARIANTS`."""
