@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from lgsid.evaluate import baselines as bl
-from lgsid.evaluate.ranking import ranked_metrics
+from lgsid.evaluate.ranking import GEN_KS, ranked_metrics, summarise_runs
 from lgsid.geo import haversine_km, unit_xyz
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -399,8 +399,6 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
     Returns:
         ``{"variants": rows with runs + summary, "recall": candidate recall per source, "importance": ..., "plots": [...]}``.
     """
-    from lgsid.evaluate.sections import GEN_KS, _summarise
-
     B, Nn = rin["beam"], ec.ranker_nearby_candidates
     K = max(GEN_KS)
     rows: dict[str, Any] = {}
@@ -481,7 +479,7 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
                                                  f"{disp}: feature importance (gain), seed {seed}"))
         if per_seed_recall:
             recall["per_variant"][arm] = {k: float(np.mean([r[k] for r in per_seed_recall])) for k in per_seed_recall[0]}
-    _summarise(rows)
+    summarise_runs(rows)
     return {"n_train_queries": int(len(qv.target)), "n_test_queries": int(len(qt.target)), "history_candidates": ec.ranker_history_candidates,
             "nearby_candidates": Nn, "beam_size": B, "split": "fit and early stopping on validation queries; rows on test",
             "variants": rows, "recall": recall, "importance": importance, "plots": plots}

@@ -63,3 +63,21 @@ def ranked_metrics(ranked: np.ndarray, target: np.ndarray, revisit: np.ndarray, 
         for name, m in (("revisit", revisit), ("new", ~revisit)):
             out[f"{name}.Hit@{k}"], out[f"{name}.NDCG@{k}"] = hit_ndcg_from_ranked(np.asarray(ranked)[m], np.asarray(target)[m], k)
     return out
+
+
+GEN_KS = (5, 10)
+"""K of the next-item tables' Hit@K / NDCG@K."""
+
+
+def mean_std(xs: list[float]) -> dict:
+    """``{"mean", "std" (ddof 1; 0 for one value), "runs"}`` over the finite values of ``xs``."""
+    a = np.asarray(xs, dtype=float)
+    fin = a[np.isfinite(a)]
+    return {"mean": float(fin.mean()) if fin.size else float("nan"), "std": float(fin.std(ddof=1)) if fin.size > 1 else 0.0, "runs": [float(x) for x in a]}
+
+
+def summarise_runs(rows: dict[str, dict]) -> None:
+    """Add ``summary`` = :func:`mean_std` over the runs of every metric (all keys but seed and seconds) to each row, in place."""
+    for v in rows.values():
+        keys = [k for k in v["runs"][0] if k not in ("seed", "seconds")]
+        v["summary"] = {k: mean_std([r[k] for r in v["runs"]]) for k in keys}

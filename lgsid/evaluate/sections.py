@@ -23,7 +23,7 @@ import pandas as pd
 
 from lgsid.errors import ConfigError
 from lgsid.geo import haversine_km
-from lgsid.evaluate.ranking import auc, ranked_metrics
+from lgsid.evaluate.ranking import GEN_KS, auc, ranked_metrics, summarise_runs
 from lgsid.evaluate.jobs import run_jobs
 from lgsid.evaluate.split import Split, assert_no_leak, leave_two_out
 from lgsid.evaluate.variants import REFERENCE, EvalInputs, SIDCodes, display_name, train_tokenizers
@@ -34,22 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-GEN_KS = (5, 10)
 ORACLE = "geo-oracle"
 """Geo-table row of the geographic oracle: each item's K nearest items by distance."""
 DECODING_LEVERS = ("repeat", "mix", "reach", "near")
-
-
-def _mean_std(xs: list[float]) -> dict[str, Any]:
-    a = np.asarray(xs, dtype=float)
-    fin = a[np.isfinite(a)]
-    return {"mean": float(fin.mean()) if fin.size else float("nan"), "std": float(fin.std(ddof=1)) if fin.size > 1 else 0.0, "runs": [float(x) for x in a]}
-
-
-def _summarise(rows: dict[str, dict]) -> None:
-    for v in rows.values():
-        keys = [k for k in v["runs"][0] if k not in ("seed", "seconds")]
-        v["summary"] = {k: _mean_std([r[k] for r in v["runs"]]) for k in keys}
 
 
 def parse_decoding(mode: str) -> frozenset[str]:
@@ -486,7 +473,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
             row = name if not levers else f"{name}+{'+'.join(sorted(levers))}"
             disp = display_name(base, s) + ("" if not with_ctx else " +context") + "".join(f" +{lv}" for lv in sorted(levers))
             add(row, disp, "sid", {"seed": seed, "seconds": seconds, **fit, **score(items)}, levers=sorted(levers) + (["context"] if with_ctx else []), **extra)
-    _summarise(rows)
+    summarise_runs(rows)
     target_reach = tiger.reach_share(target[:, None], recent, lat, lon, ec.reach_radius_km)
     base_rows = [n for n, v in rows.items() if v["kind"] == "baseline"]
     best = max(base_rows, key=lambda n: rows[n]["summary"]["Hit@10"]["mean"], default=None)
@@ -580,7 +567,7 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
     for (arm, _), r in zip(jobs, results):
         disp = "Origin (ID only)" if arm == "origin" else f"+ {display_name(arm, sids[arm])}"
         variants.setdefault(arm, {"runs": [], "display": disp, "kind": "baseline" if arm == "origin" else "sid"})["runs"].append(r)
-    _summarise(variants)
+    summarise_runs(variants)
     out = {"n_train_rows": int(len(Y_tr)), "n_test_rows": int(len(test_sets["AUC"][2])), "negatives_per_positive": ec.din_negatives,
            "sid_mode": ec.din_sid_mode, "variants": variants}
     if ec.din_exposure_negatives:

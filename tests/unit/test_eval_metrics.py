@@ -9,7 +9,8 @@ import pytest
 from lgsid.evaluate.geo import geo_awareness, nmi_kmeans, similarity_at_k
 from lgsid.metrics import qualified_labels
 from lgsid.evaluate.ranking import auc, hit_ndcg_from_ranked, ranked_metrics
-from lgsid.evaluate.sections import _mean_std, parse_decoding
+from lgsid.evaluate.ranking import mean_std
+from lgsid.evaluate.sections import parse_decoding
 from lgsid.evaluate.tiger import reach_share, reachable_mask
 from lgsid.evaluate.variants import newest_aligned, registered_codes, variant_for
 from lgsid.metrics import nearest_by_distance, neighbour_distances, neighbour_share
@@ -158,9 +159,9 @@ def test_reachable_mask_hand_computed_in_any_block_size(max_elements):
 
 
 def test_mean_std_and_newest_aligned():
-    s = _mean_std([0.2, 0.4])
+    s = mean_std([0.2, 0.4])
     assert s["mean"] == pytest.approx(0.3) and s["std"] == pytest.approx(math.sqrt(0.02))
-    assert _mean_std([0.5])["std"] == 0.0
+    assert mean_std([0.5])["std"] == 0.0
     assert newest_aligned(["reference", "aligned-2", "aligned-10", "ablation-x"]) == "aligned-10"
     assert newest_aligned(["reference"]) is None
 
