@@ -24,7 +24,10 @@ those ``item_sid_features`` holds for the evaluated model version, joined per it
 * distance-aware prefix popularity: ``log(1 + visits to the prefix) - km to the prefix's visit
   centroid / decay`` (:func:`prefix_local_popularity`);
 * the user's history share in the candidate's L1 and L1-L2 prefixes;
-* the SID tokens L1 and L2 as categorical features.
+* the SID tokens L1 and L2 as categorical features, kept only where the ranker with them scores a
+  higher NDCG@10 on the early-stopping validation queries than the same ranker without them (on the
+  demo they took the most gain and cost test NDCG: categorical splits over 64+ codes overfit ~1,500
+  training queries).
 """
 
 from __future__ import annotations
@@ -112,6 +115,23 @@ def union_candidates(*lists: np.ndarray) -> np.ndarray:
         _, first = np.unique(row, return_index=True)
         u = row[np.sort(first)]
         out[q, :len(u)] = u
+    return out
+
+
+def fill_candidates(base: np.ndarray, extra: np.ndarray, m: int) -> np.ndarray:
+    """``base`` (Q, C) plus, per row, the first ``m`` items of ``extra`` (Q, E) that are not in it: (Q, C + m), -1 padded.
+
+    The SID arms add their beam this way, so each adds ``m`` new candidates, as many as the arm without
+    SIDs adds nearby places (where the beam holds fewer new items, fewer are added).
+    """
+    out = np.full((len(base), base.shape[1] + m), -1, dtype=np.int64)
+    for q in range(len(base)):
+        b = base[q][base[q] >= 0]
+        e = extra[q][extra[q] >= 0]
+        new = e[~np.isin(e, b)]
+        _, first = np.unique(new, return_index=True)
+        row = np.concatenate([b, new[np.sort(first)][:m]])
+        out[q, :len(row)] = row
     return out
 
 
@@ -306,18 +326,22 @@ def fit_rank(train: tuple[pd.DataFrame, np.ndarray, np.ndarray], stop: tuple[pd.
              seed: int):
     """Fit an ``LGBMRanker`` (lambdarank) on query-major rows, early-stopped on NDCG@10 of the ``stop`` queries.
 
+    Columns of :data:`CATEGORICAL` present in the features are categorical (with LightGBM's smoothing
+    raised so a rare code cannot carry a split: ``min_data_per_group`` 100, ``cat_smooth`` 50).
+
     Args:
         train, stop: ``(features, labels (R,), group sizes (G,))``.
 
     Returns:
-        The fitted ranker (``best_iteration_`` set by early stopping).
+        The fitted ranker (``best_iteration_`` set by early stopping, ``best_score_`` its NDCG@10 on ``stop``).
     """
     import lightgbm as lgb
 
     cats = [c for c in CATEGORICAL if c in train[0].columns]
     model = lgb.LGBMRanker(objective="lambdarank", n_estimators=ec.ranker_trees, learning_rate=ec.ranker_learning_rate,
                            num_leaves=ec.ranker_leaves, min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
-                           random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1)
+                           random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1,
+                           min_data_per_group=100, cat_smooth=50.0)
     model.fit(train[0], train[1], group=train[2], eval_X=(stop[0],), eval_y=(stop[1],), eval_group=[stop[2]], eval_at=[10],
               categorical_feature=cats or "auto", callbacks=[lgb.early_stopping(ec.ranker_early_stopping, verbose=False)])
     return model
@@ -334,6 +358,11 @@ def _top(q: np.ndarray, it: np.ndarray, score: np.ndarray, n_queries: int, k: in
         row = its[starts[i]:ends[i]][:k]
         out[i, :len(row)] = row
     return out
+
+
+def _ndcg10(model) -> float:
+    """NDCG@10 of a :func:`fit_rank` model on its early-stopping validation queries."""
+    return float(next(iter(model.best_score_.values()))["ndcg@10"])
 
 
 def _groups(q: np.ndarray, n_queries: int) -> np.ndarray:
@@ -374,7 +403,7 @@ def ranker_inputs(tu, ec: "EvaluateConfig", items: pd.DataFrame) -> dict[str, An
     for u in vu:
         i = tu.test_seq[u]
         seqs_test[i] = np.append(seqs_test[i], valid_target[u])
-    out: dict[str, Any] = {"beam": ec.ranker_beam_size}
+    out: dict[str, Any] = {"beam": 2 * ec.ranker_beam_size}  # decoded; the SID arms add its first ranker_beam_size new items
     m_near = ec.ranker_nearby_candidates + ec.ranker_beam_size
     for name, qs in (("valid", Queries(hist=[tu.seqs[tu.test_seq[u]] for u in vu], target=valid_target[vu], seqs=seqs_valid)),
                      ("test", Queries(hist=tu.histories, target=tu.target, seqs=seqs_test))):
@@ -399,7 +428,7 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
     Returns:
         ``{"variants": rows with runs + summary, "recall": candidate recall per source, "importance": ..., "plots": [...]}``.
     """
-    B, Nn = rin["beam"], ec.ranker_nearby_candidates
+    B, Nn = ec.ranker_beam_size, ec.ranker_nearby_candidates
     K = max(GEN_KS)
     rows: dict[str, Any] = {}
 
@@ -424,7 +453,7 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
         if variant is None:
             cands = union_candidates(hc, nc)
         else:
-            cands = union_candidates(hc, nc[:, :Nn], out[0])
+            cands = fill_candidates(union_candidates(hc, nc[:, :Nn]), out[0], B)
         q, it, f = base_features(qs, cands, items, _ranks(cands, hc), _ranks(cands, nc), ec)
         if variant is not None:
             base = np.concatenate([hc, nc[:, :Nn]], axis=1)
@@ -448,7 +477,7 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
             qv_, itv, fv, yv, _ = build(qv, hv, nv, arm, out and out["valid"])
             qt_, itt, ft, yt, ct = build(qt, ht, nt, arm, out and out["test"])
             if arm is not None:
-                per_seed_recall.append({"beam": candidate_recall(out["test"][0], qt.target), "union": candidate_recall(ct, qt.target)})
+                per_seed_recall.append({"beam": candidate_recall(out["test"][0][:, :B], qt.target), "union": candidate_recall(ct, qt.target)})
             # ranker training queries: validation queries whose target is a candidate; a seeded 20% early-stops
             has_pos = np.bincount(qv_, weights=yv, minlength=len(qv.target)) > 0
             order = np.random.default_rng(seed).permutation(np.flatnonzero(has_pos))
@@ -461,6 +490,14 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
                 r = sel[qv_]
                 parts.append((fv[r].reset_index(drop=True), yv[r], _groups(qv_[r], len(qv.target))[sel]))
             model = fit_rank(parts[0], parts[1], ec, seed)
+            tokens = 0.0
+            if arm is not None:  # SID tokens as categoricals only where they do better on the early-stopping validation queries
+                plain = [(f.drop(columns=list(CATEGORICAL)), y, g) for f, y, g in parts]
+                alt = fit_rank(plain[0], plain[1], ec, seed)
+                if _ndcg10(alt) >= _ndcg10(model):
+                    model, ft = alt, ft.drop(columns=list(CATEGORICAL))
+                else:
+                    tokens = 1.0
             score = model.predict(ft, num_iteration=model.best_iteration_)
             ranked = _top(qt_, itt, score, len(qt.target), K)
             name = "ranker" if arm is None else f"ranker+{arm}"
@@ -468,6 +505,7 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
 
             disp = "LambdaMART, no SIDs" if arm is None else f"LambdaMART + {display_name(arm, sids[arm])}"
             add(name, disp, "ranker" if arm is None else "sid", {"seed": seed, "trees": int(model.best_iteration_ or ec.ranker_trees),
+                                                                 "valid_ndcg10": _ndcg10(model), "sid_tokens": tokens,
                                                                  "candidates": float((ct >= 0).sum(1).mean()),
                                                                  **ranked_metrics(ranked, qt.target, revisit_t, GEN_KS)})
             if seed == seeds[0]:

@@ -39,6 +39,9 @@ def test_history_share_union_and_recall():
     u = rk.union_candidates(np.array([[3, 1, -1]]), np.array([[1, 5]]), np.array([[7, 3]]))
     np.testing.assert_array_equal(u, [[3, 1, 5, 7, -1, -1, -1]])
     assert rk.candidate_recall(np.array([[1, 2], [3, -1]]), np.array([2, 4])) == 0.5
+    # the beam adds its first 2 items not already candidates: row 0 skips 3 and 1, row 1 has one new item only
+    f = rk.fill_candidates(np.array([[3, 1, -1], [4, -1, -1]]), np.array([[3, 9, 1, 8, 7], [4, 4, 6, -1, -1]]), 2)
+    np.testing.assert_array_equal(f, [[3, 1, 9, 8, -1], [4, 6, -1, -1, -1]])
 
 
 def _tiny_items(n):
@@ -95,5 +98,9 @@ def test_ranker_section_end_to_end(tmp_path):
         assert rec["history+nearby"] <= rec["per_variant"][v]["union"] <= 1.0  # adding the beam can only add recall
         assert 0.0 <= rec["per_variant"][v]["beam"] <= rec["per_variant"][v]["union"]
     assert r["n_train_queries"] == out["meta"]["n_valid_interactions"] > 0
+    ranker_count = r["variants"]["ranker"]["summary"]["candidates"]["mean"]
+    for v in ("rqkmeans", "lgsid"):  # each SID arm adds at most as many candidates as the arm without SIDs
+        assert r["variants"][f"ranker+{v}"]["summary"]["candidates"]["mean"] <= ranker_count
+        assert r["variants"][f"ranker+{v}"]["summary"]["sid_tokens"]["mean"] in (0.0, 1.0)
     assert set(r["importance"]["ranker+lgsid"]) >= {"tiger_logp", "trans_l1", "visits"}
     assert all(os.path.isfile(p) for p in r["plots"]) and len(r["plots"]) == 2
