@@ -201,6 +201,7 @@ def fit_aligned(tok, emb: np.ndarray, features, reference=None, *, freeze_level1
     hgit = reference is not None and getattr(tok, "kind", None) == "hgit" and getattr(reference, "kind", None) == "hgit"
     if hgit and freeze_level1:
         tok.level1_anchors = reference.feature_centres
+        tok.level1_geo = (reference.featurizer.geo_centre, reference.featurizer.geo_scale)  # the anchors' feature space
     if hgit and warm_start:
         tok.warm_codebooks = [np.asarray(c) for c in reference.codebooks]
     tok.fit(emb, features, progress=progress)

@@ -440,10 +440,13 @@ class HGITTokenizer(SIDTokenizer):
         if len(x) != len(features):
             raise ValidationError(f"embeddings have {len(x)} rows but features {len(features)}")
         k1 = self.codebook_sizes[0]
-        if self.cfg.geo_scale == "extent":
+        anchors = getattr(self, "level1_anchors", None)  # (K1, F) champion's centres: tokenizer.freeze_level1_from_champion
+        if anchors is not None and getattr(self, "level1_geo", None) is not None:
+            # frozen anchors live in the champion's feature space: keep its geo extent, not this catalogue's
+            self.featurizer.geo_centre, self.featurizer.geo_scale = self.level1_geo
+        elif self.cfg.geo_scale == "extent":
             self.featurizer.fit_geo(features)
         F = self.featurizer(features)
-        anchors = getattr(self, "level1_anchors", None)  # (K1, F) champion's centres: tokenizer.freeze_level1_from_champion
         if anchors is not None:
             k1 = use_level1_anchors(self, anchors, F.shape[1])
         else:

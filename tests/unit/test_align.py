@@ -73,6 +73,11 @@ def test_frozen_level1_reuses_the_champions_anchors():
     assert np.array_equal(refit.feature_centres, champion.feature_centres)
     assert (refit.encode(emb, items)[:, 0] == champion.encode(emb, items)[:, 0]).all()
     assert report["moved_l1"] == 0.0
+    # a refit on part of the catalogue (another extent) still reads the anchors in the champion's feature space
+    part = items.iloc[:150].reset_index(drop=True)
+    small, _ = _fit(11, part, emb[:150], reference=champion, freeze=True)
+    assert small.featurizer.geo_scale == champion.featurizer.geo_scale
+    assert (small.encode(emb[:150], part)[:, 0] == champion.encode(emb, items)[:150, 0]).all()
     with pytest.raises(ValidationError, match="freeze_level1_from_champion.*dimension"):
         bad = build_tokenizer(TokenizerConfig(codebook_sizes=[6, 4, 4], epochs=1, feature_dim=8))
         fit_aligned(bad, emb, items, champion, freeze_level1=True)
