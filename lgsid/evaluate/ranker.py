@@ -32,7 +32,6 @@ those ``item_sid_features`` holds for the evaluated model version, joined per it
 
 from __future__ import annotations
 
-import logging
 import os
 import textwrap
 from dataclasses import dataclass
@@ -43,12 +42,11 @@ import pandas as pd
 
 from lgsid.evaluate import baselines as bl
 from lgsid.evaluate.ranking import GEN_KS, ranked_metrics, summarise_runs
+from lgsid.evaluate.variants import display_name
 from lgsid.geo import haversine_km, unit_xyz
 
 if TYPE_CHECKING:  # pragma: no cover
     from lgsid.config import EvaluateConfig
-
-log = logging.getLogger(__name__)
 
 BASE_FEATURES = ("visits", "visit_share", "visits_ago", "is_last", "km_last", "km_recent_min", "log_pop", "nearby_pop",
                  "cat_share", "cat_match_last", "hist_len", "revisit_rate", "history_rank", "nearby_rank")
@@ -501,8 +499,6 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
             score = model.predict(ft, num_iteration=model.best_iteration_)
             ranked = _top(qt_, itt, score, len(qt.target), K)
             name = "ranker" if arm is None else f"ranker+{arm}"
-            from lgsid.evaluate.variants import display_name
-
             disp = "LambdaMART, no SIDs" if arm is None else f"LambdaMART + {display_name(arm, sids[arm])}"
             add(name, disp, "ranker" if arm is None else "sid", {"seed": seed, "trees": int(model.best_iteration_ or ec.ranker_trees),
                                                                  "valid_ndcg10": _ndcg10(model), "sid_tokens": tokens,
