@@ -22,6 +22,7 @@ FIXED = {  # values that satisfy the catalogue's CHECK constraints
     "lat": lambda i: 33.4 + i / 100, "lon": lambda i: -112.0 - i / 100, "rank": lambda i: i + 1,
     "distance_km": lambda i: 1.5 * i, "pair_type": lambda i: ("co_click", "geo_constrained")[i % 2],
     "embedding_f32": lambda i: np.asarray([i, 1.0], "<f4").tobytes(), "dim": lambda i: 2,
+    "usage": lambda i: (i % 10) / 10, "collision_rate": lambda i: (i % 10) / 20, "churn": lambda i: (i % 10) / 10,  # sid_health shares
 }
 
 
