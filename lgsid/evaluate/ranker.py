@@ -466,6 +466,7 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
     arms: list[str | None] = [None] + [v for v in sids if any(k[0] == v for k in tiger_out)]
     importance: dict[str, dict[str, float]] = {}
     plots: list[str] = []
+    notes: list[str] = []
     for arm in arms:
         per_seed_recall = []
         for seed in seeds:
@@ -478,6 +479,10 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
                 per_seed_recall.append({"beam": candidate_recall(out["test"][0][:, :B], qt.target), "union": candidate_recall(ct, qt.target)})
             # ranker training queries: validation queries whose target is a candidate; a seeded 20% early-stops
             has_pos = np.bincount(qv_, weights=yv, minlength=len(qv.target)) > 0
+            name = "ranker" if arm is None else f"ranker+{arm}"
+            if has_pos.sum() < 2:  # nothing to fit and early-stop on (a tiny catalogue)
+                notes.append(f"{name} seed {seed}: only {int(has_pos.sum())} validation queries hold their target among the candidates; not fitted")
+                continue
             order = np.random.default_rng(seed).permutation(np.flatnonzero(has_pos))
             n_stop = max(1, int(round(ec.ranker_holdout * len(order))))
             stop_q = np.zeros(len(qv.target), bool)
@@ -498,7 +503,6 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
                     tokens = 1.0
             score = model.predict(ft, num_iteration=model.best_iteration_)
             ranked = _top(qt_, itt, score, len(qt.target), K)
-            name = "ranker" if arm is None else f"ranker+{arm}"
             disp = "LambdaMART, no SIDs" if arm is None else f"LambdaMART + {display_name(arm, sids[arm])}"
             add(name, disp, "ranker" if arm is None else "sid", {"seed": seed, "trees": int(model.best_iteration_ or ec.ranker_trees),
                                                                  "valid_ndcg10": _ndcg10(model), "sid_tokens": tokens,
@@ -516,4 +520,4 @@ def ranker_section(items: pd.DataFrame, sids: dict, rin: dict[str, Any], tiger_o
     summarise_runs(rows)
     return {"n_train_queries": int(len(qv.target)), "n_test_queries": int(len(qt.target)), "history_candidates": ec.ranker_history_candidates,
             "nearby_candidates": Nn, "beam_size": B, "split": "fit and early stopping on validation queries; rows on test",
-            "variants": rows, "recall": recall, "importance": importance, "plots": plots}
+            "variants": rows, "recall": recall, "importance": importance, "plots": plots, "notes": notes}

@@ -246,6 +246,7 @@ def render_markdown(metrics: dict, out_dir: str) -> str:
         L += _table(["source", "recall"], [[k, _fmt(v, 3)] for k, v in rec.items() if k != "per_variant"]
                     + [[f"beam {n}", _fmt(r.get("beam"), 3)] for n, r in rec.get("per_variant", {}).items()]
                     + [[f"history + nearby + beam {n}", _fmt(r.get("union"), 3)] for n, r in rec.get("per_variant", {}).items()])
+        L += [""] + [f"- {n}" for n in rk.get("notes", [])]
         for name, imp in rk.get("importance", {}).items():
             top = ", ".join(f"{k} {v:.0%}" for k, v in list(imp.items())[:6])
             L += ["", f"`{name}` top features by gain (first seed): {top}"]

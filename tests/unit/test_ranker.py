@@ -104,3 +104,20 @@ def test_ranker_section_end_to_end(tmp_path):
         assert r["variants"][f"ranker+{v}"]["summary"]["sid_tokens"]["mean"] in (0.0, 1.0)
     assert set(r["importance"]["ranker+lgsid"]) >= {"tiger_logp", "trans_l1", "visits"}
     assert all(os.path.isfile(p) for p in r["plots"]) and len(r["plots"]) == 2
+
+
+def test_ranker_section_without_positive_validation_queries_fits_nothing_and_says_so():
+    from lgsid.config import LGSIDConfig, replace
+    from lgsid.evaluate.report import render_markdown
+    from lgsid.evaluate.sections import evaluate_frames
+    from test_evaluate_jobs import _inputs
+
+    inp, sids = _inputs(n_items=300, n_users=11, seed=3)  # 1 history + 1 nearby + 1 beam candidate: no validation target is among them
+    cfg = replace(LGSIDConfig(), evaluate={"sections": ["generative", "ranker"], "seeds": [0], "ks": [5, 10], "tiger_epochs": 1, "tiger_d_model": 16,
+                                           "tiger_heads": 2, "max_history": 4, "torch_threads": 1, "workers": 1, "baselines": ["history_nearby"],
+                                           "tiger_decoding": ["beam"], "ranker_history_candidates": 1, "ranker_nearby_candidates": 1,
+                                           "ranker_beam_size": 1, "ranker_trees": 5})
+    out = evaluate_frames(inp, cfg, sids=dict(sids), progress=False)
+    assert list(out["ranker"]["variants"]) == ["heuristic"]
+    assert len(out["ranker"]["notes"]) == 3 and "not fitted" in out["ranker"]["notes"][0]
+    assert "not fitted" in render_markdown(out, "/nonexistent")
