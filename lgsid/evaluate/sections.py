@@ -189,14 +189,11 @@ class TestUsers:
         """(V,) positions (into the test users) of the users with a validation item."""
         return np.flatnonzero(self.valid_target >= 0)
 
-    def counts(self, n_items: int, at: str = "test") -> np.ndarray:
-        """(N,) interaction count of every item as of ``at``: the train rows ("valid"), plus the validation rows ("test")."""
+    def counts(self, n_items: int) -> np.ndarray:
+        """(N,) interaction count of every item at test time: the train rows plus the validation rows."""
         from lgsid.evaluate.baselines import item_counts
 
-        c = item_counts(self.seqs, n_items)
-        if at == "test":
-            c = c + np.bincount(self.valid_target[self.valid_target >= 0], minlength=n_items)
-        return c
+        return item_counts(self.seqs, n_items) + np.bincount(self.valid_target[self.valid_target >= 0], minlength=n_items)
 
     def reachable(self, recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:
         """:func:`lgsid.evaluate.tiger.reachable_mask` of ``recent``, computed once per (recent, radius) and shared by the sections."""
