@@ -1,4 +1,4 @@
-"""Next-item baselines scored on the same leave-last-out split as the SID models.
+"""Next-item baselines scored on the same test split as the SID models (the user's history = train + validation items).
 
 * ``popularity``: the K most frequent training items, the same list for every user;
 * ``history``: the user's own training items by count (ties: most recent first), then popular items;
