@@ -394,17 +394,10 @@ def ranker_inputs(tu, ec: "EvaluateConfig", items: pd.DataFrame) -> dict[str, An
     """
     n = len(items)
     lat, lon = items["lat"].to_numpy(float), items["lon"].to_numpy(float)
-    vu = tu.valid_users
-    valid_target = tu.valid_target
-    seqs_valid = tu.seqs
-    seqs_test = list(tu.seqs)
-    for u in vu:
-        i = tu.test_seq[u]
-        seqs_test[i] = np.append(seqs_test[i], valid_target[u])
     out: dict[str, Any] = {"beam": 2 * ec.ranker_beam_size}  # decoded; the SID arms add its first ranker_beam_size new items
     m_near = ec.ranker_nearby_candidates + ec.ranker_beam_size
-    for name, qs in (("valid", Queries(hist=[tu.seqs[tu.test_seq[u]] for u in vu], target=valid_target[vu], seqs=seqs_valid)),
-                     ("test", Queries(hist=tu.histories, target=tu.target, seqs=seqs_test))):
+    for name, qs in (("valid", Queries(hist=tu.valid_histories, target=tu.valid_target[tu.valid_users], seqs=tu.seqs)),
+                     ("test", Queries(hist=tu.histories, target=tu.target, seqs=tu.seqs_at_test))):
         counts = bl.item_counts(qs.seqs, n)
         out[name] = (qs, history_candidates(qs.hist, ec.ranker_history_candidates),
                      nearby_candidates(qs.hist, counts, lat, lon, ec.nearby_decay_km, m_near))

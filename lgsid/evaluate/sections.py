@@ -189,11 +189,24 @@ class TestUsers:
         """(V,) positions (into the test users) of the users with a validation item."""
         return np.flatnonzero(self.valid_target >= 0)
 
+    @property
+    def valid_histories(self) -> list[np.ndarray]:
+        """(V,) the train items of each user with a validation item: their history at the validation event."""
+        return [self.seqs[self.test_seq[u]] for u in self.valid_users]
+
+    @property
+    def seqs_at_test(self) -> list[np.ndarray]:
+        """Every user's sequence at test time: ``seqs`` with each validation item appended to its user's."""
+        out = list(self.seqs)
+        for u in self.valid_users:
+            out[self.test_seq[u]] = np.append(out[self.test_seq[u]], self.valid_target[u])
+        return out
+
     def counts(self, n_items: int) -> np.ndarray:
         """(N,) interaction count of every item at test time: the train rows plus the validation rows."""
         from lgsid.evaluate.baselines import item_counts
 
-        return item_counts(self.seqs, n_items) + np.bincount(self.valid_target[self.valid_target >= 0], minlength=n_items)
+        return item_counts(self.seqs_at_test, n_items)
 
     def reachable(self, recent: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:
         """:func:`lgsid.evaluate.tiger.reachable_mask` of ``recent``, computed once per (recent, radius) and shared by the sections."""
@@ -252,8 +265,7 @@ def valid_examples(tu: TestUsers, max_history: int) -> tuple[np.ndarray, np.ndar
     """Validation examples of the next-item models: (hist (V, H) of each validation user's train items, target (V,) their validation item)."""
     from lgsid.evaluate.tiger import history_matrix
 
-    vu = tu.valid_users
-    return history_matrix([tu.seqs[tu.test_seq[u]] for u in vu], max_history), tu.valid_target[vu]
+    return history_matrix(tu.valid_histories, max_history), tu.valid_target[tu.valid_users]
 
 
 def _fit_columns(fit: dict | None) -> dict[str, float]:
