@@ -346,6 +346,11 @@ class GDPOConfig:
     use_sim: bool = _f(True, "Include L_sim (ablation switch).")
     use_domain_pairs: bool = _f(True, "Include co-click (domain-collaborative) pairs in D_mix (ablation switch).")
     use_density_negatives: bool = _f(True, "Use density-aware negatives for the reward lists (ablation switch).")
+    near_pairs_per_anchor: int = _f(
+        0,
+        "Add geo_near examples to D_mix (our departure): chosen = the anchor's own location, rejected = one of its this-many nearest "
+        "mismatched candidates of the negatives table (Eq. 1, kind near). 0 = D_mix as in the paper (co-click + geo-constrained far pairs).",
+    )
     epochs: int = _f(1, "Epochs over D_mix.")
     max_steps: int = _f(150, "Stop after this many optimiser steps (0 = no limit; the demo default keeps the step to a few minutes on CPU).")
     lr: float = _f(2e-4, "Learning rate of the LoRA parameters.")
@@ -368,6 +373,7 @@ class GDPOConfig:
         _check(self.batch_size >= 2, "gdpo.batch_size", "must be >= 2 (L_sim is in-batch)")
         _check(self.epochs >= 1, "gdpo.epochs", "must be >= 1")
         _check(self.max_steps >= 0, "gdpo.max_steps", "must be >= 0")
+        _check(self.near_pairs_per_anchor >= 0, "gdpo.near_pairs_per_anchor", "must be >= 0")
 
 
 @dataclass(frozen=True)

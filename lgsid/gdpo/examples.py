@@ -8,6 +8,11 @@ content (``combine_prompt(content_a, location)``):
 * ``co_click`` pair (a, b): chosen = b's location (the co-clicked item's), rejected = the location
   of one of a's geo-constrained far items (picked by a seeded hash). Anchors without a far item
   contribute no co-click examples.
+* ``geo_near`` (``gdpo.near_pairs_per_anchor`` > 0; our departure): chosen = a's own location,
+  rejected = the location of one of a's ``n`` nearest mismatched candidates in ``negatives``
+  (ranks 1..n, kind ``near``; Eq. 1's distance-ranked, density-aware negatives). Geo-constrained
+  partners lie outside a's region (another town or county, ~16 km away on Phoenix), so nothing
+  else in D_mix asks the encoder to tell a's district from the one next to it.
 """
 
 from __future__ import annotations
@@ -24,14 +29,19 @@ if TYPE_CHECKING:  # pragma: no cover
 EXAMPLE_COLUMNS = ["anchor_item_id", "other_item_id", "pair_type", "content_text", "chosen_location", "rejected_location", "true_prompt"]
 
 
-def build_examples(pairs: "DataFrame", prompts: "DataFrame", use_domain_pairs: bool = True, seed: int = 0) -> "DataFrame":
-    """gdpo_pairs × geo_prompts -> G-DPO examples (pure DataFrame transform).
+def build_examples(pairs: "DataFrame", prompts: "DataFrame", use_domain_pairs: bool = True, seed: int = 0,
+                   negatives: "DataFrame | None" = None, near_per_anchor: int = 0) -> "DataFrame":
+    """gdpo_pairs × geo_prompts (× negatives) -> G-DPO examples (pure DataFrame transform).
 
     Args:
         pairs: ``gdpo_pairs`` rows (anchor_item_id, other_item_id, pair_type, ...).
         prompts: ``geo_prompts`` rows (item_id, content_text, location_text, prompt).
         use_domain_pairs: keep co-click pairs (D_dc); ``False`` = D_gc only (ablation).
         seed: seed of the hash that picks a co-click example's far (rejected) item.
+        negatives: ``negatives`` rows (item_id, rank, cand_item_id, cand_location_text, neg_kind);
+            read only when ``near_per_anchor`` > 0.
+        near_per_anchor: ``geo_near`` examples per anchor: its nearest ``near`` candidates of rank
+            <= this, whose location text differs from the anchor's.
 
     Returns:
         Columns :data:`EXAMPLE_COLUMNS`, ordered by (anchor, other, pair_type).
@@ -48,6 +58,17 @@ def build_examples(pairs: "DataFrame", prompts: "DataFrame", use_domain_pairs: b
         "anchor_item_id", "other_item_id", "pair_type", "content_text",
         F.col("anchor_location").alias("chosen_location"), F.col("other_location").alias("rejected_location"), "true_prompt",
     )
+    if near_per_anchor > 0:
+        if negatives is None:
+            raise ValueError("build_examples: near_per_anchor > 0 needs the negatives table")
+        near = (negatives.where((F.col("rank") <= near_per_anchor) & (F.col("neg_kind") == "near"))
+                .select(F.col("item_id").alias("anchor_item_id"), F.col("cand_item_id").alias("other_item_id"),
+                        F.col("cand_location_text").alias("rejected_location"))
+                .join(A, "anchor_item_id").where(F.col("rejected_location") != F.col("anchor_location")))
+        geo_ex = geo_ex.unionByName(near.select(
+            "anchor_item_id", "other_item_id", F.lit("geo_near").alias("pair_type"), "content_text",
+            F.col("anchor_location").alias("chosen_location"), "rejected_location", "true_prompt",
+        ))
     if not use_domain_pairs:
         return geo_ex.orderBy("anchor_item_id", "other_item_id", "pair_type")
     far = geo.select("anchor_item_id", F.col("other_item_id").alias("far_item_id"), F.col("other_location").alias("rejected_location"))
@@ -68,7 +89,9 @@ def load_examples(spark: "SparkSession", cfg: LGSIDConfig) -> tuple["DataFrame",
     store = DeltaStore(spark, cfg.storage)
     pairs = store.read("gdpo_pairs")
     prompts = store.read("geo_prompts")
-    ex = build_examples(pairs, prompts, cfg.gdpo.use_domain_pairs, cfg.gdpo.seed)
+    n_near = cfg.gdpo.near_pairs_per_anchor
+    negatives = store.read("negatives") if n_near > 0 else None
+    ex = build_examples(pairs, prompts, cfg.gdpo.use_domain_pairs, cfg.gdpo.seed, negatives, n_near)
     counts = {r["pair_type"]: int(r["count"]) for r in ex.groupBy("pair_type").count().collect()}
     n = sum(counts.values())
     if n == 0:

@@ -35,7 +35,7 @@ def input_fingerprint(spark: "SparkSession", cfg: LGSIDConfig, reward_run_id: st
 
     The config sections ``encoder``, ``gdpo``, ``prompts``, ``train`` (less ``checkpoint_dir`` and
     ``resume``, which do not change the result) and ``mlflow.log_base_weights``; the Delta versions
-    of ``gdpo_pairs`` and ``geo_prompts``; and the reward run.
+    of ``gdpo_pairs`` and ``geo_prompts`` (and of ``negatives`` with ``gdpo.near_pairs_per_anchor`` > 0); and the reward run.
     """
     from lgsid.fingerprint import fingerprint
     from lgsid.storage import DeltaStore
@@ -46,6 +46,8 @@ def input_fingerprint(spark: "SparkSession", cfg: LGSIDConfig, reward_run_id: st
     conf = {"encoder": d["encoder"], "gdpo": d["gdpo"], "prompts": d["prompts"], "train": train,
             "mlflow.log_base_weights": cfg.mlflow.log_base_weights}
     inputs = {"gdpo_pairs": store.version("gdpo_pairs"), "geo_prompts": store.version("geo_prompts"), "reward_run": reward_run_id}
+    if cfg.gdpo.near_pairs_per_anchor > 0:
+        inputs["negatives"] = store.version("negatives")
     return fingerprint(conf, inputs)
 
 
