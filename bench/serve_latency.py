@@ -24,16 +24,15 @@ import argparse
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 import numpy as np
+
+from lgsid.serving.process import free_port, stop_process_group, wait_for_ping
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,12 +79,6 @@ def build_model(root: str, n_items: int = 96):
     return cfg, items, emb
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(model_uri: str, tracking_uri: str, log_path: str, timeout: float = 300.0):
     """``mlflow models serve`` as the README runs it; returns (process, base URL) once ``/ping`` answers."""
     bin_dir = os.path.dirname(sys.executable)
@@ -95,30 +88,8 @@ def start_server(model_uri: str, tracking_uri: str, log_path: str, timeout: floa
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited with {proc.returncode}; log: {log_path}")
-        try:
-            with urllib.request.urlopen(url + "/ping", timeout=5) as r:
-                if r.status == 200:
-                    return proc, url
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise RuntimeError(f"mlflow models serve did not answer /ping in {timeout:.0f} s; log: {log_path}")
-        time.sleep(1)
-
-
-def stop_server(proc) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+    wait_for_ping(proc, url, timeout, log_path)
+    return proc, url
 
 
 def payload(df, mode: str) -> bytes:
@@ -176,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 for key, body in bodies.items():
                     times[key].append(timed_post(url, body, key[1]))
         finally:
-            stop_server(proc)
+            stop_process_group(proc)
 
     load = os.getloadavg()[0]
     print(f"serve_latency: {len(items)}-item toy model (dim {emb.shape[1]}), built in {build_s:.1f} s; server up in {start_s:.1f} s; "

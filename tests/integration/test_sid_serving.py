@@ -20,11 +20,8 @@ import json
 import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,17 +30,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lgsid.serving.process import free_port, stop_process_group, wait_for_ping
+
 pytestmark = pytest.mark.spark
 
 REPO = Path(__file__).resolve().parents[2]
 N_OLD, N_NEW = 40, 6
 SIGNATURE_RAW = ["item_id", "name", "brand", "category_l1", "category_l2", "price", "town", "county", "state", "lat", "lon"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def readme_serve_command() -> list[str]:
@@ -142,7 +135,7 @@ def server(world, tmp_path_factory):
     from lgsid.tracking import tracking_uri
 
     cfg = world["cfg"]
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     cmd = readme_serve_command()
     cmd[cmd.index("--port") + 1] = str(port)  # a free port instead of the README's 5001
@@ -151,28 +144,13 @@ def server(world, tmp_path_factory):
         proc = subprocess.Popen(cmd, env=serve_env(tracking_uri(cfg)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url + "/ping", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow models serve did not answer /ping in 240 s: {log_path.read_text()[-2000:]}")
-            time.sleep(1)
+        try:
+            wait_for_ping(proc, url, 240, str(log_path))
+        except RuntimeError as e:
+            pytest.fail(f"{e}: {log_path.read_text()[-2000:]}")
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
+        stop_process_group(proc)
 
 
 def test_served_codes_match_write_sids_and_cold_start(world, server):
