@@ -11,6 +11,8 @@ ranker is fit on the same validation queries:
 * ``2x2``: {reference, aligned} embeddings x {RQ-KMeans, HGIT} (variants rqkmeans, rqkmeans-aligned,
   hgit-ref, lgsid; lgsid is the registered candidate's codes);
 * ``aligned``: the aligned half of ``2x2`` only (after a G-DPO change: the reference rows do not move);
+* ``reference``: the reference half of ``2x2`` only (tables written up to ``embed``, e.g. another
+  prompt location vocabulary, ``prompts.location_level``);
 * ``w_geo_<w>`` / ``w_cat_<w>`` / ``w_admin_<w>``: HGIT's level-1 feature weights (on the reference
   embeddings, variant hgit-ref) — geo 0, 0.5 and 8 against the default 2, category and admin 0;
 * ``geo_sphere``: lat/lon as the raw unit vector (``tokenizer.geo_scale: sphere``) instead of scaled to the extent;
@@ -36,6 +38,7 @@ HGIT_REF = ['evaluate.variants=["hgit-ref"]']
 ARMS: dict[str, list[str]] = {
     "2x2": ['evaluate.variants=["rqkmeans","rqkmeans-aligned","hgit-ref","lgsid"]'],
     "aligned": ['evaluate.variants=["rqkmeans-aligned","lgsid"]'],
+    "reference": ['evaluate.variants=["rqkmeans","hgit-ref"]'],
     "hgit_default": HGIT_REF,
     "w_geo_0": HGIT_REF + ["tokenizer.w_geo=0.0"],
     "w_geo_0.5": HGIT_REF + ["tokenizer.w_geo=0.5"],
