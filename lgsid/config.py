@@ -131,7 +131,7 @@ class StorageConfig:
         "Delta backend: 'spark' = native Delta through the session's delta-spark jars; 'deltars' = delta-rs "
         "(deltalake) on the driver; 'auto' = spark when the session has Delta's jars, else deltars.",
     )
-    staging_dir: str = _f("lgsid-work/staging", "Scratch directory for Parquet staging when the deltars backend writes a Spark DataFrame.")
+    staging_dir: str = _f("lgsid-work/staging", "Scratch directory for staged Parquet: a MERGE source on the deltars backend (read twice: its keys, then its rows), and input files whose timestamps must be converted at ingest.")
     storage_options: dict[str, str] = _f({}, "Extra object-store options passed to delta-rs (e.g. AWS_REGION).")
 
     def __post_init__(self) -> None:

@@ -11,18 +11,21 @@ factory: it returns the backend's subclass.
   format; MERGE and history use delta-spark's Python API. Nothing is collected to the driver. Not
   exercised on the project's test machines (the jars cannot be downloaded there).
 * :class:`DeltaRsStore` (``deltars``): delta-rs (``deltalake``) on the driver, for the embedded default.
-  A write stages the Spark DataFrame as Parquet (executors write in parallel), then streams the staged
-  files as Arrow record batches into one delta-rs commit; a read hands the snapshot's file list to
-  ``spark.read.parquet``. MERGE is computed in Spark and committed as one transaction of remove and
-  add actions (:meth:`DeltaRsStore._commit_merge`), because delta-rs' own MERGE writes Parquet whose
-  embedded Arrow schema uses view types (``Utf8View``) that pyarrow 14 cannot read.
+  The executors write the table's Parquet data files straight into the table directory
+  (:func:`write_data_files`, one Spark task per partition) and return one small row per file (path,
+  size, Delta statistics); the driver commits those files as add actions in one delta-rs transaction,
+  so no row passes through the driver. A read hands the snapshot's file list to ``spark.read.parquet``.
+  MERGE is computed in Spark and committed the same way, as remove actions of the files it rewrites
+  plus add actions of the new files (:meth:`DeltaRsStore._commit_merge`), because delta-rs' own MERGE
+  writes Parquet whose embedded Arrow schema uses view types (``Utf8View``) that pyarrow 14 cannot read.
 
 Both backends write the same Delta protocol, schema, NOT NULL columns and CHECK constraints, so a
 table written by one reads through the other, and every file is readable by Spark, by
 ``deltalake.DeltaTable(...).to_pandas()`` and by ``pyarrow.dataset``. Every data write is one commit:
-a failure before the commit leaves the previous version as it was, and a commit that finds the table
-changed since it was read fails with :class:`ConcurrentWriteError` instead of overwriting the other
-writer's rows.
+a failure before the commit leaves the previous version as it was (on the deltars backend the files
+the failed write produced are deleted; files no commit adds are never seen by a reader anyway), and a
+commit that finds the table changed since it was read fails with :class:`ConcurrentWriteError`
+instead of overwriting the other writer's rows.
 """
 
 from __future__ import annotations
@@ -465,7 +468,7 @@ class SparkDeltaStore(DeltaStore):
 
 
 class DeltaRsStore(DeltaStore):
-    """delta-rs on the driver (``storage.backend=deltars``, the embedded default); Spark computes and stages."""
+    """delta-rs on the driver (``storage.backend=deltars``, the embedded default); Spark computes and writes the data files."""
 
     backend = "deltars"
 
@@ -561,46 +564,54 @@ class DeltaRsStore(DeltaStore):
         return int(sum(nums))
 
     def _commit_write(self, df: "DataFrame", name: str, ts: TableSpec | None, mode: str) -> None:
-        """Commit ``df`` (already conformed and checked) to ``name`` in one Delta commit (``overwrite`` or ``append``)."""
-        # Stage first (the step that evaluates the DataFrame and may fail), then create the table if
-        # needed and commit once: a failure leaves no new version, not even an empty table.
-        from deltalake import CommitProperties, write_deltalake
-        from deltalake.exceptions import CommitFailedError
+        """Commit ``df`` (already conformed and checked) to ``name`` in one Delta commit (``overwrite`` or ``append``).
 
-        with self._staged(df) as staged:
-            reader = _staged_reader(staged, df)
-            self._ensure_table(ts, name, df)
-            _pause_at_commit(name)
-            try:
-                write_deltalake(
-                    self.path(name),
-                    reader,
-                    mode=mode,
-                    # as the Spark backend: an overwrite of a catalogue table takes the catalogue's schema
-                    schema_mode="overwrite" if mode == "overwrite" and ts is not None else None,
-                    storage_options=self.cfg.storage_options or None,
-                    writer_properties=_writer_properties(ts),
-                    commit_properties=CommitProperties(custom_metadata={"lgsid.table": name}),
-                )
-            except CommitFailedError as e:
-                raise ConcurrentWriteError(f"table '{name}': another writer committed first; nothing was committed ({e}); rerun the step") from None
-            except Exception as e:  # delta-rs raises its own DeltaError for CHECK violations
-                if "failed validation check" in str(e):
-                    raise ValidationError(f"table '{name}': rows violate a CHECK constraint {ts.checks if ts else ''}: {e}") from None
-                raise
+        The executors write the data files straight into the table directory (:meth:`_write_files`);
+        the driver commits their add actions (an overwrite also removes every current file) in one
+        transaction pinned to the version read before the files were written. A new table is created
+        only once its files are written, so a DataFrame that fails to evaluate creates nothing.
+        """
+        from deltalake import DeltaTable
+
+        dt: DeltaTable | None = None
+        if self.exists(name):
+            self.add_missing_columns(name)
+            dt = self._dt(name)
+            schema = self._arrow_schema_of(name, dt)
+        else:
+            from pyspark.sql.pandas.types import to_arrow_schema
+
+            schema = arrow_schema(ts) if ts is not None else to_arrow_schema(df.schema)
+        write_id, files = self._write_files(df, name, ts, schema)
+        try:
+            if dt is None:
+                self._ensure_table(ts, name, df)
+                dt = self._dt(name)
+        except BaseException:
+            _delete_write_files(self.path(name), write_id)
+            raise
+        read_version = dt.version()
+        self._commit_files(
+            dt, name, write_id, files, removes=[], mode=mode,
+            # as the Spark backend: an overwrite of a catalogue table takes the catalogue's schema
+            schema=arrow_schema(ts) if mode == "overwrite" and ts is not None else dt.schema(),
+            metadata={"lgsid.table": name},
+            conflict=lambda now_v: (
+                f"write to '{name}' conflicts with a concurrent commit: read version {read_version}, the table is now at "
+                f"version {now_v}; nothing was committed by this run (rerun the step)"
+            ),
+        )
 
     def _commit_merge(self, df: "DataFrame", name: str, ts: TableSpec | None, keys: list[str]) -> None:
-        """Upsert ``df`` into ``name`` on ``keys`` in one Delta commit."""
         """MERGE as copy-on-write in one commit: remove the files holding a source key, add their rewrite.
 
         The rewrite of a touched file keeps its rows whose key is not in the source; the new files
-        hold those rows plus every source row (updates and inserts). Files without a source key stay.
-        The commit is pinned to the version read (no retries), so a concurrent commit makes this one
-        fail with :class:`ConcurrentWriteError` rather than drop the other writer's rows.
+        (written by the executors, :meth:`_write_files`) hold those rows plus every source row
+        (updates and inserts). Files without a source key stay. The source is staged once, because
+        it is read twice (its keys, then its rows). The commit is pinned to the version read (no
+        retries), so a concurrent commit makes this one fail with :class:`ConcurrentWriteError`
+        rather than drop the other writer's rows.
         """
-        from deltalake import CommitProperties
-        from deltalake.exceptions import CommitFailedError
-        from deltalake.transaction import AddAction
         from deltalake._internal import RemoveAction
         from pyspark.sql import functions as F
 
@@ -623,98 +634,98 @@ class DeltaRsStore(DeltaStore):
             if touched:
                 kept = self.spark.read.schema(spark_sch).parquet(*[uri_of[a["path"]] for a in touched]).join(src_keys, keys, "left_anti")
                 new = kept.select(*cols).unionByName(src)
-            with self._staged(new) as new_dir:
-                written = self._write_data_files(name, ts, new_dir, self._arrow_schema_of(name, dt))
+            write_id, files = self._write_files(new, name, ts, self._arrow_schema_of(name, dt))
         now = int(time.time() * 1000)
-        actions = [RemoveAction(a["path"], True, now, a["size_bytes"]) for a in touched]
-        actions += [AddAction(rel, size, {}, now, True, stats) for rel, size, stats in written]
+        self._commit_files(
+            dt, name, write_id, files, removes=[RemoveAction(a["path"], True, now, a["size_bytes"]) for a in touched],
+            mode="append", schema=dt.schema(),
+            metadata={"lgsid.table": name, "lgsid.operation": "MERGE", "lgsid.merge_keys": ",".join(keys),
+                      "lgsid.files_rewritten": len(touched), "readVersion": read_version},
+            conflict=lambda now_v: (
+                f"merge into '{name}' conflicts with a concurrent commit: read version {read_version}, the table is now at "
+                f"version {now_v}; nothing was committed by this run (rerun the step to merge into the new version)"
+            ),
+        )
+
+    def _write_files(self, df: "DataFrame", name: str, ts: TableSpec | None, schema: pa.Schema) -> tuple[str, list[dict]]:
+        """The executors write ``df`` as new data files of table ``name``; nothing is committed.
+
+        Each Spark task writes its partition with :func:`write_data_files` into the table directory,
+        in files named for this write (``part-<write id>-…``), and returns one small row per file.
+        Only the rows of successful task attempts reach the driver. When the Spark job fails, every
+        file of this write (failed attempts included) is deleted before the error is raised.
+
+        Args:
+            df: The rows to write (already conformed and checked).
+            name: Table name.
+            ts: Its catalogue spec (``ts.row_group_rows`` sets the row-group size), or None.
+            schema: The table's Arrow schema; files store it with every field nullable.
+
+        Returns:
+            ``(write id, files)``: one dict per file with ``path`` (relative to the table), ``size``
+            (bytes), ``rows`` and ``stats`` (Delta stats JSON, see :class:`FileStats`).
+        """
+        import functools
+
+        write_id = uuid.uuid4().hex
+        task = functools.partial(
+            _write_partition, table_uri=self.path(name), schema=schema, write_id=write_id,
+            row_group_rows=ts.row_group_rows if ts is not None else None,
+        )
+        try:
+            rows = df.mapInArrow(task, WRITTEN_FILE_SCHEMA).collect()
+        except BaseException:
+            _delete_write_files(self.path(name), write_id)
+            raise
+        return write_id, [r.asDict() for r in rows]
+
+    def _commit_files(self, dt, name: str, write_id: str, files: list[dict], removes: list, mode: str, schema,
+                      metadata: dict, conflict) -> None:
+        """Commit add actions for ``files`` (and ``removes``) in one transaction pinned to ``dt``'s version.
+
+        ``mode='overwrite'`` lets delta-rs remove every file of ``dt``'s snapshot. On any failure the
+        write's files are deleted and nothing is committed; a commit that finds a newer version raises
+        :class:`ConcurrentWriteError` with ``conflict(current version)``. Files of this write that
+        are not committed (from failed or speculative task attempts) are deleted after the commit.
+        """
+        from deltalake import CommitProperties
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import AddAction
+
+        read_version = dt.version()
+        now = int(time.time() * 1000)
+        actions = list(removes) + [AddAction(f["path"], f["size"], {}, now, True, f["stats"]) for f in files]
+        keep: set[str] | None = set()  # None: unknown whether the commit landed, so delete nothing
         try:
             _pause_at_commit(name)
             dt.create_write_transaction(
-                actions, mode="append", schema=dt.schema(),
-                commit_properties=CommitProperties(
-                    custom_metadata={"lgsid.table": name, "lgsid.operation": "MERGE", "lgsid.merge_keys": ",".join(keys),
-                                     "lgsid.files_rewritten": len(touched), "readVersion": read_version},
-                    max_commit_retries=0,
-                ),
+                actions, mode=mode, schema=schema,
+                commit_properties=CommitProperties(custom_metadata={**metadata, "lgsid.write_id": write_id}, max_commit_retries=0),
             )
+            keep = {f["path"] for f in files}
         except BaseException as e:
-            for rel, _, _ in written:
-                _delete(_join(self.path(name), rel))
-            if isinstance(e, CommitFailedError):
-                now_v = self.version(name)
-                raise ConcurrentWriteError(
-                    f"merge into '{name}' conflicts with a concurrent commit: read version {read_version}, the table is now at "
-                    f"version {now_v}; nothing was committed by this run (rerun the step to merge into the new version)"
-                ) from None
-            raise
-
-    def _write_data_files(self, name: str, ts: TableSpec | None, staged_dir: str, schema: pa.Schema,
-                          max_rows_per_file: int = 1_000_000) -> list[tuple[str, int, str]]:
-        """Stream staged Parquet into new data files of table ``name`` with pyarrow (plain, non-view Arrow types).
-
-        Returns:
-            ``(relative path, size in bytes, Delta stats JSON)`` per file; stats hold ``numRecords``,
-            ``nullCount`` per top-level column, and exact ``minValues``/``maxValues`` of string and
-            integer columns.
-        """
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        file_schema = pa.schema([f.with_nullable(True) for f in schema])
-        fs, table_dir = resolve_fs(self.path(name))
-        ds = pads.dataset(staged_dir, format="parquet")
-        out: list[tuple[str, int, str]] = []
-        writer = sink = None
-        rel, rows, nulls, lo, hi = "", 0, {}, {}, {}
-
-        def close() -> None:
-            nonlocal writer, sink
-            if writer is None:
+            landed = self._landed(name, read_version, write_id)
+            if landed:  # the commit is in the log; what failed came after it (a post-commit hook)
+                keep = {f["path"] for f in files}
+                log.warning("table '%s': the commit landed but a step after it failed: %s", name, e)
                 return
-            writer.close()
-            sink.close()
-            size = fs.get_file_info(f"{table_dir}/{rel}").size
-            stats = {"numRecords": rows, "nullCount": nulls, "minValues": lo, "maxValues": hi}
-            out.append((rel, int(size), json.dumps(stats, default=str)))
-            writer = sink = None
-
-        def fold(stat: dict, k: str, v, pick) -> None:
-            if v is not None:
-                stat[k] = v if k not in stat else pick(stat[k], v)
-
-        try:
-            for b in ds.to_batches(batch_size=65536):
-                if not b.num_rows:
-                    continue
-                t = pa.Table.from_batches([b]).select(file_schema.names).cast(file_schema)
-                if writer is None:
-                    rel = f"part-{uuid.uuid4().hex}-lgsid.snappy.parquet"
-                    sink = fs.open_output_stream(f"{table_dir}/{rel}")
-                    writer = pq.ParquetWriter(sink, file_schema, compression="snappy")
-                    rows, nulls, lo, hi = 0, {f.name: 0 for f in file_schema if not pa.types.is_struct(f.type)}, {}, {}
-                writer.write_table(t, row_group_size=(ts.row_group_rows if ts and ts.row_group_rows else None))
-                rows += t.num_rows
-                for f in file_schema:
-                    col = t.column(f.name)
-                    if f.name in nulls:
-                        nulls[f.name] += col.null_count
-                    if pa.types.is_string(f.type) or pa.types.is_integer(f.type):
-                        mm = pc.min_max(col).as_py()
-                        fold(lo, f.name, mm["min"], min)
-                        fold(hi, f.name, mm["max"], max)
-                if rows >= max_rows_per_file:
-                    close()
-            close()
-        except BaseException:
-            if writer is not None:
-                writer.close()
-                sink.close()
-                out.append((rel, 0, ""))
-            for r, _, _ in out:
-                _delete(f"{self.path(name).rstrip('/')}/{r}")
+            keep = None if landed is None else set()
+            if isinstance(e, CommitFailedError):
+                raise ConcurrentWriteError(conflict(self.version(name))) from None
             raise
-        return out
+        finally:
+            if keep is not None:
+                _delete_write_files(self.path(name), write_id, keep)
+
+    def _landed(self, name: str, read_version: int, write_id: str) -> bool | None:
+        """Whether a commit after ``read_version`` carries ``write_id`` (None when the log cannot be read)."""
+        try:
+            now_v = self.version(name)
+            if now_v is None or now_v <= read_version:
+                return False
+            return any(h.get("lgsid.write_id") == write_id for h in self._dt(name).history(now_v - read_version))
+        except Exception:
+            return None
 
     def _add_columns(self, name: str, ts: TableSpec, fields: list[pa.Field]) -> None:
         """Add the nullable columns ``fields`` to the stored schema of ``name``."""
@@ -767,19 +778,166 @@ class DeltaRsStore(DeltaStore):
         return DeltaRsStore._Staged(self, df)
 
 
-def _staged_reader(staged_dir: str, df: "DataFrame") -> pa.RecordBatchReader:
-    """The staged Parquet as one RecordBatchReader in the DataFrame's Arrow schema."""
-    from pyspark.sql.pandas.types import to_arrow_schema
+WRITTEN_FILE_SCHEMA = "path string, size bigint, rows bigint, stats string"
+"""Spark schema of the rows the write tasks return: one per data file (see :func:`write_data_files`)."""
 
-    target = to_arrow_schema(df.schema)
-    ds = pads.dataset(staged_dir, format="parquet")
+ROW_GROUP_BYTES = 128 << 20
+"""Row-group target (bytes of Arrow data) of a table without ``row_group_rows``; at most 1,048,576 rows."""
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        for b in ds.to_batches(batch_size=65536):
-            if b.num_rows:  # Spark may leave empty part files
-                yield from pa.Table.from_batches([b]).select(target.names).cast(target).to_batches()
 
-    return pa.RecordBatchReader.from_batches(target, batches())
+class FileStats:
+    """Delta statistics of one data file, folded over the Arrow tables written to it.
+
+    ``numRecords``, ``nullCount`` per top-level non-struct column, and exact ``minValues`` /
+    ``maxValues`` of string and integer columns (what readers use to skip files on key lookups).
+
+    Args:
+        schema: The file's Arrow schema.
+    """
+
+    def __init__(self, schema: pa.Schema):
+        self.rows = 0
+        self.nulls = {f.name: 0 for f in schema if not pa.types.is_struct(f.type)}
+        self.ranged = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_integer(f.type)]
+        self.lo: dict = {}
+        self.hi: dict = {}
+
+    def add(self, t: pa.Table) -> None:
+        """Fold the rows of ``t`` (the file's schema) into the statistics."""
+        import pyarrow.compute as pc
+
+        self.rows += t.num_rows
+        for c in self.nulls:
+            self.nulls[c] += t.column(c).null_count
+        for c in self.ranged:
+            mm = pc.min_max(t.column(c)).as_py()
+            if mm["min"] is not None:
+                self.lo[c] = mm["min"] if c not in self.lo else min(self.lo[c], mm["min"])
+                self.hi[c] = mm["max"] if c not in self.hi else max(self.hi[c], mm["max"])
+
+    def to_json(self) -> str:
+        """The Delta ``stats`` string of an add action."""
+        return json.dumps({"numRecords": self.rows, "nullCount": self.nulls, "minValues": self.lo, "maxValues": self.hi}, default=str)
+
+
+def write_data_files(batches: Iterator[pa.RecordBatch], table_uri: str, schema: pa.Schema, write_id: str,
+                     row_group_rows: int | None = None, max_rows_per_file: int = 1_000_000, tag: str = "") -> Iterator[dict]:
+    """Write record batches as Parquet data files of the Delta table at ``table_uri``; nothing is committed.
+
+    Runs in a Spark task (:func:`_write_partition`) or anywhere else. Files are named
+    ``part-<write_id>-<tag><random>-lgsid.snappy.parquet`` in the table directory, store
+    ``schema`` with every field nullable (plain Arrow types, no views), are snappy-compressed, and
+    hold row groups of exactly ``row_group_rows`` rows (the last one of a file may be shorter); a
+    file is closed after the row group that takes it to ``max_rows_per_file`` rows. When this
+    function fails, the files it wrote are deleted.
+
+    Args:
+        batches: The rows, in any column order, castable to ``schema``.
+        table_uri: The table's location (a local path or a URI, opened with :func:`lgsid.fs.resolve`).
+        schema: The table's Arrow schema.
+        write_id: Names the files of one write, so that they can be found and deleted together.
+        row_group_rows: Rows per row group; None sizes row groups to about
+            :data:`ROW_GROUP_BYTES` (at most 1,048,576 rows).
+        max_rows_per_file: Rows after which a file is closed and the next one opened.
+        tag: Put in the file names after the write id (the Spark task writes its partition and attempt).
+
+    Yields:
+        One dict per file: ``path`` (relative to the table), ``size`` (bytes), ``rows``, ``stats``
+        (:meth:`FileStats.to_json`).
+    """
+    import pyarrow.parquet as pq
+    from pyarrow import fs as pafs
+
+    file_schema = pa.schema([f.with_nullable(True) for f in schema])
+    fs, table_dir = resolve_fs(table_uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(table_dir, recursive=True)  # a new table's directory; object stores have none
+    rg = row_group_rows
+    written: list[str] = []
+    cur: dict = {}  # the open file: rel, sink, writer, stats
+
+    def write_group(t: pa.Table) -> None:
+        if not cur:
+            rel = f"part-{write_id}-{tag}{uuid.uuid4().hex[:16]}-lgsid.snappy.parquet"
+            written.append(rel)
+            sink = fs.open_output_stream(f"{table_dir}/{rel}")
+            cur.update(rel=rel, sink=sink, writer=pq.ParquetWriter(sink, file_schema, compression="snappy"), stats=FileStats(file_schema))
+        cur["writer"].write_table(t, row_group_size=t.num_rows)
+        cur["stats"].add(t)
+
+    def close() -> dict:
+        cur["writer"].close()
+        cur["sink"].close()
+        size = fs.get_file_info(f"{table_dir}/{cur['rel']}").size
+        out = {"path": cur["rel"], "size": int(size), "rows": cur["stats"].rows, "stats": cur["stats"].to_json()}
+        cur.clear()
+        return out
+
+    pending: list[pa.Table] = []
+    n_pending = 0
+    try:
+        for b in batches:
+            if not b.num_rows:
+                continue
+            t = pa.Table.from_batches([b]).select(file_schema.names).cast(file_schema)
+            if rg is None:  # size row groups by bytes, from the first batch's width
+                rg = max(1, min(1 << 20, ROW_GROUP_BYTES * t.num_rows // max(1, t.nbytes)))
+            pending.append(t)
+            n_pending += t.num_rows
+            while n_pending >= rg:
+                rows = pa.concat_tables(pending)
+                write_group(rows.slice(0, rg))
+                rest = rows.slice(rg)
+                pending, n_pending = ([rest] if rest.num_rows else []), rest.num_rows
+                if cur["stats"].rows >= max_rows_per_file:
+                    yield close()
+        if n_pending:
+            write_group(pa.concat_tables(pending))
+        if cur:
+            yield close()
+    except BaseException:
+        if cur:
+            for k in ("writer", "sink"):
+                try:
+                    cur[k].close()
+                except Exception:
+                    pass
+        for rel in written:
+            _delete(f"{table_dir}/{rel}", fs)
+        raise
+
+
+def _write_partition(batches: Iterator[pa.RecordBatch], table_uri: str, schema: pa.Schema, write_id: str,
+                     row_group_rows: int | None) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: one Spark task writes its partition (:func:`write_data_files`); one row per file."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    tag = f"p{ctx.partitionId():05d}-a{ctx.attemptNumber()}-" if ctx is not None else ""
+    out = pa.schema([("path", pa.string()), ("size", pa.int64()), ("rows", pa.int64()), ("stats", pa.string())])
+    for f in write_data_files(batches, table_uri, schema, write_id, row_group_rows, tag=tag):
+        yield pa.RecordBatch.from_pylist([f], schema=out)
+
+
+def _delete_write_files(table_uri: str, write_id: str, keep: set[str] | frozenset = frozenset()) -> int:
+    """Delete the data files of write ``write_id`` in the table directory, except ``keep`` (relative paths).
+
+    Removes what failed, retried or speculative task attempts left. Returns how many were deleted.
+    """
+    from pyarrow import fs as pafs
+
+    fs, table_dir = resolve_fs(table_uri)
+    prefix = f"part-{write_id}-"
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(table_dir, allow_not_found=True))
+    except OSError:
+        return 0
+    gone = [i.path for i in infos if i.base_name.startswith(prefix) and i.base_name not in keep]
+    for p in gone:
+        _delete(p, fs)
+    if gone:
+        log.info("deleted %d uncommitted data file(s) of write %s under %s", len(gone), write_id, table_uri)
+    return len(gone)
 
 
 def _join(root: str, rel: str) -> str:
@@ -798,25 +956,13 @@ def _fs_path(uri: str) -> str:
     return _norm_uri(uri) if (not is_uri(uri) or uri.startswith("file:")) else uri.split(":", 1)[1].lstrip("/")
 
 
-def _delete(path: str) -> None:
-    fs, p = resolve_fs(path)
+def _delete(path: str, fs=None) -> None:
+    """Delete one file (``path`` inside ``fs``, or a local path / URI when ``fs`` is None); a missing file is fine."""
+    fs, p = (fs, path) if fs is not None else resolve_fs(path)
     try:
         fs.delete_file(p)
     except OSError:
         pass
-
-
-def _writer_properties(ts: TableSpec | None):
-    """delta-rs Parquet writer settings of a table: ``ts.row_group_rows`` rows per row group, when set.
-
-    delta-rs otherwise writes ~100 MB files of one row group each, and a row group is the unit
-    Spark splits scans by: a wide table (``item_embeddings``) would then scan in a few uneven tasks.
-    """
-    if ts is None or not ts.row_group_rows:
-        return None
-    from deltalake import WriterProperties
-
-    return WriterProperties(max_row_group_size=ts.row_group_rows)
 
 
 def table_properties(store: DeltaStore, name: str) -> dict:
@@ -827,4 +973,5 @@ def table_properties(store: DeltaStore, name: str) -> dict:
 __all__ = [
     "DeltaStore", "SparkDeltaStore", "DeltaRsStore", "ConcurrentWriteError", "WriteResult",
     "spark_has_delta", "spark_schema", "arrow_schema", "table_properties", "PAUSE_ENV",
+    "FileStats", "write_data_files",
 ]

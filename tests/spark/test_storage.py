@@ -52,21 +52,24 @@ def test_deltars_table_reads_back_identically_through_spark_and_arrow(spark, sto
     assert props["name"] == "items" and "primary key: item_id" in props["description"]
 
 
-def test_injected_failure_after_staging_keeps_previous_version(spark, store, monkeypatch):
+def test_injected_failure_after_files_are_written_keeps_previous_version(spark, store, monkeypatch):
+    # The executors have written the new data files; the commit fails: no new version, files deleted.
     import deltalake
 
     store.write(_items(spark), "items")
     v = store.version("items")
+    files_before = set(os.listdir(store.path("items")))
 
     def boom(*a, **k):
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(deltalake, "write_deltalake", boom)
+    monkeypatch.setattr(deltalake.DeltaTable, "create_write_transaction", boom)
     with pytest.raises(LGSIDError, match=rf"writing Delta table 'items' failed; nothing was committed \(still at version {v}\).*injected"):
         store.write(_items(spark, ITEM_ROWS[:1]), "items")
     assert store.version("items") == v
     assert store.read("items").count() == 3
-    assert not os.listdir(store.staging)  # staged files are cleaned up
+    assert set(os.listdir(store.path("items"))) == files_before  # the write's data files are deleted
+    assert not os.path.exists(store.staging) or not os.listdir(store.staging)  # nothing left in staging
 
 
 def test_failing_udf_mid_write_keeps_previous_version_and_creates_nothing(spark, store):
@@ -88,7 +91,7 @@ def test_failing_udf_mid_write_keeps_previous_version_and_creates_nothing(spark,
     with pytest.raises(LGSIDError, match="the table was not created"):
         store.write(bad, "scratch_new")
     assert not store.exists("scratch_new")
-    assert not [d for d in os.listdir(store.staging)]
+    assert not os.path.exists(store.staging) or not os.listdir(store.staging)
 
 
 def test_merge_updates_inserts_keeps_and_is_idempotent(spark, store):
