@@ -110,7 +110,8 @@ def test_python_worker_dies_mid_task(spark, store, case):
 
 
 def test_unwritable_staging_dir(spark, cfg, case, tmp_path):
-    case.expect("storage.staging_dir not writable: error says nothing committed; previous version intact; rerun works")
+    case.expect("storage.staging_dir not writable: MERGE (stages its source) fails saying nothing committed; previous version intact; "
+                "a write (executors write into the table, no staging) commits; rerun works")
     from lgsid.config import replace
 
     good = DeltaStore(spark, cfg.storage)
@@ -119,13 +120,16 @@ def test_unwritable_staging_dir(spark, cfg, case, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the staging directory should be")
     bad = DeltaStore(spark, replace(cfg, storage={"staging_dir": str(blocker / "staging")}).storage)
-    for op in (lambda: bad.write(_df(spark, _update(ROWS, 1.0)), "items"), lambda: bad.merge(_df(spark, _update(ROWS, 1.0)), "items")):
-        with pytest.raises(LGSIDError, match=rf"writing Delta table 'items' failed; nothing was committed \(still at version {v0}\)"):
-            op()
+    files_before = set(os.listdir(good.path("items")))
+    with pytest.raises(LGSIDError, match=rf"writing Delta table 'items' failed; nothing was committed \(still at version {v0}\)"):
+        bad.merge(_df(spark, _update(ROWS, 1.0)), "items")
     pd.testing.assert_frame_equal(_snapshot(good), before)
+    assert set(os.listdir(good.path("items"))) == files_before  # no data file left behind
     case.corrupted_versions(_corrupted(good))
     case.rows_lost(len(before) - len(_snapshot(good)))
-    assert good.merge(_df(spark, _update(ROWS, 1.0)), "items").version == v0 + 1
+    assert bad.write(_df(spark, _update(ROWS, 2.0)), "items").version == v0 + 1  # a write needs no staging
+    assert good.merge(_df(spark, _update(ROWS, 1.0)), "items").version == v0 + 2
+    assert _snapshot(good)["price"].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_failed_commit_leaves_no_files(spark, store, case, monkeypatch):

@@ -112,7 +112,7 @@ def test_merge_updates_inserts_keeps_and_is_idempotent(spark, store):
 
 def test_check_constraint_violation_raises_and_writes_nothing(spark, store):
     store.write(_items(spark), "items")
-    v = store.version("items")
+    v, files_before = store.version("items"), set(os.listdir(store.path("items")))
     bad = list(ITEM_ROWS[0])
     bad[0], bad[6] = "z", 95.0
     with pytest.raises(ValidationError, match=r"table 'items': rows violate CHECK constraint\(s\) \{'lat_range'.*'item_id': 'z'"):
@@ -120,6 +120,7 @@ def test_check_constraint_violation_raises_and_writes_nothing(spark, store):
     with pytest.raises(ValidationError, match="lat_range"):
         store.merge(_items(spark, [tuple(bad)]), "items")
     assert store.version("items") == v and store.read("items").count() == 3
+    assert set(os.listdir(store.path("items"))) == files_before  # rejected before any data file is written
     # on a fresh table nothing is created at all
     with pytest.raises(ValidationError, match="CHECK"):
         store.write(
