@@ -2,10 +2,13 @@
 
 Alignment pairs one item's content with *another* item's location (the mismatched prompts of the
 reward lists), so the two parts are built and stored separately and combined by
-:func:`combine_prompt`. The pure-Python formatters below are the single definition of a prompt:
-the Spark job calls them inside a pandas UDF, the negative miner uses
+:func:`combine_prompt`. The pure-Python formatters below are the single definition of a prompt,
+and :func:`prompt_texts` (pandas rows -> content, location, prompt) the single function that
+applies them: the Spark job calls it inside a pandas UDF and the SID model's cold start calls it on
+a request's raw rows, with the location level and town origins resolved once per catalogue
+(:func:`catalogue_location`) and recorded in the model. The negative miner uses
 :func:`combine_prompt_col` (proven equal to :func:`combine_prompt` in the tests), and alignment
-and the cold-start SID model reuse them directly.
+reuses the formatters directly.
 
 Locations (:func:`location_level`): at the paper's scale a location is a town and its text names
 town, county and state. At city scale (one county, a handful of GeoNames towns) the location is a
@@ -25,6 +28,9 @@ from __future__ import annotations
 import math
 import string
 from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import pandas as pd
 
 from lgsid.config import PromptsConfig
 from lgsid.errors import ConfigError
@@ -198,25 +204,116 @@ def combine_prompt_col(content: "Column", location: "Column", cfg: PromptsConfig
     return F.concat(*parts) if parts else F.lit("")
 
 
-def build_prompts(items_df: "DataFrame", cfg: PromptsConfig, level: str | None = None) -> "DataFrame":
+def town_origins(df: "DataFrame") -> pd.DataFrame:
+    """The origin of each town's district names (:func:`district_names`), one row per town of ``df``.
+
+    A town's origin is its GeoNames point (:func:`lgsid.sources.geocode.place_coordinates`), or,
+    when GeoNames has no place of that qualified name (a catalogue that brings its own admin names),
+    the mean position of the town's rows of ``df``. The mean is exact at 1e-9 degrees (a sum of
+    integer nano-degrees), so it does not depend on how Spark partitions the rows: the ``prompts``
+    step (on ``items``) and the ``tokenize`` step (on ``geo_prompts``, the same rows) get the same
+    bits, and the table the SID model stores for cold start is the one the prompts were built with.
+
+    Args:
+        df: Rows with ``state, county, town, lat, lon`` (``items`` or ``geo_prompts``).
+
+    Returns:
+        pandas frame ``state, county, town, lat, lon`` (one row per town, sorted by name).
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.sources.geocode import place_coordinates
+
+    nano = lambda c: F.round(F.col(c) * 1e9).cast("long")  # noqa: E731  (exact integer sums)
+    cen = (df.where(F.col("lat").isNotNull() & F.col("lon").isNotNull())
+           .groupBy("state", "county", "town")
+           .agg(F.sum(nano("lat")).alias("_slat"), F.sum(nano("lon")).alias("_slon"), F.count(F.lit(1)).alias("_n"))
+           .toPandas())
+    cen = cen.sort_values(["state", "county", "town"], na_position="first").reset_index(drop=True)
+    lat = cen["_slat"].to_numpy(dtype=np.float64) / cen["_n"].to_numpy(dtype=np.float64) / 1e9
+    lon = cen["_slon"].to_numpy(dtype=np.float64) / cen["_n"].to_numpy(dtype=np.float64) / 1e9
+    glat, glon = place_coordinates(cen["state"], cen["county"], cen["town"])
+    known = ~np.isnan(glat)
+    lat[known], lon[known] = glat[known], glon[known]
+    return pd.DataFrame({"state": cen["state"], "county": cen["county"], "town": cen["town"], "lat": lat, "lon": lon})
+
+
+def catalogue_location(df: "DataFrame", cfg: PromptsConfig) -> tuple[str, pd.DataFrame | None]:
+    """What the location part of a catalogue's prompts depends on besides the row: (level, town origins).
+
+    The one resolution used by the ``prompts`` step (on ``items``) and by the ``tokenize`` step (on
+    ``geo_prompts``, recorded in the SID model for cold start): :func:`location_level`, and at
+    district level :func:`town_origins` (``None`` at town level).
+    """
+    level = location_level(df, cfg)
+    return level, (town_origins(df) if level == "district" else None)
+
+
+def prompt_texts(frame: pd.DataFrame, cfg: PromptsConfig, level: str, origins: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The prompt text of item rows: the one function behind ``geo_prompts`` and the SID model's cold start.
+
+    :func:`build_prompts` calls it on each Arrow batch inside its pandas UDF;
+    :meth:`lgsid.serving.sid_model.SIDModel.embed_raw` calls it on a request's raw rows with the
+    level and origins recorded at tokenize time. At district level each row's district is named
+    (:func:`district_names`) from its town's origin in ``origins``; a town absent from ``origins``
+    (a new town at serving time) is measured from the row's own position, so its district reads
+    ``"<town> district 0.x km N 0.y km E"`` (the offset of the row's H3 cell centre from the row).
+
+    Args:
+        frame: N rows with ``name, brand, category_l1, category_l2, price, town, county, state``
+            (and ``lat, lon`` at district level).
+        cfg: Prompt templates.
+        level: ``"town"`` or ``"district"`` (resolved: never ``"auto"``).
+        origins: At district level, ``state, county, town, lat, lon`` per town (:func:`town_origins`).
+
+    Returns:
+        N rows ``content_text, location_text, prompt`` (a fresh RangeIndex).
+    """
+    n = len(frame)
+    if level == "district":
+        lat = pd.to_numeric(frame["lat"], errors="coerce").to_numpy(dtype=np.float64)  # (N,)
+        lon = pd.to_numeric(frame["lon"], errors="coerce").to_numpy(dtype=np.float64)  # (N,)
+        table = {} if origins is None else {
+            (s, c, t): (a, b) for s, c, t, a, b in zip(origins["state"], origins["county"], origins["town"], origins["lat"], origins["lon"])
+        }
+        olat, olon = lat.copy(), lon.copy()  # the rule for a town without an origin: the row's own position
+        for i, key in enumerate(zip(frame["state"], frame["county"], frame["town"])):
+            o = table.get(key)
+            if o is not None:
+                olat[i], olon[i] = o
+        district = district_names(list(frame["town"]), lat, lon, olat, olon, cfg.district_resolution)
+    elif level == "town":
+        district = [None] * n
+    else:
+        raise ConfigError(f"invalid value for 'prompts.location_level': {level!r}; valid: auto, town, district")
+    content, location, prompt = [], [], []
+    cols = [frame[f] for f in CONTENT_FIELDS + LOCATION_FIELDS]
+    for row in zip(*cols, district):
+        r = dict(zip(CONTENT_FIELDS + LOCATION_FIELDS + ("district",), row))
+        c, l = format_content(r, cfg), format_location(r, cfg, level)
+        content.append(c)
+        location.append(l)
+        prompt.append(combine_prompt(c, l, cfg))
+    return pd.DataFrame({"content_text": content, "location_text": location, "prompt": prompt})
+
+
+def build_prompts(items_df: "DataFrame", cfg: PromptsConfig, level: str | None = None,
+                  origins: pd.DataFrame | None = None) -> "DataFrame":
     """Items -> geo prompts (pure transform; geo_prompts schema).
 
-    The text is produced by :func:`format_content`, :func:`format_location` and
-    :func:`combine_prompt` inside one pandas UDF, so Spark and Python agree by construction. At
-    district level the UDF also names each item's district (:func:`district_names`); a town's
-    origin is its GeoNames point (:func:`lgsid.sources.geocode.place_coordinates`), or the mean
-    position of its items when the catalogue's names are not GeoNames'.
+    The text is produced by :func:`prompt_texts` (:func:`format_content`, :func:`format_location`,
+    :func:`combine_prompt` and, at district level, :func:`district_names`) inside one pandas UDF, so
+    Spark, Python and the SID model's cold start agree by construction.
 
     Args:
         items_df: Rows of the ``items`` table.
         cfg: Prompt templates.
         level: Location level; ``None`` = :func:`location_level` of ``items_df``.
+        origins: Town origins at district level; ``None`` = :func:`town_origins` of ``items_df``.
 
     Returns:
         DataFrame ``item_id, content_text, location_text, prompt, state, county, town, lat, lon``.
     """
-    import numpy as np
-    import pandas as pd
     from pyspark.sql import functions as F
 
     # Fail fast on the driver (a bad template would otherwise fail inside an executor).
@@ -224,34 +321,16 @@ def build_prompts(items_df: "DataFrame", cfg: PromptsConfig, level: str | None =
     probe = format_content({"name": "n", "brand": None, "category_l1": "a", "category_l2": "b", "price": 1.0}, cfg)
     combine_prompt(probe, format_location({"district": "d", "town": "t", "county": "c", "state": "s"}, cfg, level), cfg)
     location_keys(items_df.limit(0).withColumn("location_text", F.lit("")), level)  # rejects an unknown level
+    if level == "district" and origins is None:
+        origins = town_origins(items_df)  # small: one row per town, shipped with the UDF
 
-    if level == "district":  # town centroid: the origin fallback (mean lat/lon; towns are small)
-        cen = items_df.groupBy("state", "county", "town").agg(F.avg("lat").alias("_clat"), F.avg("lon").alias("_clon"))
-        items_df = items_df.join(F.broadcast(cen), ["state", "county", "town"], "left")
-    else:
-        items_df = items_df.withColumn("_clat", F.lit(None).cast("double")).withColumn("_clon", F.lit(None).cast("double"))
+    fields = CONTENT_FIELDS + LOCATION_FIELDS + ("lat", "lon")
 
     @F.pandas_udf("content_text string, location_text string, prompt string")
-    def _texts(name, brand, c1, c2, price, town, county, state, lat, lon, clat, clon):  # each a pd.Series
-        if level == "district":
-            from lgsid.sources.geocode import place_coordinates
+    def _texts(*cols):  # each a pd.Series
+        return prompt_texts(pd.DataFrame(dict(zip(fields, cols))), cfg, level, origins)
 
-            olat, olon = place_coordinates(state, county, town)
-            miss = np.isnan(olat)
-            olat[miss], olon[miss] = clat.to_numpy()[miss], clon.to_numpy()[miss]
-            district = district_names(town, lat.to_numpy(), lon.to_numpy(), olat, olon, cfg.district_resolution)
-        else:
-            district = [None] * len(town)
-        content, location, prompt = [], [], []
-        for row in zip(name, brand, c1, c2, price, town, county, state, district):
-            r = dict(zip(CONTENT_FIELDS + LOCATION_FIELDS + ("district",), row))
-            c, l = format_content(r, cfg), format_location(r, cfg, level)
-            content.append(c)
-            location.append(l)
-            prompt.append(combine_prompt(c, l, cfg))
-        return pd.DataFrame({"content_text": content, "location_text": location, "prompt": prompt})
-
-    t = _texts(*[F.col(c) for c in CONTENT_FIELDS + LOCATION_FIELDS + ("lat", "lon", "_clat", "_clon")])
+    t = _texts(*[F.col(c) for c in fields])
     return items_df.select(
         "item_id",
         t["content_text"].alias("content_text"),

@@ -14,7 +14,9 @@ Two entry modes, chosen by the ``mode`` param (``predict(df, params={"mode": ...
   the write-back Spark UDF feeds: a BINARY column crosses Spark's JVM -> Arrow boundary as one
   buffer, an ARRAY<FLOAT> column element by element.
 * ``"cold_start"`` — raw item rows (name, brand, category_l1/_l2, price, town, county, state, lat,
-  lon): the prompt is built with :mod:`lgsid.prompts` and embedded with the encoder the tokenizer
+  lon): the prompt is built by :func:`lgsid.prompts.prompt_texts`, the function that built the
+  catalogue's ``geo_prompts``, at the location level the catalogue was built at (with its town
+  origins at district level, both recorded by :func:`save_artifacts`), and embedded with the encoder the tokenizer
   was trained on (the aligned LoRA adapter is packaged with the model when the embeddings were
   aligned ones), then assigned as above.
 
@@ -67,6 +69,8 @@ class RequestError(ValidationError, MlflowException):
 REQUIRED_COLUMNS = ("lat", "lon", "state", "county", "town", "category_l2")
 """Columns every request needs (the signature's required inputs); ``cold_start`` also needs :data:`RAW_COLUMNS`."""
 COORDINATE_RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 180.0)}
+ORIGIN_COLUMNS = ("state", "county", "town", "lat", "lon")
+"""Columns of the ``town_origins`` table a district-level model stores (:func:`lgsid.prompts.town_origins`)."""
 TOKENIZER, INFO, ADAPTER = "tokenizer", "sid_model_info.json", "adapter"
 """The artifact directory's entries: the saved tokenizer, the JSON info file, the optional LoRA adapter."""
 
@@ -104,12 +108,14 @@ def signature(dim: int):
 
 
 def save_artifacts(out_dir: str, tok, l1_paths: list[str], embedding_model_version: str,
-                   encoder: dict[str, Any], prompts: dict[str, Any], adapter_dir: str | None = None) -> str:
+                   encoder: dict[str, Any], prompts: dict[str, Any], adapter_dir: str | None = None,
+                   location_level: str | None = None, town_origins: pd.DataFrame | None = None) -> str:
     """Write the SID model's artifact directory (what :class:`SIDModel` loads) and return it.
 
     Layout: ``tokenizer/`` (:func:`lgsid.tokenizer.save_tokenizer`), ``sid_model_info.json``
-    (level-1 paths, tokenizer kind and dimension, the embedding version, the resolved ``encoder``
-    and ``prompts`` config sections) and, for aligned embeddings, a copy of the LoRA ``adapter/``.
+    (level-1 paths, tokenizer kind and dimension, the embedding version, the ``encoder`` and
+    ``prompts`` config sections, the catalogue's resolved ``location_level`` and, at district level,
+    its ``town_origins``) and, for aligned embeddings, a copy of the LoRA ``adapter/``.
 
     Args:
         out_dir: Directory to create (must not hold an earlier model's files).
@@ -117,14 +123,33 @@ def save_artifacts(out_dir: str, tok, l1_paths: list[str], embedding_model_versi
         embedding_model_version: ``item_embeddings.model_version`` the tokenizer was fitted on.
         encoder: The ``encoder`` config section (dict). prompts: The ``prompts`` config section (dict).
         adapter_dir: LoRA adapter of that encoder (aligned embeddings), packaged for cold start.
+        location_level: The level the catalogue's prompts were built at (``"town"`` or ``"district"``,
+            :func:`lgsid.prompts.catalogue_location`); ``None`` writes no level, and cold start then
+            uses the town template (the behaviour of models saved before the level was recorded).
+        town_origins: At district level, ``state, county, town, lat, lon`` per town
+            (:func:`lgsid.prompts.town_origins`); required there.
+
+    Raises:
+        ValidationError: an unknown ``location_level``, or ``"district"`` without ``town_origins``.
     """
     from lgsid.tokenizer import save_tokenizer
 
+    if location_level not in (None, "town", "district"):
+        raise ValidationError(f"SID model: location_level must be 'town' or 'district' (resolved), got {location_level!r}")
+    if location_level == "district" and town_origins is None:
+        raise ValidationError("SID model: location_level 'district' needs town_origins (lgsid.prompts.town_origins) for cold start")
     os.makedirs(out_dir, exist_ok=True)
     save_tokenizer(tok, os.path.join(out_dir, TOKENIZER))
+    info = {"l1_paths": list(l1_paths), "kind": tok.kind, "dim": tok.dim, "embedding_model_version": embedding_model_version,
+            "encoder": encoder, "prompts": prompts}
+    if location_level is not None:
+        info["location_level"] = location_level
+        if location_level == "district":
+            o = town_origins[list(ORIGIN_COLUMNS)]
+            info["town_origins"] = {c: [None if pd.isna(v) else (float(v) if c in ("lat", "lon") else str(v)) for v in o[c]]
+                                    for c in ORIGIN_COLUMNS}
     with open(os.path.join(out_dir, INFO), "w") as f:
-        json.dump({"l1_paths": list(l1_paths), "kind": tok.kind, "dim": tok.dim, "embedding_model_version": embedding_model_version,
-                   "encoder": encoder, "prompts": prompts}, f, indent=1)
+        json.dump(info, f, indent=1)
     if adapter_dir:
         shutil.copytree(adapter_dir, os.path.join(out_dir, ADAPTER), dirs_exist_ok=True)
     return out_dir
@@ -148,6 +173,8 @@ def artifacts_of(artifact_dir: str) -> dict[str, str]:
 class SIDModel(mlflow.pyfunc.PythonModel):
     """Tokenizer + level-1 paths (+ optional aligned encoder) behind ``predict``."""
 
+    _encoder = _prompts_cfg = _prompt_location = None  # loaded on first cold-start request
+
     def load_context(self, context):
         from lgsid.tokenizer import load_tokenizer
 
@@ -156,27 +183,53 @@ class SIDModel(mlflow.pyfunc.PythonModel):
             self.info = json.load(f)
         self.l1_paths = np.asarray(self.info["l1_paths"], dtype=object)
         self.adapter_dir = context.artifacts.get("adapter")
-        self._encoder = None
+        self._encoder = self._prompts_cfg = self._prompt_location = None
 
     # ------------------------------------------------------------------ cold start
-    def _encoder_and_prompts(self):
+    def _encoder_and_prompts(self, load_encoder: bool = True):
+        """(encoder, PromptsConfig) from the info; the encoder is loaded on first need (``None`` until then)."""
         from lgsid.config import EncoderConfig, PromptsConfig
-        from lgsid.encoder import load_encoder
 
-        if self._encoder is None:
-            enc_cfg = config_from_dict(EncoderConfig, self.info["encoder"])
+        if self._prompts_cfg is None:
             self._prompts_cfg = config_from_dict(PromptsConfig, self.info["prompts"])
-            self._encoder = load_encoder(enc_cfg, adapter_dir=self.adapter_dir)
+        if load_encoder and self._encoder is None:
+            from lgsid.encoder import load_encoder as load
+
+            self._encoder = load(config_from_dict(EncoderConfig, self.info["encoder"]), adapter_dir=self.adapter_dir)
         return self._encoder, self._prompts_cfg
 
-    def embed_raw(self, df: pd.DataFrame) -> np.ndarray:
-        """Cold start: raw item rows -> prompts (lgsid.prompts) -> (N, D) embeddings (lgsid.encoder)."""
-        from lgsid.prompts import combine_prompt, format_content, format_location
+    def prompt_location(self) -> tuple[str, pd.DataFrame | None]:
+        """(location level, town origins) of the catalogue the model was fitted on, for cold-start prompts.
 
+        Models saved by the ``tokenize`` step record the level the ``prompts`` step resolved
+        (``location_level``) and, at district level, the town origins it used (``town_origins``).
+        A model saved before that (its info has no ``location_level``) uses the town template, as it
+        always did, whatever its ``prompts.location_level`` says: it carries no town origins, so it
+        could not name a district the way its catalogue's prompts did.
+        """
+        level = self.info.get("location_level") or "town"
+        o = self.info.get("town_origins")
+        return level, (pd.DataFrame({c: o[c] for c in ORIGIN_COLUMNS}) if o is not None else None)
+
+    def cold_start_prompts(self, df: pd.DataFrame) -> list[str]:
+        """The prompts of raw item rows: :func:`lgsid.prompts.prompt_texts` at the catalogue's level (N strings)."""
+        from lgsid.prompts import prompt_texts
+
+        if self._prompt_location is None:
+            self._prompt_location = self.prompt_location()
+        _, pcfg = self._encoder_and_prompts(load_encoder=False)
+        level, origins = self._prompt_location
+        return prompt_texts(df, pcfg, level, origins)["prompt"].tolist()
+
+    def embed_raw(self, df: pd.DataFrame) -> np.ndarray:
+        """Cold start: raw item rows -> prompts (:meth:`cold_start_prompts`) -> (N, D) embeddings (lgsid.encoder).
+
+        The prompt of an existing item's raw row is its ``geo_prompts.prompt``, so its cold-start
+        codes are the codes ``write-sids`` wrote from its stored embedding (same encoder, same text).
+        """
         check_request(df, "cold_start")
-        enc, pcfg = self._encoder_and_prompts()
-        rows = df.to_dict("records")
-        prompts = [combine_prompt(format_content(r, pcfg), format_location(r, pcfg), pcfg) for r in rows]
+        prompts = self.cold_start_prompts(df)
+        enc, _ = self._encoder_and_prompts()
         return np.asarray(enc.encode(prompts), dtype=np.float32)
 
     # ------------------------------------------------------------------ predict

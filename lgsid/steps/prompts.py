@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lgsid.config import LGSIDConfig
-from lgsid.prompts import build_prompts, location_level
+from lgsid.prompts import build_prompts, catalogue_location
 from lgsid.steps.summary import StepSummary
 
 
@@ -13,7 +13,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
 
     store = DeltaStore(spark, cfg.storage)
     items = store.read("items")
-    level = location_level(items, cfg.prompts)
-    res = store.write(build_prompts(items, cfg.prompts, level), "geo_prompts", mode="overwrite")
+    level, origins = catalogue_location(items, cfg.prompts)
+    res = store.write(build_prompts(items, cfg.prompts, level, origins), "geo_prompts", mode="overwrite")
     n_loc = store.read("geo_prompts").select("state", "county", "town", "location_text").distinct().count()
     return StepSummary("prompts", tables=[res], metrics={"items": res.rows, "location_level": level, "locations": n_loc})

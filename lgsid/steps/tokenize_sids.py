@@ -92,7 +92,9 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
     sid_version = "unregistered"
     sections = cfg.to_dict()
     with tempfile.TemporaryDirectory() as tmp:
-        art = save_artifacts(os.path.join(tmp, "sid_model"), tok, list(l1_paths), version_in, sections["encoder"], sections["prompts"], adapter)
+        level, origins = serving_location(store, cfg)
+        art = save_artifacts(os.path.join(tmp, "sid_model"), tok, list(l1_paths), version_in, sections["encoder"], sections["prompts"], adapter,
+                             location_level=level, town_origins=origins)
         limit = cfg.sid_store.broadcast_items_rows
         udf_rows = udf_input(items, embeddings, version_in, broadcast_items=limit > 0 and n_items <= limit)
         assigned = assign_on_executors(spark, udf_rows, save_pyfunc(os.path.join(tmp, "pyfunc"), art, int(tok.dim)),
@@ -119,6 +121,20 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
     headline["sid_model_version"] = sid_version
     headline["fit_items"] = len(pdf)
     return StepSummary("tokenize", tables=tables, metrics=headline, notes=notes)
+
+
+def serving_location(store, cfg: LGSIDConfig):
+    """(location level, town origins) the catalogue's prompts were built with, for the model's cold start.
+
+    Resolved by :func:`lgsid.prompts.catalogue_location`, the function the ``prompts`` step uses, on
+    ``geo_prompts`` (the rows the embedded prompts came from: the same ``state, county, town, lat,
+    lon`` as the ``items`` version that step read), or on ``items`` when no ``geo_prompts`` table
+    exists (embeddings written by other means).
+    """
+    from lgsid.prompts import catalogue_location
+
+    src = store.read("geo_prompts") if store.exists("geo_prompts") else store.read("items")
+    return catalogue_location(src, cfg.prompts)
 
 
 def champion_reference(cfg: LGSIDConfig):

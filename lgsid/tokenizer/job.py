@@ -16,8 +16,8 @@ champion serves. :func:`fit_and_assign` is the in-memory reference of the same a
 evaluation).
 
 Rerun: the step fingerprints (:mod:`lgsid.fingerprint`) the ``tokenizer``, ``prompts`` and
-``encoder`` config sections with the Delta versions of ``items`` and ``item_embeddings`` and the
-embedding version it trains on, and tags the registered version with it. When a version with the
+``encoder`` config sections with the Delta versions of ``items`` and ``item_embeddings``, the
+embedding version it trains on and :data:`MODEL_FORMAT`, and tags the registered version with it. When a version with the
 same fingerprint exists and its ``sid_items`` rows are there, nothing is fitted, registered or
 written: that version is reused (and holds ``candidate``), and the summary says so.
 
@@ -118,15 +118,20 @@ def sid_items_frame(spark, version: str, item_ids, codes: np.ndarray, suffix: np
     return spark.createDataFrame(pdf, schema=spark_schema(spec("sid_items")))
 
 
+MODEL_FORMAT = 2
+"""What a registered SID model holds; part of the tokenize fingerprint, so a version registered before a
+change is refitted rather than reused (2: the resolved location level and town origins for cold start)."""
+
+
 def input_fingerprint(cfg: LGSIDConfig, store: "DeltaStore", embedding_model_version: str) -> str:
-    """The fingerprint of everything a tokenize run depends on (see the module docstring)."""
+    """The fingerprint of everything a tokenize run depends on (see the module docstring), and :data:`MODEL_FORMAT`."""
     from lgsid.fingerprint import fingerprint
 
     sections = cfg.to_dict()
     return fingerprint(
         {k: sections[k] for k in ("tokenizer", "prompts", "encoder")},
         {"items": store.version("items"), "item_embeddings": store.version("item_embeddings"),
-         "embedding_model_version": embedding_model_version},
+         "embedding_model_version": embedding_model_version, "model_format": MODEL_FORMAT},
     )
 
 
