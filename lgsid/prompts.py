@@ -209,8 +209,8 @@ def town_origins(df: "DataFrame") -> pd.DataFrame:
 
     A town's origin is its GeoNames point (:func:`lgsid.sources.geocode.place_coordinates`), or,
     when GeoNames has no place of that qualified name (a catalogue that brings its own admin names),
-    the mean position of the town's rows of ``df``. The mean is exact at 1e-9 degrees (a sum of
-    integer nano-degrees), so it does not depend on how Spark partitions the rows: the ``prompts``
+    the mean position of the town's rows of ``df``. The mean is a sum of nano-degrees in exact
+    decimals, so it does not depend on how Spark partitions the rows: the ``prompts``
     step (on ``items``) and the ``tokenize`` step (on ``geo_prompts``, the same rows) get the same
     bits, and the table the SID model stores for cold start is the one the prompts were built with.
 
@@ -224,14 +224,15 @@ def town_origins(df: "DataFrame") -> pd.DataFrame:
 
     from lgsid.sources.geocode import place_coordinates
 
-    nano = lambda c: F.round(F.col(c) * 1e9).cast("long")  # noqa: E731  (exact integer sums)
+    nano = lambda c: F.round(F.col(c) * 1e9).cast("decimal(12,0)")  # noqa: E731  (exact sums, no overflow)
     cen = (df.where(F.col("lat").isNotNull() & F.col("lon").isNotNull())
            .groupBy("state", "county", "town")
            .agg(F.sum(nano("lat")).alias("_slat"), F.sum(nano("lon")).alias("_slon"), F.count(F.lit(1)).alias("_n"))
            .toPandas())
     cen = cen.sort_values(["state", "county", "town"], na_position="first").reset_index(drop=True)
-    lat = cen["_slat"].to_numpy(dtype=np.float64) / cen["_n"].to_numpy(dtype=np.float64) / 1e9
-    lon = cen["_slon"].to_numpy(dtype=np.float64) / cen["_n"].to_numpy(dtype=np.float64) / 1e9
+    n = cen["_n"].to_numpy(dtype=np.float64)
+    lat = cen["_slat"].astype(float).to_numpy(dtype=np.float64) / n / 1e9  # (T,)
+    lon = cen["_slon"].astype(float).to_numpy(dtype=np.float64) / n / 1e9  # (T,)
     glat, glon = place_coordinates(cen["state"], cen["county"], cen["town"])
     known = ~np.isnan(glat)
     lat[known], lon[known] = glat[known], glon[known]

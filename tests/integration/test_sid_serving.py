@@ -108,6 +108,7 @@ def world(spark, tmp_path_factory):
         tokenizer={"codebook_sizes": [4, 3, 2], "epochs": 2, "batch_size": 64, "geo_coverage_sample": 40, "bootstrap_champion": True},
         promote={"max_collision_rate": 1.0, "min_usage_l1": 0.1},
         sid_store={"batch_size": 64},
+        prompts={"location_level": "town"},  # the town template; district-level cold start: test_sid_cold_start_district.py
     )
     items, _ = toy_catalogue(N_OLD + N_NEW, 4, seed=8)
     enc = load_encoder(cfg.encoder)
