@@ -51,6 +51,7 @@ config gives the same tables, a different seed a different catalogue.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -440,6 +441,32 @@ def generate(cfg: DemoConfig) -> DemoData:
         towns=towns,
         latents=latents,
     )
+
+
+def write_input_files(data: DemoData, out_dir: str) -> tuple[str, str]:
+    """Write ``data`` as the two files ``ingest.source=files`` reads, the way a user hands over a catalogue.
+
+    ``<out_dir>/items.parquet`` holds ``item_id, lat, lon, name, category, parent_category, brand, price``
+    and ``<out_dir>/interactions.parquet`` holds ``user_id, item_id, timestamp`` (``timestamp[us, UTC]``,
+    which Spark reads as is). Used by the cluster test and ``bench/pipeline_scale.py --data-plane``.
+
+    Returns:
+        (items path, interactions path).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(out_dir, exist_ok=True)
+    items_path, inter_path = os.path.join(out_dir, "items.parquet"), os.path.join(out_dir, "interactions.parquet")
+    items = data.items.rename(columns={"category_l2": "category", "category_l1": "parent_category"})
+    cols = ["item_id", "lat", "lon", "name", "category", "parent_category", "brand", "price"]
+    pq.write_table(pa.Table.from_pandas(items[cols], preserve_index=False), items_path)
+    inter = data.interactions
+    table = pa.table({"user_id": pa.array(inter["user_id"].to_numpy(), pa.string()),
+                      "item_id": pa.array(inter["item_id"].to_numpy(), pa.string()),
+                      "timestamp": pa.array(inter["ts"]).cast(pa.timestamp("us", tz="UTC"))})
+    pq.write_table(table, inter_path, row_group_size=1_000_000)
+    return items_path, inter_path
 
 
 def to_spark(spark, data: DemoData, with_line: bool = False) -> tuple:

@@ -86,16 +86,11 @@ def _cluster_conf(base: Path, tracking_uri: str) -> dict:
 def _write_inputs(base: Path) -> int:
     """A tiny demo catalogue as the two input files ``ingest.source=files`` reads. Returns the item count."""
     from lgsid.config import load_config, replace
-    from lgsid.sources.demo import generate
+    from lgsid.sources.demo import generate, write_input_files
 
     demo = generate(replace(load_config(None), demo={"n_items": 120, "n_users": 60, "n_interactions": 900, "n_towns": 12}).demo)
-    raw = base / "raw"
-    raw.mkdir(parents=True)
-    items = demo.items.rename(columns={"category_l2": "category", "category_l1": "parent_category"})
-    items[["item_id", "lat", "lon", "name", "category", "parent_category", "brand", "price"]].to_parquet(raw / "items.parquet", index=False)
-    demo.interactions[["user_id", "item_id", "ts"]].rename(columns={"ts": "timestamp"}).to_parquet(raw / "interactions.parquet", index=False,
-                                                              coerce_timestamps="us", allow_truncated_timestamps=True)
-    return len(items)
+    write_input_files(demo, str(base / "raw"))
+    return len(demo.items)
 
 
 def _submit(platform, step: str, conf_path: Path, cwd: Path, timeout: float) -> tuple[float, int, str]:
