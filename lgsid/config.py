@@ -534,6 +534,17 @@ class EvaluateConfig:
     din_batch_size: int = _f(1024, "Batch size of the DIN-style model.")
     din_lr: float = _f(3e-3, "Learning rate of the DIN-style model (the peak under the onecycle schedule).")
     din_lr_schedule: Literal["constant", "onecycle"] = _f("onecycle", "Learning-rate schedule of the DIN-style model: constant = evaluate.din_lr throughout; onecycle = torch's OneCycleLR over the run with evaluate.din_lr as the peak.")
+    max_items: int = _f(
+        100000,
+        "Cap on the items evaluate reads to the driver (0 = all): above it, the items with the smallest xxhash64(data_seed, item_id), "
+        "chosen in Spark, and only their interactions. Every tokenizer of the comparison is refitted on them and the downstream "
+        "models rank among them, so numbers above the cap are on a sample of the catalogue; the report says so.",
+    )
+    max_interactions: int = _f(
+        2000000,
+        "Cap on the interactions evaluate reads to the driver (0 = all): above it, whole users by xxhash64(data_seed, user_id), "
+        "chosen in Spark, until at most this many rows remain; popularity and history features then come from those users.",
+    )
     max_users: int = _f(2000, "Cap on evaluated (test) users, sampled with data_seed (0 = all).")
     max_train_examples: int = _f(100000, "Cap on next-item training examples of the downstream models, sampled with data_seed (0 = all).")
     torch_threads: int = _f(1, "torch.set_num_threads of each evaluation process (0 = leave the default); the small downstream models run fastest on 1 thread each, with evaluate.workers processes side by side.")
@@ -601,7 +612,8 @@ class EvaluateConfig:
         _check(self.repeat_prior_strength >= 0, "evaluate.repeat_prior_strength", "must be >= 0")
         _check(0.0 <= self.tiger_dropout < 1.0, "evaluate.tiger_dropout", "must be in [0, 1)")
         _check(self.near_candidates >= 1, "evaluate.near_candidates", "must be >= 1")
-        for k in ("multi_seed_max_items", "tiger_epochs", "din_epochs", "max_users", "max_train_examples", "max_geo_items", "torch_threads", "workers"):
+        for k in ("multi_seed_max_items", "tiger_epochs", "din_epochs", "max_items", "max_interactions", "max_users", "max_train_examples", "max_geo_items",
+                  "torch_threads", "workers"):
             _check(getattr(self, k) >= 0, f"evaluate.{k}", "must be >= 0")
 
 

@@ -6,48 +6,161 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from lgsid.evaluate.variants import CANDIDATE, REFERENCE, VARIANTS, EvalInputs, SIDCodes, newest_aligned, registered_codes, variant_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from lgsid.config import LGSIDConfig
 
+ITEM_COLUMNS = ["item_id", "lat", "lon", "state", "county", "town", "category_l1", "category_l2", "brand"]
+#: Driver bytes per evaluated item beside its float32 vectors (item attributes, codes, per-item model tables).
+ITEM_ROW_BYTES = 2048
+#: Driver bytes per interaction row read (two id strings and a timestamp in pandas, the split's copies).
+INTERACTION_ROW_BYTES = 400
+
+
+def check_caps(cfg: "LGSIDConfig", dim: int, n_versions: int, driver_bytes: int) -> None:
+    """Fail before anything is read when ``evaluate.max_items`` / ``evaluate.max_interactions`` cannot fit the driver.
+
+    The estimate is ``max_items · (4 · D · n_versions + ITEM_ROW_BYTES) + max_interactions · INTERACTION_ROW_BYTES``
+    against ``spark.driver.memory``. A cap of 0 (no cap) is not checked: the data decide.
+
+    Raises:
+        ValidationError: one line naming the cap that takes the larger share.
+    """
+    from lgsid.errors import ValidationError
+
+    ec = cfg.evaluate
+    items = ec.max_items * (4 * dim * max(n_versions, 1) + ITEM_ROW_BYTES)
+    inter = ec.max_interactions * INTERACTION_ROW_BYTES
+    if items + inter > driver_bytes:
+        key = "evaluate.max_items" if items >= inter else "evaluate.max_interactions"
+        raise ValidationError(
+            f"{key}={getattr(ec, key.split('.')[1])}: evaluate would hold about {(items + inter) / 2**30:.2f} GiB on the driver "
+            f"(evaluate.max_items={ec.max_items:,} items x {n_versions} embedding versions of dimension {dim}, "
+            f"evaluate.max_interactions={ec.max_interactions:,}), more than spark.driver.memory ({driver_bytes / 2**30:.2f} GiB); "
+            f"lower {key} or raise spark.driver.memory"
+        )
+
+
+def sample_users(df, n_rows: int, cap: int, seed: int):
+    """Whole users of interaction frame ``df`` (pure, lazy but counted): those whose ``pmod(xxhash64(seed, user_id), 2^20)``
+    falls in the lowest share of the hash range, the share shrunk until at most ``cap`` rows remain.
+
+    Keeping whole users keeps every kept user's sequence intact (the split needs it); the hash makes
+    the sample a function of the user ids and the seed alone, the same on rerun.
+
+    Returns:
+        (the kept rows, their count).
+    """
+    from pyspark.sql import functions as F
+
+    buckets = 1 << 20
+    h = F.pmod(F.xxhash64(F.lit(seed), F.col("user_id")), F.lit(buckets))
+    share = cap / n_rows
+    while True:
+        kept = df.where(h < F.lit(int(share * buckets)))
+        m = kept.count()
+        if m <= cap:
+            return kept, m
+        share *= 0.98 * cap / m
+
+
 def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
-    """Read items, interactions and item_embeddings (whatever exists) into :class:`EvalInputs`.
+    """Read items, interactions and item_embeddings (whatever exists) into :class:`EvalInputs`, bounded by caps.
 
     Items are restricted to those with an embedding in every model version the evaluation uses
-    (reference and the newest aligned), sorted by item_id.
-    """
-    from lgsid.errors import TableNotFoundError
+    (reference and the newest aligned), sorted by item_id. Joins and samples run in Spark; what reaches
+    the driver is bounded:
 
+    - ``evaluate.max_items``: above it, the items with the smallest ``xxhash64(data_seed, item_id)``
+      (:func:`lgsid.tokenizer.job.fit_sample_frame`) and only their interactions;
+    - ``evaluate.max_interactions``: above it, whole users by hash (:func:`sample_users`);
+    - embeddings are streamed in Arrow chunks (:func:`lgsid.tokenizer.job.read_sample`), so no Spark job
+      returns more than one chunk.
+
+    Below both caps the inputs are the whole tables, as before. What was sampled goes to ``notes``.
+    """
+    from pyspark.sql import functions as F
+
+    from lgsid.errors import TableNotFoundError
+    from lgsid.tokenizer.job import driver_memory_bytes, embedding_dim, fit_sample_frame, read_sample
+
+    ec = cfg.evaluate
     if not store.exists("items"):
         raise TableNotFoundError("evaluate needs the 'items' table; run `lgsid ingest` first")
-    items = store.to_pandas("items", ["item_id", "lat", "lon", "state", "county", "town", "category_l1", "category_l2", "brand"])
-    items = items.drop_duplicates("item_id").sort_values("item_id").reset_index(drop=True)
-    inter = store.to_pandas("interactions", ["user_id", "item_id", "ts"]) if store.exists("interactions") else None
-    if inter is None:
-        notes.append("interactions table missing: downstream sections skipped")
-    embs: dict[str, np.ndarray] = {}
+    spark = store.spark
+    items_df = store.read("items").select(*ITEM_COLUMNS).dropDuplicates(["item_id"])
+    e, versions, dim = None, [], 0
     if store.exists("item_embeddings"):
-        e = store.to_pandas("item_embeddings", ["item_id", "model_version", "embedding"])
-        versions = sorted(e["model_version"].unique())
-        common = set(items["item_id"])
+        e = store.read("item_embeddings")
+        versions = sorted(r[0] for r in e.select("model_version").distinct().collect())
+    if versions:
+        dim = embedding_dim(e, versions[0])
+    check_caps(cfg, dim, len(versions), driver_memory_bytes(spark))
+    if versions:
+        n_all = items_df.count()
         for v in (REFERENCE, newest_aligned(versions)):
             if v is not None and v in versions:
-                common &= set(e.loc[e["model_version"] == v, "item_id"])
-        dropped = len(items) - len(common)
-        if dropped:
-            notes.append(f"{dropped} items without embeddings in every evaluated version were left out")
-        items = items[items["item_id"].isin(common)].reset_index(drop=True)
-        for v in versions:
-            ev = e[e["model_version"] == v].drop_duplicates("item_id").set_index("item_id")
-            if not items["item_id"].isin(ev.index).all():
+                items_df = items_df.join(e.where(F.col("model_version") == v).select("item_id"), "item_id", "left_semi")
+        n_items = items_df.count()
+        if n_all - n_items:
+            notes.append(f"{n_all - n_items} items without embeddings in every evaluated version were left out")
+    else:
+        n_items = items_df.count()
+        notes.append("item_embeddings table missing: geo and SID sections skipped")
+    sampled = bool(ec.max_items) and n_items > ec.max_items
+    if sampled:
+        items_df = fit_sample_frame(items_df, n_items, ec.max_items, ec.data_seed).localCheckpoint()
+        notes.append(f"{n_items:,} items > evaluate.max_items={ec.max_items:,}: evaluated on the {ec.max_items:,} items with the smallest "
+                     f"xxhash64(evaluate.data_seed, item_id) and their interactions")
+    items = items_df.toPandas().sort_values("item_id").reset_index(drop=True)
+
+    inter = None
+    if store.exists("interactions"):
+        idf = store.read("interactions").select("user_id", "item_id", "ts")
+        if sampled:
+            idf = idf.join(items_df.select("item_id"), "item_id", "left_semi").select("user_id", "item_id", "ts")
+        if ec.max_interactions:
+            n_inter = idf.count()
+            if n_inter > ec.max_interactions:
+                idf, kept = sample_users(idf, n_inter, ec.max_interactions, ec.data_seed)
+                notes.append(f"{n_inter:,} interactions > evaluate.max_interactions={ec.max_interactions:,}: evaluated on the {kept:,} "
+                             f"interactions of the users with the smallest xxhash64(evaluate.data_seed, user_id)")
+        inter = idf.toPandas()
+    else:
+        notes.append("interactions table missing: downstream sections skipped")
+
+    embs: dict[str, np.ndarray] = {}
+    ids = items["item_id"]
+    for v in versions:
+        rows = e.where(F.col("model_version") == v).select("item_id", "embedding_f32")
+        rows = rows.join(F.broadcast(items_df.select("item_id")), "item_id", "left_semi")
+        n_v = rows.count()
+        if n_v != len(items):
+            notes.append(f"embedding version {v!r} does not cover every evaluated item: left out of the geo table")
+            continue
+        pdf, emb = read_sample(spark, rows, n_v, embedding_dim(e, v))
+        got = pd.Index(pdf["item_id"])
+        if not got.equals(pd.Index(ids)):
+            if not got.is_unique or not pd.Index(ids).isin(got).all():
                 notes.append(f"embedding version {v!r} does not cover every evaluated item: left out of the geo table")
                 continue
-            embs[v] = np.stack(ev.loc[items["item_id"], "embedding"].to_numpy()).astype(np.float32)
-    else:
-        notes.append("item_embeddings table missing: geo and SID sections skipped")
+            emb = emb[got.get_indexer(ids)]
+        embs[v] = np.ascontiguousarray(emb, dtype=np.float32)
     return EvalInputs(items=items, interactions=inter, embeddings=embs)
+
+
+def version_rows(store, version: str, item_ids) -> pd.DataFrame:
+    """``sid_items`` rows of ``sid_model_version`` = ``version`` for the evaluated ``item_ids`` only (filtered in Spark,
+    so the driver holds at most ``evaluate.max_items`` rows)."""
+    from pyspark.sql import functions as F
+
+    ids = store.spark.createDataFrame(pd.DataFrame({"item_id": pd.Series(item_ids, dtype=object).astype(str)}), schema="item_id STRING")
+    rows = store.read("sid_items").where(F.col("sid_model_version") == version)
+    rows = rows.join(F.broadcast(ids), "item_id", "left_semi")
+    return rows.select("sid_model_version", "item_id", "sid_l1", "sid_l2", "sid_l3", "sid_suffix").toPandas()
 
 
 def candidate_codes(store, cfg: "LGSIDConfig", inp: EvalInputs, mv: Any, notes: list[str]) -> tuple[dict[str, SIDCodes], str | None]:
@@ -66,7 +179,7 @@ def candidate_codes(store, cfg: "LGSIDConfig", inp: EvalInputs, mv: Any, notes: 
         notes.append(f"{label} ({kind} on {emb}): no sid_items table, so its codes are unknown; not scored, no gate tags set")
         return {}, None
     try:
-        sid_items = store.to_pandas("sid_items", ["sid_model_version", "item_id", "sid_l1", "sid_l2", "sid_l3", "sid_suffix"])
+        sid_items = version_rows(store, str(mv.version), inp.items["item_id"])
         codes = registered_codes(sid_items, inp.items["item_id"], str(mv.version), emb, label)
     except ValueError as e:
         notes.append(f"{label}: {e}; not scored, no gate tags set")

@@ -17,6 +17,9 @@ from lgsid.evaluate.io import candidate_codes, downstream_metrics, load_inputs
 from lgsid.registry import CANDIDATE, version_by_alias
 from lgsid.steps.summary import StepSummary
 
+#: The evaluate settings that bound what the driver holds (named in the step's summary).
+CAPS = ("max_items", "max_interactions", "max_users", "max_train_examples", "max_geo_items", "multi_seed_max_items")
+
 
 def run(spark, cfg: LGSIDConfig) -> StepSummary:
     """Step ``evaluate``: compute every section with inputs, write report.md + metrics.json + plots to
@@ -33,6 +36,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
         torch.set_num_threads(ec.torch_threads)
     store = DeltaStore(spark, cfg.storage)
     notes: list[str] = []
+    notes.append("driver-side caps: " + ", ".join(f"evaluate.{k}={getattr(ec, k):,}" for k in CAPS) + " (0 = no cap)")
     inp = load_inputs(store, cfg, notes)
     fixed, mv, variant = {}, None, None
     if ec.score_candidate:  # the registered candidate's own codes replace its variant's refit

@@ -179,3 +179,41 @@ def test_evaluate_without_embeddings_skips_with_reasons(spark, store, cfg):
     assert "no 'reference' item embeddings" in m["skipped"]["variant:rqvae"]
     assert list(m["discriminative"]["variants"]) == ["popularity", "history_nearby", "origin"]  # baselines and ID-only still run
     assert any(n.startswith("skipped geo:") for n in summary.notes)
+
+
+def test_load_inputs_whole_tables_below_the_caps_and_a_hash_sample_above(spark, store, cfg):
+    """Below evaluate.max_items / max_interactions the inputs are the whole tables (vectors streamed back
+    exactly); above, the items with the smallest xxhash64(data_seed, item_id) (computed here in Spark
+    independently), only their interactions, and whole users by hash, each named in the notes."""
+    from pyspark.sql import functions as F
+
+    from lgsid.config import replace
+    from lgsid.evaluate.io import load_inputs
+
+    items, inter, emb = _frames()
+    _write(spark, store, items, inter, emb)
+    notes: list[str] = []
+    full = load_inputs(store, _tiny(cfg), notes)
+    assert full.items["item_id"].tolist() == sorted(items["item_id"])
+    assert len(full.interactions) == len(inter) and not any("evaluate.max_" in n for n in notes)
+    for v in ("reference", "aligned-1"):
+        want = np.stack(emb.loc[emb["model_version"] == v].set_index("item_id").loc[full.items["item_id"], "embedding"].to_numpy())
+        np.testing.assert_array_equal(full.embeddings[v], want)
+
+    cap = 100
+    h = spark.createDataFrame(items[["item_id"]]).select("item_id", F.xxhash64(F.lit(0), "item_id").alias("h")).toPandas()
+    smallest = sorted(h.sort_values(["h", "item_id"])["item_id"].head(cap))
+    notes = []
+    sub = load_inputs(store, replace(_tiny(cfg), evaluate={"max_items": cap}), notes)
+    assert sub.items["item_id"].tolist() == smallest
+    assert set(sub.interactions["item_id"]) <= set(smallest)
+    assert len(sub.interactions) == int(inter["item_id"].isin(smallest).sum())
+    np.testing.assert_array_equal(sub.embeddings["aligned-1"], full.embeddings["aligned-1"][full.items["item_id"].isin(smallest).to_numpy()])
+    assert any(f"240 items > evaluate.max_items={cap}" in n for n in notes)
+
+    notes = []
+    few = load_inputs(store, replace(_tiny(cfg), evaluate={"max_interactions": 150}), notes)
+    assert 0 < len(few.interactions) <= 150 < len(inter)
+    for u, rows in few.interactions.groupby("user_id"):  # whole users: every interaction of a kept user
+        assert len(rows) == int((inter["user_id"] == u).sum())
+    assert any("evaluate.max_interactions=150" in n for n in notes)

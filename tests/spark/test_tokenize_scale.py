@@ -1,7 +1,7 @@
 """Driver-free tokenize: the fit sample, Spark suffixes and health against the in-memory reference, and the driver guard.
 
-The guard (:func:`test_tokenize_and_write_sids_never_collect_the_embeddings`) runs ``tokenize``
-and ``write-sids`` with ``spark.driver.maxResultSize`` below the size of the catalogue's
+The guard (:func:`test_tokenize_and_write_sids_never_collect_the_embeddings`) runs ``tokenize``,
+``write-sids`` and ``evaluate``'s reads with ``spark.driver.maxResultSize`` below the size of the catalogue's
 embeddings, so a step that collects them to the driver fails the test.
 """
 
@@ -198,7 +198,9 @@ def test_tokenize_over_the_driver_memory_fails_before_writing(spark, tmp_path):
 
 def test_tokenize_and_write_sids_never_collect_the_embeddings(spark, tmp_path):
     """The driver guard: with spark.driver.maxResultSize (1 MiB) below the embeddings' size, tokenize on a
-    sample and write-sids complete, while collecting the embeddings fails."""
+    sample, write-sids and evaluate's reads complete, while collecting the embeddings fails."""
+    from lgsid.config import replace
+    from lgsid.evaluate.io import load_inputs
     from lgsid.steps import run_step
 
     n, dim = 1200, 384  # 1.8 MB of float32 vectors (x 2: embedding + embedding_f32)
@@ -213,6 +215,10 @@ def test_tokenize_and_write_sids_never_collect_the_embeddings(spark, tmp_path):
         summary = run_step("tokenize", spark, cfg)
         assert summary.metrics["fit_items"] == 400
         run_step("write-sids", spark, cfg)
+        # evaluate's reads: the embeddings stream back in chunks, with and without the item cap
+        for cap, want in ((400, 400), (0, n)):
+            inp = load_inputs(store, replace(cfg, evaluate={"max_items": cap}), [])
+            assert len(inp.items) == want and inp.embeddings["reference"].shape == (want, dim)
     finally:
         if prev.isDefined():
             jconf.set("spark.driver.maxResultSize", prev.get())

@@ -156,3 +156,19 @@ def test_replace_validates_and_explain_lists_help():
     text = explain()
     assert "negatives:" in text and "min_near_distance_km" in text and "#" in text
     assert "include:" in text
+
+
+def test_evaluate_caps_larger_than_the_driver_fail_naming_the_key():
+    from lgsid.config import LGSIDConfig, replace
+    from lgsid.errors import ConfigError, ValidationError
+    from lgsid.evaluate.io import check_caps
+
+    cfg = LGSIDConfig()
+    check_caps(cfg, 384, 2, 2 << 30)  # the defaults fit a 2 GiB driver: 100k x (384 x 4 x 2 + 2048) + 2M x 400 bytes = 1.31 GB
+    with pytest.raises(ValidationError, match=r"^evaluate.max_items=10000000: evaluate would hold about 48\.43 GiB"):
+        check_caps(replace(cfg, evaluate={"max_items": 10_000_000}), 384, 2, 2 << 30)
+    with pytest.raises(ValidationError, match=r"^evaluate.max_interactions=50000000: .* lower evaluate.max_interactions"):
+        check_caps(replace(cfg, evaluate={"max_interactions": 50_000_000}), 384, 2, 2 << 30)
+    check_caps(replace(cfg, evaluate={"max_items": 0, "max_interactions": 0}), 384, 2, 1)  # 0 = no cap: nothing to check
+    with pytest.raises(ConfigError, match="'evaluate.max_items': must be >= 0"):
+        replace(cfg, evaluate={"max_items": -1})
