@@ -512,10 +512,17 @@ def load_logged_reward_model(run_id: str, dst: str | None = None) -> RewardMLP:
         return load_reward_model(local)
 
 
+#: Random lists (``gdpo.use_density_negatives`` off) draw their candidates from at most this many items
+#: (a seeded hash sample of ``geo_prompts``, or all of it when smaller): a uniform draw from a uniform
+#: sample is a uniform draw, and the driver never holds the catalogue.
+RANDOM_LIST_POOL = 50_000
+
+
 def load_lists(spark: "SparkSession", cfg: LGSIDConfig) -> "DataFrame":
     """The training lists: ``reward_lists`` (density-aware), or random lists when ``gdpo.use_density_negatives`` is off.
 
     At most ``reward.max_anchors`` anchors are kept (a seeded hash sample, so reruns pick the same).
+    Random lists are drawn on the driver from at most :data:`RANDOM_LIST_POOL` items (``max_anchors`` when larger).
     """
     from pyspark.sql import functions as F
 
@@ -525,7 +532,11 @@ def load_lists(spark: "SparkSession", cfg: LGSIDConfig) -> "DataFrame":
     if cfg.gdpo.use_density_negatives:
         lists = store.read("reward_lists").select("item_id", "prompts", "soft_labels")
     else:
-        prompts = store.to_pandas("geo_prompts", ["item_id", "content_text", "location_text", "prompt", "lat", "lon"])
+        gp = store.read("geo_prompts").select("item_id", "content_text", "location_text", "prompt", "lat", "lon")
+        pool = max(RANDOM_LIST_POOL, cfg.reward.max_anchors)
+        if cfg.reward.max_anchors and gp.count() > pool:  # the anchors below are the pool's first max_anchors by the same hash
+            gp = gp.orderBy(F.xxhash64(F.col("item_id"), F.lit(cfg.reward.seed)), "item_id").limit(pool)
+        prompts = gp.toPandas().sort_values("item_id", kind="stable").reset_index(drop=True)
         k = max(2, cfg.negatives.k)
         lists = spark.createDataFrame(random_lists(prompts, k, cfg.reward.seed, cfg.prompts)[["item_id", "prompts", "soft_labels"]])
     if cfg.reward.max_anchors:
