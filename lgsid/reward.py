@@ -300,14 +300,25 @@ def random_lists(prompts: "pd.DataFrame", k: int, seed: int, prompts_cfg) -> "pd
 
 
 def embed_lists(spark: "SparkSession", lists: "DataFrame", cfg: LGSIDConfig) -> ListBatch:
-    """Embed every prompt of ``lists`` (reward_lists rows) with the frozen reference encoder via the Spark UDF."""
+    """Embed every prompt of ``lists`` (reward_lists rows, at most ``reward.max_anchors``) with the frozen reference
+    encoder via the Spark UDF, and read the vectors back through Petastorm (:func:`lgsid.train.data.petastorm_batches`)."""
+    import pandas as pd
     from pyspark.sql import functions as F
 
     from lgsid.embed import embed_dataframe
+    from lgsid.train.data import make_converter, petastorm_batches
 
     flat = lists.select("item_id", "soft_labels", F.posexplode("prompts").alias("pos", "prompt"))
     flat = flat.select("item_id", "pos", "prompt", F.col("soft_labels")[F.col("pos")].alias("label"))
-    pdf = embed_dataframe(flat, "prompt", cfg.encoder).select("item_id", "pos", "label", "embedding").toPandas()
+    converter = make_converter(embed_dataframe(flat, "prompt", cfg.encoder).select("item_id", "pos", "label", "embedding"))
+    try:
+        rows: list[dict] = []
+        with petastorm_batches(converter, 4096, lambda batch: batch, seed=cfg.reward.seed) as loader:
+            for batch in loader:
+                rows.extend(batch)
+    finally:
+        converter.delete()
+    pdf = pd.DataFrame(rows, columns=["item_id", "pos", "label", "embedding"])
     if pdf.empty:
         raise ValidationError("reward_lists is empty: nothing to train the reward model on; run `lgsid negatives` first")
     if pdf["label"].isna().any():

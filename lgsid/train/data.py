@@ -40,7 +40,8 @@ class TextBatchLoader:
             cols = chunk._asdict()
             n = len(next(iter(cols.values())))
             for i in range(n):
-                yield {k: (v[i].item() if hasattr(v[i], "item") and not isinstance(v[i], (str, bytes)) else v[i]) for k, v in cols.items()}
+                yield {k: (v[i].item() if np.ndim(v[i]) == 0 and hasattr(v[i], "item") and not isinstance(v[i], (str, bytes)) else v[i])
+                       for k, v in cols.items()}  # scalars as Python values, arrays (vectors) as they are
 
     def _shuffled(self) -> Iterator[dict]:
         if self.shuffle_buffer <= 1:

@@ -329,3 +329,21 @@ def test_empty_pair_table_is_a_clear_error(spark, store, tiny_cfg):
 
     with pytest.raises(ValidationError, match="gdpo_pairs has 0 rows.*run `lgsid pairs` first"):
         load_examples(spark, tiny_cfg)
+
+
+def test_embed_lists_reads_the_lists_back_through_petastorm(spark, tiny_cfg, toy_tables):
+    """The reward's training tensor, read through Petastorm, holds exactly the encoder's vectors and the lists'
+    soft labels at each (anchor, position), for the reward.max_anchors anchors only."""
+    from lgsid.encoder import load_encoder
+    from lgsid.reward import embed_lists, load_lists
+
+    lists = load_lists(spark, tiny_cfg)
+    batch = embed_lists(spark, lists, tiny_cfg)
+    pdf = lists.toPandas().set_index("item_id")
+    assert sorted(batch.item_ids) == sorted(pdf.index) and len(batch.item_ids) == tiny_cfg.reward.max_anchors
+    enc = load_encoder(tiny_cfg.encoder)
+    for i, item in enumerate(batch.item_ids[:3]):
+        prompts, labels = pdf.loc[item, "prompts"], pdf.loc[item, "soft_labels"]
+        np.testing.assert_allclose(batch.emb[i, : len(prompts)], enc.encode(list(prompts)), atol=1e-4)
+        np.testing.assert_allclose(batch.labels[i, : len(prompts)], labels, rtol=1e-6)
+        assert batch.mask[i].sum() == len(prompts)
