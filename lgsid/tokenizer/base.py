@@ -23,10 +23,25 @@ from lgsid.config import TokenizerConfig
 from lgsid.errors import ModelError, ValidationError
 
 
-def nearest_centre(x: np.ndarray, centres: np.ndarray, centres_sq: np.ndarray | None = None) -> np.ndarray:
-    """Index of the nearest centre (squared Euclidean) for every row; matmul-based, chunk-free.
+CHUNK_BYTES = 32 << 20
+"""Largest temporary the row-wise helpers below allocate at once (an (n, K) score block, an (n, D)
+gather): item-scale arrays are processed in equal row chunks of at most this size, so a fit on a
+large sample holds no (N, K_1) distance matrix or extra (N, D) copy."""
 
-    ``argmin_k ||x - e_k||² = argmin_k (||e_k||² - 2 x·e_k)`` (``||x||²`` is constant per row).
+
+def row_chunks(n: int, row_bytes: int, budget: int = CHUNK_BYTES) -> list[slice]:
+    """``n`` rows as equal consecutive slices of at most ``budget`` bytes each (``row_bytes`` per row); one slice when they fit."""
+    parts = max(1, math.ceil(n * max(row_bytes, 1) / budget))
+    step = max(1, math.ceil(n / parts))
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)] or [slice(0, 0)]
+
+
+def nearest_centre(x: np.ndarray, centres: np.ndarray, centres_sq: np.ndarray | None = None) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean) for every row; matmul-based.
+
+    ``argmin_k ||x - e_k||² = argmin_k (||e_k||² - 2 x·e_k)`` (``||x||²`` is constant per row). The
+    (N, K) scores are computed in equal row chunks of at most :data:`CHUNK_BYTES` (each row's scores
+    and argmin are the same as in one matmul).
 
     Args:
         x: (N, D) rows. centres: (K, D). centres_sq: optional precomputed (K,) ``||e_k||²``.
@@ -36,9 +51,32 @@ def nearest_centre(x: np.ndarray, centres: np.ndarray, centres_sq: np.ndarray | 
     """
     if centres_sq is None:
         centres_sq = np.einsum("kd,kd->k", centres, centres)
-    scores = x @ (-2.0 * centres.T)  # (N, K)
-    scores += centres_sq
-    return scores.argmin(axis=1).astype(np.int64)
+    w = -2.0 * centres.T  # (D, K)
+    chunks = row_chunks(x.shape[0], centres.shape[0] * np.result_type(x, w).itemsize)
+    if len(chunks) == 1:
+        scores = x @ w  # (N, K)
+        scores += centres_sq
+        return scores.argmin(axis=1).astype(np.int64)
+    out = np.empty(x.shape[0], dtype=np.int64)
+    for sl in chunks:
+        scores = x[sl] @ w  # (n_chunk, K)
+        scores += centres_sq
+        out[sl] = scores.argmin(axis=1)
+    return out
+
+
+def subtract_rows(r: np.ndarray, table: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``r -= table[codes]`` in place, gathering :data:`CHUNK_BYTES` of rows at a time (Eq. 12 without an (N, D) temporary). Returns ``r``."""
+    for sl in row_chunks(len(r), r.shape[1] * r.itemsize if r.ndim == 2 else r.itemsize):
+        r[sl] -= table[codes[sl]]
+    return r
+
+
+def residual_of(x: np.ndarray, table: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``x - table[codes]`` as a new array, with one (N, D) allocation (the gather, then an in-place subtraction)."""
+    r = table[codes]
+    np.subtract(x, r, out=r)
+    return r
 
 
 def residual_encode(x: np.ndarray, codebooks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +94,7 @@ def residual_encode(x: np.ndarray, codebooks: list[np.ndarray]) -> tuple[np.ndar
     for l, cb in enumerate(codebooks):
         c = nearest_centre(r, cb)
         codes[:, l] = c
-        r -= cb[c]
+        subtract_rows(r, cb, c)
     return codes, r
 
 
@@ -89,15 +127,20 @@ class ResidualTables:
         codes = np.empty((n, len(self.codebooks)), dtype=np.int64)
         if not self.codebooks:
             return codes
-        dots = x @ self.stacked_t  # (N, ΣK): x·e_k for every level at once
+        for sl in row_chunks(n, 4 * 4 * int(self.offsets[-1])):  # the (n, ΣK) dots and (n, K_l) temporaries of a chunk
+            self._encode_rows(x[sl], None if base_codes is None else base_codes[sl], codes[sl])
+        return codes
+
+    def _encode_rows(self, x: np.ndarray, base_codes: np.ndarray | None, codes: np.ndarray) -> None:
+        """:meth:`encode` of one row chunk, into ``codes`` ((n, L) view)."""
+        dots = x @ self.stacked_t  # (n, ΣK): x·e_k for every level at once
         for l in range(len(self.codebooks)):
-            s = dots[:, self.offsets[l]:self.offsets[l + 1]]  # (N, K_l)
+            s = dots[:, self.offsets[l]:self.offsets[l + 1]]  # (n, K_l)
             if self.base_dot is not None and base_codes is not None:
                 s = s - self.base_dot[l][base_codes]
             for j in range(l):
                 s = s - self.cross[(j, l)][codes[:, j]]
             codes[:, l] = (self.sq[l] - 2.0 * s).argmin(axis=1)
-        return codes
 
 
 def check_embeddings(embeddings: Any, dim: int | None = None, ids: Any = None) -> np.ndarray:
@@ -119,7 +162,9 @@ def check_embeddings(embeddings: Any, dim: int | None = None, ids: Any = None) -
         raise ValidationError(f"embeddings must be a 2-D (N, D) array, got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
         raise ValidationError(f"embedding dimension {x.shape[1]} does not match the tokenizer's fitted dimension {dim} (column 'embedding')")
-    bad = ~np.isfinite(x).all(axis=1)
+    bad = np.empty(len(x), dtype=bool)
+    for sl in row_chunks(len(x), x.shape[1]):  # no (N, D) bool temporary
+        bad[sl] = ~np.isfinite(x[sl]).all(axis=1)
     if bad.any():
         names = np.asarray(ids if ids is not None else np.arange(len(x)), dtype=object)[bad][:5]
         raise ValidationError(f"column 'embedding' holds NaN/inf for item(s) {list(names)}")

@@ -230,4 +230,11 @@ def clustering_feature(
     Returns:
         (N, Da + 3 + Dc + Db) float64.
     """
-    return np.concatenate([w_admin * f_admin, w_geo * f_geo, w_cat * f_cat, w_brand * f_brand], axis=1)
+    parts = [(w_admin, f_admin), (w_geo, f_geo), (w_cat, f_cat), (w_brand, f_brand)]
+    dtype = np.result_type(*(w * f[:0] for w, f in parts))
+    out = np.empty((len(f_admin), sum(f.shape[1] for _, f in parts)), dtype=dtype)
+    o = 0
+    for w, f in parts:  # each weighted block written in place: no weighted copies before a concatenation
+        np.multiply(w, f, out=out[:, o:o + f.shape[1]])
+        o += f.shape[1]
+    return out

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from lgsid.config import TokenizerConfig
 from lgsid.errors import ValidationError
-from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
+from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre, residual_of, row_chunks, subtract_rows
 from lgsid.tokenizer.align import use_level1_anchors, warm_codebook
 from lgsid.tokenizer.features import ClusteringFeaturizer, check_features
 
@@ -211,7 +211,9 @@ def reseed_dead(r: np.ndarray, centres: np.ndarray, codes: np.ndarray) -> tuple[
     dead = np.flatnonzero(counts == 0)
     if dead.size == 0:
         return centres, dead
-    err = ((r - centres[codes]) ** 2).sum(axis=1)
+    err = np.empty(len(r), dtype=np.result_type(r, centres))
+    for sl in row_chunks(len(r), r.shape[1] * err.itemsize):  # ‖r_i − e_{c_i}‖² without an (N, D) temporary
+        err[sl] = ((r[sl] - centres[codes[sl]]) ** 2).sum(axis=1)
     worst = np.lexsort((np.arange(len(r)), -err))[: dead.size]
     out = centres.copy()
     out[dead[: worst.size]] = r[worst]
@@ -231,16 +233,20 @@ def train_residual_codebooks(
     seed: int,
     progress: bool = False,
     reseed: bool = False,
+    base_codes: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], dict[str, list[float]]]:
     """Adam on Eq. 16 for the learnable codebooks; ``base`` (μ⁽¹⁾ of each row) is never updated.
 
     Args:
-        x: (N, D) embeddings. base: (N, D) frozen level-1 centres of the rows.
+        x: (N, D) embeddings. base: (N, D) frozen level-1 centres of the rows, or with
+            ``base_codes`` the (K_1, D) table of them, row i's being ``base[base_codes[i]]`` (the
+            same training, without an (N, D) copy).
         init: L-1 initial codebooks (K_l, D). tau, lambda_reg, epochs, lr, batch_size, seed:
             from ``tokenizer.*``.
         progress: show a tqdm bar over epochs.
         reseed: after each epoch, :func:`reseed_dead` every level (its Adam moments are reset);
             the history then also has ``reseeded`` (codes moved per epoch).
+        base_codes: (N,) level-1 code of each row, when ``base`` is the (K_1, D) table.
 
     Returns:
         (trained codebooks, history with per-epoch ``loss``, ``rec``, ``kl``).
@@ -252,6 +258,7 @@ def train_residual_codebooks(
     g = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     bt = torch.as_tensor(base, dtype=torch.float32)
+    ct = None if base_codes is None else torch.as_tensor(np.asarray(base_codes, dtype=np.int64))
     cbs = [torch.nn.Parameter(torch.as_tensor(c, dtype=torch.float32).clone()) for c in init]
     hist: dict[str, list[float]] = {"loss": [], "rec": [], "kl": []}
     if not cbs or epochs <= 0:
@@ -263,7 +270,7 @@ def train_residual_codebooks(
         tot = [0.0, 0.0, 0.0]
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]
-            _, kls, x_hat = forward_levels(xt[idx], bt[idx], cbs, tau)
+            _, kls, x_hat = forward_levels(xt[idx], bt[idx] if ct is None else bt[ct[idx]], cbs, tau)
             rec = reconstruction_loss(xt[idx], x_hat)
             loss = hgit_loss(rec, kls, lambda_reg)
             opt.zero_grad()
@@ -277,17 +284,19 @@ def train_residual_codebooks(
         hist["rec"].append(tot[1])
         hist["kl"].append(tot[2])
         if reseed:
-            hist.setdefault("reseeded", []).append(float(_reseed_epoch(xt, bt, cbs, opt)))
+            hist.setdefault("reseeded", []).append(float(_reseed_epoch(xt, bt, cbs, opt, ct)))
     return [c.detach().numpy().astype(np.float32) for c in cbs], hist
 
 
-def _reseed_epoch(xt: "torch.Tensor", bt: "torch.Tensor", cbs: list, opt) -> int:
-    """:func:`reseed_dead` on every level over all rows (in place); returns the number of codes moved."""
+def _reseed_epoch(xt: "torch.Tensor", bt: "torch.Tensor", cbs: list, opt, ct: "torch.Tensor | None" = None) -> int:
+    """:func:`reseed_dead` on every level over all rows (in place); returns the number of codes moved.
+
+    ``bt``: (N, D) bases of the rows, or with ``ct`` ((N,) codes) the (K, D) table of them."""
     import torch
 
     moved = 0
     with torch.no_grad():
-        r = (xt - bt).numpy()
+        r = (xt - bt).numpy() if ct is None else residual_of(xt.numpy(), bt.numpy(), ct.numpy())
         for cb in cbs:
             c_np = cb.detach().numpy()
             codes = nearest_centre(r, c_np)
@@ -300,7 +309,7 @@ def _reseed_epoch(xt: "torch.Tensor", bt: "torch.Tensor", cbs: list, opt) -> int
                         st[key][torch.as_tensor(dead)] = 0.0
                 moved += int(dead.size)
                 codes = nearest_centre(r, new)
-            r = r - new[codes]
+            subtract_rows(r, new, codes)
     return moved
 
 
@@ -316,6 +325,40 @@ def local_slots(sizes: list[int], k: int) -> list[np.ndarray]:
         out.append((o + np.arange(n)) % k)
         o = (o + n) % k
     return out
+
+
+class LevelResiduals:
+    """The residuals entering the local deepest level, ``r_i = x_i − μ⁽¹⁾_{c1_i} − Σ_l e⁽ˡ⁾_{codes_il}``
+    (Eq. 12), built only for the rows indexed (``r[idx]``): no (N, D) residual is held.
+
+    Args:
+        x: (N, D) embeddings. mu1: (K_1, D). c1: (N,) level-1 codes. codebooks: the shared
+            (K_l, D) codebooks. codes: (N, >= len(codebooks)) their codes (:func:`shared_codes`).
+    """
+
+    def __init__(self, x: np.ndarray, mu1: np.ndarray, c1: np.ndarray, codebooks: list[np.ndarray], codes: np.ndarray):
+        self.x, self.mu1, self.c1, self.codebooks, self.codes = x, mu1, c1, codebooks, codes
+        self.shape = x.shape
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        r = residual_of(self.x[idx], self.mu1, self.c1[idx])
+        for l, cb in enumerate(self.codebooks):
+            subtract_rows(r, cb, self.codes[idx, l])
+        return r
+
+
+def shared_codes(x: np.ndarray, mu1: np.ndarray, c1: np.ndarray, codebooks: list[np.ndarray]) -> np.ndarray:
+    """Residual quantisation of ``x − μ⁽¹⁾_{c1}`` by the shared codebooks (Eq. 10–12), in row chunks. -> (N, L_shared) int64."""
+    codes = np.empty((len(x), len(codebooks)), dtype=np.int64)
+    for sl in row_chunks(len(x), x.shape[1] * x.itemsize):
+        r = residual_of(x[sl], mu1, c1[sl])
+        for l, cb in enumerate(codebooks):
+            codes[sl, l] = nearest_centre(r, cb)
+            subtract_rows(r, cb, codes[sl, l])
+    return codes
 
 
 _UNUSED = 1e3
@@ -340,24 +383,34 @@ def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int) -
     from sklearn.cluster import KMeans
 
     out = np.full((k, k1, r.shape[1]), _UNUSED, dtype=np.float32)
-    cents = []
+    order, bounds = _members(c1, k1)
+    o = 0  # first slot of cluster c: Σ_{c' < c} k_c' mod k (local_slots, one cluster at a time)
     for c in range(k1):
-        rows = np.unique(r[c1 == c], axis=0)
+        rows = np.unique(r[order[bounds[c]:bounds[c + 1]]], axis=0)  # sorted distinct rows: member order is irrelevant
         kc = min(k, len(rows))
         if kc == len(rows):  # every distinct row is its own centre (also an empty cluster)
-            cents.append(rows)
+            cen = rows
         else:
-            cents.append(KMeans(n_clusters=kc, n_init=1, max_iter=100, random_state=seed + c).fit(rows).cluster_centers_)
-    for c, (cen, slots) in enumerate(zip(cents, local_slots([len(x) for x in cents], k))):
-        out[slots, c] = cen
+            cen = KMeans(n_clusters=kc, n_init=1, max_iter=100, random_state=seed + c).fit(rows).cluster_centers_
+        out[(o + np.arange(len(cen))) % k, c] = cen
+        o = (o + len(cen)) % k
     return out
+
+
+def _members(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by code: ``order[bounds[c]:bounds[c + 1]]`` are the rows with code c, in row order. (N,) -> ((N,), (k + 1,))."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(k + 1), side="left")
+    return order, bounds
 
 
 def local_encode(r: np.ndarray, c1: np.ndarray, local: np.ndarray) -> np.ndarray:
     """Nearest centre of each row among its level-1 code's local codebook. (N, D), (N,), (K, K1, D) -> (N,)."""
     out = np.zeros(len(r), dtype=np.int64)
-    for c in np.unique(c1):
-        m = c1 == c
+    order = np.argsort(c1, kind="stable")
+    codes, starts = np.unique(c1[order], return_index=True)
+    for c, a, b in zip(codes, starts, [*starts[1:], len(c1)]):
+        m = order[a:b]  # the rows with code c, in row order
         out[m] = nearest_centre(r[m], local[:, int(c)])
     return out
 
@@ -452,32 +505,33 @@ class HGITTokenizer(SIDTokenizer):
         else:
             km = MiniBatchKMeans(n_clusters=k1, random_state=self.cfg.seed, batch_size=min(4096, len(F)), n_init=3).fit(F)
             self.feature_centres = km.cluster_centers_.astype(np.float64)
+            del km
         c1 = nearest_centre(F, self.feature_centres)
+        del F
         self.mu1 = level1_centres(x, c1, k1)
         self.l1_paths = level1_paths(features, c1, k1)
         self.l1_sizes = np.bincount(c1, minlength=k1).tolist()
-        base = self.mu1[c1]
-        r = x - base
         local = self.local_last_level
         shared = self.codebook_sizes[1:-1] if local else self.codebook_sizes[1:]
         init = []
         warm = getattr(self, "warm_codebooks", None) or []  # champion's codebooks: tokenizer.warm_start_from_champion
+        r = residual_of(x, self.mu1, c1)  # x − μ⁽¹⁾: residual entering level 2, updated in place level by level
         for l, k in enumerate(shared):
             cb = warm_codebook(warm, l, k, r.shape[1])
             cb = kmeans_init(r, k, self.cfg.seed + l + 1) if cb is None else cb
             init.append(cb)
-            r = r - cb[nearest_centre(r, cb)]
+            if l + 1 < len(shared):  # the residual after the last shared level is not used
+                subtract_rows(r, cb, nearest_centre(r, cb))
+        del r  # training recomputes its residuals per batch
         self._tables = None
         self.codebooks, self.history = train_residual_codebooks(
-            x, base, init, tau=self.cfg.tau, lambda_reg=self.cfg.lambda_reg, epochs=self.cfg.epochs,
+            x, self.mu1, init, tau=self.cfg.tau, lambda_reg=self.cfg.lambda_reg, epochs=self.cfg.epochs,
             lr=self.cfg.lr, batch_size=self.cfg.batch_size, seed=self.cfg.seed, progress=progress,
-            reseed=self.cfg.reseed_dead_codes,
+            reseed=self.cfg.reseed_dead_codes, base_codes=c1,  # μ⁽¹⁾ rows gathered per batch: no (N, D) base
         )
         self.local = None
         if local:
-            r = x - base
-            for cb in self.codebooks:
-                r = r - cb[nearest_centre(r, cb)]
+            r = LevelResiduals(x, self.mu1, c1, self.codebooks, shared_codes(x, self.mu1, c1, self.codebooks))
             self.local = fit_local_level(r, c1, k1, self.codebook_sizes[-1], self.cfg.seed + len(shared) + 1)
         self.fitted = True
         return self
@@ -491,9 +545,7 @@ class HGITTokenizer(SIDTokenizer):
         c1 = self.level1_codes(features)
         rest = self.tables.encode(x, c1)  # == residual_encode(x - mu1[c1], codebooks), one matmul
         if getattr(self, "local", None) is not None:
-            r = x - self.mu1[c1]
-            for l, cb in enumerate(self.codebooks):
-                r = r - cb[rest[:, l]]
+            r = LevelResiduals(x, self.mu1, c1, self.codebooks, rest)
             rest = np.concatenate([rest, local_encode(r, c1, self.local)[:, None]], axis=1)
         return np.concatenate([c1[:, None], rest], axis=1)
 
