@@ -321,16 +321,27 @@ def read_sample(spark, sample: "DataFrame", n: int, dim: int) -> tuple[pd.DataFr
 
     parts = max(1, math.ceil(n / chunk_rows(spark, dim)))
     stream = sample.repartitionByRange(parts, "item_id").sortWithinPartitions("item_id").mapInArrow(_arrow_ipc, "arrow_ipc BINARY")
-    frames, mats = [], []
+    frames = []
+    emb, pos = np.empty((n, dim), dtype=np.float32), 0  # filled chunk by chunk: the matrix exists once
     for row in stream.toLocalIterator():
         t = pa.ipc.open_stream(row[0]).read_all()
         ids = t.column("item_id").to_pylist()
-        mats.append(np.array(decode_f32(t.column(COLUMN).to_numpy(zero_copy_only=False), dim, ids)))  # (n_chunk, D)
+        m = decode_f32(t.column(COLUMN).to_numpy(zero_copy_only=False), dim, ids)  # (n_chunk, D), a view of the chunk
+        if pos + len(m) > len(emb):  # more rows than counted: grow
+            grown = np.empty((pos + len(m), dim), dtype=np.float32)
+            grown[:pos] = emb[:pos]
+            emb = grown
+        emb[pos:pos + len(m)] = m
+        pos += len(m)
         frames.append(t.drop([COLUMN]).to_pandas())
+        del t, m
+    emb = emb[:pos]
     pdf = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", *FEATURE_COLUMNS])
-    emb = np.concatenate(mats) if mats else np.zeros((0, dim), dtype=np.float32)
+    del frames
     order = np.argsort(pdf["item_id"].to_numpy(dtype=object), kind="stable")  # already sorted; guards the invariant
-    return pdf.iloc[order].reset_index(drop=True), emb[order]
+    if (order != np.arange(len(order))).any():
+        return pdf.iloc[order].reset_index(drop=True), emb[order]
+    return pdf.reset_index(drop=True), emb
 
 
 def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress: bool = True, reference=None):
