@@ -29,8 +29,9 @@ gather): item-scale arrays are processed in equal row chunks of at most this siz
 large sample holds no (N, K_1) distance matrix or extra (N, D) copy."""
 
 
-def row_chunks(n: int, row_bytes: int, budget: int = CHUNK_BYTES) -> list[slice]:
-    """``n`` rows as equal consecutive slices of at most ``budget`` bytes each (``row_bytes`` per row); one slice when they fit."""
+def row_chunks(n: int, row_bytes: int, budget: int | None = None) -> list[slice]:
+    """``n`` rows as equal consecutive slices of about ``budget`` (default :data:`CHUNK_BYTES`) bytes or less each (``row_bytes`` per row); one slice when they fit."""
+    budget = CHUNK_BYTES if budget is None else budget
     parts = max(1, math.ceil(n * max(row_bytes, 1) / budget))
     step = max(1, math.ceil(n / parts))
     return [slice(s, min(s + step, n)) for s in range(0, n, step)] or [slice(0, 0)]

@@ -170,9 +170,16 @@ def model_tags(tok, embedding_model_version: str, fp: str | None = None) -> dict
 # Driver-free tokenize: fit on a bounded sample, assign every item on the executors.
 
 FIT_COPIES = 6
-"""Copies of the sample's (n, D) float32 matrix the driver holds at the peak of a fit (Arrow
-buffer, decoded matrix, residuals, the level-1 base, torch's working copies): the memory check's
-factor, ``4 · D · FIT_COPIES`` bytes per sample row."""
+"""Copies of the sample's (n, D) float32 matrix the driver holds at the peak of a fit: the memory
+check's factor, ``4 · D · FIT_COPIES`` bytes per sample row. They are the decoded matrix itself
+(read into one array, :func:`read_sample`), one (n, D) residual (HGIT's dead-code reseeding), HGIT's
+local deepest level, ``(K_L, K_1, D)`` float32 = 1 to 2 copies (K_1 ~ n / K_L), and about 130 MB
+fixed (torch, scikit-learn and OpenMP on first use); everything else item-scale is processed in
+row chunks (:data:`lgsid.tokenizer.base.CHUNK_BYTES`). Measured with ``fit_on_sample``
+(conf/model.yaml, D = 384, synthetic catalogue, 2 threads), peak RSS over the process holding the
+sample, plus the matrix: 3.5 copies at 200k items (1,013 MB), 4.1 at 100k, 5.7 at 66k (the
+largest local level per row: 2,048 x 64 codes); 6 is the largest rounded up. Before the row
+chunking it was 15.9 copies at 100k (a (n, K_1) float64 distance matrix and residual copies)."""
 ROW_OVERHEAD_BYTES = 1024
 """Driver bytes per sample row besides the embedding: the item's attributes as pandas objects."""
 MAX_CHUNK_BYTES = 64 << 20
