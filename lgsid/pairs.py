@@ -22,6 +22,7 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from lgsid.geo import haversine_km_col
+from lgsid.spark.joins import item_side
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -142,6 +143,10 @@ def coclick_pairs(interactions_df: "DataFrame", cfg: "PairsConfig") -> "DataFram
     return both.withColumn("_r", F.row_number().over(wa)).filter(F.col("_r") <= cfg.max_pairs_per_anchor).drop("_r")
 
 
+#: Bytes of one row of an item-side join here (an item id, two numbers or a region key) on the driver, for :func:`lgsid.spark.joins.item_side`.
+ITEM_ROW_BYTES = 120
+
+
 def geo_constrained_pairs(items_df: "DataFrame", cfg: "PairsConfig", level: str = "town") -> "DataFrame":
     """Items -> ``anchor_item_id, other_item_id`` with the other item outside the anchor's region.
 
@@ -162,7 +167,8 @@ def geo_constrained_pairs(items_df: "DataFrame", cfg: "PairsConfig", level: str 
     n = cfg.geo_pairs_per_anchor
     keyed = location_keys(items_df.withColumn("location_text", F.lit("")), level)
     it = keyed.select("item_id", F.col("region_key").alias("county_key"))
-    n_buckets = max(1, it.count() // 2)
+    n_items = it.count()
+    n_buckets = max(1, n_items // 2)
     seed = F.lit(cfg.seed)
     pool = it.select(
         F.col("item_id").alias("other_item_id"), F.col("county_key").alias("o_county"),
@@ -172,7 +178,7 @@ def geo_constrained_pairs(items_df: "DataFrame", cfg: "PairsConfig", level: str 
         F.col("item_id").alias("anchor_item_id"), "county_key", F.explode(F.sequence(F.lit(1), F.lit(4 * n))).alias("draw")
     ).withColumn("bucket", F.pmod(F.xxhash64(seed, F.col("anchor_item_id"), F.col("draw")), F.lit(n_buckets)))
     cand = (
-        draws.join(pool, "bucket")
+        draws.join(item_side(items_df.sparkSession, pool, n_items, ITEM_ROW_BYTES), "bucket")
         .filter(F.col("o_county") != F.col("county_key"))
         .select("anchor_item_id", "other_item_id")
         .distinct()
@@ -193,7 +199,7 @@ def build_pairs(items_df: "DataFrame", interactions_df: "DataFrame", cfg: "Pairs
             "cooccur_users", F.lit(None).cast("int")
         )
         parts = cc.unionByName(geo)
-    loc = items_df.select("item_id", "lat", "lon")
+    loc = item_side(items_df.sparkSession, items_df.select("item_id", "lat", "lon"), items_df.count(), ITEM_ROW_BYTES)
     la = loc.select(F.col("item_id").alias("anchor_item_id"), F.col("lat").alias("a_lat"), F.col("lon").alias("a_lon"))
     lb = loc.select(F.col("item_id").alias("other_item_id"), F.col("lat").alias("b_lat"), F.col("lon").alias("b_lon"))
     return (

@@ -128,6 +128,19 @@ def check_udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: 
         raise ValidationError(f"write-sids: item(s) {ids} {first}; nothing was written")
 
 
+#: Driver bytes of one item's attributes in the UDF input's broadcast (item id, lat/lon, geography, categories, brand).
+ATTR_ROW_BYTES = 200
+
+
+def broadcast_items(spark, cfg, n_items: int) -> bool:
+    """Whether :func:`udf_input` broadcasts the items' attributes: at most ``sid_store.broadcast_items_rows`` items
+    and what the driver holds (:func:`lgsid.spark.joins.can_broadcast`, ``ATTR_ROW_BYTES`` per item)."""
+    from lgsid.spark.joins import can_broadcast, driver_memory_bytes
+
+    limit = cfg.sid_store.broadcast_items_rows
+    return 0 < n_items <= limit and can_broadcast(n_items, ATTR_ROW_BYTES, driver_memory_bytes(spark))
+
+
 def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, broadcast_items: bool = False) -> "DataFrame":
     """The UDF's input rows: item_id, FEATURE_COLUMNS and ``embedding_f32`` of ``model_version`` (pure, lazy).
 

@@ -85,7 +85,8 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
     from pyspark.sql import functions as F
 
     from lgsid.errors import TableNotFoundError
-    from lgsid.tokenizer.job import driver_memory_bytes, embedding_dim, fit_sample_frame, read_sample
+    from lgsid.spark.joins import can_broadcast, driver_memory_bytes
+    from lgsid.tokenizer.job import embedding_dim, fit_sample_frame, read_sample
 
     ec = cfg.evaluate
     if not store.exists("items"):
@@ -134,9 +135,11 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
 
     embs: dict[str, np.ndarray] = {}
     ids = items["item_id"]
+    keep = items_df.select("item_id")
+    keep = F.broadcast(keep) if can_broadcast(len(items), 64, driver_memory_bytes(spark)) else keep.hint("merge")
     for v in versions:
         rows = e.where(F.col("model_version") == v).select("item_id", "embedding_f32")
-        rows = rows.join(F.broadcast(items_df.select("item_id")), "item_id", "left_semi")
+        rows = rows.join(keep, "item_id", "left_semi")  # the vectors are not shuffled while the ids can be broadcast
         n_v = rows.count()
         if n_v != len(items):
             notes.append(f"embedding version {v!r} does not cover every evaluated item: left out of the geo table")

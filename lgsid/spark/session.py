@@ -103,4 +103,9 @@ def get_spark(cfg: LGSIDConfig):
         builder = builder.config(k, str(v))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    key = "spark.sql.autoBroadcastJoinThreshold"
+    if key not in (cfg.spark.conf or {}) and not spark.sparkContext.getConf().contains(key):  # an explicit setting wins
+        from lgsid.spark.joins import auto_broadcast_threshold, driver_memory_bytes
+
+        spark.conf.set(key, str(auto_broadcast_threshold(driver_memory_bytes(spark))))
     return spark

@@ -55,7 +55,7 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
 
     from lgsid.fingerprint import TAG
     from lgsid.serving.sid_model import save_artifacts, save_pyfunc, signature
-    from lgsid.sid_store import udf_input
+    from lgsid.sid_store import broadcast_items, udf_input
     from lgsid.storage import DeltaStore
     from lgsid.tokenizer import health_plots
     from lgsid.tokenizer.health import codebook_health_df
@@ -95,8 +95,7 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
         level, origins = serving_location(store, cfg)
         art = save_artifacts(os.path.join(tmp, "sid_model"), tok, list(l1_paths), version_in, sections["encoder"], sections["prompts"], adapter,
                              location_level=level, town_origins=origins)
-        limit = cfg.sid_store.broadcast_items_rows
-        udf_rows = udf_input(items, embeddings, version_in, broadcast_items=limit > 0 and n_items <= limit)
+        udf_rows = udf_input(items, embeddings, version_in, broadcast_items=broadcast_items(spark, cfg, n_items))
         assigned = assign_on_executors(spark, udf_rows, save_pyfunc(os.path.join(tmp, "pyfunc"), art, int(tok.dim)),
                                        cfg.sid_store.batch_size, cfg.sid_store.udf_partitions)
         metrics = tokenizer_metrics(cfg, tok, emb, pdf, sample_codes)  # geo coverage: on the sample

@@ -8,6 +8,7 @@ from lgsid.errors import ModelError
 from lgsid.sid_store import (
     apply_sid_udf,
     assign_suffixes,
+    broadcast_items,
     changed_rows,
     check_udf_input,
     level1_paths,
@@ -44,9 +45,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     store = DeltaStore(spark, cfg.storage)
     items, embeddings = store.read("items"), store.read("item_embeddings")
     check_udf_input(items, embeddings, emb_version, int(dim))
-    limit = cfg.sid_store.broadcast_items_rows
-    broadcast = limit > 0 and items.count() <= limit
-    items = udf_input(items, embeddings, emb_version, broadcast_items=broadcast)
+    items = udf_input(items, embeddings, emb_version, broadcast_items=broadcast_items(spark, cfg, items.count()))
 
     prev = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", None)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.sid_store.batch_size))

@@ -33,6 +33,7 @@ import pandas as pd
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import ValidationError
+from lgsid.spark.joins import driver_memory_bytes  # noqa: F401  (tokenize and evaluate import it from here)
 from lgsid.tokenizer.base import stack_embeddings
 from lgsid.tokenizer.features import FEATURE_COLUMNS
 
@@ -229,12 +230,6 @@ def embedding_dim(embeddings: "DataFrame", model_version: str) -> int:
 
     rows = embeddings.where((F.col("model_version") == model_version) & F.col(COLUMN).isNotNull()).select(F.octet_length(COLUMN)).limit(1).collect()
     return int(rows[0][0]) // 4
-
-
-def driver_memory_bytes(spark, default: str = "1g") -> int:
-    """``spark.driver.memory`` of the running application in bytes, parsed by Spark's own JavaUtils (unset: Spark's default, 1g)."""
-    value = spark.sparkContext.getConf().get("spark.driver.memory", default)
-    return int(spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(value))
 
 
 def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int) -> int:
