@@ -20,11 +20,13 @@ ITEM_ROW_BYTES = 2048
 INTERACTION_ROW_BYTES = 400
 
 
-def check_caps(cfg: "LGSIDConfig", dim: int, n_versions: int, driver_bytes: int) -> None:
-    """Fail before anything is read when ``evaluate.max_items`` / ``evaluate.max_interactions`` cannot fit the driver.
+def check_caps(cfg: "LGSIDConfig", dim: int, n_versions: int, driver_bytes: int, n_items: int, n_interactions: int) -> None:
+    """Fail before anything is read to the driver when the evaluated rows cannot fit it.
 
-    The estimate is ``max_items · (4 · D · n_versions + ITEM_ROW_BYTES) + max_interactions · INTERACTION_ROW_BYTES``
-    against ``spark.driver.memory``. A cap of 0 (no cap) is not checked: the data decide.
+    The rows are ``min(cap, rows in the table)`` (all of them where the cap is 0) for
+    ``evaluate.max_items`` and ``evaluate.max_interactions``, as ``tokenizer.fit_sample`` is checked;
+    the estimate is ``items · (4 · D · n_versions + ITEM_ROW_BYTES) + interactions · INTERACTION_ROW_BYTES``
+    against ``spark.driver.memory``.
 
     Raises:
         ValidationError: one line naming the cap that takes the larger share.
@@ -32,15 +34,16 @@ def check_caps(cfg: "LGSIDConfig", dim: int, n_versions: int, driver_bytes: int)
     from lgsid.errors import ValidationError
 
     ec = cfg.evaluate
-    items = ec.max_items * (4 * dim * max(n_versions, 1) + ITEM_ROW_BYTES)
-    inter = ec.max_interactions * INTERACTION_ROW_BYTES
+    n_i = min(ec.max_items, n_items) if ec.max_items else n_items
+    n_x = min(ec.max_interactions, n_interactions) if ec.max_interactions else n_interactions
+    items = n_i * (4 * dim * max(n_versions, 1) + ITEM_ROW_BYTES)
+    inter = n_x * INTERACTION_ROW_BYTES
     if items + inter > driver_bytes:
         key = "evaluate.max_items" if items >= inter else "evaluate.max_interactions"
         raise ValidationError(
             f"{key}={getattr(ec, key.split('.')[1])}: evaluate would hold about {(items + inter) / 2**30:.2f} GiB on the driver "
-            f"(evaluate.max_items={ec.max_items:,} items x {n_versions} embedding versions of dimension {dim}, "
-            f"evaluate.max_interactions={ec.max_interactions:,}), more than spark.driver.memory ({driver_bytes / 2**30:.2f} GiB); "
-            f"lower {key} or raise spark.driver.memory"
+            f"({n_i:,} items x {n_versions} embedding versions of dimension {dim}, {n_x:,} interactions), "
+            f"more than spark.driver.memory ({driver_bytes / 2**30:.2f} GiB); lower {key} or raise spark.driver.memory"
         )
 
 
@@ -99,7 +102,6 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
         versions = sorted(r[0] for r in e.select("model_version").distinct().collect())
     if versions:
         dim = embedding_dim(e, versions[0])
-    check_caps(cfg, dim, len(versions), driver_memory_bytes(spark))
     if versions:
         n_all = items_df.count()
         for v in (REFERENCE, newest_aligned(versions)):
@@ -111,6 +113,8 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
     else:
         n_items = items_df.count()
         notes.append("item_embeddings table missing: geo and SID sections skipped")
+    n_total = store.read("interactions").count() if store.exists("interactions") else 0
+    check_caps(cfg, dim, len(versions), driver_memory_bytes(spark), n_items, n_total)
     sampled = bool(ec.max_items) and n_items > ec.max_items
     if sampled:
         items_df = fit_sample_frame(items_df, n_items, ec.max_items, ec.data_seed).localCheckpoint()
@@ -124,7 +128,7 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
         if sampled:
             idf = idf.join(items_df.select("item_id"), "item_id", "left_semi").select("user_id", "item_id", "ts")
         if ec.max_interactions:
-            n_inter = idf.count()
+            n_inter = idf.count() if sampled else n_total
             if n_inter > ec.max_interactions:
                 idf, kept = sample_users(idf, n_inter, ec.max_interactions, ec.data_seed)
                 notes.append(f"{n_inter:,} interactions > evaluate.max_interactions={ec.max_interactions:,}: evaluated on the {kept:,} "
