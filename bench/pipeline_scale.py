@@ -131,13 +131,20 @@ def build_random_encoder(out_dir: str, seed: int = 0) -> str:
     return out_dir
 
 
+# --data-plane: the random encoder's SIDs mean nothing, so promote's quality gates are opened (promote still runs its
+# reads and registry writes). At 1M items the gate had refused a collision rate of 0.54 and stopped the run before write-sids.
+DATA_PLANE_GATES = ["promote.min_usage_l1=0", "promote.max_collision_rate=1", "promote.min_county_coverage_at_10=0",
+                    "promote.min_downstream_hit_at_10=0", "promote.min_usage_deeper=0", "promote.min_downstream_auc=0",
+                    "promote.max_sid_churn=1"]
+
+
 def data_plane_sets(work: str, master: str, items_path: str, interactions_path: str, encoder_dir: str) -> list[str]:
     """``--set`` overrides of a ``--data-plane`` size: the cluster, 2 GB of driver memory, input files, the bench-only encoder."""
     conf = {"spark.executor.memory": DATA_PLANE_EXECUTOR_MEMORY, "spark.executorEnv.PYTHONPATH": REPO,
             "spark.ui.showConsoleProgress": "false"}
     return [f"spark.master={master}", f"spark.driver_memory={DATA_PLANE_DRIVER_MEMORY}", f"spark.conf={json.dumps(conf)}",
             "ingest.source=files", f"ingest.items_path={items_path}", f"ingest.interactions_path={interactions_path}",
-            f"encoder.checkpoint={encoder_dir}"]
+            f"encoder.checkpoint={encoder_dir}", *DATA_PLANE_GATES]
 
 
 def work_sets(work: str) -> list[str]:
