@@ -138,7 +138,7 @@ def broadcast_items(spark, cfg, n_items: int) -> bool:
     from lgsid.spark.joins import can_broadcast, driver_memory_bytes
 
     limit = cfg.sid_store.broadcast_items_rows
-    return 0 < n_items <= limit and can_broadcast(n_items, ATTR_ROW_BYTES, driver_memory_bytes(spark))
+    return limit > 0 and n_items <= limit and can_broadcast(n_items, ATTR_ROW_BYTES, driver_memory_bytes(spark))
 
 
 def udf_input(items: "DataFrame", embeddings: "DataFrame", model_version: str, broadcast_items: bool = False) -> "DataFrame":

@@ -102,7 +102,6 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
         versions = sorted(r[0] for r in e.select("model_version").distinct().collect())
     if versions:
         dim = embedding_dim(e, versions[0])
-    if versions:
         n_all = items_df.count()
         for v in (REFERENCE, newest_aligned(versions)):
             if v is not None and v in versions:

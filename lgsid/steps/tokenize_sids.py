@@ -14,6 +14,7 @@ import tempfile
 
 from lgsid.config import LGSIDConfig
 from lgsid.registry import CANDIDATE, CHAMPION, bootstrap_champion, log_sid_model, tokenizer_of, version_by_alias
+from lgsid.spark.joins import driver_memory_bytes
 from lgsid.steps.summary import StepSummary
 from lgsid.tokenizer.align import alignment_note
 from lgsid.tokenizer.job import (
@@ -22,7 +23,6 @@ from lgsid.tokenizer.job import (
     check_fit_sample,
     check_training_input,
     choose_embedding_version,
-    driver_memory_bytes,
     embedding_dim,
     fit_on_sample,
     fit_sample_frame,

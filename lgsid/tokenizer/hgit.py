@@ -322,9 +322,14 @@ def local_slots(sizes: list[int], k: int) -> list[np.ndarray]:
     """
     out, o = [], 0
     for n in sizes:
-        out.append((o + np.arange(n)) % k)
-        o = (o + n) % k
+        slots, o = next_slots(o, n, k)
+        out.append(slots)
     return out
+
+
+def next_slots(o: int, n: int, k: int) -> tuple[np.ndarray, int]:
+    """One step of :func:`local_slots`: the ``n`` slots from offset ``o`` (mod ``k``) and the next cluster's offset."""
+    return (o + np.arange(n)) % k, (o + n) % k
 
 
 class LevelResiduals:
@@ -384,7 +389,7 @@ def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int) -
 
     out = np.full((k, k1, r.shape[1]), _UNUSED, dtype=np.float32)
     order, bounds = _members(c1, k1)
-    o = 0  # first slot of cluster c: Σ_{c' < c} k_c' mod k (local_slots, one cluster at a time)
+    o = 0  # first slot of cluster c (local_slots, one cluster at a time)
     for c in range(k1):
         rows = np.unique(r[order[bounds[c]:bounds[c + 1]]], axis=0)  # sorted distinct rows: member order is irrelevant
         kc = min(k, len(rows))
@@ -392,8 +397,8 @@ def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int) -
             cen = rows
         else:
             cen = KMeans(n_clusters=kc, n_init=1, max_iter=100, random_state=seed + c).fit(rows).cluster_centers_
-        out[(o + np.arange(len(cen))) % k, c] = cen
-        o = (o + len(cen)) % k
+        slots, o = next_slots(o, len(cen), k)
+        out[slots, c] = cen
     return out
 
 
@@ -407,11 +412,11 @@ def _members(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def local_encode(r: np.ndarray, c1: np.ndarray, local: np.ndarray) -> np.ndarray:
     """Nearest centre of each row among its level-1 code's local codebook. (N, D), (N,), (K, K1, D) -> (N,)."""
     out = np.zeros(len(r), dtype=np.int64)
-    order = np.argsort(c1, kind="stable")
-    codes, starts = np.unique(c1[order], return_index=True)
-    for c, a, b in zip(codes, starts, [*starts[1:], len(c1)]):
-        m = order[a:b]  # the rows with code c, in row order
-        out[m] = nearest_centre(r[m], local[:, int(c)])
+    order, bounds = _members(c1, local.shape[1])
+    for c in range(local.shape[1]):
+        m = order[bounds[c]:bounds[c + 1]]  # the rows with code c, in row order
+        if len(m):
+            out[m] = nearest_centre(r[m], local[:, c])
     return out
 
 

@@ -33,7 +33,6 @@ import pandas as pd
 
 from lgsid.config import LGSIDConfig
 from lgsid.errors import ValidationError
-from lgsid.spark.joins import driver_memory_bytes  # noqa: F401  (tokenize and evaluate import it from here)
 from lgsid.tokenizer.base import stack_embeddings
 from lgsid.tokenizer.features import FEATURE_COLUMNS
 
@@ -238,7 +237,7 @@ def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int
     Args:
         cfg: Resolved config (``tokenizer.fit_sample``, ``codebook_sizes``, ``items_per_prefix``).
         n_items: N, items in the catalogue. dim: D, the embedding dimension.
-        driver_bytes: ``spark.driver.memory`` in bytes (:func:`driver_memory_bytes`).
+        driver_bytes: ``spark.driver.memory`` in bytes (:func:`lgsid.spark.joins.driver_memory_bytes`).
 
     Returns:
         ``min(fit_sample, N)``.
