@@ -78,7 +78,7 @@ CAPS = {
     "gdpo": ["gdpo.max_steps", "gdpo.batch_size"],
     "pairs": ["pairs.history_cap"],
     "tokenize": ["tokenizer.fit_sample", "tokenizer.geo_coverage_sample"],
-    "evaluate": ["evaluate.max_items", "evaluate.max_interactions", "evaluate.max_users", "evaluate.max_train_examples", "evaluate.max_geo_items", "evaluate.seeds", "evaluate.multi_seed_max_items"],
+    "evaluate": ["evaluate.max_items", "evaluate.max_interactions", "evaluate.max_read_users", "evaluate.max_users", "evaluate.max_train_examples", "evaluate.max_geo_items", "evaluate.seeds", "evaluate.multi_seed_max_items"],
 }
 # --quick: smaller training budgets (sizes of the data are unchanged).
 QUICK_SETS = ["gdpo.max_steps=20", "reward.epochs=5", "evaluate.seeds=[0]", "evaluate.tiger_epochs=1", "evaluate.din_epochs=1"]

@@ -545,6 +545,13 @@ class EvaluateConfig:
         "Cap on the interactions evaluate reads to the driver (0 = all): above it, whole users by xxhash64(data_seed, user_id), "
         "chosen in Spark, until at most this many rows remain; popularity and history features then come from those users.",
     )
+    max_read_users: int = _f(
+        100000,
+        "Cap on the users whose interactions evaluate reads to the driver (0 = all): above it, whole users by "
+        "xxhash64(data_seed, user_id), chosen in Spark, as evaluate.max_interactions chooses them. max_interactions bounds "
+        "rows; this bounds the per-user structures (sequences, counts), which grow with users even at a fixed row count: a "
+        "100k-item sample of a 1M-item catalogue holds about 600k users with three rows each.",
+    )
     max_users: int = _f(2000, "Cap on evaluated (test) users, sampled with data_seed (0 = all).")
     max_train_examples: int = _f(100000, "Cap on next-item training examples of the downstream models, sampled with data_seed (0 = all).")
     torch_threads: int = _f(1, "torch.set_num_threads of each evaluation process (0 = leave the default); the small downstream models run fastest on 1 thread each, with evaluate.workers processes side by side.")
@@ -612,8 +619,8 @@ class EvaluateConfig:
         _check(self.repeat_prior_strength >= 0, "evaluate.repeat_prior_strength", "must be >= 0")
         _check(0.0 <= self.tiger_dropout < 1.0, "evaluate.tiger_dropout", "must be in [0, 1)")
         _check(self.near_candidates >= 1, "evaluate.near_candidates", "must be >= 1")
-        for k in ("multi_seed_max_items", "tiger_epochs", "din_epochs", "max_items", "max_interactions", "max_users", "max_train_examples", "max_geo_items",
-                  "torch_threads", "workers"):
+        for k in ("multi_seed_max_items", "tiger_epochs", "din_epochs", "max_items", "max_interactions", "max_read_users", "max_users", "max_train_examples",
+                  "max_geo_items", "torch_threads", "workers"):
             _check(getattr(self, k) >= 0, f"evaluate.{k}", "must be >= 0")
 
 

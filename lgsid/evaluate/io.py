@@ -18,14 +18,17 @@ ITEM_COLUMNS = ["item_id", "lat", "lon", "state", "county", "town", "category_l1
 ITEM_ROW_BYTES = 2048
 #: Driver bytes per interaction row read (two id strings and a timestamp in pandas, the split's copies).
 INTERACTION_ROW_BYTES = 400
+#: Driver bytes per user read (its train sequence array, the split's and the ranker's per-user entries).
+USER_BYTES = 1024
 
 
 def check_caps(cfg: "LGSIDConfig", dim: int, n_versions: int, driver_bytes: int, n_items: int, n_interactions: int) -> None:
     """Fail before anything is read to the driver when the evaluated rows cannot fit it.
 
     The rows are ``min(cap, rows in the table)`` (all of them where the cap is 0) for
-    ``evaluate.max_items`` and ``evaluate.max_interactions``, as ``tokenizer.fit_sample`` is checked;
-    the estimate is ``items · (4 · D · n_versions + ITEM_ROW_BYTES) + interactions · INTERACTION_ROW_BYTES``
+    ``evaluate.max_items``, ``evaluate.max_interactions`` and ``evaluate.max_read_users`` (users are at most
+    the rows), as ``tokenizer.fit_sample`` is checked; the estimate is
+    ``items · (4 · D · n_versions + ITEM_ROW_BYTES) + interactions · INTERACTION_ROW_BYTES + users · USER_BYTES``
     against ``spark.driver.memory``.
 
     Raises:
@@ -36,38 +39,43 @@ def check_caps(cfg: "LGSIDConfig", dim: int, n_versions: int, driver_bytes: int,
     ec = cfg.evaluate
     n_i = min(ec.max_items, n_items) if ec.max_items else n_items
     n_x = min(ec.max_interactions, n_interactions) if ec.max_interactions else n_interactions
-    items = n_i * (4 * dim * max(n_versions, 1) + ITEM_ROW_BYTES)
-    inter = n_x * INTERACTION_ROW_BYTES
-    if items + inter > driver_bytes:
-        key = "evaluate.max_items" if items >= inter else "evaluate.max_interactions"
+    n_u = min(ec.max_read_users, n_x) if ec.max_read_users else n_x  # a user has at least one row
+    parts = {"evaluate.max_items": n_i * (4 * dim * max(n_versions, 1) + ITEM_ROW_BYTES),
+             "evaluate.max_interactions": n_x * INTERACTION_ROW_BYTES, "evaluate.max_read_users": n_u * USER_BYTES}
+    total = sum(parts.values())
+    if total > driver_bytes:
+        key = max(parts, key=parts.get)
         raise ValidationError(
-            f"{key}={getattr(ec, key.split('.')[1])}: evaluate would hold about {(items + inter) / 2**30:.2f} GiB on the driver "
-            f"({n_i:,} items x {n_versions} embedding versions of dimension {dim}, {n_x:,} interactions), "
+            f"{key}={getattr(ec, key.split('.')[1])}: evaluate would hold about {total / 2**30:.2f} GiB on the driver "
+            f"({n_i:,} items x {n_versions} embedding versions of dimension {dim}, {n_x:,} interactions, up to {n_u:,} users), "
             f"more than spark.driver.memory ({driver_bytes / 2**30:.2f} GiB); lower {key} or raise spark.driver.memory"
         )
 
 
-def sample_users(df, n_rows: int, cap: int, seed: int):
+def sample_users(df, n_rows: int, cap: int, seed: int, n_users: int = 0, max_users: int = 0):
     """Whole users of interaction frame ``df`` (pure, lazy but counted): those whose ``pmod(xxhash64(seed, user_id), 2^20)``
-    falls in the lowest share of the hash range, the share shrunk until at most ``cap`` rows remain.
+    falls in the lowest share of the hash range, the share shrunk until at most ``cap`` rows and, when
+    ``max_users`` > 0, at most ``max_users`` users remain (``n_users``: the users of ``df``).
 
     Keeping whole users keeps every kept user's sequence intact (the split needs it); the hash makes
     the sample a function of the user ids and the seed alone, the same on rerun.
 
     Returns:
-        (the kept rows, their count).
+        (the kept rows, their count, their users).
     """
     from pyspark.sql import functions as F
 
     buckets = 1 << 20
     h = F.pmod(F.xxhash64(F.lit(seed), F.col("user_id")), F.lit(buckets))
-    share = cap / n_rows
+    share = min(cap / n_rows, max_users / n_users if max_users and n_users else 1.0)
     while True:
         kept = df.where(h < F.lit(int(share * buckets)))
-        m = kept.count()
-        if m <= cap:
-            return kept, m
-        share *= 0.98 * cap / m
+        r = kept.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("user_id").alias("users")).first()
+        m, u = int(r["rows"]), int(r["users"])
+        over = max(m / cap, u / max_users if max_users else 0.0)
+        if over <= 1.0:
+            return kept, m, u
+        share *= 0.98 / over
 
 
 def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
@@ -79,7 +87,7 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
 
     - ``evaluate.max_items``: above it, the items with the smallest ``xxhash64(data_seed, item_id)``
       (:func:`lgsid.tokenizer.job.fit_sample_frame`) and only their interactions;
-    - ``evaluate.max_interactions``: above it, whole users by hash (:func:`sample_users`);
+    - ``evaluate.max_interactions`` and ``evaluate.max_read_users``: above either, whole users by hash (:func:`sample_users`);
     - embeddings are streamed in Arrow chunks (:func:`lgsid.tokenizer.job.read_sample`), so no Spark job
       returns more than one chunk.
 
@@ -126,12 +134,15 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
         idf = store.read("interactions").select("user_id", "item_id", "ts")
         if sampled:
             idf = idf.join(items_df.select("item_id"), "item_id", "left_semi").select("user_id", "item_id", "ts")
-        if ec.max_interactions:
+        if ec.max_interactions or ec.max_read_users:
             n_inter = idf.count() if sampled else n_total
-            if n_inter > ec.max_interactions:
-                idf, kept = sample_users(idf, n_inter, ec.max_interactions, ec.data_seed)
-                notes.append(f"{n_inter:,} interactions > evaluate.max_interactions={ec.max_interactions:,}: evaluated on the {kept:,} "
-                             f"interactions of the users with the smallest xxhash64(evaluate.data_seed, user_id)")
+            n_users = idf.select("user_id").distinct().count() if ec.max_read_users else 0
+            over = [f"{n_inter:,} interactions > evaluate.max_interactions={ec.max_interactions:,}"] if 0 < ec.max_interactions < n_inter else []
+            over += [f"{n_users:,} users > evaluate.max_read_users={ec.max_read_users:,}"] if 0 < ec.max_read_users < n_users else []
+            if over:
+                idf, kept, kept_users = sample_users(idf, n_inter, ec.max_interactions or n_inter, ec.data_seed, n_users, ec.max_read_users)
+                notes.append(f"{' and '.join(over)}: evaluated on the {kept:,} interactions of the {kept_users:,} users with the smallest "
+                             f"xxhash64(evaluate.data_seed, user_id)")
         inter = idf.toPandas()
     else:
         notes.append("interactions table missing: downstream sections skipped")

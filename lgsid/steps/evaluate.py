@@ -18,7 +18,7 @@ from lgsid.registry import CANDIDATE, version_by_alias
 from lgsid.steps.summary import StepSummary
 
 #: The evaluate settings that bound what the driver holds (named in the step's summary).
-CAPS = ("max_items", "max_interactions", "max_users", "max_train_examples", "max_geo_items", "multi_seed_max_items")
+CAPS = ("max_items", "max_interactions", "max_read_users", "max_users", "max_train_examples", "max_geo_items", "multi_seed_max_items")
 
 
 def run(spark, cfg: LGSIDConfig) -> StepSummary:

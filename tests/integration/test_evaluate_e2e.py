@@ -217,3 +217,14 @@ def test_load_inputs_whole_tables_below_the_caps_and_a_hash_sample_above(spark, 
     for u, rows in few.interactions.groupby("user_id"):  # whole users: every interaction of a kept user
         assert len(rows) == int((inter["user_id"] == u).sum())
     assert any("evaluate.max_interactions=150" in n for n in notes)
+
+    n_users = inter["user_id"].nunique()
+    notes = []
+    some = load_inputs(store, replace(_tiny(cfg), evaluate={"max_read_users": n_users // 3}), notes)
+    kept = some.interactions["user_id"].unique()
+    assert 0 < len(kept) <= n_users // 3
+    uh = spark.createDataFrame(pd.DataFrame({"user_id": inter["user_id"].unique()})).select(
+        "user_id", F.pmod(F.xxhash64(F.lit(0), "user_id"), F.lit(1 << 20)).alias("h")).toPandas()
+    assert set(kept) == set(uh.sort_values("h")["user_id"].head(len(kept)))  # the users with the smallest hashes
+    assert len(some.interactions) == int(inter["user_id"].isin(kept).sum())  # whole users
+    assert any(f"{n_users:,} users > evaluate.max_read_users={n_users // 3:,}" in n for n in notes)

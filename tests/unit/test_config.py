@@ -165,13 +165,17 @@ def test_evaluate_caps_larger_than_the_driver_fail_naming_the_key():
 
     cfg = LGSIDConfig()
     big = dict(n_items=10**8, n_interactions=10**9)
-    check_caps(cfg, 384, 2, 2 << 30, **big)  # the default caps fit a 2 GiB driver: 100k x (384 x 4 x 2 + 2048) + 2M x 400 bytes = 1.31 GB
+    check_caps(cfg, 384, 2, 2 << 30, **big)  # the default caps fit a 2 GiB driver: 100k x (384 x 4 x 2 + 2048) + 2M x 400 + 100k x 1024 bytes = 1.41 GB
     check_caps(cfg, 384, 2, 1 << 30, n_items=3000, n_interactions=30000)  # a small catalogue fits Spark's 1g default whatever the caps
-    with pytest.raises(ValidationError, match=r"^evaluate.max_items=10000000: evaluate would hold about 48\.43 GiB"):
+    with pytest.raises(ValidationError, match=r"^evaluate.max_items=10000000: evaluate would hold about 48\.52 GiB"):
         check_caps(replace(cfg, evaluate={"max_items": 10_000_000}), 384, 2, 2 << 30, **big)
     with pytest.raises(ValidationError, match=r"^evaluate.max_interactions=50000000: .* lower evaluate.max_interactions"):
         check_caps(replace(cfg, evaluate={"max_interactions": 50_000_000}), 384, 2, 2 << 30, **big)
+    with pytest.raises(ValidationError, match=r"^evaluate.max_read_users=0: .*up to 2,000,000 users"):  # users: at most the rows read
+        check_caps(replace(cfg, evaluate={"max_read_users": 0}), 384, 2, 2 << 30, **big)
     with pytest.raises(ValidationError, match=r"^evaluate.max_items=0: .*10,000,000 items"):  # 0 = no cap: the table's rows count
         check_caps(replace(cfg, evaluate={"max_items": 0}), 384, 2, 2 << 30, n_items=10_000_000, n_interactions=0)
     with pytest.raises(ConfigError, match="'evaluate.max_items': must be >= 0"):
         replace(cfg, evaluate={"max_items": -1})
+    with pytest.raises(ConfigError, match="'evaluate.max_read_users': must be >= 0"):
+        replace(cfg, evaluate={"max_read_users": -1})
