@@ -83,7 +83,7 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
     sample = udf_input(sampled, embeddings, version_in, broadcast_items=True)  # the vectors are never shuffled nor broadcast
     pdf, emb = read_sample(spark, sample, n_fit, dim)
     ref_version, reference = champion_reference(cfg)
-    tok, sample_codes, l1_paths = fit_on_sample(cfg, pdf, emb, reference=reference)
+    tok, sample_codes, l1_paths = fit_on_sample(cfg, pdf, emb, reference=reference, n_items=n_items)
     notes = [f"tokenizer {tok.kind} fitted on {len(pdf):,} of {n_items:,} items (tokenizer.fit_sample={cfg.tokenizer.fit_sample:,}) "
              f"of item_embeddings model_version={version_in} (dim {tok.dim}); every item assigned on the executors by the SID model's UDF"]
     if tok.alignment:

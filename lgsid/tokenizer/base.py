@@ -211,6 +211,7 @@ class SIDTokenizer(ABC):
         self.cfg = cfg
         self.codebook_sizes = [int(k) for k in cfg.codebook_sizes]
         self.dim: int | None = None
+        self.n_catalogue: int | None = None  # N the codebooks are sized for; None: the rows fitted (set before fit)
         self.fitted = False
         self.history: dict[str, list[float]] = {}
 
@@ -249,15 +250,26 @@ class SIDTokenizer(ABC):
         """Shapes of the per-level codebooks; level l must have K_l = codebook_sizes[l] rows."""
 
     def _fit_input(self, embeddings: Any, features: pd.DataFrame | None) -> np.ndarray:
-        """Checked (N, D) training embeddings; sets ``self.dim``.
+        """Checked (N, D) training embeddings; sets ``self.dim`` and the codebook sizes.
+
+        The sizes are :func:`scaled_codebook_sizes` for ``self.n_catalogue`` items when it is set
+        (a fit on a sample of the catalogue: the codebooks must tell the whole catalogue apart),
+        else for the rows fitted (the same sizes when the fit sees every item).
 
         Raises:
-            ValidationError: bad embeddings (naming the item), or fewer items than the largest codebook.
+            ValidationError: bad embeddings (naming the item), ``n_catalogue`` below the rows
+                fitted, or fewer rows than the largest codebook.
         """
         x = check_embeddings(embeddings, ids=features.get("item_id") if features is not None else None)
-        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, len(x), self.cfg.items_per_prefix, local_last=self.local_last_level)
+        n = len(x) if self.n_catalogue is None else int(self.n_catalogue)
+        if n < len(x):
+            raise ValidationError(f"n_catalogue={n} is below the {len(x)} items fitted; the catalogue holds the sample")
+        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, n, self.cfg.items_per_prefix, local_last=self.local_last_level)
         self.cfg = dataclasses.replace(self.cfg, codebook_sizes=list(self.codebook_sizes))  # what save_tokenizer records
         if len(x) < max(self.codebook_sizes):
+            if n > len(x):
+                raise ValidationError(f"tokenizer.fit_sample: {len(x)} sampled items cannot fill the codebooks of sizes {self.codebook_sizes} "
+                                      f"that {n} items need; raise tokenizer.fit_sample")
             raise ValidationError(f"{len(x)} items cannot fill codebooks of sizes {self.codebook_sizes}; lower tokenizer.codebook_sizes")
         self.dim = x.shape[1]
         return x

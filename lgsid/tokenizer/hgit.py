@@ -23,6 +23,11 @@ Departures from the paper:
   share a SID only when their residuals coincide or their cluster holds more than ``K_2·K_L``
   distinct items. The ``K_1`` codebooks rotate their slots (:func:`local_slots`) so every code
   index is used about equally over the catalogue.
+* Fitted on a sample of a larger catalogue (``n_catalogue`` > rows fitted, ``tokenizer.fit_sample``),
+  the codebooks are sized for the catalogue, so a level-1 cluster holds about K_L catalogue items
+  but only ``K_L · n / N`` sampled ones. Its local codebook is then not its sampled rows but ``K_L``
+  centres ``μ_c + s_c · z_j`` (the cluster's mean and spread, times shapes shared by all clusters:
+  :func:`fill_shapes`), so the unseen members spread over ``K_L`` codes.
 """
 
 from __future__ import annotations
@@ -370,7 +375,7 @@ _UNUSED = 1e3
 """Coordinate value of a local slot with no centre: far from any unit-scale residual, never the argmin."""
 
 
-def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int) -> np.ndarray:
+def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int, fill: bool = False) -> np.ndarray:
     """The deepest level as one k-means codebook per level-1 code (see module docstring).
 
     For each level-1 code c with members M_c: ``k_c = min(k, distinct rows of r[M_c])`` k-means
@@ -378,9 +383,15 @@ def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int) -
     :func:`local_slots`; unused slots hold :data:`_UNUSED`. With ``k_c`` equal to the number of
     distinct rows every distinct row is its own centre.
 
+    With ``fill`` (a fit on a sample of a larger catalogue) a cluster with fewer than ``k`` distinct
+    sampled rows gets ``k`` centres ``μ_c + s_c · z_j`` instead (:func:`fill_shapes`): its sampled
+    rows stand for about ``N / n`` times as many catalogue members, which would crowd the few
+    sampled rows' codes; the shared shapes spread them over ``k`` codes. Clusters with ``k`` or more
+    distinct sampled rows keep their k-means centres.
+
     Args:
         r: (N, D) residuals after the shared levels. c1: (N,) level-1 codes. k1: K_1. k: K_L.
-        seed: base seed.
+        seed: base seed. fill: give every cluster ``k`` centres.
 
     Returns:
         (K_L, K_1, D) float32 codebooks.
@@ -389,6 +400,8 @@ def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int) -
 
     out = np.full((k, k1, r.shape[1]), _UNUSED, dtype=np.float32)
     order, bounds = _members(c1, k1)
+    if fill:
+        shapes, mu, spread = fill_shapes(r, c1, k1, k, seed)
     o = 0  # first slot of cluster c (local_slots, one cluster at a time)
     for c in range(k1):
         rows = np.unique(r[order[bounds[c]:bounds[c + 1]]], axis=0)  # sorted distinct rows: member order is irrelevant
@@ -397,9 +410,68 @@ def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int) -
             cen = rows
         else:
             cen = KMeans(n_clusters=kc, n_init=1, max_iter=100, random_state=seed + c).fit(rows).cluster_centers_
+        if fill and len(cen) < k and len(shapes) > len(cen):  # the sampled rows are too few: shared shapes instead
+            cen = fill_centres(mu[c], spread[c], shapes, len(shapes), c)
         slots, o = next_slots(o, len(cen), k)
         out[slots, c] = cen
     return out
+
+
+def fill_shapes(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int, max_rows: int = 20000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`fill_centres` places: the clusters' mean and spread, and ``k`` shared shapes.
+
+    With ``μ_c`` the mean of cluster c's rows and ``s_c`` their RMS distance to it, the shapes are
+    ``k`` k-means centres of the standardised deviations ``z_i = (r_i − μ_{c_i}) / s_{c_i}`` of the
+    rows of clusters with >= 2 rows (at most ``max_rows`` of them, seeded): how a cluster's members
+    spread around its mean, learnt from every cluster at once. Clusters with fewer than 2 rows get
+    the median spread (and mean 0 without rows). Sums are taken in row chunks: no (N, D) copy.
+
+    Args:
+        r: (N, D) residuals after the shared levels (or :class:`LevelResiduals`). c1: (N,) level-1
+            codes. k1: K_1. k: K_L. seed: seed. max_rows: rows the shapes are fitted on.
+
+    Returns:
+        (shapes (k', D) float32 with k' = min(k, rows pooled), means (K_1, D), spreads (K_1,)).
+    """
+    from sklearn.cluster import KMeans
+
+    d = r.shape[1]
+    sums, sq = np.zeros((k1, d)), np.zeros(k1)
+    for sl in row_chunks(len(r), d * 8):
+        rows = np.asarray(r[sl], dtype=np.float64)
+        np.add.at(sums, c1[sl], rows)
+        np.add.at(sq, c1[sl], (rows * rows).sum(axis=1))
+    counts = np.bincount(c1, minlength=k1)
+    mu = sums / np.maximum(counts, 1)[:, None]  # (K_1, D)
+    spread = np.sqrt(np.maximum(sq / np.maximum(counts, 1) - (mu * mu).sum(axis=1), 0.0))  # (K_1,)
+    ok = (counts >= 2) & (spread > 0)
+    spread[~ok] = float(np.median(spread[ok])) if ok.any() else 1.0
+    pool = np.flatnonzero(ok[c1])
+    if len(pool) > max_rows:
+        pool = np.sort(np.random.default_rng(seed).choice(pool, max_rows, replace=False))
+    if len(pool) == 0:
+        return np.zeros((0, d), dtype=np.float32), mu, spread
+    z = (np.asarray(r[pool], dtype=np.float64) - mu[c1[pool]]) / spread[c1[pool], None]  # (P, D) standardised deviations
+    kk = min(k, len(np.unique(z, axis=0)))
+    shapes = KMeans(n_clusters=kk, n_init=1, max_iter=100, random_state=seed).fit(z).cluster_centers_
+    return shapes.astype(np.float32), mu, spread
+
+
+def fill_centres(mu: np.ndarray, spread: float, shapes: np.ndarray, m: int, c: int) -> np.ndarray:
+    """``m`` local centres of cluster ``c``: ``μ_c + s_c · z_j`` for the shared shapes z_j of :func:`fill_shapes`.
+
+    The shapes are taken from ``c mod len(shapes)`` on (rotating, so that with ``m`` below the number
+    of shapes clusters do not all take the same first ones). The catalogue's unseen members of the
+    cluster spread around ``μ_c`` as every cluster's members do, so these centres split them.
+
+    Args:
+        mu: (D,) the cluster's mean. spread: its ``s_c``. shapes: (k', D). m: centres wanted (<= k'). c: the level-1 code.
+
+    Returns:
+        (m, D) float32.
+    """
+    j = (c + np.arange(m)) % max(len(shapes), 1)
+    return (mu + spread * shapes[j]).astype(np.float32)
 
 
 def _members(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -537,7 +609,8 @@ class HGITTokenizer(SIDTokenizer):
         self.local = None
         if local:
             r = LevelResiduals(x, self.mu1, c1, self.codebooks, shared_codes(x, self.mu1, c1, self.codebooks))
-            self.local = fit_local_level(r, c1, k1, self.codebook_sizes[-1], self.cfg.seed + len(shared) + 1)
+            fill = self.n_catalogue is not None and self.n_catalogue > len(x)  # a sample: unseen members need codes too
+            self.local = fit_local_level(r, c1, k1, self.codebook_sizes[-1], self.cfg.seed + len(shared) + 1, fill=fill)
         self.fitted = True
         return self
 

@@ -4,13 +4,14 @@ The step that runs it, registers the model and writes ``sid_items`` is :mod:`lgs
 
 No item-scale rows are held on the driver. The tokenizer is fitted on a bounded, seeded sample
 (``tokenizer.fit_sample`` items, :func:`fit_sample_frame`; the whole catalogue when it is smaller,
-which gives the SIDs a fit on every item gives), streamed to the driver in Arrow chunks
+which gives the SIDs a fit on every item gives; the codebooks are sized for the whole catalogue,
+``n_catalogue``), streamed to the driver in Arrow chunks
 (:func:`read_sample`). Every item is then assigned on the executors by the SID pyfunc run as the
 write-back's Spark UDF (:func:`assign_on_executors`, the same code the registered model runs);
 collision suffixes are a Spark window (:func:`lgsid.tokenizer.dedup.dedup_suffix_df`), codebook
 health is Spark aggregates (:func:`lgsid.tokenizer.health.codebook_health_df`), the geo coverage and
 the health plots come from the sample. Before anything is read, :func:`check_fit_sample` fails when
-the sample would not fit in ``spark.driver.memory``. The SIDs are written keyed by the new
+the sample would not fit in ``spark.driver.memory`` or is too small for the catalogue's codebooks. The SIDs are written keyed by the new
 registry version, beside earlier versions' SIDs, so a retrain never overwrites the SIDs the
 champion serves. :func:`fit_and_assign` is the in-memory reference of the same assignment (tests,
 evaluation).
@@ -232,7 +233,14 @@ def embedding_dim(embeddings: "DataFrame", model_version: str) -> int:
 
 
 def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int) -> int:
-    """The number of items the fit reads to the driver, after checking it can hold them.
+    """The number of items the fit reads to the driver, after checking it can hold them and fit the codebooks.
+
+    The codebooks are sized for the catalogue, :func:`lgsid.tokenizer.base.scaled_codebook_sizes`
+    of ``N`` (what the fit uses, through ``n_catalogue``), not for the sample. Every codebook is
+    fitted on the sample, so a true sample (``fit_sample < N``) must hold at least as many items as
+    the largest of them has codes (for HGIT: the level-1 clusters, about ``N / K_L``). HGIT's local
+    deepest level needs no more: clusters with fewer than ``K_L`` sampled items get shared shapes
+    (:func:`lgsid.tokenizer.hgit.fill_shapes`).
 
     Args:
         cfg: Resolved config (``tokenizer.fit_sample``, ``codebook_sizes``, ``items_per_prefix``).
@@ -245,7 +253,7 @@ def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int
     Raises:
         ValidationError: one line naming ``tokenizer.fit_sample``: the sample needs more than
             ``driver_bytes`` (``n · (4 · D · FIT_COPIES + ROW_OVERHEAD_BYTES)``), or it is a true
-            sample (``fit_sample < N``) smaller than the level-1 codebook it would fit.
+            sample smaller than the largest codebook the catalogue's N items need.
     """
     from lgsid.tokenizer import build_tokenizer
     from lgsid.tokenizer.base import scaled_codebook_sizes
@@ -259,10 +267,10 @@ def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int
             f"{need / 2**30:.2f} GiB on the driver, more than spark.driver.memory ({driver_bytes / 2**30:.2f} GiB); "
             "lower tokenizer.fit_sample or raise spark.driver.memory"
         )
-    local = build_tokenizer(t).local_last_level
-    k1 = scaled_codebook_sizes(t.codebook_sizes, n, t.items_per_prefix, local_last=local)[0]
-    if n < n_items and n < k1:
-        raise ValidationError(f"tokenizer.fit_sample={t.fit_sample} is below the number of level-1 clusters ({k1}); raise it")
+    sizes = scaled_codebook_sizes(t.codebook_sizes, n_items, t.items_per_prefix, local_last=build_tokenizer(t).local_last_level)
+    if n < n_items and n < max(sizes):
+        raise ValidationError(f"tokenizer.fit_sample={t.fit_sample} is below the largest codebook ({max(sizes)} codes; sizes {sizes} "
+                              f"for the catalogue's {n_items:,} items); raise it")
     return n
 
 
@@ -345,12 +353,14 @@ def read_sample(spark, sample: "DataFrame", n: int, dim: int) -> tuple[pd.DataFr
     return pdf.reset_index(drop=True), emb
 
 
-def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress: bool = True, reference=None):
+def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress: bool = True, reference=None, n_items: int | None = None):
     """Fit the configured tokenizer on the sample and encode it (in memory; bounded by ``tokenizer.fit_sample``).
 
     Args:
         pdf: item_id + FEATURE_COLUMNS, sorted by item_id. emb: (n, D) float32 aligned with it.
         reference: the champion's tokenizer, or None: its codes are kept stable (:func:`fit_stable`).
+        n_items: N, the catalogue the sample was drawn from: the codebooks are sized for it
+            (``n_catalogue``); None or ``n``: the sample is the catalogue.
 
     Returns:
         (tokenizer, sample codes (n, L), l1_paths: K_1 readable level-1 paths).
@@ -359,19 +369,22 @@ def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress
     from lgsid.tokenizer.hgit import level1_paths
 
     tok = build_tokenizer(cfg.tokenizer)
-    fit_stable(cfg, tok, emb, pdf, reference, progress)
+    fit_stable(cfg, tok, emb, pdf, reference, progress, n_catalogue=n_items)
     codes = tok.encode(emb, pdf)
     l1_paths = getattr(tok, "l1_paths", None) or level1_paths(pdf, codes[:, 0], tok.codebook_sizes[0])
     return tok, codes, l1_paths
 
 
-def fit_stable(cfg: LGSIDConfig, tok, emb: np.ndarray, pdf: pd.DataFrame, reference=None, progress: bool = True) -> None:
+def fit_stable(cfg: LGSIDConfig, tok, emb: np.ndarray, pdf: pd.DataFrame, reference=None, progress: bool = True,
+               n_catalogue: int | None = None) -> None:
     """Fit ``tok`` keeping the champion's (``reference``) codes stable, per ``tokenizer.align_to_champion``,
     ``freeze_level1_from_champion`` and ``warm_start_from_champion`` (:func:`lgsid.tokenizer.align.fit_aligned`);
-    what the alignment did is left in ``tok.alignment``."""
+    what the alignment did is left in ``tok.alignment``. ``n_catalogue``: the catalogue size the
+    codebooks are sized for when ``emb`` is a sample of it (None: ``emb`` is the catalogue)."""
     from lgsid.tokenizer.align import fit_aligned
 
     t = cfg.tokenizer
+    tok.n_catalogue = n_catalogue
     tok.alignment = fit_aligned(tok, emb, pdf, reference, freeze_level1=t.freeze_level1_from_champion, align=t.align_to_champion,
                                 warm_start=t.warm_start_from_champion, progress=progress)
 
