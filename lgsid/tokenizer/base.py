@@ -264,7 +264,7 @@ class SIDTokenizer(ABC):
         n = len(x) if self.n_catalogue is None else int(self.n_catalogue)
         if n < len(x):
             raise ValidationError(f"n_catalogue={n} is below the {len(x)} items fitted; the catalogue holds the sample")
-        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, n, self.cfg.items_per_prefix, local_last=self.local_last_level)
+        self.codebook_sizes = scaled_codebook_sizes(self.codebook_sizes, n, self.cfg.items_per_prefix, local_last=self.local_last_level, n_fit=len(x))
         self.cfg = dataclasses.replace(self.cfg, codebook_sizes=list(self.codebook_sizes))  # what save_tokenizer records
         if len(x) < max(self.codebook_sizes):
             if n > len(x):
@@ -293,7 +293,7 @@ class CodebookStackMixin:
         return [tuple(c.shape) for c in self.codebooks]
 
 
-def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float, local_last: bool = False) -> list[int]:
+def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float, local_last: bool = False, n_fit: int | None = None) -> list[int]:
     """Codebook sizes for ``n`` items: grow the prefix levels until their codes can tell the items apart.
 
     With ``L >= 3`` levels the prefix levels are every level but the last (the last one
@@ -303,7 +303,12 @@ def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float, loc
 
     With ``local_last`` (HGIT's local deepest level: one codebook of K_L codes per level-1 code,
     which can give at most K_L items of a level-1 cluster their own code) level 1 doubles first
-    for as long as its mean cluster, ``n / K_1``, holds more than K_L items.
+    for as long as its mean cluster, ``n / K_1``, holds more than K_L items. Fitted on a sample of
+    ``n_fit < n`` rows, level 1 stops doubling once a doubled level-1 cluster would hold fewer than
+    K_L / 4 sampled rows (``4 n_fit / (2 K_1) < K_L``): each local codebook is fitted on at least a
+    quarter of its K_L centres' worth of real members (:func:`lgsid.tokenizer.hgit.fill_shapes`
+    places the rest), and the model (``K_1 · K_L <= 4 n_fit`` local centres) stays the size of the
+    sample, not of the catalogue. The shared middle levels then grow instead until the prefixes cover ``n``.
 
     Example: ``[64, 64, 64]`` with ``items_per_prefix = 1`` stays ``[64, 64, 64]`` up to 4,096
     items; 10,000 items give ``[128, 128, 64]`` (16,384 prefixes), 100,000 give ``[512, 256, 64]``;
@@ -323,13 +328,15 @@ def scaled_codebook_sizes(sizes: list[int], n: int, items_per_prefix: float, loc
     if len(out) < 2 or items_per_prefix <= 0:
         return out
     need = n / items_per_prefix
+    n_fit = n if n_fit is None else int(n_fit)
     counted = len(out) - 1 if len(out) >= 3 else len(out)
     local_last = local_last and len(out) >= 3
     while math.prod(out[:counted]) < need:
-        if local_last and n / out[0] > out[-1]:
+        capped = local_last and n_fit < n and 4 * n_fit / (2 * out[0]) < out[-1]  # a sample too small for more local codebooks
+        if local_last and n / out[0] > out[-1] and not capped:
             j = 0  # level-1 clusters larger than the local level can separate
         else:
-            j = min(range(len(out) - 1), key=lambda l: (out[l], l))
+            j = min(range(1 if capped else 0, len(out) - 1), key=lambda l: (out[l], l))
         out[j] *= 2
     return out
 

@@ -24,10 +24,12 @@ Departures from the paper:
   distinct items. The ``K_1`` codebooks rotate their slots (:func:`local_slots`) so every code
   index is used about equally over the catalogue.
 * Fitted on a sample of a larger catalogue (``n_catalogue`` > rows fitted, ``tokenizer.fit_sample``),
-  the codebooks are sized for the catalogue, so a level-1 cluster holds about K_L catalogue items
-  but only ``K_L · n / N`` sampled ones. Its local codebook is then not its sampled rows but ``K_L``
-  centres ``μ_c + s_c · z_j`` (the cluster's mean and spread, times shapes shared by all clusters:
-  :func:`fill_shapes`), so the unseen members spread over ``K_L`` codes.
+  the codebooks are sized for the catalogue, but level 1 grows only while its clusters keep about
+  K_L / 4 sampled rows (:func:`lgsid.tokenizer.base.scaled_codebook_sizes`); the shared middle level
+  grows instead, so the model stays the size of the sample. A cluster left with fewer than K_L
+  distinct sampled rows gets ``K_L`` centres ``μ_c + s_c · z_j`` as its local codebook (the
+  cluster's mean and spread, times shapes shared by all clusters: :func:`fill_shapes`), so its
+  unseen members spread over ``K_L`` codes.
 """
 
 from __future__ import annotations

@@ -238,8 +238,9 @@ def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int
     The codebooks are sized for the catalogue, :func:`lgsid.tokenizer.base.scaled_codebook_sizes`
     of ``N`` (what the fit uses, through ``n_catalogue``), not for the sample. Every codebook is
     fitted on the sample, so a true sample (``fit_sample < N``) must hold at least as many items as
-    the largest of them has codes (for HGIT: the level-1 clusters, about ``N / K_L``). HGIT's local
-    deepest level needs no more: clusters with fewer than ``K_L`` sampled items get shared shapes
+    the largest of them has codes. HGIT's level 1 grows only while its clusters keep about ``K_L / 4``
+    sampled rows each (its middle level grows instead), so its local codebooks, and the model, stay
+    the size of the sample; clusters with fewer than ``K_L`` sampled items get shared shapes
     (:func:`lgsid.tokenizer.hgit.fill_shapes`).
 
     Args:
@@ -267,7 +268,7 @@ def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int
             f"{need / 2**30:.2f} GiB on the driver, more than spark.driver.memory ({driver_bytes / 2**30:.2f} GiB); "
             "lower tokenizer.fit_sample or raise spark.driver.memory"
         )
-    sizes = scaled_codebook_sizes(t.codebook_sizes, n_items, t.items_per_prefix, local_last=build_tokenizer(t).local_last_level)
+    sizes = scaled_codebook_sizes(t.codebook_sizes, n_items, t.items_per_prefix, local_last=build_tokenizer(t).local_last_level, n_fit=n)
     if n < n_items and n < max(sizes):
         raise ValidationError(f"tokenizer.fit_sample={t.fit_sample} is below the largest codebook ({max(sizes)} codes; sizes {sizes} "
                               f"for the catalogue's {n_items:,} items); raise it")

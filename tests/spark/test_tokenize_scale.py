@@ -137,9 +137,9 @@ def test_check_fit_sample_bad_values_name_the_key():
     import lgsid.tokenizer.job as job
 
     cfg = replace(load_config(None), tokenizer={"codebook_sizes": [8, 4, 2], "items_per_prefix": 0.1, "fit_sample": 10})
-    # the catalogue's 1,000 items need 10,000 prefixes: HGIT's level 1 doubles while 1000 / K1 > K_L = 2 (8 -> 512),
-    # then the smaller prefix level: 512x4 -> 512x8 -> 512x16 -> 512x32 (16,384); the sample must hold the 512 level-1 clusters
-    with pytest.raises(ValidationError, match=r"^tokenizer.fit_sample=10 is below the largest codebook \(512 codes; sizes \[512, 32, 2\] for the catalogue's 1,000 items\)"):
+    # the catalogue's 1,000 items need 10,000 prefixes: HGIT's level 1 doubles while the 10 sampled rows keep K_L / 4 per
+    # cluster (4 x 10 / (2 K1) >= 2: 8 -> 16), then level 2 until 16 x K2 >= 10,000 (1,024); the sample must hold 1,024 codes
+    with pytest.raises(ValidationError, match=r"^tokenizer.fit_sample=10 is below the largest codebook \(1024 codes; sizes \[16, 1024, 2\] for the catalogue's 1,000 items\)"):
         job.check_fit_sample(cfg, n_items=1000, dim=4, driver_bytes=1 << 30)
     assert job.check_fit_sample(cfg, n_items=9, dim=4, driver_bytes=1 << 30) == 9  # the whole (small) catalogue: no sample
     cfg = replace(load_config(None), tokenizer={"fit_sample": 100_000})
