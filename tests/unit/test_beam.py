@@ -79,6 +79,30 @@ def test_trie_allowed_masks_unknown_prefixes():
         SIDVocab.from_codes(np.array([[1, 2], [1, 2]]), np.array([0, 0]))
 
 
+def test_trie_edges_agree_with_a_dense_child_table():
+    """The sparse edges give every (node, code) child a dense (nodes, width) table gives, built here by walking the SIDs."""
+    sids = _catalogue(n=300, sizes=(9, 5, 3), seed=3).sids
+    trie = PrefixTrie(sids)
+    dense = np.full((len(trie.leaf_item), trie.width), -1, dtype=np.int64)
+    for row in sids:  # the node of each prefix is the child the trie returns for its last code
+        node = 0
+        for c in row:
+            nxt = int(trie.child(np.array([node]), np.array([c]))[0])
+            assert nxt > 0 and dense[node, c] in (-1, nxt)
+            dense[node, c] = nxt
+            node = nxt
+    nodes = np.array([-1, *range(len(dense))])
+    for size in (2, trie.width, trie.width + 3):  # narrower, exact and wider than the largest code
+        want = np.full((len(nodes), size), -1, dtype=np.int64)
+        want[1:, : min(size, trie.width)] = dense[:, : min(size, trie.width)]
+        np.testing.assert_array_equal(trie.children_of(nodes, size), want)
+        np.testing.assert_array_equal(trie.allowed(nodes, size), want >= 0)
+    codes = np.arange(-1, trie.width + 2)
+    got = trie.child(nodes[:, None], codes[None, :])
+    np.testing.assert_array_equal(got[1:, 1 : trie.width + 1], dense)
+    assert (got[0] == -1).all() and (got[:, 0] == -1).all() and (got[:, trie.width + 1 :] == -1).all()
+
+
 def test_tiger_recommendations_map_to_items():
     torch.set_num_threads(1)
     vocab = _catalogue(n=30, sizes=(4, 4))
