@@ -372,6 +372,16 @@ def _encode_batch(model: TigerModel, vocab: SIDVocab, hb: np.ndarray, cb: np.nda
     return model.encode(src, None if cb is None else torch.from_numpy(np.asarray(cb, dtype=np.int64)))
 
 
+#: Most (query x beam x code) cells one beam-search batch holds: each (q·b, K) array of a step is at most
+#: 32 MB of float64, whatever the widest codebook (8192 level-1 codes and a 40-wide beam: 12 users a batch).
+BEAM_BATCH_CELLS = 1 << 22
+
+
+def beam_batch(batch_size: int, beam: int, sizes) -> int:
+    """Users per beam-search batch: ``batch_size``, fewer when ``batch · beam · max(sizes)`` would pass :data:`BEAM_BATCH_CELLS`."""
+    return max(1, min(int(batch_size), BEAM_BATCH_CELLS // max(1, int(beam) * int(max(sizes)))))
+
+
 @torch.no_grad()
 def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.ndarray, beam: int, batch_size: int = 256,
               context: np.ndarray | None = None, allowed: np.ndarray | None = None, return_scores: bool = False):
@@ -383,6 +393,7 @@ def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.nda
         allowed: optional (U, N) bool items each user may be recommended (reachability-constrained
             decoding: a prefix is expanded only if an allowed item lies below it).
         return_scores: also return the (U, beam) summed log-probabilities.
+        batch_size: users per batch, lowered by :func:`beam_batch` for wide codebooks.
 
     Returns:
         (U, beam) item indices best first (-1 where fewer than ``beam`` valid SIDs exist), and the
@@ -393,6 +404,7 @@ def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.nda
     warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors")  # eval fast path, harmless
     out = np.full((len(hist), beam), -1, dtype=np.int64)
     out_s = np.full((len(hist), beam), -np.inf)
+    batch_size = beam_batch(batch_size, beam, vocab.sizes)  # the step's (q·b, K) arrays stay bounded
     for s in range(0, len(hist), batch_size):
         hb = hist[s:s + batch_size]
         memory, pad = _encode_batch(model, vocab, hb, None if context is None else context[s:s + batch_size])

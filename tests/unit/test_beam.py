@@ -116,6 +116,26 @@ def test_tiger_recommendations_map_to_items():
     assert all(len(set(r)) == 5 for r in rec)
 
 
+def test_beam_batches_shrink_for_wide_codebooks_and_decode_the_same(monkeypatch):
+    import lgsid.evaluate.tiger as tiger
+
+    # 2^22 cells: 256 users x 20 beams x 64 codes fit (327,680); 8192 codes x 40 beams leave 4,194,304 // 327,680 = 12 users
+    assert tiger.beam_batch(256, 20, [64, 64, 64]) == 256 and tiger.beam_batch(256, 40, [8192, 512, 64]) == 12
+    assert tiger.beam_batch(256, 1000, [1 << 20]) == 1
+    torch.set_num_threads(1)
+    vocab = _catalogue(n=30, sizes=(4, 4))
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(0, 30, rng.integers(2, 6)) for _ in range(20)]
+    hist, tgt = training_examples(seqs, 3)
+    model = train_tiger(vocab, hist, tgt, seed=0, epochs=1, d_model=16, nhead=2, layers=1, batch_size=32, lr=1e-3)
+    trie, h = PrefixTrie(vocab.sids), history_matrix(seqs, 3)
+    want, want_s = recommend(model, vocab, trie, h, beam=5, batch_size=20, return_scores=True)
+    monkeypatch.setattr(tiger, "BEAM_BATCH_CELLS", 5 * int(max(vocab.sizes)) * 3)  # 3 users a batch
+    got, got_s = recommend(model, vocab, trie, h, beam=5, batch_size=20, return_scores=True)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-6)
+
+
 def test_trie_node_ranges_count_items_below_each_node():
     vocab = _catalogue(n=30, sizes=(4, 3))
     trie = PrefixTrie(vocab.sids)
