@@ -424,6 +424,15 @@ def recommend(model: TigerModel, vocab: SIDVocab, trie: PrefixTrie, hist: np.nda
     return (out, out_s) if return_scores else out
 
 
+#: Most logit cells (user x candidate x position x vocabulary) one teacher-forced scoring batch holds: 64 MB of float32.
+SCORE_BATCH_CELLS = 1 << 24
+
+
+def score_batch(batch_size: int, candidates: int, length: int, vocab_size: int) -> int:
+    """Users per :func:`score_items` batch: ``batch_size``, fewer when its (q·C, T, V) logits would pass :data:`SCORE_BATCH_CELLS`."""
+    return max(1, min(int(batch_size), SCORE_BATCH_CELLS // max(1, int(candidates) * int(length) * int(vocab_size))))
+
+
 @torch.no_grad()
 def score_items(model: TigerModel, vocab: SIDVocab, hist: np.ndarray, candidates: np.ndarray, context: np.ndarray | None = None,
                 batch_size: int = 128) -> np.ndarray:
@@ -444,6 +453,7 @@ def score_items(model: TigerModel, vocab: SIDVocab, hist: np.ndarray, candidates
     if c == 0:
         return out
     T = vocab.length
+    batch_size = score_batch(batch_size, c, T, vocab.vocab_size)  # the (q·C, T, V) logits stay bounded
     for s in range(0, u, batch_size):
         hb, cand = hist[s:s + batch_size], candidates[s:s + batch_size]
         memory, pad = _encode_batch(model, vocab, hb, None if context is None else context[s:s + batch_size])

@@ -136,6 +136,25 @@ def test_beam_batches_shrink_for_wide_codebooks_and_decode_the_same(monkeypatch)
     np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-6)
 
 
+def test_score_batches_shrink_for_wide_vocabularies_and_score_the_same(monkeypatch):
+    import lgsid.evaluate.tiger as tiger
+
+    # 2^24 cells: 128 users x 100 candidates x 4 positions x 200 tokens = 10,240,000 fit; a vocabulary of 8,800 leaves
+    # 16,777,216 // (100 x 4 x 8,800) = 4 users a batch
+    assert tiger.score_batch(128, 100, 4, 200) == 128 and tiger.score_batch(128, 100, 4, 8800) == 4
+    torch.set_num_threads(1)
+    vocab = _catalogue(n=30, sizes=(4, 4))
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(0, 30, rng.integers(2, 6)) for _ in range(20)]
+    hist, tgt = training_examples(seqs, 3)
+    model = train_tiger(vocab, hist, tgt, seed=0, epochs=1, d_model=16, nhead=2, layers=1, batch_size=32, lr=1e-3)
+    h, cand = history_matrix(seqs, 3), rng.integers(-1, 30, (20, 6))
+    want = tiger.score_items(model, vocab, h, cand, batch_size=20)
+    monkeypatch.setattr(tiger, "SCORE_BATCH_CELLS", 6 * vocab.length * vocab.vocab_size * 3)  # 3 users a batch
+    np.testing.assert_allclose(tiger.score_items(model, vocab, h, cand, batch_size=20), want, rtol=1e-5, atol=1e-6)
+    assert np.isneginf(want[cand < 0]).all() and np.isfinite(want[cand >= 0]).all()
+
+
 def test_trie_node_ranges_count_items_below_each_node():
     vocab = _catalogue(n=30, sizes=(4, 3))
     trie = PrefixTrie(vocab.sids)
