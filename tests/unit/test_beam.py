@@ -116,19 +116,29 @@ def test_tiger_recommendations_map_to_items():
     assert all(len(set(r)) == 5 for r in rec)
 
 
+def _tiny_tiger(seed: int):
+    """A 30-item catalogue, 20 users' random sequences drawn with ``seed`` and a 1-epoch TIGER model on them.
+
+    Returns:
+        (vocab, model, (20, 3) history matrix, the rng, to draw more from the same stream).
+    """
+    torch.set_num_threads(1)
+    vocab = _catalogue(n=30, sizes=(4, 4))
+    rng = np.random.default_rng(seed)
+    seqs = [rng.integers(0, 30, rng.integers(2, 6)) for _ in range(20)]
+    hist, tgt = training_examples(seqs, 3)
+    model = train_tiger(vocab, hist, tgt, seed=0, epochs=1, d_model=16, nhead=2, layers=1, batch_size=32, lr=1e-3)
+    return vocab, model, history_matrix(seqs, 3), rng
+
+
 def test_beam_batches_shrink_for_wide_codebooks_and_decode_the_same(monkeypatch):
     import lgsid.evaluate.tiger as tiger
 
     # 2^22 cells: 256 users x 20 beams x 64 codes fit (327,680); 8192 codes x 40 beams leave 4,194,304 // 327,680 = 12 users
     assert tiger.beam_batch(256, 20, [64, 64, 64]) == 256 and tiger.beam_batch(256, 40, [8192, 512, 64]) == 12
     assert tiger.beam_batch(256, 1000, [1 << 20]) == 1
-    torch.set_num_threads(1)
-    vocab = _catalogue(n=30, sizes=(4, 4))
-    rng = np.random.default_rng(1)
-    seqs = [rng.integers(0, 30, rng.integers(2, 6)) for _ in range(20)]
-    hist, tgt = training_examples(seqs, 3)
-    model = train_tiger(vocab, hist, tgt, seed=0, epochs=1, d_model=16, nhead=2, layers=1, batch_size=32, lr=1e-3)
-    trie, h = PrefixTrie(vocab.sids), history_matrix(seqs, 3)
+    vocab, model, h, _ = _tiny_tiger(seed=1)
+    trie = PrefixTrie(vocab.sids)
     want, want_s = recommend(model, vocab, trie, h, beam=5, batch_size=20, return_scores=True)
     monkeypatch.setattr(tiger, "BEAM_BATCH_CELLS", 5 * int(max(vocab.sizes)) * 3)  # 3 users a batch
     got, got_s = recommend(model, vocab, trie, h, beam=5, batch_size=20, return_scores=True)
@@ -142,13 +152,8 @@ def test_score_batches_shrink_for_wide_vocabularies_and_score_the_same(monkeypat
     # 2^24 cells: 128 users x 100 candidates x 4 positions x 200 tokens = 10,240,000 fit; a vocabulary of 8,800 leaves
     # 16,777,216 // (100 x 4 x 8,800) = 4 users a batch
     assert tiger.score_batch(128, 100, 4, 200) == 128 and tiger.score_batch(128, 100, 4, 8800) == 4
-    torch.set_num_threads(1)
-    vocab = _catalogue(n=30, sizes=(4, 4))
-    rng = np.random.default_rng(2)
-    seqs = [rng.integers(0, 30, rng.integers(2, 6)) for _ in range(20)]
-    hist, tgt = training_examples(seqs, 3)
-    model = train_tiger(vocab, hist, tgt, seed=0, epochs=1, d_model=16, nhead=2, layers=1, batch_size=32, lr=1e-3)
-    h, cand = history_matrix(seqs, 3), rng.integers(-1, 30, (20, 6))
+    vocab, model, h, rng = _tiny_tiger(seed=2)
+    cand = rng.integers(-1, 30, (20, 6))
     want = tiger.score_items(model, vocab, h, cand, batch_size=20)
     monkeypatch.setattr(tiger, "SCORE_BATCH_CELLS", 6 * vocab.length * vocab.vocab_size * 3)  # 3 users a batch
     np.testing.assert_allclose(tiger.score_items(model, vocab, h, cand, batch_size=20), want, rtol=1e-5, atol=1e-6)
