@@ -135,8 +135,11 @@ def load_inputs(store, cfg: "LGSIDConfig", notes: list[str]) -> EvalInputs:
         if sampled:
             idf = idf.join(items_df.select("item_id"), "item_id", "left_semi").select("user_id", "item_id", "ts")
         if ec.max_interactions or ec.max_read_users:
-            n_inter = idf.count() if sampled else n_total
-            n_users = idf.select("user_id").distinct().count() if ec.max_read_users else 0
+            if ec.max_read_users:  # rows and users in one Spark job
+                r = idf.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("user_id").alias("users")).first()
+                n_inter, n_users = int(r["rows"]), int(r["users"])
+            else:
+                n_inter, n_users = (idf.count() if sampled else n_total), 0
             over = [f"{n_inter:,} interactions > evaluate.max_interactions={ec.max_interactions:,}"] if 0 < ec.max_interactions < n_inter else []
             over += [f"{n_users:,} users > evaluate.max_read_users={ec.max_read_users:,}"] if 0 < ec.max_read_users < n_users else []
             if over:
