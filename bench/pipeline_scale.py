@@ -6,6 +6,7 @@
     python bench/pipeline_scale.py --sizes 1500 --set gdpo.max_steps=2   # smoke run
     python bench/pipeline_scale.py --data-plane       # 100k/2M, 1M/20M, 2.33M/50M on a standalone cluster
     python bench/pipeline_scale.py --data-plane --sizes 100000:2000000
+    python bench/pipeline_scale.py --data-plane --sizes 2330000:50000000 --steps evaluate --work-dir DIR   # one step again on a --keep run
 
 ``--data-plane`` measures what Spark's executors and the driver carry, not the encoder: every step runs
 against a local standalone cluster (a master and 2 workers of 1 core, started as ``tests/cluster``
@@ -276,9 +277,14 @@ class DataPlane:
 
 
 def run_size(n: int, steps: list[str], extra_sets: list[str], timeout: float, keep: bool,
-             n_interactions: int | None = None, plane: DataPlane | None = None) -> dict:
-    """Every step at ``n`` items in a fresh work directory; with ``plane``, on its cluster from input files."""
-    work = tempfile.mkdtemp(prefix=f"lgsid-scale-{n}-")
+             n_interactions: int | None = None, plane: DataPlane | None = None, work_dir: str | None = None) -> dict:
+    """Every step at ``n`` items in a fresh work directory; with ``plane``, on its cluster from input files.
+
+    ``work_dir``: an existing work directory of the same size (a ``--keep`` run) whose tables, registry and input files the
+    steps read instead; it is never deleted.
+    """
+    work = work_dir or tempfile.mkdtemp(prefix=f"lgsid-scale-{n}-")
+    keep = keep or work_dir is not None
     sizes = demo_sizes(n, n_interactions)
     out = {"n_items": n, "work_dir": work, "demo": {k.split(".")[1]: v for k, v in sizes.items()}, "steps": {}}
     sets = work_sets(work) + [f"{k}={v}" for k, v in sizes.items()]
@@ -287,10 +293,12 @@ def run_size(n: int, steps: list[str], extra_sets: list[str], timeout: float, ke
         from lgsid.sources.demo import generate, write_input_files
 
         t0 = time.perf_counter()
-        print(f"[pipeline_scale] n={n:,} writing the input files ({sizes['demo.n_interactions']:,} interactions) ...", file=sys.stderr, flush=True)
-        data = generate(replace(load_config(CONF), demo={k.split(".")[1]: v for k, v in sizes.items()}).demo)
-        items_path, inter_path = write_input_files(data, os.path.join(work, "raw"))
-        del data
+        items_path, inter_path = (os.path.join(work, "raw", f) for f in ("items.parquet", "interactions.parquet"))
+        if not (work_dir and os.path.exists(items_path) and os.path.exists(inter_path)):
+            print(f"[pipeline_scale] n={n:,} writing the input files ({sizes['demo.n_interactions']:,} interactions) ...", file=sys.stderr, flush=True)
+            data = generate(replace(load_config(CONF), demo={k.split(".")[1]: v for k, v in sizes.items()}).demo)
+            items_path, inter_path = write_input_files(data, os.path.join(work, "raw"))
+            del data
         out["input_files_s"] = round(time.perf_counter() - t0, 1)
         sets += data_plane_sets(work, plane.master, items_path, inter_path, plane.encoder_dir)
     sets += extra_sets
@@ -462,10 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="extra config override for every step")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per step (default: %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work directories")
+    ap.add_argument("--work-dir", default=None, help="run --steps in this existing work directory of a --keep run (one size), not a fresh one")
     args = ap.parse_args(argv)
     if args.quick and args.data_plane:
         ap.error("--quick and --data-plane are separate benches; pass budgets to --data-plane with --set")
     sizes = [(10_000, None)] if args.quick else parse_sizes(args.sizes or (DATA_PLANE_SIZES if args.data_plane else "10000,100000"))
+    if args.work_dir and (len(sizes) != 1 or not os.path.isdir(args.work_dir)):
+        ap.error(f"--work-dir {args.work_dir}: needs one size in --sizes and an existing directory of a --keep run")
     extra = (QUICK_SETS if args.quick else []) + list(args.sets)
     steps = args.steps.split(",") if args.steps else list(resolved_config(extra)["pipeline"]["steps"])
     print(f"pipeline_scale: sizes {', '.join(f'{n:,}' + (f'/{m:,}' if m else '') for n, m in sizes)}, steps {', '.join(steps)}; "
@@ -473,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         print(f"budget overrides (not the default config): {' '.join(extra)}")
     if not args.data_plane:
-        results = [run_size(n, steps, extra, args.timeout, args.keep, m) for n, m in sizes]
+        results = [run_size(n, steps, extra, args.timeout, args.keep, m, work_dir=args.work_dir) for n, m in sizes]
     else:
         from lgsid.spark.standalone import ProcessGroups, cluster_env, start_standalone
 
@@ -490,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"data plane: standalone cluster {cluster.url}, {DATA_PLANE_WORKERS} workers x 1 core x {DATA_PLANE_WORKER_MEMORY} "
                   f"(executors {DATA_PLANE_EXECUTOR_MEMORY}), spark.driver.memory={DATA_PLANE_DRIVER_MEMORY}")
             plane = DataPlane(master=cluster.url, worker_pids=workers, encoder_dir=enc, env=env)
-            results = [run_size(n, steps, extra, args.timeout, args.keep, m, plane) for n, m in sizes]
+            results = [run_size(n, steps, extra, args.timeout, args.keep, m, plane, args.work_dir) for n, m in sizes]
         finally:
             procs.stop()
             if not args.keep:

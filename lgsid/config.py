@@ -555,7 +555,11 @@ class EvaluateConfig:
     max_users: int = _f(2000, "Cap on evaluated (test) users, sampled with data_seed (0 = all).")
     max_train_examples: int = _f(100000, "Cap on next-item training examples of the downstream models, sampled with data_seed (0 = all).")
     torch_threads: int = _f(1, "torch.set_num_threads of each evaluation process (0 = leave the default); the small downstream models run fastest on 1 thread each, with evaluate.workers processes side by side.")
-    workers: int = _f(0, "Worker processes for the independent fits (tokenizer refits, model x seed); 0 = one per CPU, 1 = in-process. Results do not depend on it.")
+    workers: int = _f(0, "Worker processes for the independent fits (tokenizer refits, model x seed); 0 = one per CPU, 1 = in-process. Results do not depend on it. "
+                         "With evaluate.fit_on on the executors: fits at once (0 = one per executor core).")
+    fit_on: str = _f("auto", "Where the independent fits run: 'local' (evaluate.workers processes on the driver's host, which then carries their "
+                             "memory), 'executors' (one-task Spark jobs on the executors; the driver keeps only the bounded inputs), or 'auto' "
+                             "(executors when spark.master is a cluster, local for local[N]). Results do not depend on it.")
     log_mlflow: bool = _f(True, "Log report.md, metrics.json and plots to MLflow.")
     baselines: list[str] = _f(
         ["popularity", "history", "history_nearby", "sasrec"],
@@ -619,6 +623,7 @@ class EvaluateConfig:
         _check(self.repeat_prior_strength >= 0, "evaluate.repeat_prior_strength", "must be >= 0")
         _check(0.0 <= self.tiger_dropout < 1.0, "evaluate.tiger_dropout", "must be in [0, 1)")
         _check(self.near_candidates >= 1, "evaluate.near_candidates", "must be >= 1")
+        _check(self.fit_on in ("auto", "local", "executors"), "evaluate.fit_on", f"{self.fit_on!r} is not one of auto, local, executors")
         for k in ("multi_seed_max_items", "tiger_epochs", "din_epochs", "max_items", "max_interactions", "max_read_users", "max_users", "max_train_examples",
                   "max_geo_items", "torch_threads", "workers"):
             _check(getattr(self, k) >= 0, f"evaluate.{k}", "must be >= 0")

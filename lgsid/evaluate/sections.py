@@ -372,7 +372,7 @@ def _generative_job(job: tuple[str, int], sh: dict) -> dict[str, Any]:
 
 
 def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True,
-                       ranker: dict | None = None, ranker_out: dict | None = None) -> dict:
+                       ranker: dict | None = None, ranker_out: dict | None = None, spark=None) -> dict:
     """Table 2: baselines, then TIGER-style retrieval per SID variant and decoding lever, mean ± std over seeds.
 
     With ``ranker`` (:func:`lgsid.evaluate.ranker.ranker_inputs`), every plain SID model also decodes the ranker's
@@ -461,7 +461,7 @@ def generative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDCo
         return 1.0 + (job[0].removesuffix("+context") in ec.lever_variants)
 
     results = run_jobs(_generative_job, jobs, shared, workers=ec.workers, threads=ec.torch_threads, cost=cost,
-                       desc="evaluate: generative (model x seed)", progress=progress)
+                       desc="evaluate: generative (model x seed)", progress=progress, spark=spark)
     curves: dict[str, list[list[float]]] = {}
     for (name, seed), res in zip(jobs, results):
         decoded = res["rows"]
@@ -519,7 +519,8 @@ def _discriminative_job(job: tuple[str, int], sh: dict) -> dict[str, float]:
     return r
 
 
-def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True) -> dict:
+def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGSIDConfig", tu: TestUsers, progress: bool = True,
+                           spark=None) -> dict:
     """Table 1: DIN-style CTR test AUC for ID only ("Origin") and ID + each SID variant, mean ± std over
     seeds, on uniform test negatives (``AUC``) and on exposure-like ones (``AUC_exposure``: unvisited
     items within ``reach_radius_km`` of the user's recent visits), plus two non-learned scorers
@@ -572,7 +573,8 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
     valid = din.ctr_examples(hv, tv, n_items, ec.din_negatives, np.random.default_rng(ec.data_seed + 1)) if len(tv) else None
     shared = {"ec": ec, "n_items": n_items, "arms": arms, "train": (H_tr, T_tr, Y_tr), "test_sets": test_sets, "valid": valid}
     results = run_jobs(_discriminative_job, jobs, shared, workers=ec.workers, threads=ec.torch_threads,
-                       cost=lambda j: 1.0 + (j[0] != "origin"), desc="evaluate: discriminative (variant x seed)", progress=progress)
+                       cost=lambda j: 1.0 + (j[0] != "origin"), desc="evaluate: discriminative (variant x seed)", progress=progress,
+                       spark=spark)
     for (arm, _), r in zip(jobs, results):
         disp = "Origin (ID only)" if arm == "origin" else f"+ {display_name(arm, sids[arm])}"
         variants.setdefault(arm, {"runs": [], "display": disp, "kind": "baseline" if arm == "origin" else "sid"})["runs"].append(r)
@@ -591,7 +593,7 @@ def discriminative_section(inp: EvalInputs, sids: dict[str, SIDCodes], cfg: "LGS
 
 
 def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = None, sids: dict[str, SIDCodes] | None = None, progress: bool = True,
-                    fixed: dict[str, SIDCodes] | None = None) -> dict:
+                    fixed: dict[str, SIDCodes] | None = None, spark=None) -> dict:
     """The whole evaluation on in-memory inputs; returns the ``metrics.json`` dict.
 
     Args:
@@ -601,6 +603,8 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
         sids: precomputed codes per variant (tests); None = train the tokenizers in-process.
         progress: show tqdm bars.
         fixed: codes that replace a variant's refit (the registered candidate's own codes).
+        spark: a SparkSession whose executors run the independent fits (:mod:`lgsid.evaluate.jobs`);
+            None = ``evaluate.workers`` processes on this host. The results are the same.
 
     Returns:
         ``{"meta", "geo", "codebook", "generative", "discriminative", "skipped"}``; every section is
@@ -624,7 +628,7 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
     needs_sids = any(s in ec.sections for s in ("codebook", "generative", "discriminative"))
     t0 = time.perf_counter()
     if sids is None:
-        sids = train_tokenizers(inp, cfg, skipped, fixed) if needs_sids else {}
+        sids = train_tokenizers(inp, cfg, skipped, fixed, spark) if needs_sids else {}
     timings["tokenizers"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out["codebook"] = off("codebook") or codebook_section(inp, sids, cfg, plot_dir)
@@ -650,7 +654,7 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
 
         rin = ranker_inputs(tu, ec, inp.items)
     t0 = time.perf_counter()
-    out["generative"] = off("generative") or ({"skipped": reason} if reason else generative_section(inp, sids, cfg, tu, progress, rin, ranker_out))
+    out["generative"] = off("generative") or ({"skipped": reason} if reason else generative_section(inp, sids, cfg, tu, progress, rin, ranker_out, spark))
     timings["generative"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if off("ranker") or reason:
@@ -661,7 +665,7 @@ def evaluate_frames(inp: EvalInputs, cfg: "LGSIDConfig", plot_dir: str | None = 
         out["ranker"] = ranker_section(inp.items, sids, rin, ranker_out, ec, model_seeds(ec, len(inp.items)), plot_dir)
     timings["ranker"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out["discriminative"] = off("discriminative") or ({"skipped": reason} if reason else discriminative_section(inp, sids, cfg, tu, progress))
+    out["discriminative"] = off("discriminative") or ({"skipped": reason} if reason else discriminative_section(inp, sids, cfg, tu, progress, spark))
     timings["discriminative"] = time.perf_counter() - t0
 
     for sec in ("geo", "codebook", "generative", "discriminative", "ranker"):

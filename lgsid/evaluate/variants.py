@@ -126,8 +126,10 @@ def _fit_tokenizer(job: tuple[str, str, str], sh: dict) -> tuple[np.ndarray, np.
     return codes, np.asarray(dedup_suffix(codes), dtype=np.int64), time.perf_counter() - t0
 
 
-def train_tokenizers(inp: EvalInputs, cfg: "LGSIDConfig", skipped: dict[str, str], fixed: dict[str, SIDCodes] | None = None) -> dict[str, SIDCodes]:
-    """Fit each compared tokenizer on its embedding space (in ``evaluate.workers`` processes, see :mod:`lgsid.evaluate.jobs`); reasons for the missing ones go to ``skipped``.
+def train_tokenizers(inp: EvalInputs, cfg: "LGSIDConfig", skipped: dict[str, str], fixed: dict[str, SIDCodes] | None = None,
+                     spark=None) -> dict[str, SIDCodes]:
+    """Fit each compared tokenizer on its embedding space (in ``evaluate.workers`` processes, or on the executors of ``spark``:
+    see :mod:`lgsid.evaluate.jobs`); reasons for the missing ones go to ``skipped``.
 
     Args:
         fixed: codes already known per variant (the registered candidate's); those variants are
@@ -159,7 +161,8 @@ def train_tokenizers(inp: EvalInputs, cfg: "LGSIDConfig", skipped: dict[str, str
         out[name] = None  # keeps cfg.evaluate.variants order
         fits.append((name, kind, version))
     shared = {"tcfg": tcfg, "features": features, "embeddings": {v: inp.embeddings[v] for _, _, v in fits}}
-    results = run_jobs(_fit_tokenizer, fits, shared, workers=cfg.evaluate.workers, threads=cfg.evaluate.torch_threads, desc="evaluate: tokenizer refits")
+    results = run_jobs(_fit_tokenizer, fits, shared, workers=cfg.evaluate.workers, threads=cfg.evaluate.torch_threads, desc="evaluate: tokenizer refits",
+                       spark=spark)
     for (name, _, version), (codes, suffix, seconds) in zip(fits, results):
         out[name] = SIDCodes(codes=codes, suffix=suffix, embedding_version=version, seconds=seconds)
         log.info("evaluate: tokenizer %s on %s fitted in %.1fs", name, version, seconds)

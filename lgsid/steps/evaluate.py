@@ -26,6 +26,7 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     ``cfg.evaluate.out_dir``, log them to MLflow and tag the candidate version."""
     import torch
 
+    from lgsid.evaluate.jobs import fits_on_executors
     from lgsid.evaluate.report import flat_metrics, headline_table, log_to_mlflow, write_report
     from lgsid.evaluate.sections import evaluate_frames
     from lgsid.storage import DeltaStore
@@ -51,7 +52,10 @@ def run(spark, cfg: LGSIDConfig) -> StepSummary:
     out_dir = local or tempfile.mkdtemp(prefix="lgsid-report-")
     os.makedirs(out_dir, exist_ok=True)
     plot_dir = os.path.join(out_dir, "plots")
-    metrics = evaluate_frames(inp, cfg, plot_dir=plot_dir, fixed=fixed)
+    on_executors = fits_on_executors(ec.fit_on, spark.sparkContext.master)
+    notes.append(f"model fits: {'one-task Spark jobs on the executors' if on_executors else 'worker processes on the driver host'} "
+                 f"(evaluate.fit_on={ec.fit_on}, master {spark.sparkContext.master})")
+    metrics = evaluate_frames(inp, cfg, plot_dir=plot_dir, fixed=fixed, spark=spark if on_executors else None)
     notes.extend(metrics["meta"].get("notes", []))
     metrics["meta"]["notes"] = notes
     if mv is not None:

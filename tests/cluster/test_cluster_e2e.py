@@ -156,8 +156,9 @@ def test_every_step_on_a_standalone_cluster(platform, request):
         return out
 
     steps = list(resolved.pipeline.steps)
-    for step in steps:
-        submit(step, step)
+    outs = {step: submit(step, step) for step in steps}
+    # evaluate.fit_on=auto on a cluster master: the model fits ran as Spark jobs on the executors, not beside the driver
+    assert "model fits: one-task Spark jobs on the executors (evaluate.fit_on=auto" in outs["evaluate"], outs["evaluate"][-3000:]
 
     # the steps ran as applications of the standalone master, not in a local driver
     master_log = platform["procs"].tail("master", 10**7)

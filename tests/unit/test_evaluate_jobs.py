@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lgsid.evaluate.jobs import resolve_workers, run_jobs
+from lgsid.evaluate.jobs import fits_on_executors, resolve_workers, run_jobs
 
 
 def _seeded_draw(job, shared):
@@ -14,6 +14,62 @@ def _seeded_draw(job, shared):
 
     torch.manual_seed(job)
     return float(torch.randn(3).sum() + shared["offset"]), torch.get_num_threads()
+
+
+def _fails_on_two(job, shared):
+    if job == 2:
+        raise ValueError(f"fit {job} failed")
+    return job
+
+
+def test_fits_on_executors_by_master():
+    assert fits_on_executors("auto", "spark://127.0.0.1:7077") and fits_on_executors("auto", "yarn")
+    assert not fits_on_executors("auto", "local[2]") and not fits_on_executors("auto", "local")
+    assert fits_on_executors("executors", "local[1]") and not fits_on_executors("local", "spark://h:7077")
+    with pytest.raises(ValueError, match="evaluate.fit_on: 'driver' is not one of auto, local, executors"):
+        fits_on_executors("driver", "local")
+
+
+@pytest.mark.spark
+def test_run_jobs_on_executors_same_results_order_and_threads(spark):
+    import sys
+
+    import torch
+    from pyspark import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Spark's workers cannot import this test module
+
+    jobs = [5, 1, 3]
+    seq = run_jobs(_seeded_draw, jobs, {"offset": 1.0}, workers=1, threads=1)
+    before = torch.get_num_threads()
+    on_spark = run_jobs(_seeded_draw, jobs, {"offset": 1.0}, workers=0, threads=1, cost=lambda j: j, spark=spark)
+    assert on_spark == seq  # same values in jobs order, each fit on 1 thread
+    assert torch.get_num_threads() == before
+    again = run_jobs(_seeded_draw, jobs, {"offset": 2.0}, workers=2, threads=1, spark=spark)  # a new round's shared arrays
+    assert [v for v, _ in again] == pytest.approx([v + 1.0 for v, _ in seq])
+    with pytest.raises(Exception, match="fit 2 failed"):
+        run_jobs(_fails_on_two, [1, 2, 3], None, workers=0, threads=1, spark=spark)
+
+
+@pytest.mark.spark
+def test_downstream_sections_identical_on_executors(spark):
+    from lgsid.config import LGSIDConfig, replace
+    from lgsid.evaluate.sections import evaluate_frames
+
+    inp, sids = _inputs()
+    cfg = replace(LGSIDConfig(), evaluate={"sections": ["generative", "discriminative"], "seeds": [0], "ks": [5, 10], "tiger_epochs": 1,
+                                           "din_epochs": 1, "tiger_d_model": 16, "tiger_heads": 2, "max_history": 4, "torch_threads": 1,
+                                           "baselines": ["popularity", "sasrec"], "workers": 1})
+    local = evaluate_frames(inp, cfg, sids=dict(sids), progress=False)
+    remote = evaluate_frames(inp, cfg, sids=dict(sids), progress=False, spark=spark)
+    for sec in ("generative", "discriminative"):
+        a, b = _strip(local[sec]), _strip(remote[sec])
+        assert "skipped" not in local[sec] and set(a) >= {"sasrec", "lgsid", "rqkmeans"} - ({"sasrec"} if sec == "discriminative" else set())
+        assert a == b
+
+
+def _strip(sec):
+    return {name: [{k: v for k, v in r.items() if k != "seconds"} for r in row["runs"]] for name, row in sec["variants"].items()}
 
 
 def test_resolve_workers():
