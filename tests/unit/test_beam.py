@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lgsid.evaluate.tiger import PrefixTrie, SIDVocab, constrained_beam_search, history_matrix, recommend, train_tiger, training_examples
+from lgsid.evaluate.tiger import PrefixTrie, SIDVocab, constrained_beam_search, history_matrix, recommend, top_b_stable, train_tiger, training_examples
 
 
 def _catalogue(n=40, sizes=(4, 3), seed=0):
@@ -39,8 +39,8 @@ def test_beam_search_emits_only_valid_sids(beam):
     f = _hash_logprobs(vocab.sizes, bias_to_invalid=True)
     wide = np.asarray(vocab.sizes) + 2  # the model scores codes that exist nowhere in the catalogue
 
-    def step(t, prefixes):
-        return np.stack([f(i // beam, prefixes[i], int(wide[t])) for i in range(len(prefixes))])
+    def step(t, prefixes, rows):
+        return np.stack([f(rows[i] // beam, prefixes[i], int(wide[t])) for i in range(len(prefixes))])
 
     items, scores = constrained_beam_search(step, 5, trie, wide, beam)
     assert items.shape == (5, beam)
@@ -55,8 +55,8 @@ def test_beam_search_is_exact_when_the_beam_covers_every_sid():
     f = _hash_logprobs(vocab.sizes)
     beam = len(vocab.sids) + 3  # more beams than items -> -1 padding at the end
 
-    def step(t, prefixes):
-        return np.stack([f(i // beam, prefixes[i], int(vocab.sizes[t])) for i in range(len(prefixes))])
+    def step(t, prefixes, rows):
+        return np.stack([f(rows[i] // beam, prefixes[i], int(vocab.sizes[t])) for i in range(len(prefixes))])
 
     items, scores = constrained_beam_search(step, 2, trie, vocab.sizes, beam)
     for q in range(2):  # naive reference: score every valid SID by its full path
@@ -67,6 +67,35 @@ def test_beam_search_is_exact_when_the_beam_covers_every_sid():
         assert list(items[q, : len(order)]) == list(order)
         assert np.allclose(scores[q, : len(order)], np.array(full)[order])
         assert (items[q, len(order):] == -1).all()
+
+
+def test_top_b_stable_is_the_head_of_a_stable_descending_sort():
+    x = np.array([[1.0, 3.0, 3.0, -np.inf, 2.0, 3.0], [-np.inf, -np.inf, 0.5, -np.inf, -np.inf, -np.inf]])
+    # by hand: row 0 holds three 3.0s (indices 1, 2, 5) then 2.0; row 1 one finite value, then -inf by index
+    assert top_b_stable(x, 4).tolist() == [[1, 2, 5, 4], [2, 0, 1, 3]]
+    assert top_b_stable(x, 2).tolist() == [[1, 2], [2, 0]]
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # tie-heavy rows, including b >= n
+        q, n, b = rng.integers(1, 5), rng.integers(1, 60), rng.integers(1, 70)
+        y = rng.integers(0, 4, (q, n)).astype(float)
+        y[y == 0] = -np.inf
+        assert np.array_equal(top_b_stable(y, b), np.argsort(-y, axis=1, kind="stable")[:, :b])
+
+
+def test_beam_search_never_scores_dead_beams():
+    vocab = _catalogue(n=40, sizes=(6, 3))
+    trie = PrefixTrie(vocab.sids)
+    f = _hash_logprobs(vocab.sizes)
+    beam, seen = 4, []
+
+    def step(t, prefixes, rows):
+        seen.append((t, rows.copy()))
+        return np.stack([f(rows[i] // beam, prefixes[i], int(vocab.sizes[t])) for i in range(len(prefixes))])
+
+    items, _ = constrained_beam_search(step, 3, trie, vocab.sizes, beam)
+    assert seen[0][0] == 0 and seen[0][1].tolist() == [0, 4, 8]  # t = 0: the first beam of each of the 3 queries
+    assert seen[1][1].tolist() == list(range(12))  # 6 first codes >= 4 beams: every beam alive at t = 1
+    assert (items >= 0).all()
 
 
 def test_trie_allowed_masks_unknown_prefixes():
@@ -149,15 +178,24 @@ def test_beam_batches_shrink_for_wide_codebooks_and_decode_the_same(monkeypatch)
 def test_score_batches_shrink_for_wide_vocabularies_and_score_the_same(monkeypatch):
     import lgsid.evaluate.tiger as tiger
 
-    # 2^24 cells: 128 users x 100 candidates x 4 positions x 200 tokens = 10,240,000 fit; a vocabulary of 8,800 leaves
-    # 16,777,216 // (100 x 4 x 8,800) = 4 users a batch
-    assert tiger.score_batch(128, 100, 4, 200) == 128 and tiger.score_batch(128, 100, 4, 8800) == 4
+    # 2^24 cells of one position's logits: 128 users x 100 candidates x 1,024 codes = 13,107,200 fit; 8,192 codes leave
+    # 16,777,216 // (100 x 8,192) = 20 users a batch
+    assert tiger.score_batch(128, 100, 1024) == 128 and tiger.score_batch(128, 100, 8192) == 20
     vocab, model, h, rng = _tiny_tiger(seed=2)
     cand = rng.integers(-1, 30, (20, 6))
     want = tiger.score_items(model, vocab, h, cand, batch_size=20)
-    monkeypatch.setattr(tiger, "SCORE_BATCH_CELLS", 6 * vocab.length * vocab.vocab_size * 3)  # 3 users a batch
+    monkeypatch.setattr(tiger, "SCORE_BATCH_CELLS", 6 * int(max(vocab.sizes)) * 3)  # 3 users a batch
     np.testing.assert_allclose(tiger.score_items(model, vocab, h, cand, batch_size=20), want, rtol=1e-5, atol=1e-6)
     assert np.isneginf(want[cand < 0]).all() and np.isfinite(want[cand >= 0]).all()
+    # the reference: the full head's (V) logits, each position's log-softmax over its own code range, summed over positions
+    with torch.no_grad():
+        i, j = np.nonzero(cand >= 0)
+        memory, pad = tiger._encode_batch(model, vocab, h[i], None)
+        tgt = torch.from_numpy(vocab.tokens(cand[i, j]))
+        logits = model.decode(memory, pad, torch.cat([torch.full((len(tgt), 1), tiger.BOS, dtype=torch.long), tgt[:, :-1]], dim=1))
+        ref = sum(torch.log_softmax(logits[:, t, lo:lo + n], -1).gather(1, (tgt[:, t] - lo)[:, None]).squeeze(1).double()
+                  for t, (lo, n) in enumerate(zip(vocab.offsets.tolist(), vocab.sizes.tolist())))
+    np.testing.assert_allclose(want[i, j], ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_trie_node_ranges_count_items_below_each_node():
@@ -184,8 +222,8 @@ def test_reach_constrained_beam_is_exact_over_the_allowed_items():
     allowed[:, 0] = True  # at least one per query
     beam = 16
 
-    def step(t, prefixes):
-        return np.stack([f(i // beam, prefixes[i], int(vocab.sizes[t])) for i in range(len(prefixes))])
+    def step(t, prefixes, rows):
+        return np.stack([f(rows[i] // beam, prefixes[i], int(vocab.sizes[t])) for i in range(len(prefixes))])
 
     items, scores = constrained_beam_search(step, 3, trie, vocab.sizes, beam, allowed_counts=trie.subtree_counts(allowed))
     for q in range(3):
