@@ -340,7 +340,8 @@ def run_size(n: int, steps: list[str], extra_sets: list[str], timeout: float, ke
     out["end_to_end_s"] = round(sum(s["seconds"] for s in ok), 1)
     out["peak_rss_gb"] = round(max((s["peak_rss_mb"]["tree"] for s in ok), default=0) / 1024, 2)
     if plane is not None:
-        out["driver_peak_rss_gb"] = round(max((s["peak_rss_mb"]["driver_total"] for s in ok), default=0) / 1024, 2)
+        out["driver_peak_rss_mb"] = max((s["peak_rss_mb"]["driver_total"] for s in ok), default=0)
+        out["driver_peak_rss_gb"] = round(out["driver_peak_rss_mb"] / 1024, 2)
         out["executor_peak_rss_gb"] = round(max((s["peak_rss_mb"]["executors"] for s in ok), default=0) / 1024, 2)
     return out
 
@@ -409,6 +410,10 @@ def _exponent_target(t: dict, na: list[str], exps: dict) -> None:
         na.append("no_step_super_nlogn (needs two sizes with steps >= 10 s)")
 
 
+def _driver_mb(r: dict) -> float:
+    return r["driver_peak_rss_mb"] if "driver_peak_rss_mb" in r else r["driver_peak_rss_gb"] * 1024
+
+
 def data_plane_targets(results: list[dict], exps: dict) -> tuple[dict, list[str]]:
     """``--data-plane`` targets (issue 27): every size completes; driver peak RSS at the largest size <= 2 GB and
     <= 1.5x the smallest size's; no step above n·log n; the paper's 2.33M catalogue end to end <= 2 h."""
@@ -419,10 +424,11 @@ def data_plane_targets(results: list[dict], exps: dict) -> tuple[dict, list[str]
     ran = [r for r in results if r["steps"]]
     if ran:
         big, small = max(ran, key=lambda r: r["n_items"]), min(ran, key=lambda r: r["n_items"])
-        v = big["driver_peak_rss_gb"]
-        t[f"driver_rss_gb_at_{big['n_items']}"] = {"target": f"<= {TARGET_DRIVER_RSS_GB}", "value": v, "pass": v <= TARGET_DRIVER_RSS_GB}
+        mb = _driver_mb(big)  # judged in MB: 2,050 MB is over 2 GB although it prints as 2.00
+        t[f"driver_rss_gb_at_{big['n_items']}"] = {"target": f"<= {TARGET_DRIVER_RSS_GB}", "value": round(mb / 1024, 3),
+                                                   "pass": mb <= TARGET_DRIVER_RSS_GB * 1024}
         if big is not small:
-            g = round(v / max(small["driver_peak_rss_gb"], 1e-9), 2)
+            g = round(mb / max(_driver_mb(small), 1e-9), 2)
             t[f"driver_rss_growth_{small['n_items']}_to_{big['n_items']}"] = {"target": f"<= {TARGET_DRIVER_GROWTH}", "value": g,
                                                                              "pass": g <= TARGET_DRIVER_GROWTH}
         else:

@@ -46,6 +46,11 @@ def test_data_plane_targets_judge_growth_and_the_paper_size(bench):
     assert not tg["driver_rss_growth_100000_to_2330000"]["pass"]
     assert tg["end_to_end_2.33M_s"]["pass"]
     assert any(s.startswith("no_step_super_nlogn") for s in na)
+    # judged in MB, not on the rounded GB: 2,050 MB prints as 2.0 GB and is over the line
+    over = {**_result(2_330_000, 2.0, 6000), "driver_peak_rss_mb": 2050}
+    tg, _ = bench.data_plane_targets([{**_result(100_000, 2.0, 600), "driver_peak_rss_mb": 2000}, over], {})
+    assert tg["driver_rss_gb_at_2330000"] == {"target": "<= 2.0", "value": 2.002, "pass": False}
+    assert tg["driver_rss_growth_100000_to_2330000"]["value"] == 1.02
 
 
 def test_data_plane_targets_not_judged_below_the_paper_size(bench):
