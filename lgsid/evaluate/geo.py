@@ -52,6 +52,8 @@ def nmi_kmeans(emb: np.ndarray, labels: np.ndarray, n_clusters: int | None = Non
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
 
+    from lgsid.tokenizer.base import fit_kmeans
+
     labels = np.asarray(labels)
     n = len(labels)
     k = n_clusters or min(len(np.unique(labels)), max_clusters)
@@ -59,7 +61,7 @@ def nmi_kmeans(emb: np.ndarray, labels: np.ndarray, n_clusters: int | None = Non
     if k == 1:
         clusters = np.zeros(n, dtype=np.int64)
     else:
-        clusters = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(unit_rows(emb))
+        clusters = fit_kmeans(KMeans(n_clusters=k, n_init=1, random_state=seed), unit_rows(emb)).labels_
     return float(normalized_mutual_info_score(labels, clusters))
 
 

@@ -9,6 +9,7 @@ MLflow pyfunc and the Spark UDF need no torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -98,6 +99,40 @@ def residual_encode(x: np.ndarray, codebooks: list[np.ndarray]) -> tuple[np.ndar
         subtract_rows(r, cb, c)
     return codes, r
 
+
+
+def fit_kmeans(km, x: np.ndarray):
+    """``km.fit(x)`` (a scikit-learn ``KMeans`` / ``MiniBatchKMeans``) on one OpenMP thread, so a fit repeats bit for bit.
+
+    scikit-learn's multi-threaded k-means adds its threads' partial centre sums in the order the threads
+    finish, so two fits of the same rows and seed can differ in the last bits, and then in some codes.
+    Only the k-means runs on one thread (OpenMP and BLAS); torch keeps its threads. With
+    :func:`deterministic_torch` around the codebook training, two fits at 2 threads give the same codes.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return km.fit(x)
+
+
+@contextlib.contextmanager
+def deterministic_torch():
+    """``torch.use_deterministic_algorithms(True)`` inside the block, the previous mode after it.
+
+    Codebook training gathers rows of a codebook by their codes; the backward of that gather on CPU
+    (``index_put_`` with ``accumulate=True``) adds the rows' gradients in thread order unless torch
+    is in deterministic mode (torch's docs list it), so two fits at 2 threads drifted apart by ~1e-7 a
+    step and then differed in some codes. ``warn_only``: an op without a deterministic version warns
+    instead of failing the fit (CUDA matmuls without ``CUBLAS_WORKSPACE_CONFIG``).
+    """
+    import torch
+
+    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 class ResidualTables:
     """Precomputed tables that turn residual quantisation into one matmul plus table look-ups.

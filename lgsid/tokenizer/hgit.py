@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from lgsid.config import TokenizerConfig
 from lgsid.errors import ValidationError
-from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, nearest_centre, residual_of, row_chunks, subtract_rows
+from lgsid.tokenizer.base import ResidualTables, SIDTokenizer, check_embeddings, deterministic_torch, fit_kmeans, nearest_centre, residual_of, row_chunks, subtract_rows
 from lgsid.tokenizer.align import use_level1_anchors, warm_codebook
 from lgsid.tokenizer.features import ClusteringFeaturizer, check_features
 
@@ -260,8 +260,6 @@ def train_residual_codebooks(
     """
     import torch
 
-    from tqdm.auto import tqdm
-
     g = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     bt = torch.as_tensor(base, dtype=torch.float32)
@@ -271,6 +269,18 @@ def train_residual_codebooks(
     if not cbs or epochs <= 0:
         return [c.detach().numpy() for c in cbs], hist
     opt = torch.optim.Adam(cbs, lr=lr)
+    with deterministic_torch():  # the same codebooks at any thread count, run after run
+        _train_epochs(xt, bt, ct, cbs, opt, g, hist, tau=tau, lambda_reg=lambda_reg, epochs=epochs, batch_size=batch_size, progress=progress, reseed=reseed)
+    return [c.detach().numpy().astype(np.float32) for c in cbs], hist
+
+
+def _train_epochs(xt, bt, ct, cbs: list, opt, g, hist: dict, *, tau: float, lambda_reg: float, epochs: int, batch_size: int, progress: bool,
+                  reseed: bool) -> None:
+    """The epochs of :func:`train_residual_codebooks` (in place on ``cbs``, ``opt`` and ``hist``)."""
+    import torch
+
+    from tqdm.auto import tqdm
+
     n = xt.shape[0]
     for _ in tqdm(range(epochs), desc="hgit levels>=2", disable=not progress):
         perm = torch.randperm(n, generator=g)
@@ -292,7 +302,6 @@ def train_residual_codebooks(
         hist["kl"].append(tot[2])
         if reseed:
             hist.setdefault("reseeded", []).append(float(_reseed_epoch(xt, bt, cbs, opt, ct)))
-    return [c.detach().numpy().astype(np.float32) for c in cbs], hist
 
 
 def _reseed_epoch(xt: "torch.Tensor", bt: "torch.Tensor", cbs: list, opt, ct: "torch.Tensor | None" = None) -> int:
@@ -411,7 +420,7 @@ def fit_local_level(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int, f
         if kc == len(rows):  # every distinct row is its own centre (also an empty cluster)
             cen = rows
         else:
-            cen = KMeans(n_clusters=kc, n_init=1, max_iter=100, random_state=seed + c).fit(rows).cluster_centers_
+            cen = fit_kmeans(KMeans(n_clusters=kc, n_init=1, max_iter=100, random_state=seed + c), rows).cluster_centers_
         if fill and len(cen) < k and len(shapes) > len(cen):  # the sampled rows are too few: shared shapes instead
             cen = fill_centres(mu[c], spread[c], shapes, len(shapes), c)
         slots, o = next_slots(o, len(cen), k)
@@ -455,7 +464,7 @@ def fill_shapes(r: np.ndarray, c1: np.ndarray, k1: int, k: int, seed: int, max_r
         return np.zeros((0, d), dtype=np.float32), mu, spread
     z = (np.asarray(r[pool], dtype=np.float64) - mu[c1[pool]]) / spread[c1[pool], None]  # (P, D) standardised deviations
     kk = min(k, len(np.unique(z, axis=0)))
-    shapes = KMeans(n_clusters=kk, n_init=1, max_iter=100, random_state=seed).fit(z).cluster_centers_
+    shapes = fit_kmeans(KMeans(n_clusters=kk, n_init=1, max_iter=100, random_state=seed), z).cluster_centers_
     return shapes.astype(np.float32), mu, spread
 
 
@@ -502,7 +511,7 @@ def kmeans_init(r: np.ndarray, k: int, seed: int, max_rows: int = 20000) -> np.n
     sample = r if len(r) <= max_rows else r[rng.choice(len(r), max_rows, replace=False)]
     if len(sample) < k:
         raise ValidationError(f"cannot fit a codebook of {k} codes on {len(sample)} items; lower tokenizer.codebook_sizes")
-    km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=seed).fit(sample)
+    km = fit_kmeans(KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=seed), sample)
     return km.cluster_centers_.astype(np.float32)
 
 
@@ -582,7 +591,7 @@ class HGITTokenizer(SIDTokenizer):
         if anchors is not None:
             k1 = use_level1_anchors(self, anchors, F.shape[1])
         else:
-            km = MiniBatchKMeans(n_clusters=k1, random_state=self.cfg.seed, batch_size=min(4096, len(F)), n_init=3).fit(F)
+            km = fit_kmeans(MiniBatchKMeans(n_clusters=k1, random_state=self.cfg.seed, batch_size=min(4096, len(F)), n_init=3), F)
             self.feature_centres = km.cluster_centers_.astype(np.float64)
             del km
         c1 = nearest_centre(F, self.feature_centres)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lgsid.tokenizer.base import CodebookStackMixin, ResidualTables, SIDTokenizer, check_embeddings, nearest_centre
+from lgsid.tokenizer.base import CodebookStackMixin, ResidualTables, SIDTokenizer, check_embeddings, fit_kmeans, nearest_centre
 
 _MAX_FIT_ROWS = 50000
 
@@ -35,9 +35,9 @@ class RQKMeansTokenizer(CodebookStackMixin, SIDTokenizer):
         for l, k in enumerate(self.codebook_sizes):
             if len(r) > _MAX_FIT_ROWS:
                 km = MiniBatchKMeans(n_clusters=k, random_state=self.cfg.seed + l, batch_size=4096, n_init=3)
-                km.fit(r[rng.choice(len(r), _MAX_FIT_ROWS, replace=False)])
+                fit_kmeans(km, r[rng.choice(len(r), _MAX_FIT_ROWS, replace=False)])
             else:
-                km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=self.cfg.seed + l).fit(r)
+                km = fit_kmeans(KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=self.cfg.seed + l), r)
             cb = km.cluster_centers_.astype(np.float32)
             r -= cb[nearest_centre(r, cb)]
             self.codebooks.append(cb)
