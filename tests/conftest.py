@@ -1,4 +1,4 @@
-"""Shared fixtures: one session-scoped local Spark, and a config whose paths live in a temp dir."""
+"""Shared fixtures: one session-scoped local Spark, a config whose paths live in a temp dir, and bench/ scripts as modules."""
 
 from __future__ import annotations
 
@@ -86,3 +86,26 @@ def store(spark, cfg):
     from lgsid.storage import DeltaStore
 
     return DeltaStore(spark, cfg.storage)
+
+
+@pytest.fixture(scope="session")
+def bench_module():
+    """``bench_module("quality")`` -> ``bench/quality.py`` as a module (``bench/`` is scripts, not a package); one load per name."""
+    import importlib.util
+    import sys
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+    loaded: dict = {}
+
+    def load(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(f"_bench_{name}", os.path.join(bench, f"{name}.py"))
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod  # a bench's dataclasses resolve their annotations through sys.modules
+            spec.loader.exec_module(mod)
+            loaded[name] = mod
+        return loaded[name]
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(f"_bench_{name}", None)

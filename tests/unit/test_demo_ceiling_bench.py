@@ -1,16 +1,12 @@
 """bench/demo_ceiling.py on a small demo: the generator's own ranking bounds every row from above."""
 
-import importlib.util
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_generator_ranking_is_the_ceiling():
-    spec = importlib.util.spec_from_file_location("bench_demo_ceiling", os.path.join(ROOT, "bench", "demo_ceiling.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = mod.ceiling(os.path.join(ROOT, "conf", "local.yaml"),
+def test_generator_ranking_is_the_ceiling(bench_module):
+    out = bench_module("demo_ceiling").ceiling(os.path.join(ROOT, "conf", "local.yaml"),
                       ["demo.n_items=600", "demo.n_users=300", "demo.n_interactions=4000", "demo.n_towns=60"], 10)
     rows = {r["row"]: r for r in out["rows"]}
     assert out["test_users"] > 200 and 0.0 < out["revisit_share"] < 1.0

@@ -1,25 +1,13 @@
 """bench/quality.py's target checks on a hand-built metrics.json."""
 
-import importlib.util
-import os
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", os.path.join(ROOT, "bench", "quality.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _s(mean, std=0.0):
     return {"mean": mean, "std": std, "runs": [mean]}
 
 
-def test_quality_targets_hand_computed():
+def test_quality_targets_hand_computed(bench_module):
     m = {
         "meta": {"seeds": [0, 1, 2]},
         "generative": {"variants": {
@@ -38,7 +26,7 @@ def test_quality_targets_hand_computed():
         "geo": {"rows": {"reference": {"within_1km@10": 0.1}, "aligned-2": {"within_1km@10": 0.2}, "aligned-10": {"within_1km@10": 0.16},
                          "geo-oracle": {"within_1km@10": 0.9}}},
     }
-    rows = {r["name"]: r for r in _quality().check(m, "demo")}
+    rows = {r["name"]: r for r in bench_module("quality").check(m, "demo")}
     assert rows["demo.ranker_no_sids_ge_heuristic"]["value"] == pytest.approx(0.02) and rows["demo.ranker_no_sids_ge_heuristic"]["pass"]
     assert rows["demo.ranker_lgsid_beats_rqkmeans"]["value"] == pytest.approx(0.34 - 0.33 - 0.005) and rows["demo.ranker_lgsid_beats_rqkmeans"]["pass"]
     assert rows["demo.ranker_lgsid_beats_no_sids"]["value"] == pytest.approx(0.34 - 0.32 - 0.004)
@@ -50,7 +38,7 @@ def test_quality_targets_hand_computed():
     assert rows["demo.seeds_ge_3"]["pass"] is True
 
 
-def test_quality_targets_missing_sections_are_unknown():
-    rows = _quality().check({"meta": {"seeds": [0]}}, "phoenix")
+def test_quality_targets_missing_sections_are_unknown(bench_module):
+    rows = bench_module("quality").check({"meta": {"seeds": [0]}}, "phoenix")
     assert all(r["pass"] is None for r in rows if not r["name"].endswith("seeds_ge_3"))
     assert {r["name"].split(".")[1] for r in rows} >= {"ranker_lgsid_beats_rqkmeans", "recall_lgsid_beam_gain", "aligned_within_1km_ratio"}

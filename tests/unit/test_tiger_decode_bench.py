@@ -1,22 +1,10 @@
 """bench/tiger_decode.py's plain reference decoder agrees with lgsid's optimised beam search."""
 
-import importlib.util
-import os
-
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_tiger_decode", os.path.join(ROOT, "bench", "tiger_decode.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_plain_reference_decodes_what_recommend_decodes():
+def test_plain_reference_decodes_what_recommend_decodes(bench_module):
     from lgsid.evaluate.tiger import PrefixTrie, SIDVocab, TigerModel, recommend
     from lgsid.tokenizer import dedup_suffix
 
@@ -27,7 +15,7 @@ def test_plain_reference_decodes_what_recommend_decodes():
     torch.manual_seed(1)
     model = TigerModel(vocab.vocab_size, vocab.length, 3, d_model=16, nhead=2, layers=1, dropout=0.0).eval()
     hist = rng.integers(-1, 300, (7, 3))
-    items, scores = _bench().plain_recommend(model, vocab, trie, hist, beam=6)
+    items, scores = bench_module("tiger_decode").plain_recommend(model, vocab, trie, hist, beam=6)
     want, want_s = recommend(model, vocab, trie, hist, 6, return_scores=True)
     np.testing.assert_array_equal(items, want)
     np.testing.assert_allclose(scores, want_s, rtol=1e-5, atol=1e-5)
