@@ -227,6 +227,7 @@ def reseed_dead(r: np.ndarray, centres: np.ndarray, codes: np.ndarray) -> tuple[
     return out, dead[: worst.size]
 
 
+@deterministic_torch()  # the same codebooks at any thread count, run after run
 def train_residual_codebooks(
     x: np.ndarray,
     base: np.ndarray,
@@ -269,16 +270,6 @@ def train_residual_codebooks(
     if not cbs or epochs <= 0:
         return [c.detach().numpy() for c in cbs], hist
     opt = torch.optim.Adam(cbs, lr=lr)
-    with deterministic_torch():  # the same codebooks at any thread count, run after run
-        _train_epochs(xt, bt, ct, cbs, opt, g, hist, tau=tau, lambda_reg=lambda_reg, epochs=epochs, batch_size=batch_size, progress=progress, reseed=reseed)
-    return [c.detach().numpy().astype(np.float32) for c in cbs], hist
-
-
-def _train_epochs(xt, bt, ct, cbs: list, opt, g, hist: dict, *, tau: float, lambda_reg: float, epochs: int, batch_size: int, progress: bool,
-                  reseed: bool) -> None:
-    """The epochs of :func:`train_residual_codebooks` (in place on ``cbs``, ``opt`` and ``hist``)."""
-    import torch
-
     from tqdm.auto import tqdm
 
     n = xt.shape[0]
@@ -302,6 +293,7 @@ def _train_epochs(xt, bt, ct, cbs: list, opt, g, hist: dict, *, tau: float, lamb
         hist["kl"].append(tot[2])
         if reseed:
             hist.setdefault("reseeded", []).append(float(_reseed_epoch(xt, bt, cbs, opt, ct)))
+    return [c.detach().numpy().astype(np.float32) for c in cbs], hist
 
 
 def _reseed_epoch(xt: "torch.Tensor", bt: "torch.Tensor", cbs: list, opt, ct: "torch.Tensor | None" = None) -> int:
