@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-from lgsid.tokenizer.base import CodebookStackMixin, SIDTokenizer, check_embeddings, nearest_centre, residual_encode
+from lgsid.tokenizer.base import CodebookStackMixin, SIDTokenizer, check_embeddings, deterministic_torch, nearest_centre, residual_encode
 from lgsid.tokenizer.hgit import assign_codes, kmeans_init, quantise, residual_update
 
 
@@ -101,6 +101,7 @@ class RQVAETokenizer(CodebookStackMixin, SIDTokenizer):
         self.enc_weights: list[tuple[np.ndarray, np.ndarray]] = []
         self.codebooks: list[np.ndarray] = []
 
+    @deterministic_torch()  # the same codebooks at any thread count, as HGIT's
     def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None, progress: bool = False) -> "RQVAETokenizer":
         import torch
         from torch import nn

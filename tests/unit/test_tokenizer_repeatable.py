@@ -11,7 +11,7 @@ from lgsid.tokenizer import build_tokenizer
 from lgsid.tokenizer.toy import toy_catalogue
 
 
-@pytest.mark.parametrize("kind", ["hgit", "rqkmeans"])
+@pytest.mark.parametrize("kind", ["hgit", "rqkmeans", "rqvae"])
 def test_fits_at_two_threads_repeat_bit_for_bit(kind):
     items, emb = toy_catalogue(3000, 32, seed=0)
     cfg = TokenizerConfig(kind=kind, epochs=2)
