@@ -19,14 +19,22 @@ def qualified_labels(state, county, town) -> dict[str, np.ndarray]:
     return {"state": st, "county": co, "town": tw}
 
 
+TOPK_BLOCK = 1 << 22
+"""Similarities per block of :func:`topk_neighbours`: 48 MB of transient memory with the block's
+argpartition, whatever N. The driver-side geo checks (gdpo's before/after coverage, tokenize's C@10)
+peaked at 4 × 2**24 bytes more when a block held 2**24 similarities and a negated copy."""
+
+
 def topk_neighbours(emb: np.ndarray, k: int, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine neighbours of every row, excluding the row itself.
 
     Args:
         emb: (N, D) float embeddings (need not be normalised).
         k: neighbours per row; must be < N.
-        chunk: rows per similarity block (memory is chunk × N floats, plus their int64 argpartition);
-            default: as many rows as keep a block at 2**24 similarities (64 MB).
+        chunk: rows per similarity block (memory is chunk × N float32 similarities plus their int64
+            argpartition, 12 bytes each); default: as many rows as keep a block at
+            :data:`TOPK_BLOCK` similarities. Each row's neighbours do not depend on the block (up to the matmul's float
+            rounding between near-equal similarities).
 
     Returns:
         (idx, sim): both (N, k); ``idx[i]`` sorted by decreasing cosine similarity ``sim[i]``.
@@ -35,14 +43,16 @@ def topk_neighbours(emb: np.ndarray, k: int, chunk: int | None = None) -> tuple[
     n = x.shape[0]
     if not 0 < k < n:
         raise ValueError(f"k must be in [1, N-1] for N={n} rows, got k={k}")
-    chunk = chunk or max(1, (1 << 24) // n)
+    chunk = chunk or max(1, TOPK_BLOCK // n)
     idx = np.empty((n, k), dtype=np.int64)
     sim = np.empty((n, k), dtype=np.float32)
     for s in range(0, n, chunk):
         blk = x[s : s + chunk] @ x.T  # (b, N)
         rows = np.arange(blk.shape[0])
         blk[rows, s + rows] = -np.inf  # never retrieve yourself
-        part = np.argpartition(-blk, k - 1, axis=1)[:, :k]  # (b, k) unordered
+        np.negative(blk, out=blk)  # in place: no second (b, N) block
+        part = np.argpartition(blk, k - 1, axis=1)[:, :k]  # (b, k) unordered
+        np.negative(blk, out=blk)
         psim = np.take_along_axis(blk, part, axis=1)
         order = np.argsort(-psim, axis=1, kind="stable")
         idx[s : s + chunk] = np.take_along_axis(part, order, axis=1)

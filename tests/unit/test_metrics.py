@@ -15,6 +15,16 @@ def test_topk_neighbours_hand_case():
     assert (np.diff(sim, axis=1) <= 0).all()
 
 
+def test_topk_neighbours_do_not_depend_on_the_block():
+    # the block only bounds memory: any block size gives the same neighbours in the same order
+    emb = np.random.default_rng(3).normal(size=(57, 5))
+    whole = topk_neighbours(emb, 7, chunk=57)
+    for chunk in (1, 4, 20, None):
+        idx, sim = topk_neighbours(emb, 7, chunk=chunk)
+        assert (idx == whole[0]).all()
+        np.testing.assert_allclose(sim, whole[1], atol=1e-6)
+
+
 def test_topk_never_returns_self_and_checks_k():
     emb = np.random.default_rng(0).normal(size=(10, 4))
     idx, _ = topk_neighbours(emb, 9)
