@@ -198,20 +198,28 @@ class ClusteringFeaturizer:
         """(N rows of FEATURE_COLUMNS) -> F, (N, 3 + 3·feature_dim) float64.
 
         The id vectors are built once per distinct (state, county, town, category_l1, category_l2,
-        brand) combination of the batch and gathered, so strings are touched O(#distinct) times.
+        brand) combination of the batch, so strings are touched O(#distinct) times; F is filled in
+        row chunks of :data:`lgsid.tokenizer.base.CHUNK_BYTES` (each chunk's rows gathered from the
+        combinations and weighted by :func:`clustering_feature`), so F is the only (N, ·) array.
         """
+        from lgsid.tokenizer.base import row_chunks
+
         id_cols = ["state", "county", "town", "category_l1", "category_l2", "brand"]
         group = features.groupby(id_cols, dropna=False, sort=False).ngroup().to_numpy()  # (N,)
         first = np.unique(group, return_index=True)[1]  # one representative row per combination
         u = features.iloc[first][id_cols]
-        f_admin = composite_embedding(hierarchy_keys(u, ("state", "county", "town")), self._admin)
-        f_cat = composite_embedding(hierarchy_keys(u, ("category_l1", "category_l2")), self._cat)
-        f_brand = composite_embedding(hierarchy_keys(u, ("brand",)), self._brand)
-        lat, lon = features["lat"].to_numpy(np.float64), features["lon"].to_numpy(np.float64)
-        f_geo = geo_unit_vector(lat, lon) if self.geo_centre is None else scaled_geo_vector(lat, lon, self.geo_centre, self.geo_scale)
         order = np.argsort(group[first])  # rows of u sorted by group id
-        f_admin, f_cat, f_brand = f_admin[order][group], f_cat[order][group], f_brand[order][group]
-        return clustering_feature(f_admin, f_geo, f_cat, f_brand, **{f"w_{k}": v for k, v in self.weights.items()})
+        f_admin = composite_embedding(hierarchy_keys(u, ("state", "county", "town")), self._admin)[order]
+        f_cat = composite_embedding(hierarchy_keys(u, ("category_l1", "category_l2")), self._cat)[order]
+        f_brand = composite_embedding(hierarchy_keys(u, ("brand",)), self._brand)[order]
+        lat, lon = features["lat"].to_numpy(np.float64), features["lon"].to_numpy(np.float64)
+        weights = {f"w_{k}": v for k, v in self.weights.items()}
+        out = np.empty((len(features), self.dim))
+        for sl in row_chunks(len(features), 2 * self.dim * 8):  # the chunk's gathered blocks and its F rows
+            g = group[sl]
+            geo = geo_unit_vector(lat[sl], lon[sl]) if self.geo_centre is None else scaled_geo_vector(lat[sl], lon[sl], self.geo_centre, self.geo_scale)
+            out[sl] = clustering_feature(f_admin[g], geo, f_cat[g], f_brand[g], **weights)
+        return out
 
 
 def clustering_feature(

@@ -559,9 +559,12 @@ class HGITTokenizer(SIDTokenizer):
         return self.cfg.local_last_level and len(self.codebook_sizes) >= 3
 
     def level1_codes(self, features: pd.DataFrame) -> np.ndarray:
-        """Level-1 code of each row: nearest MiniBatchKMeans centre of F (N rows -> (N,))."""
+        """Level-1 code of each row: nearest MiniBatchKMeans centre of F (N rows -> (N,)), in row chunks (no (N, F) matrix)."""
         assert self.feature_centres is not None
-        return nearest_centre(self.featurizer(features), self.feature_centres)
+        out = np.empty(len(features), dtype=np.int64)
+        for sl in row_chunks(len(features), 4 * self.featurizer.dim * 8):  # F rows, their gathers and scores
+            out[sl] = nearest_centre(self.featurizer(features.iloc[sl]), self.feature_centres)
+        return out
 
     def fit(self, embeddings: np.ndarray, features: pd.DataFrame | None = None, progress: bool = False) -> "HGITTokenizer":
         from sklearn.cluster import MiniBatchKMeans

@@ -276,6 +276,24 @@ def test_featurizer_over_distinct_combinations_matches_per_row_reference():
     np.testing.assert_allclose(fz(items), ref)
 
 
+def test_featurizer_and_level1_codes_in_row_chunks_equal_one_pass(monkeypatch):
+    # F and the level-1 codes are built in row chunks of CHUNK_BYTES: tiny chunks (7 and 2 rows) give the same rows
+    from lgsid.tokenizer import base
+    from lgsid.tokenizer.features import ClusteringFeaturizer
+    from lgsid.tokenizer.hgit import HGITTokenizer
+
+    items, _ = toy_catalogue(200, 4, seed=6)
+    fz = ClusteringFeaturizer({"admin": 1.0, "geo": 2.0, "cat": 0.5, "brand": 0.25}, 6)
+    whole = fz(items)
+    tok = HGITTokenizer(TokenizerConfig(codebook_sizes=[8, 4, 4]))
+    tok.featurizer, tok.feature_centres = fz, whole[::25]
+    codes = tok.level1_codes(items)
+    np.testing.assert_array_equal(codes, np.linalg.norm(whole[:, None] - whole[None, ::25], axis=2).argmin(axis=1))
+    monkeypatch.setattr(base, "CHUNK_BYTES", 7 * 2 * fz.dim * 8)
+    np.testing.assert_array_equal(fz(items), whole)
+    np.testing.assert_array_equal(tok.level1_codes(items), codes)
+
+
 # ------------------------------------------------------------------ codebooks that separate items
 
 
