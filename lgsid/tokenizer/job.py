@@ -183,9 +183,9 @@ largest local level per row: 2,048 x 64 codes); 6 is the largest rounded up. Bef
 chunking it was 15.9 copies at 100k (a (n, K_1) float64 distance matrix and residual copies)."""
 ROW_OVERHEAD_BYTES = 1024
 """Driver bytes per sample row besides the embedding: the item's attributes as pandas objects."""
-MAX_CHUNK_BYTES = 64 << 20
+MAX_CHUNK_BYTES = 16 << 20
 """Largest Arrow chunk the sample stream sends to the driver at once (and at most a quarter of
-``spark.driver.maxResultSize``)."""
+``spark.driver.maxResultSize``): the driver's JVM and Python each hold a few copies of one chunk."""
 
 
 def check_training_input(items: "DataFrame", embeddings: "DataFrame", model_version: str) -> int:
@@ -343,10 +343,10 @@ def read_sample(spark, sample: "DataFrame", n: int, dim: int) -> tuple[pd.DataFr
             emb = grown
         emb[pos:pos + len(m)] = m
         pos += len(m)
-        frames.append(t.drop([COLUMN]).to_pandas())
+        frames.append(t.drop([COLUMN]))  # Arrow until the end: one pandas frame is built, not one per chunk and their concatenation
         del t, m
     emb = emb[:pos]
-    pdf = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", *FEATURE_COLUMNS])
+    pdf = pa.concat_tables(frames).to_pandas() if frames else pd.DataFrame(columns=["item_id", *FEATURE_COLUMNS])
     del frames
     order = np.argsort(pdf["item_id"].to_numpy(dtype=object), kind="stable")  # already sorted; guards the invariant
     if (order != np.arange(len(order))).any():
