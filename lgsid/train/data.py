@@ -69,6 +69,12 @@ class TextBatchLoader:
             yield self.collate_fn(acc)
 
 
+READ_AHEAD_ROW_GROUPS = 2
+"""Decoded row groups a Petastorm reader may hold ahead of the training loop (its ``results_queue_size``;
+Petastorm's default of 50 lets the reader thread decode up to 50 row groups of 32 MB into Python objects
+on the driver before the loop consumes them)."""
+
+
 def make_converter(df):
     """``petastorm.spark.make_spark_converter(df)`` (materialised once per DataFrame plan, cached)."""
     from petastorm.spark import make_spark_converter
@@ -92,9 +98,10 @@ def petastorm_batches(
     """Batches of a converted DataFrame via ``converter.make_torch_dataloader``, collated by ``collate_fn``.
 
     Row groups are read in file order by ``workers`` reader threads (1 = deterministic); shuffling
-    is done by the seeded buffer. ``cur_shard`` / ``shard_count`` split the rows between ranks.
+    is done by the seeded buffer. ``cur_shard`` / ``shard_count`` split the rows between ranks. The
+    readers decode at most :data:`READ_AHEAD_ROW_GROUPS` row groups ahead of the batches.
     """
-    kwargs: dict = {"shuffle_row_groups": False, "reader_pool_type": "thread"}
+    kwargs: dict = {"shuffle_row_groups": False, "reader_pool_type": "thread", "results_queue_size": READ_AHEAD_ROW_GROUPS}
     if shard_count and shard_count > 1:
         kwargs.update(cur_shard=cur_shard, shard_count=shard_count)
 
