@@ -67,8 +67,10 @@ def worker_encoder(enc_cfg: EncoderConfig, adapter: str | None, tracking_uri: st
     ``adapter`` is a local directory or an MLflow model URI; a URI is downloaded by this process
     (from ``tracking_uri``) into a scratch directory of its own, and the model's ONNX export (its
     artifact ``onnx``, when it has one) is handed to :func:`lgsid.encoder.load_encoder`, which runs
-    it when ``encoder.runtime`` resolves to ONNX Runtime.
+    it when ``encoder.runtime`` resolves to ONNX Runtime. The scratch directory is removed once the
+    encoder is loaded (its weights, tokenizer and ONNX Runtime session are then in memory).
     """
+    import shutil
     import tempfile
 
     import torch
@@ -80,17 +82,21 @@ def worker_encoder(enc_cfg: EncoderConfig, adapter: str | None, tracking_uri: st
 
         from lgsid.encoder_onnx import find_export
 
-        adapter_dir, onnx_export = adapter, None
-        if is_model_uri(adapter):
-            if tracking_uri:
-                from lgsid.tracking import use_tracking_uri
+        adapter_dir, onnx_export, local = adapter, None, None
+        try:
+            if is_model_uri(adapter):
+                if tracking_uri:
+                    from lgsid.tracking import use_tracking_uri
 
-                use_tracking_uri(tracking_uri)
-            local = tempfile.mkdtemp(prefix="lgsid-adapter-")
-            adapter_dir = fetch_adapter(adapter, local)
-            onnx_export = find_export(local)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        enc = load_encoder(enc_cfg, adapter_dir=adapter_dir, device=device, onnx_export=onnx_export)
+                    use_tracking_uri(tracking_uri)
+                local = tempfile.mkdtemp(prefix="lgsid-adapter-")
+                adapter_dir = fetch_adapter(adapter, local)
+                onnx_export = find_export(local)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            enc = load_encoder(enc_cfg, adapter_dir=adapter_dir, device=device, onnx_export=onnx_export)
+        finally:
+            if local is not None:
+                shutil.rmtree(local, ignore_errors=True)
         _WORKER_CACHE.clear()  # one model per worker
         _WORKER_CACHE[key] = enc
     return enc
