@@ -25,7 +25,7 @@ from lgsid.tokenizer.job import (
     choose_embedding_version,
     embedding_dim,
     fit_on_sample,
-    fit_sample_frame,
+    fit_sample_condition,
     input_fingerprint,
     model_tags,
     read_sample,
@@ -79,8 +79,11 @@ def fit_and_register(spark, cfg: LGSIDConfig) -> StepSummary:
 
         _, adapter = resolve_aligned(cfg, version_in)
 
-    sampled = fit_sample_frame(items, n_items, cfg.tokenizer.fit_sample, cfg.tokenizer.seed)
-    sample = udf_input(sampled, embeddings, version_in, broadcast_items=True)  # the vectors are never shuffled nor broadcast
+    cond = fit_sample_condition(items, n_items, cfg.tokenizer.fit_sample, cfg.tokenizer.seed)
+    if cond is None:  # the whole catalogue (at most fit_sample items): its attributes broadcast, the vectors never shuffled
+        sample = udf_input(items, embeddings, version_in, broadcast_items=True)
+    else:  # both sides filtered to the sample on the executors, then joined: no sort or broadcast of the catalogue
+        sample = udf_input(items.where(cond), embeddings.where(cond), version_in)
     pdf, emb = read_sample(spark, sample, n_fit, dim)
     ref_version, reference = champion_reference(cfg)
     tok, sample_codes, l1_paths = fit_on_sample(cfg, pdf, emb, reference=reference, n_items=n_items)

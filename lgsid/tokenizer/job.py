@@ -275,19 +275,35 @@ def check_fit_sample(cfg: LGSIDConfig, n_items: int, dim: int, driver_bytes: int
     return n
 
 
-def fit_sample_frame(df: "DataFrame", n_items: int, fit_sample: int, seed: int) -> "DataFrame":
-    """The items the tokenizer is fitted on (pure, lazy): all of them when ``n_items <= fit_sample``,
-    else the ``fit_sample`` items with the smallest ``xxhash64(seed, item_id)`` (ties by item_id).
+def fit_sample_condition(df: "DataFrame", n_items: int, fit_sample: int, seed: int):
+    """The condition on ``item_id`` that keeps :func:`fit_sample_frame`'s items, or None (all of them).
 
-    The hash makes the sample a function of the item ids and the seed alone: the same on rerun,
-    whatever the partitioning. The top-``fit_sample`` selection runs on the executors.
+    One Spark job finds the ``fit_sample``-th smallest ``(xxhash64(seed, item_id), item_id)`` (a
+    top-``fit_sample`` per partition and their merge, on the executors; one row reaches the driver);
+    the condition keeps the pairs up to it. Being a condition on ``item_id`` alone, it selects the
+    same items from any table keyed by ``item_id`` (the embeddings too), so the sample is a filter,
+    never a sort or a broadcast of the catalogue.
     """
     from pyspark.sql import functions as F
 
     if n_items <= fit_sample:
-        return df
+        return None
     h = F.xxhash64(F.lit(seed), F.col("item_id"))
-    return df.withColumn("_h", h).orderBy("_h", "item_id").limit(fit_sample).drop("_h")
+    keyed = df.select(h.alias("_h"), "item_id").orderBy("_h", "item_id").limit(fit_sample)
+    last = keyed.agg(F.max(F.struct("_h", "item_id")).alias("m")).first()["m"]
+    return (h < F.lit(last["_h"])) | ((h == F.lit(last["_h"])) & (F.col("item_id") <= F.lit(last["item_id"])))
+
+
+def fit_sample_frame(df: "DataFrame", n_items: int, fit_sample: int, seed: int) -> "DataFrame":
+    """The items the tokenizer is fitted on: all of them when ``n_items <= fit_sample``, else the
+    ``fit_sample`` items with the smallest ``xxhash64(seed, item_id)`` (ties by item_id), as a
+    filter of ``df`` (:func:`fit_sample_condition`).
+
+    The hash makes the sample a function of the item ids and the seed alone: the same on rerun,
+    whatever the partitioning.
+    """
+    cond = fit_sample_condition(df, n_items, fit_sample, seed)
+    return df if cond is None else df.where(cond)
 
 
 def _arrow_ipc(batches):

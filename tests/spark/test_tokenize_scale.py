@@ -119,6 +119,9 @@ def test_fit_sample_is_bounded_seeded_and_streamed_in_item_id_order(spark, monke
     assert sorted(r[0] for r in job.fit_sample_frame(items.repartition(2), n, k, seed=23).select("item_id").collect()) == want
     assert sorted(r[0] for r in job.fit_sample_frame(items, n, k, seed=24).select("item_id").collect()) != want
     assert job.fit_sample_frame(items, n, n, seed=23) is items  # the whole catalogue when it is not larger
+    cond = job.fit_sample_condition(items, n, k, seed=23)  # a condition on item_id: the same items from the embeddings
+    assert sorted(r[0] for r in embs.where(cond).select("item_id").collect()) == want
+    assert job.fit_sample_condition(items, n, n, seed=23) is None
 
     monkeypatch.setattr(job, "MAX_CHUNK_BYTES", 10 * (4 * dim + 256))  # 10 rows per chunk: 4 chunks
     from lgsid.sid_store import udf_input
