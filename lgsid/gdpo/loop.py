@@ -23,7 +23,7 @@ from lgsid.errors import ValidationError
 from lgsid.gdpo.examples import make_collate
 from lgsid.gdpo.losses import gdpo_batch_loss
 from lgsid.train.data import make_converter, petastorm_batches
-from lgsid.train.runtime import Checkpointer, fingerprint, resolve_device, seed_everything
+from lgsid.train.runtime import Checkpointer, fingerprint, release_memory, resolve_device, seed_everything
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -232,6 +232,7 @@ def train_in_process(examples: "DataFrame", cfg: LGSIDConfig, reward: "RewardMLP
         result = train_gdpo(encoder, reward, converter, cfg, device, n_examples=n_examples, log_fn=log_fn, eval_fn=eval_fn)
     finally:
         converter.delete()
+    release_memory()  # the loop's freed batches, back to the OS before the step re-embeds and checks on the driver
     return encoder, result
 
 

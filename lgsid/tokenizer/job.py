@@ -385,8 +385,11 @@ def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress
     from lgsid.tokenizer import build_tokenizer
     from lgsid.tokenizer.hgit import level1_paths
 
+    from lgsid.train.runtime import release_memory
+
     tok = build_tokenizer(cfg.tokenizer)
     fit_stable(cfg, tok, emb, pdf, reference, progress, n_catalogue=n_items)
+    release_memory()  # the fit's freed temporaries, back to the OS before the sample is encoded
     codes = tok.encode(emb, pdf)
     l1_paths = getattr(tok, "l1_paths", None) or level1_paths(pdf, codes[:, 0], tok.codebook_sizes[0])
     return tok, codes, l1_paths

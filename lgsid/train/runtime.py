@@ -27,6 +27,25 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def release_memory() -> bool:
+    """Collect garbage and hand the C heap's free pages back to the OS (glibc's ``malloc_trim(0)``).
+
+    A training loop leaves its freed batches and activations as free but resident pages of the
+    process's heap; later driver-side work (re-embedding, the geo checks) would otherwise start from
+    that peak. Returns whether the heap was trimmed (False where the C library has no ``malloc_trim``).
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def cpu_bf16_supported() -> bool:
     """Whether this CPU runs bf16 matrix products natively (oneDNN: AVX512-BF16 or AMX), so bf16 autocast pays."""
     try:
