@@ -384,7 +384,6 @@ def fit_on_sample(cfg: LGSIDConfig, pdf: pd.DataFrame, emb: np.ndarray, progress
     """
     from lgsid.tokenizer import build_tokenizer
     from lgsid.tokenizer.hgit import level1_paths
-
     from lgsid.train.runtime import release_memory
 
     tok = build_tokenizer(cfg.tokenizer)
